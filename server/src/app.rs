@@ -1,0 +1,48 @@
+//! Builds the shared state and the router; nothing else.
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    routing::{get, post},
+};
+use tower_http::trace::TraceLayer;
+
+use crate::{
+    config::Config,
+    db::Pool,
+    events::EventBus,
+    graphql::{self, NerubaSchema},
+    http,
+};
+
+/// Everything a request handler may need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: Pool,
+    pub events: EventBus,
+}
+
+impl AppState {
+    pub fn new(config: Config, pool: Pool) -> AppState {
+        AppState { config: Arc::new(config), pool, events: EventBus::default() }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let schema: NerubaSchema = graphql::schema(state.clone());
+    let max_body = state.config.max_body_bytes;
+    Router::new()
+        .route("/graphql", post(http::graphql::execute).get(http::graphql::graphiql))
+        .route("/graphql/ws", get(http::graphql::websocket))
+        .route("/health/live", get(http::health::live))
+        .route("/health/ready", get(http::health::ready))
+        .merge(http::portal::routes(&state.config.portal_dir))
+        .fallback(http::not_found)
+        .layer(axum::Extension(schema))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

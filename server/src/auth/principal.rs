@@ -1,0 +1,154 @@
+//! Resolving a bearer credential to a [`Principal`], and the scope checks resolvers call.
+
+use axum::{
+    extract::FromRequestParts,
+    http::{HeaderMap, header::AUTHORIZATION, request::Parts},
+};
+use chrono::{Duration, Utc};
+
+use super::{Scope, keys};
+use crate::{
+    app::AppState,
+    db,
+    error::Error,
+    store::api_keys::{self, ApiKeyRow},
+};
+
+/// How often `last_used_at` is written at most, per key: keeps authentication read-mostly.
+const LAST_USED_RESOLUTION: Duration = Duration::seconds(60);
+
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// Holder of the admin token: manages projects, sees all of them.
+    Operator,
+    /// A project's API key.
+    ApiKey { key: ApiKeyRow, scopes: Vec<Scope> },
+}
+
+pub type AuthError = Error;
+
+impl Principal {
+    /// The project a key belongs to; `None` for the operator.
+    pub fn project_id(&self) -> Option<&str> {
+        match self {
+            Principal::Operator => None,
+            Principal::ApiKey { key, .. } => Some(&key.project_id),
+        }
+    }
+
+    pub fn scopes(&self) -> Vec<Scope> {
+        match self {
+            Principal::Operator => Scope::ALL.to_vec(),
+            Principal::ApiKey { scopes, .. } => scopes.clone(),
+        }
+    }
+
+    pub fn is_operator(&self) -> bool {
+        matches!(self, Principal::Operator)
+    }
+
+    /// Who did it, for audit columns.
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::Operator => "operator".to_string(),
+            Principal::ApiKey { key, .. } => format!("api_key:{}", key.id),
+        }
+    }
+
+    pub fn require_operator(&self) -> Result<(), Error> {
+        if self.is_operator() { Ok(()) } else { Err(Error::Forbidden("this operation needs the operator (admin token)".into())) }
+    }
+
+    /// The caller's project when the key has `scope`. The operator has no project of its own.
+    pub fn require_scope(&self, scope: Scope) -> Result<&str, Error> {
+        match self {
+            Principal::ApiKey { key, scopes } if scopes.contains(&scope) => Ok(&key.project_id),
+            Principal::ApiKey { .. } => Err(Error::Forbidden(format!("this API key lacks the `{scope}` scope"))),
+            Principal::Operator => Err(Error::Forbidden("this operation needs a project API key".into())),
+        }
+    }
+
+    /// Resolves which project a request acts on. The operator names one; a key acts on its own
+    /// project and, when it names another, gets `NOT_FOUND`, exactly as for a project that
+    /// does not exist, so ids reveal nothing across tenants.
+    pub fn project_for(&self, requested: Option<&str>, scope: Scope) -> Result<String, Error> {
+        match self {
+            Principal::Operator => requested.map(str::to_string).ok_or_else(|| Error::invalid("projectId", "required for the operator")),
+            Principal::ApiKey { key, .. } => {
+                let own = self.require_scope(scope)?;
+                match requested {
+                    Some(other) if other != key.project_id => Err(Error::NotFound("project")),
+                    _ => Ok(own.to_string()),
+                }
+            }
+        }
+    }
+}
+
+/// Extracts the bearer token from an `Authorization` header value or a websocket init payload.
+pub fn bearer(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).unwrap_or(value).trim();
+    (!token.is_empty()).then_some(token)
+}
+
+/// Resolves a token: the admin token, or an unrevoked API key (recording its use).
+pub async fn authenticate(state: &AppState, token: Option<&str>) -> Result<Principal, Error> {
+    let Some(token) = token else {
+        return Err(Error::Unauthenticated("missing credentials: send `Authorization: Bearer <api key>`".into()));
+    };
+    if constant_time_eq(token.as_bytes(), state.config.admin_token.as_bytes()) {
+        return Ok(Principal::Operator);
+    }
+    let invalid = || Error::Unauthenticated("invalid or revoked API key".into());
+    if !token.starts_with(keys::KEY_PREFIX) || token.len() > 200 {
+        return Err(invalid());
+    }
+    let mut conn = db::get(&state.pool).await?;
+    let key = api_keys::find_by_hash(&mut conn, &keys::hash_secret(token)).await?.ok_or_else(invalid)?;
+    if key.revoked_at.is_some() {
+        return Err(invalid());
+    }
+    let now = Utc::now().naive_utc();
+    if key.last_used_at.is_none_or(|t| t < now - LAST_USED_RESOLUTION) {
+        api_keys::touch_last_used(&mut conn, &key.id, now, now - LAST_USED_RESOLUTION).await?;
+    }
+    let scopes = Scope::split(&key.scopes);
+    Ok(Principal::ApiKey { key, scopes })
+}
+
+pub fn token_from_headers(headers: &HeaderMap) -> Option<&str> {
+    headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Axum extractor for plain HTTP handlers: a missing or bad credential is a 401 JSON response.
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        authenticate(state, token_from_headers(&parts.headers)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("  bearer  abc "), Some("abc"));
+        assert_eq!(bearer("abc"), Some("abc"));
+        assert_eq!(bearer("Bearer "), None);
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

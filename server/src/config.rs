@@ -1,0 +1,307 @@
+//! Typed configuration: parsed once at start from the environment (and an optional TOML file),
+//! validated, then passed around read-only. Every failure is one line naming the setting.
+
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, str::FromStr};
+
+use serde::Deserialize;
+
+/// Where Neruba runs. Production turns off conveniences that leak information or weaken auth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Development => "development",
+            Environment::Production => "production",
+        }
+    }
+}
+
+impl FromStr for Environment {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "development" | "dev" => Ok(Environment::Development),
+            "production" | "prod" => Ok(Environment::Production),
+            other => Err(format!("expected `development` or `production`, got `{other}`")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" | "pretty" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("expected `text` or `json`, got `{other}`")),
+        }
+    }
+}
+
+/// A configuration problem, reported as one line at start-up.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {setting}: {message}")]
+pub struct ConfigError {
+    pub setting: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(setting: &str, message: impl Into<String>) -> Self {
+        ConfigError { setting: setting.to_string(), message: message.into() }
+    }
+}
+
+/// Everything the server needs to know, valid by construction.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `None` means: start the embedded MariaDB under `data_dir`.
+    pub database_url: Option<String>,
+    pub bind: SocketAddr,
+    pub env: Environment,
+    /// Operator credential. Required in production; generated per start in development when unset.
+    pub admin_token: String,
+    /// Whether `admin_token` was generated (so `serve` can print it).
+    pub admin_token_generated: bool,
+    pub graphiql: bool,
+    pub log_format: LogFormat,
+    /// Project-local state: the embedded MariaDB lives in `<data_dir>/mariadb`.
+    pub data_dir: PathBuf,
+    pub migrate_on_start: bool,
+    /// Built portal (Trunk's `web/dist`).
+    pub portal_dir: PathBuf,
+    pub db_pool_size: u32,
+    /// Largest request body accepted anywhere, in bytes.
+    pub max_body_bytes: usize,
+    pub graphql_max_depth: usize,
+    pub graphql_max_complexity: usize,
+}
+
+/// The optional TOML file: same settings, lower precedence than the environment.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    database_url: Option<String>,
+    bind: Option<String>,
+    env: Option<String>,
+    admin_token: Option<String>,
+    graphiql: Option<bool>,
+    log_format: Option<String>,
+    data_dir: Option<PathBuf>,
+    migrate_on_start: Option<bool>,
+    portal_dir: Option<PathBuf>,
+    db_pool_size: Option<u32>,
+    max_body_bytes: Option<usize>,
+    graphql_max_depth: Option<usize>,
+    graphql_max_complexity: Option<usize>,
+}
+
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+impl Config {
+    /// Reads the process environment; `NERUBA_CONFIG` names an optional TOML file.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        Config::from_vars(&vars)
+    }
+
+    /// Parses from an explicit variable map (tests use this; so does `from_env`).
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| vars.get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+
+        let file = match get("NERUBA_CONFIG") {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| ConfigError::new("NERUBA_CONFIG", format!("cannot read {path}: {e}")))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| {
+                    ConfigError::new("NERUBA_CONFIG", format!("{path}: {}", e.message()))
+                })?
+            }
+            None => FileConfig::default(),
+        };
+
+        let env = match get("NERUBA_ENV").or(file.env) {
+            Some(v) => v.parse().map_err(|e| ConfigError::new("NERUBA_ENV", e))?,
+            None => Environment::Development,
+        };
+
+        let database_url = get("DATABASE_URL").or(file.database_url);
+        if let Some(url) = &database_url
+            && !(url.starts_with("mysql://") || url.starts_with("mariadb://"))
+        {
+            return Err(ConfigError::new("DATABASE_URL", "must start with mysql:// (MariaDB or MySQL)"));
+        }
+        // mysql_async only knows the mysql:// scheme.
+        let database_url = database_url.map(|u| u.replacen("mariadb://", "mysql://", 1));
+
+        let bind_raw = get("NERUBA_BIND").or(file.bind).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let bind = bind_raw
+            .parse::<SocketAddr>()
+            .map_err(|_| ConfigError::new("NERUBA_BIND", format!("expected host:port such as 127.0.0.1:8080, got `{bind_raw}`")))?;
+
+        let (admin_token, admin_token_generated) = match get("NERUBA_ADMIN_TOKEN").or(file.admin_token) {
+            Some(t) if t.len() < MIN_ADMIN_TOKEN_LEN => {
+                return Err(ConfigError::new(
+                    "NERUBA_ADMIN_TOKEN",
+                    format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters"),
+                ));
+            }
+            Some(t) => (t, false),
+            None if env == Environment::Production => {
+                return Err(ConfigError::new("NERUBA_ADMIN_TOKEN", "is required when NERUBA_ENV=production"));
+            }
+            None => (crate::auth::keys::random_token("nadm_"), true),
+        };
+
+        let graphiql = match get("NERUBA_GRAPHIQL") {
+            Some(v) => parse_bool("NERUBA_GRAPHIQL", &v)?,
+            None => file.graphiql.unwrap_or(env == Environment::Development),
+        };
+
+        let log_format = match get("NERUBA_LOG_FORMAT").or(file.log_format) {
+            Some(v) => v.parse().map_err(|e| ConfigError::new("NERUBA_LOG_FORMAT", e))?,
+            None => LogFormat::Text,
+        };
+
+        let data_dir = get("NERUBA_DATA_DIR").map(PathBuf::from).or(file.data_dir).unwrap_or_else(|| ".neruba".into());
+        let migrate_on_start = match get("NERUBA_MIGRATE_ON_START") {
+            Some(v) => parse_bool("NERUBA_MIGRATE_ON_START", &v)?,
+            None => file.migrate_on_start.unwrap_or(true),
+        };
+        let portal_dir = get("NERUBA_PORTAL_DIR").map(PathBuf::from).or(file.portal_dir).unwrap_or_else(|| "web/dist".into());
+
+        let db_pool_size = parse_num("NERUBA_DB_POOL_SIZE", get("NERUBA_DB_POOL_SIZE"), file.db_pool_size, 16, 1, 1000)?;
+        let max_body_bytes =
+            parse_num("NERUBA_MAX_BODY_BYTES", get("NERUBA_MAX_BODY_BYTES"), file.max_body_bytes, 2 * 1024 * 1024, 1024, 256 * 1024 * 1024)?;
+        let graphql_max_depth =
+            parse_num("NERUBA_GRAPHQL_MAX_DEPTH", get("NERUBA_GRAPHQL_MAX_DEPTH"), file.graphql_max_depth, 12, 2, 100)?;
+        let graphql_max_complexity = parse_num(
+            "NERUBA_GRAPHQL_MAX_COMPLEXITY",
+            get("NERUBA_GRAPHQL_MAX_COMPLEXITY"),
+            file.graphql_max_complexity,
+            500,
+            10,
+            1_000_000,
+        )?;
+
+        Ok(Config {
+            database_url,
+            bind,
+            env,
+            admin_token,
+            admin_token_generated,
+            graphiql,
+            log_format,
+            data_dir,
+            migrate_on_start,
+            portal_dir,
+            db_pool_size,
+            max_body_bytes,
+            graphql_max_depth,
+            graphql_max_complexity,
+        })
+    }
+}
+
+fn parse_bool(setting: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::new(setting, format!("expected true or false, got `{v}`"))),
+    }
+}
+
+fn parse_num<T>(setting: &str, env: Option<String>, file: Option<T>, default: T, min: T, max: T) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + Copy + std::fmt::Display,
+{
+    let value = match env {
+        Some(v) => v.parse::<T>().map_err(|_| ConfigError::new(setting, format!("expected a whole number, got `{v}`")))?,
+        None => file.unwrap_or(default),
+    };
+    if value < min || value > max {
+        return Err(ConfigError::new(setting, format!("must be between {min} and {max}, got {value}")));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn development_defaults_generate_an_admin_token_and_enable_graphiql() {
+        let c = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!(c.env, Environment::Development);
+        assert!(c.graphiql);
+        assert!(c.admin_token_generated);
+        assert!(c.admin_token.len() >= MIN_ADMIN_TOKEN_LEN);
+        assert!(c.database_url.is_none());
+    }
+
+    #[test]
+    fn production_requires_an_admin_token_and_hides_graphiql() {
+        let err = Config::from_vars(&vars(&[("NERUBA_ENV", "production")])).unwrap_err();
+        assert_eq!(err.setting, "NERUBA_ADMIN_TOKEN");
+        let c = Config::from_vars(&vars(&[("NERUBA_ENV", "production"), ("NERUBA_ADMIN_TOKEN", "0123456789abcdef")]))
+            .unwrap();
+        assert!(!c.graphiql);
+        let c = Config::from_vars(&vars(&[
+            ("NERUBA_ENV", "production"),
+            ("NERUBA_ADMIN_TOKEN", "0123456789abcdef"),
+            ("NERUBA_GRAPHIQL", "true"),
+        ]))
+        .unwrap();
+        assert!(c.graphiql);
+    }
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        for (name, value) in [
+            ("NERUBA_ENV", "staging"),
+            ("NERUBA_BIND", "localhost"),
+            ("DATABASE_URL", "postgres://x"),
+            ("NERUBA_ADMIN_TOKEN", "short"),
+            ("NERUBA_GRAPHIQL", "maybe"),
+            ("NERUBA_LOG_FORMAT", "xml"),
+            ("NERUBA_DB_POOL_SIZE", "0"),
+            ("NERUBA_MAX_BODY_BYTES", "lots"),
+        ] {
+            let err = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
+            assert_eq!(err.setting, name, "{err}");
+            assert!(!err.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_unknown_file_keys_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("neruba-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("neruba.toml");
+        std::fs::write(&file, "bind = \"127.0.0.1:9000\"\ndb_pool_size = 4\n").unwrap();
+        let path = file.to_string_lossy().to_string();
+        let c = Config::from_vars(&vars(&[("NERUBA_CONFIG", &path), ("NERUBA_DB_POOL_SIZE", "7")])).unwrap();
+        assert_eq!(c.bind.port(), 9000);
+        assert_eq!(c.db_pool_size, 7);
+
+        std::fs::write(&file, "bnd = \"x\"\n").unwrap();
+        let err = Config::from_vars(&vars(&[("NERUBA_CONFIG", &path)])).unwrap_err();
+        assert_eq!(err.setting, "NERUBA_CONFIG");
+        assert!(err.message.contains("bnd"), "{err}");
+    }
+}

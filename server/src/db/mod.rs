@@ -1,0 +1,98 @@
+//! Database access: the connection pool, embedded migrations, readiness, and the launcher for the
+//! private MariaDB that Neruba runs when no `DATABASE_URL` is configured.
+
+pub mod embedded;
+mod migrations;
+pub mod url;
+
+use std::time::Duration;
+
+use diesel_async::{
+    AsyncConnection, AsyncMysqlConnection, RunQueryDsl,
+    pooled_connection::{AsyncDieselConnectionManager, bb8},
+};
+
+pub use migrations::{MIGRATIONS, pending_migrations, run_migrations};
+
+pub type Pool = bb8::Pool<AsyncMysqlConnection>;
+pub type PooledConn<'a> = bb8::PooledConnection<'a, AsyncMysqlConnection>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("database is not available: {0}")]
+    Unavailable(String),
+}
+
+/// Builds a pool. Connections are made lazily and checked on checkout, so the pool recovers by
+/// itself when the database comes back after an outage.
+pub fn pool(url: &str, max_size: u32) -> Pool {
+    let manager = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new(url);
+    bb8::Pool::builder()
+        .max_size(max_size)
+        .connection_timeout(Duration::from_secs(5))
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .build_unchecked(manager)
+}
+
+/// One connection outside the pool (migrations, administration).
+pub async fn connect(url: &str) -> Result<AsyncMysqlConnection, DbError> {
+    AsyncMysqlConnection::establish(url).await.map_err(|e| DbError::Connect(e.to_string()))
+}
+
+/// Waits until the server accepts connections (a freshly started database takes a moment).
+pub async fn wait_for(url: &str, timeout: Duration) -> Result<(), DbError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match connect(url).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+pub async fn get(pool: &Pool) -> Result<PooledConn<'_>, DbError> {
+    pool.get().await.map_err(|e| DbError::Unavailable(e.to_string()))
+}
+
+/// `SELECT 1` through the pool, bounded in time: the readiness probe's database check.
+pub async fn ping(pool: &Pool) -> Result<(), DbError> {
+    let check = async {
+        let mut conn = get(pool).await?;
+        diesel::sql_query("SELECT 1").execute(&mut *conn).await?;
+        Ok::<_, DbError>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(3), check).await {
+        Ok(result) => result,
+        Err(_) => Err(DbError::Unavailable("timed out after 3s".into())),
+    }
+}
+
+/// Creates a database if it does not exist (used for the embedded server and test databases).
+pub async fn create_database(server_url: &str, name: &str) -> Result<(), DbError> {
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(DbError::Connect(format!("invalid database name `{name}`")));
+    }
+    let mut conn = connect(server_url).await?;
+    diesel::sql_query(format!(
+        "CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+    ))
+    .execute(&mut conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn drop_database(server_url: &str, name: &str) -> Result<(), DbError> {
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(DbError::Connect(format!("invalid database name `{name}`")));
+    }
+    let mut conn = connect(server_url).await?;
+    diesel::sql_query(format!("DROP DATABASE IF EXISTS `{name}`")).execute(&mut conn).await?;
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! The error a caller can act on, and its one mapping to GraphQL `extensions.code` and HTTP status.
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use crate::db::DbError;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// No credentials, or credentials that are unknown or revoked.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Authenticated, but the key lacks the scope or the operator role.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Absent, or belongs to another project (indistinguishable on purpose).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A field of the request is invalid; nothing was changed.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// Well-formed, but conflicts with what is stored (e.g. an idempotency key reused).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// The request body is larger than allowed.
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// Malformed request (not JSON, not GraphQL).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A dependency (the database) is down; retrying later may succeed.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure. The message is logged, not returned.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Invalid { field: field.into(), message: message.into() }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Unauthenticated(_) => "UNAUTHENTICATED",
+            Error::Forbidden(_) => "FORBIDDEN",
+            Error::NotFound(_) => "NOT_FOUND",
+            Error::Invalid { .. } => "BAD_USER_INPUT",
+            Error::Conflict { code, .. } => code,
+            Error::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            Error::BadRequest(_) => "BAD_REQUEST",
+            Error::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            Error::Internal(_) => "INTERNAL",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// What the client sees: internal details stay in the log.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Internal(_) => "internal error".to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            Error::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    fn log(&self) {
+        if let Error::Internal(detail) = self {
+            tracing::error!(%detail, "internal error");
+        }
+    }
+}
+
+impl From<DbError> for Error {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable(m) | DbError::Connect(m) => Error::Unavailable(m),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<diesel::result::Error> for Error {
+    fn from(e: diesel::result::Error) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+/// HTTP form: `{"error": {"code", "message", "field"?}}` with the mapped status.
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        self.log();
+        let mut body = json!({ "code": self.code(), "message": self.public_message() });
+        if let Some(field) = self.field() {
+            body["field"] = json!(field);
+        }
+        (self.status(), Json(json!({ "error": body }))).into_response()
+    }
+}
+
+/// A resolver's error. `async_graphql::Error` converts anything `Display` into a bare message, so
+/// resolvers return this wrapper instead: it is not `Display`, and its one conversion keeps the
+/// code: the message, with `extensions.code` (and `extensions.field` for input errors).
+#[derive(Debug, Clone)]
+pub struct GraphqlError(pub Error);
+
+impl<E: Into<Error>> From<E> for GraphqlError {
+    fn from(e: E) -> Self {
+        GraphqlError(e.into())
+    }
+}
+
+impl From<GraphqlError> for async_graphql::Error {
+    fn from(GraphqlError(e): GraphqlError) -> Self {
+        e.log();
+        let mut extensions = async_graphql::ErrorExtensionValues::default();
+        extensions.set("code", e.code());
+        if let Some(field) = e.field() {
+            extensions.set("field", field);
+        }
+        async_graphql::Error { message: e.public_message(), source: None, extensions: Some(extensions) }
+    }
+}
+
+/// What GraphQL resolvers return.
+pub type GraphqlResult<T> = std::result::Result<T, GraphqlError>;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

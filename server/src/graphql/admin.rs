@@ -1,0 +1,179 @@
+//! Projects, API keys and the caller's identity.
+
+use async_graphql::{Context, ID, InputObject, Object, Subscription};
+use futures_util::{Stream, StreamExt};
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::{ApiKey, CreatedApiKey, Project, ProjectEvent, ProjectEventKind, ServerInfo, Viewer, principal, state};
+use crate::{
+    auth::{Principal, Scope},
+    db,
+    error::{Error, GraphqlResult as Result},
+    events::DomainEvent,
+    projects,
+    store::{api_keys, projects as project_store},
+};
+
+const MAX_PAGE: i32 = 100;
+
+#[derive(Default)]
+pub struct AdminQuery;
+
+#[Object]
+impl AdminQuery {
+    /// Who is calling: the operator, or which project's key with which scopes.
+    async fn viewer(&self, ctx: &Context<'_>) -> Result<Viewer> {
+        let principal = principal(ctx)?.clone();
+        let project = match principal.project_id() {
+            Some(id) => {
+                let mut conn = db::get(&state(ctx).pool).await?;
+                project_store::find(&mut conn, id).await?
+            }
+            None => None,
+        };
+        Ok(Viewer { principal, project })
+    }
+
+    /// A project: a key reads its own (scope `READ`; `id` may be omitted); the operator names one.
+    async fn project(&self, ctx: &Context<'_>, id: Option<ID>) -> Result<Project> {
+        let id = principal(ctx)?.project_for(id.as_ref().map(|id| id.as_str()), Scope::Read)?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        Ok(Project(projects::find_project(&mut conn, &id).await?))
+    }
+
+    /// All projects, oldest first (operator only). `after` is the last id of the previous page.
+    async fn projects(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] first: i32,
+        after: Option<ID>,
+    ) -> Result<Vec<Project>> {
+        principal(ctx)?.require_operator()?;
+        if !(1..=MAX_PAGE).contains(&first) {
+            return Err(Error::invalid("first", format!("must be between 1 and {MAX_PAGE}")).into());
+        }
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let rows = project_store::list(&mut conn, after.as_ref().map(|id| id.as_str()), first as i64).await?;
+        Ok(rows.into_iter().map(Project).collect())
+    }
+
+    /// Version and environment of the server.
+    async fn server_info(&self, ctx: &Context<'_>) -> Result<ServerInfo> {
+        principal(ctx)?;
+        Ok(ServerInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            environment: state(ctx).config.env.as_str().to_string(),
+        })
+    }
+}
+
+/// `Project.apiKeys`: the operator, or a key of that project with `ADMIN`.
+pub(super) async fn project_api_keys(ctx: &Context<'_>, project_id: &str) -> Result<Vec<ApiKey>> {
+    let principal = principal(ctx)?;
+    if !principal.is_operator() {
+        principal.project_for(Some(project_id), Scope::Admin)?;
+    }
+    let mut conn = db::get(&state(ctx).pool).await?;
+    let rows = api_keys::list_for_project(&mut conn, project_id).await?;
+    Ok(rows.into_iter().map(ApiKey::from).collect())
+}
+
+#[derive(InputObject)]
+pub struct CreateProjectInput {
+    /// 1 to 200 characters.
+    pub name: String,
+}
+
+#[derive(InputObject)]
+pub struct CreateApiKeyInput {
+    /// Required for the operator; a project key may only name its own project.
+    pub project_id: Option<ID>,
+    /// What the key is for, e.g. "production ingest".
+    pub name: String,
+    /// At least one.
+    pub scopes: Vec<Scope>,
+}
+
+#[derive(Default)]
+pub struct AdminMutation;
+
+#[Object]
+impl AdminMutation {
+    /// Creates a project (operator only).
+    async fn create_project(&self, ctx: &Context<'_>, input: CreateProjectInput) -> Result<Project> {
+        principal(ctx)?.require_operator()?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let row = projects::create_project(&mut conn, &input.name).await?;
+        tracing::info!(project_id = %row.id, "project created");
+        Ok(Project(row))
+    }
+
+    /// Creates an API key. The response carries the secret; it is never shown again.
+    async fn create_api_key(&self, ctx: &Context<'_>, input: CreateApiKeyInput) -> Result<CreatedApiKey> {
+        let principal = principal(ctx)?;
+        let project_id = principal.project_for(input.project_id.as_ref().map(|id| id.as_str()), Scope::Admin)?;
+        let state = state(ctx);
+        let mut conn = db::get(&state.pool).await?;
+        let created =
+            projects::create_api_key(&mut conn, &project_id, &input.name, &input.scopes, &principal.actor()).await?;
+        tracing::info!(project_id = %project_id, key_id = %created.key.id, "API key created");
+        state.events.publish(DomainEvent::ApiKeyCreated(created.key.clone()));
+        Ok(CreatedApiKey { api_key: created.key.into(), secret: created.secret })
+    }
+
+    /// Revokes an API key at once. Revoking a revoked key returns it unchanged.
+    async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> Result<ApiKey> {
+        let principal = principal(ctx)?;
+        let scope_project = match principal {
+            Principal::Operator => None,
+            Principal::ApiKey { .. } => Some(principal.require_scope(Scope::Admin)?.to_string()),
+        };
+        let state = state(ctx);
+        let mut conn = db::get(&state.pool).await?;
+        let (row, changed) = projects::revoke_api_key(&mut conn, scope_project.as_ref().map(|id| id.as_str()), &id).await?;
+        if changed {
+            tracing::info!(project_id = %row.project_id, key_id = %row.id, "API key revoked");
+            state.events.publish(DomainEvent::ApiKeyRevoked(row.clone()));
+        }
+        Ok(row.into())
+    }
+}
+
+#[derive(Default)]
+pub struct AdminSubscription;
+
+#[Subscription]
+impl AdminSubscription {
+    /// Changes to a project's API keys, pushed after they commit. A key needs `READ` and watches
+    /// its own project; the operator names the project.
+    async fn project_events(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Option<ID>,
+    ) -> Result<impl Stream<Item = ProjectEvent> + use<>> {
+        let project_id = principal(ctx)?.project_for(project_id.as_ref().map(|id| id.as_str()), Scope::Read)?;
+        let state = state(ctx);
+        {
+            // The operator may name a project that does not exist: say so rather than wait forever.
+            let mut conn = db::get(&state.pool).await?;
+            projects::find_project(&mut conn, &project_id).await?;
+        }
+        let stream = BroadcastStream::new(state.events.subscribe()).filter_map(move |event| {
+            let event = match event {
+                Ok(e) if e.project_id() == project_id => Some(to_project_event(&e)),
+                // A lagging subscriber skips what it missed rather than ending the stream.
+                _ => None,
+            };
+            async move { event }
+        });
+        Ok(stream)
+    }
+}
+
+fn to_project_event(event: &DomainEvent) -> ProjectEvent {
+    let (kind, key) = match event {
+        DomainEvent::ApiKeyCreated(k) => (ProjectEventKind::ApiKeyCreated, k),
+        DomainEvent::ApiKeyRevoked(k) => (ProjectEventKind::ApiKeyRevoked, k),
+    };
+    ProjectEvent { kind, project_id: ID(key.project_id.clone()), api_key: Some(key.clone().into()) }
+}

@@ -1,0 +1,51 @@
+//! The GraphQL schema: one module per area, merged here. Resolvers find the caller's
+//! [`Principal`] in the request data and the [`AppState`] in the schema data.
+
+mod admin;
+mod types;
+
+use async_graphql::{Context, MergedObject, MergedSubscription, Schema, SchemaBuilder};
+
+use crate::{app::AppState, auth::Principal, error::Error};
+
+pub use types::*;
+
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(admin::AdminQuery);
+
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(admin::AdminMutation);
+
+#[derive(MergedSubscription, Default)]
+pub struct SubscriptionRoot(admin::AdminSubscription);
+
+pub type NerubaSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
+    Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
+}
+
+/// The executable schema, with limits from the configuration.
+pub fn schema(state: AppState) -> NerubaSchema {
+    let config = state.config.clone();
+    builder()
+        .limit_depth(config.graphql_max_depth)
+        .limit_complexity(config.graphql_max_complexity)
+        .data(state)
+        .finish()
+}
+
+/// The SDL of the schema, as checked in at `schema.graphql`.
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}
+
+/// The authenticated caller of this request (set by the HTTP and websocket entry points).
+pub(crate) fn principal<'a>(ctx: &Context<'a>) -> Result<&'a Principal, Error> {
+    ctx.data_opt::<Principal>().ok_or_else(|| Error::Unauthenticated("missing credentials".into()))
+}
+
+pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
+    ctx.data_unchecked::<AppState>()
+}
+

@@ -1,0 +1,49 @@
+//! Public identifiers: a type prefix and a ULID (48-bit millisecond time + 80 random bits,
+//! Crockford base32). Time-ordered so primary-key inserts stay append-mostly in InnoDB, random
+//! enough that guessing one is hopeless, and the prefix says what kind of object it names.
+
+use rand::RngCore;
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+pub fn new_id(prefix: &str) -> String {
+    let millis = chrono::Utc::now().timestamp_millis().max(0) as u128;
+    let mut random = [0u8; 10];
+    rand::rng().fill_bytes(&mut random);
+    let mut value: u128 = millis << 80;
+    for (i, b) in random.iter().enumerate() {
+        value |= (*b as u128) << (8 * (9 - i));
+    }
+    let mut out = String::with_capacity(prefix.len() + 27);
+    out.push_str(prefix);
+    out.push('_');
+    for i in (0..26).rev() {
+        out.push(CROCKFORD[((value >> (5 * i)) & 0x1f) as usize] as char);
+    }
+    out
+}
+
+/// Shape check for an id of the given prefix, done before any query so junk never reaches SQL.
+pub fn looks_like(prefix: &str, id: &str) -> bool {
+    id.len() == prefix.len() + 27
+        && id.starts_with(prefix)
+        && id.as_bytes()[prefix.len()] == b'_'
+        && id[prefix.len() + 1..].bytes().all(|b| CROCKFORD.contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_prefixed_unique_and_time_ordered() {
+        let a = new_id("prj");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = new_id("prj");
+        assert!(looks_like("prj", &a), "{a}");
+        assert!(a < b);
+        assert!(!looks_like("key", &a));
+        assert!(!looks_like("prj", "prj_short"));
+        assert!(!looks_like("prj", "prj_0000000000000000000000000!"));
+    }
+}

@@ -1,0 +1,19 @@
+//! Neruba: usage billing with a double-entry ledger behind every balance.
+//!
+//! Layers point one way: `http`/`graphql` → domain modules (`projects`, …) → `store`.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod graphql;
+pub mod http;
+pub mod ids;
+pub mod projects;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+#[doc(hidden)]
+pub mod testing;

@@ -1,0 +1,323 @@
+//! The `neruba` command line: serve, migrate, doctor, schema, embedded-db.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use neruba::{
+    app::AppState,
+    auth::Scope,
+    config::{Config, Environment},
+    db::{
+        self,
+        embedded::{EmbeddedMariaDb, EmbeddedOptions},
+    },
+    graphql, http, projects, server, store, telemetry,
+};
+
+#[derive(Parser)]
+#[command(name = "neruba", version, about = "Usage billing with a double-entry ledger behind every balance")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (GraphQL, HTTP ingest, portal). Without DATABASE_URL, starts a private MariaDB.
+    Serve {
+        /// Ensure a demo project exists and print a fresh API key for it.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Check configuration, database, migrations and portal assets; print what to fix.
+    Doctor,
+    /// Print the GraphQL schema (SDL), or write it to / compare it with a file.
+    Schema {
+        /// Write the schema to this file.
+        #[arg(long, conflicts_with = "check")]
+        out: Option<PathBuf>,
+        /// Exit non-zero when this file differs from the schema of this binary.
+        #[arg(long)]
+        check: Option<PathBuf>,
+    },
+    /// Run only the private MariaDB server (scripts use it for tests) until SIGINT/SIGTERM.
+    EmbeddedDb {
+        /// Where its files live.
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        port: Option<u16>,
+        /// No fsync per commit: faster, for throwaway test databases only.
+        #[arg(long)]
+        fast_unsafe: bool,
+        /// Write the server URL (without a database) to this file once it accepts connections.
+        #[arg(long)]
+        url_file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Schema { out, check } = &cli.command {
+        return schema(out.as_ref(), check.as_ref());
+    }
+    if let Command::EmbeddedDb { data_dir, port, fast_unsafe, url_file } = cli.command {
+        return embedded_db(data_dir, port, fast_unsafe, url_file).await;
+    }
+    let config = Config::from_env()?;
+    telemetry::init(config.log_format);
+    match cli.command {
+        Command::Serve { demo } => serve(config, demo).await,
+        Command::Migrate => migrate(config).await,
+        Command::Doctor => Ok(doctor(config).await),
+        Command::Schema { .. } | Command::EmbeddedDb { .. } => unreachable!("handled above"),
+    }
+}
+
+/// The configured database, or the embedded one started for the lifetime of the command.
+async fn open_database(config: &Config) -> anyhow::Result<(String, Option<EmbeddedMariaDb>)> {
+    match &config.database_url {
+        Some(url) => {
+            db::wait_for(url, Duration::from_secs(10)).await.with_context(|| db::url::redacted(url))?;
+            Ok((url.clone(), None))
+        }
+        None => {
+            let dir = config.data_dir.join("mariadb");
+            tracing::info!(dir = %dir.display(), "no DATABASE_URL: starting the embedded MariaDB");
+            let embedded = EmbeddedMariaDb::start(&dir, EmbeddedOptions::default()).await?;
+            tracing::info!(url = %embedded.database_url(), "embedded MariaDB ready");
+            Ok((embedded.database_url(), Some(embedded)))
+        }
+    }
+}
+
+async fn serve(config: Config, demo: bool) -> anyhow::Result<ExitCode> {
+    let (url, embedded) = open_database(&config).await?;
+    let result = serve_with(config, &url, demo).await;
+    if let Some(embedded) = embedded {
+        tracing::info!("stopping the embedded MariaDB");
+        embedded.stop().await;
+    }
+    result
+}
+
+async fn serve_with(config: Config, url: &str, demo: bool) -> anyhow::Result<ExitCode> {
+    if config.migrate_on_start {
+        let applied = db::run_migrations(url).await?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "migrations applied");
+        }
+    }
+    let pool = db::pool(url, config.db_pool_size);
+    let listener = server::bind(config.bind).await.with_context(|| format!("cannot listen on {}", config.bind))?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(config.clone(), pool.clone());
+    let base = format!("http://{addr}");
+    tracing::info!(%addr, env = config.env.as_str(), graphiql = config.graphiql, "listening");
+    if config.admin_token_generated {
+        println!("Admin token (generated for this run; set NERUBA_ADMIN_TOKEN to keep one): {}", config.admin_token);
+    }
+    if demo {
+        print_demo(&state, &base).await?;
+    }
+    server::serve(listener, state, server::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+const DEMO_PROJECT: &str = "Demo project";
+
+async fn print_demo(state: &AppState, base: &str) -> anyhow::Result<()> {
+    let mut conn = db::get(&state.pool).await?;
+    let existing = store::projects::list(&mut conn, None, 1000).await?.into_iter().find(|p| p.name == DEMO_PROJECT);
+    let project = match existing {
+        Some(p) => p,
+        None => projects::create_project(&mut conn, DEMO_PROJECT).await?,
+    };
+    let name = format!("demo key {}", chrono::Utc::now().format("%Y-%m-%d %H:%M:%S"));
+    let key = projects::create_api_key(&mut conn, &project.id, &name, &Scope::ALL, "operator").await?;
+    let secret = key.secret;
+    println!(
+        r#"
+Neruba is running.
+  GraphQL     {base}/graphql{graphiql}
+  Portal      {base}/portal/#key={secret}
+  Health      {base}/health/ready
+
+Demo project {id} — API key (all scopes, shown once):
+  {secret}
+
+Try:
+  curl -s {base}/graphql -H 'Authorization: Bearer {secret}' \
+    -H 'Content-Type: application/json' \
+    -d '{{"query":"{{ viewer {{ kind scopes project {{ id name }} }} }}"}}'
+"#,
+        graphiql = if state.config.graphiql { "  (GraphiQL in a browser)" } else { "" },
+        id = project.id,
+    );
+    Ok(())
+}
+
+async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
+    let (url, embedded) = open_database(&config).await?;
+    let result = db::run_migrations(&url).await;
+    if let Some(embedded) = embedded {
+        embedded.stop().await;
+    }
+    let applied = result?;
+    if applied.is_empty() {
+        println!("database is up to date");
+    } else {
+        for version in applied {
+            println!("applied {version}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn schema(out: Option<&PathBuf>, check: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
+    let sdl = graphql::sdl();
+    if let Some(path) = check {
+        let on_disk = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if on_disk != sdl {
+            eprintln!("{} differs from the schema in the code; run `neruba schema --out {}`", path.display(), path.display());
+            return Ok(ExitCode::FAILURE);
+        }
+        println!("{} is up to date", path.display());
+    } else if let Some(path) = out {
+        std::fs::write(path, &sdl).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {}", path.display());
+    } else {
+        print!("{sdl}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn embedded_db(
+    data_dir: PathBuf,
+    port: Option<u16>,
+    fast_unsafe: bool,
+    url_file: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let embedded = EmbeddedMariaDb::start(&data_dir, EmbeddedOptions { port, fast_unsafe }).await?;
+    let url = embedded.server_url();
+    if let Some(path) = url_file {
+        std::fs::write(&path, &url).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("MariaDB ready at {url} (data in {})", embedded.dir().display());
+    server::shutdown_signal().await;
+    embedded.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Each check prints a line; a failing one says what to do.
+async fn doctor(config: Config) -> ExitCode {
+    let mut failures = 0;
+    let mut report = |ok: bool, what: &str, detail: String| {
+        if ok {
+            println!("ok    {what}: {detail}");
+        } else {
+            failures += 1;
+            println!("FAIL  {what}: {detail}");
+        }
+    };
+    report(true, "configuration", format!("environment {}, bind {}", config.env.as_str(), config.bind));
+    if config.env == Environment::Production && config.graphiql {
+        println!("warn  graphiql: enabled in production (NERUBA_GRAPHIQL=true)");
+    }
+
+    let url = match &config.database_url {
+        Some(url) => Some(url.clone()),
+        None => {
+            let dir = config.data_dir.join("mariadb");
+            let port = std::fs::read_to_string(dir.join("port")).ok().and_then(|p| p.trim().parse::<u16>().ok());
+            let binaries = ["mariadbd", "mysqld"].iter().any(|b| which(b));
+            report(
+                binaries,
+                "embedded MariaDB",
+                if binaries {
+                    format!("server binaries found; data in {}", dir.display())
+                } else {
+                    "mariadbd not found: install Debian's mariadb-server (scripts/setup.sh) or set DATABASE_URL".into()
+                },
+            );
+            port.map(|p| format!("mysql://root@127.0.0.1:{p}/{}", db::embedded::DATABASE))
+        }
+    };
+    match url {
+        Some(url) => {
+            let pool = db::pool(&url, 2);
+            let state = AppState::new(config.clone(), pool);
+            let readiness = http::health::readiness(&state).await;
+            match &readiness.database {
+                Ok(()) => report(true, "database", db::url::redacted(&url)),
+                Err(e) => report(
+                    false,
+                    "database",
+                    format!(
+                        "{} unreachable ({e}); {}",
+                        db::url::redacted(&url),
+                        if config.database_url.is_some() {
+                            "check DATABASE_URL and that the server runs"
+                        } else {
+                            "the embedded MariaDB runs only while `neruba serve` does"
+                        }
+                    ),
+                ),
+            }
+            if readiness.database.is_ok() {
+                match &readiness.migrations {
+                    Ok(()) => report(true, "migrations", "all applied".into()),
+                    Err(e) => report(false, "migrations", format!("{e}; run `neruba migrate`")),
+                }
+            }
+        }
+        None => println!("skip  database: the embedded MariaDB has not run yet; `neruba serve` starts it"),
+    }
+
+    let index = config.portal_dir.join("index.html");
+    report(
+        index.is_file(),
+        "portal",
+        if index.is_file() {
+            format!("built at {}", config.portal_dir.display())
+        } else {
+            format!("{} missing: run `trunk build --release --offline` at the repository root", index.display())
+        },
+    );
+    if failures == 0 {
+        println!("all checks passed");
+        ExitCode::SUCCESS
+    } else {
+        println!("{failures} check(s) failed");
+        ExitCode::FAILURE
+    }
+}
+
+fn which(binary: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).chain(["/usr/sbin".into(), "/usr/bin".into()]).any(|d| d.join(binary).is_file())
+}

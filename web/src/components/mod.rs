@@ -1,0 +1,4 @@
+//! Small presentational pieces shared by the pages.
+
+pub mod error_notice;
+pub mod header;

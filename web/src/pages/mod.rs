@@ -1,0 +1,4 @@
+//! One module per screen of the portal.
+
+pub mod overview;
+pub mod sign_in;
