@@ -27,7 +27,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config, pool: Pool) -> AppState {
-        AppState { config: Arc::new(config), pool, events: EventBus::default() }
+        AppState {
+            config: Arc::new(config),
+            pool,
+            events: EventBus::default(),
+        }
     }
 }
 

@@ -59,7 +59,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(setting: &str, message: impl Into<String>) -> Self {
-        ConfigError { setting: setting.to_string(), message: message.into() }
+        ConfigError {
+            setting: setting.to_string(),
+            message: message.into(),
+        }
     }
 }
 
@@ -124,9 +127,8 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| ConfigError::new("NERUBA_CONFIG", format!("cannot read {path}: {e}")))?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| {
-                    ConfigError::new("NERUBA_CONFIG", format!("{path}: {}", e.message()))
-                })?
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| ConfigError::new("NERUBA_CONFIG", format!("{path}: {}", e.message())))?
             }
             None => FileConfig::default(),
         };
@@ -140,15 +142,23 @@ impl Config {
         if let Some(url) = &database_url
             && !(url.starts_with("mysql://") || url.starts_with("mariadb://"))
         {
-            return Err(ConfigError::new("DATABASE_URL", "must start with mysql:// (MariaDB or MySQL)"));
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "must start with mysql:// (MariaDB or MySQL)",
+            ));
         }
         // mysql_async only knows the mysql:// scheme.
         let database_url = database_url.map(|u| u.replacen("mariadb://", "mysql://", 1));
 
-        let bind_raw = get("NERUBA_BIND").or(file.bind).unwrap_or_else(|| "127.0.0.1:8080".into());
-        let bind = bind_raw
-            .parse::<SocketAddr>()
-            .map_err(|_| ConfigError::new("NERUBA_BIND", format!("expected host:port such as 127.0.0.1:8080, got `{bind_raw}`")))?;
+        let bind_raw = get("NERUBA_BIND")
+            .or(file.bind)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let bind = bind_raw.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::new(
+                "NERUBA_BIND",
+                format!("expected host:port such as 127.0.0.1:8080, got `{bind_raw}`"),
+            )
+        })?;
 
         let (admin_token, admin_token_generated) = match get("NERUBA_ADMIN_TOKEN").or(file.admin_token) {
             Some(t) if t.len() < MIN_ADMIN_TOKEN_LEN => {
@@ -159,7 +169,10 @@ impl Config {
             }
             Some(t) => (t, false),
             None if env == Environment::Production => {
-                return Err(ConfigError::new("NERUBA_ADMIN_TOKEN", "is required when NERUBA_ENV=production"));
+                return Err(ConfigError::new(
+                    "NERUBA_ADMIN_TOKEN",
+                    "is required when NERUBA_ENV=production",
+                ));
             }
             None => (crate::auth::keys::random_token("nadm_"), true),
         };
@@ -174,18 +187,43 @@ impl Config {
             None => LogFormat::Text,
         };
 
-        let data_dir = get("NERUBA_DATA_DIR").map(PathBuf::from).or(file.data_dir).unwrap_or_else(|| ".neruba".into());
+        let data_dir = get("NERUBA_DATA_DIR")
+            .map(PathBuf::from)
+            .or(file.data_dir)
+            .unwrap_or_else(|| ".neruba".into());
         let migrate_on_start = match get("NERUBA_MIGRATE_ON_START") {
             Some(v) => parse_bool("NERUBA_MIGRATE_ON_START", &v)?,
             None => file.migrate_on_start.unwrap_or(true),
         };
-        let portal_dir = get("NERUBA_PORTAL_DIR").map(PathBuf::from).or(file.portal_dir).unwrap_or_else(|| "web/dist".into());
+        let portal_dir = get("NERUBA_PORTAL_DIR")
+            .map(PathBuf::from)
+            .or(file.portal_dir)
+            .unwrap_or_else(|| "web/dist".into());
 
-        let db_pool_size = parse_num("NERUBA_DB_POOL_SIZE", get("NERUBA_DB_POOL_SIZE"), file.db_pool_size, 16, 1, 1000)?;
-        let max_body_bytes =
-            parse_num("NERUBA_MAX_BODY_BYTES", get("NERUBA_MAX_BODY_BYTES"), file.max_body_bytes, 2 * 1024 * 1024, 1024, 256 * 1024 * 1024)?;
-        let graphql_max_depth =
-            parse_num("NERUBA_GRAPHQL_MAX_DEPTH", get("NERUBA_GRAPHQL_MAX_DEPTH"), file.graphql_max_depth, 12, 2, 100)?;
+        let db_pool_size = parse_num(
+            "NERUBA_DB_POOL_SIZE",
+            get("NERUBA_DB_POOL_SIZE"),
+            file.db_pool_size,
+            16,
+            1,
+            1000,
+        )?;
+        let max_body_bytes = parse_num(
+            "NERUBA_MAX_BODY_BYTES",
+            get("NERUBA_MAX_BODY_BYTES"),
+            file.max_body_bytes,
+            2 * 1024 * 1024,
+            1024,
+            256 * 1024 * 1024,
+        )?;
+        let graphql_max_depth = parse_num(
+            "NERUBA_GRAPHQL_MAX_DEPTH",
+            get("NERUBA_GRAPHQL_MAX_DEPTH"),
+            file.graphql_max_depth,
+            12,
+            2,
+            100,
+        )?;
         let graphql_max_complexity = parse_num(
             "NERUBA_GRAPHQL_MAX_COMPLEXITY",
             get("NERUBA_GRAPHQL_MAX_COMPLEXITY"),
@@ -222,16 +260,28 @@ fn parse_bool(setting: &str, v: &str) -> Result<bool, ConfigError> {
     }
 }
 
-fn parse_num<T>(setting: &str, env: Option<String>, file: Option<T>, default: T, min: T, max: T) -> Result<T, ConfigError>
+fn parse_num<T>(
+    setting: &str,
+    env: Option<String>,
+    file: Option<T>,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError>
 where
     T: FromStr + PartialOrd + Copy + std::fmt::Display,
 {
     let value = match env {
-        Some(v) => v.parse::<T>().map_err(|_| ConfigError::new(setting, format!("expected a whole number, got `{v}`")))?,
+        Some(v) => v
+            .parse::<T>()
+            .map_err(|_| ConfigError::new(setting, format!("expected a whole number, got `{v}`")))?,
         None => file.unwrap_or(default),
     };
     if value < min || value > max {
-        return Err(ConfigError::new(setting, format!("must be between {min} and {max}, got {value}")));
+        return Err(ConfigError::new(
+            setting,
+            format!("must be between {min} and {max}, got {value}"),
+        ));
     }
     Ok(value)
 }
@@ -258,8 +308,11 @@ mod tests {
     fn production_requires_an_admin_token_and_hides_graphiql() {
         let err = Config::from_vars(&vars(&[("NERUBA_ENV", "production")])).unwrap_err();
         assert_eq!(err.setting, "NERUBA_ADMIN_TOKEN");
-        let c = Config::from_vars(&vars(&[("NERUBA_ENV", "production"), ("NERUBA_ADMIN_TOKEN", "0123456789abcdef")]))
-            .unwrap();
+        let c = Config::from_vars(&vars(&[
+            ("NERUBA_ENV", "production"),
+            ("NERUBA_ADMIN_TOKEN", "0123456789abcdef"),
+        ]))
+        .unwrap();
         assert!(!c.graphiql);
         let c = Config::from_vars(&vars(&[
             ("NERUBA_ENV", "production"),

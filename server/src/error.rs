@@ -42,7 +42,10 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Invalid { field: field.into(), message: message.into() }
+        Error::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     pub fn code(&self) -> &'static str {
@@ -142,7 +145,11 @@ impl From<GraphqlError> for async_graphql::Error {
         if let Some(field) = e.field() {
             extensions.set("field", field);
         }
-        async_graphql::Error { message: e.public_message(), source: None, extensions: Some(extensions) }
+        async_graphql::Error {
+            message: e.public_message(),
+            source: None,
+            extensions: Some(extensions),
+        }
     }
 }
 

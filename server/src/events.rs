@@ -28,7 +28,9 @@ pub struct EventBus {
 
 impl Default for EventBus {
     fn default() -> Self {
-        EventBus { tx: broadcast::channel(1024).0 }
+        EventBus {
+            tx: broadcast::channel(1024).0,
+        }
     }
 }
 

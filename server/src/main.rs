@@ -16,7 +16,11 @@ use neruba::{
 };
 
 #[derive(Parser)]
-#[command(name = "neruba", version, about = "Usage billing with a double-entry ledger behind every balance")]
+#[command(
+    name = "neruba",
+    version,
+    about = "Usage billing with a double-entry ledger behind every balance"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -85,7 +89,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Schema { out, check } = &cli.command {
         return schema(out.as_ref(), check.as_ref());
     }
-    if let Command::EmbeddedDb { data_dir, port, fast_unsafe, url_file } = cli.command {
+    if let Command::EmbeddedDb {
+        data_dir,
+        port,
+        fast_unsafe,
+        url_file,
+    } = cli.command
+    {
         return embedded_db(data_dir, port, fast_unsafe, url_file).await;
     }
     let config = Config::from_env()?;
@@ -102,7 +112,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn open_database(config: &Config) -> anyhow::Result<(String, Option<EmbeddedMariaDb>)> {
     match &config.database_url {
         Some(url) => {
-            db::wait_for(url, Duration::from_secs(10)).await.with_context(|| db::url::redacted(url))?;
+            db::wait_for(url, Duration::from_secs(10))
+                .await
+                .with_context(|| db::url::redacted(url))?;
             Ok((url.clone(), None))
         }
         None => {
@@ -133,13 +145,18 @@ async fn serve_with(config: Config, url: &str, demo: bool) -> anyhow::Result<Exi
         }
     }
     let pool = db::pool(url, config.db_pool_size);
-    let listener = server::bind(config.bind).await.with_context(|| format!("cannot listen on {}", config.bind))?;
+    let listener = server::bind(config.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.bind))?;
     let addr = listener.local_addr()?;
     let state = AppState::new(config.clone(), pool.clone());
     let base = format!("http://{addr}");
     tracing::info!(%addr, env = config.env.as_str(), graphiql = config.graphiql, "listening");
     if config.admin_token_generated {
-        println!("Admin token (generated for this run; set NERUBA_ADMIN_TOKEN to keep one): {}", config.admin_token);
+        println!(
+            "Admin token (generated for this run; set NERUBA_ADMIN_TOKEN to keep one): {}",
+            config.admin_token
+        );
     }
     if demo {
         print_demo(&state, &base).await?;
@@ -152,7 +169,10 @@ const DEMO_PROJECT: &str = "Demo project";
 
 async fn print_demo(state: &AppState, base: &str) -> anyhow::Result<()> {
     let mut conn = db::get(&state.pool).await?;
-    let existing = store::projects::list(&mut conn, None, 1000).await?.into_iter().find(|p| p.name == DEMO_PROJECT);
+    let existing = store::projects::list(&mut conn, None, 1000)
+        .await?
+        .into_iter()
+        .find(|p| p.name == DEMO_PROJECT);
     let project = match existing {
         Some(p) => p,
         None => projects::create_project(&mut conn, DEMO_PROJECT).await?,
@@ -175,7 +195,11 @@ Try:
     -H 'Content-Type: application/json' \
     -d '{{"query":"{{ viewer {{ kind scopes project {{ id name }} }} }}"}}'
 "#,
-        graphiql = if state.config.graphiql { "  (GraphiQL in a browser)" } else { "" },
+        graphiql = if state.config.graphiql {
+            "  (GraphiQL in a browser)"
+        } else {
+            ""
+        },
         id = project.id,
     );
     Ok(())
@@ -203,7 +227,11 @@ fn schema(out: Option<&PathBuf>, check: Option<&PathBuf>) -> anyhow::Result<Exit
     if let Some(path) = check {
         let on_disk = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         if on_disk != sdl {
-            eprintln!("{} differs from the schema in the code; run `neruba schema --out {}`", path.display(), path.display());
+            eprintln!(
+                "{} differs from the schema in the code; run `neruba schema --out {}`",
+                path.display(),
+                path.display()
+            );
             return Ok(ExitCode::FAILURE);
         }
         println!("{} is up to date", path.display());
@@ -244,7 +272,11 @@ async fn doctor(config: Config) -> ExitCode {
             println!("FAIL  {what}: {detail}");
         }
     };
-    report(true, "configuration", format!("environment {}, bind {}", config.env.as_str(), config.bind));
+    report(
+        true,
+        "configuration",
+        format!("environment {}, bind {}", config.env.as_str(), config.bind),
+    );
     if config.env == Environment::Production && config.graphiql {
         println!("warn  graphiql: enabled in production (NERUBA_GRAPHIQL=true)");
     }
@@ -253,7 +285,9 @@ async fn doctor(config: Config) -> ExitCode {
         Some(url) => Some(url.clone()),
         None => {
             let dir = config.data_dir.join("mariadb");
-            let port = std::fs::read_to_string(dir.join("port")).ok().and_then(|p| p.trim().parse::<u16>().ok());
+            let port = std::fs::read_to_string(dir.join("port"))
+                .ok()
+                .and_then(|p| p.trim().parse::<u16>().ok());
             let binaries = ["mariadbd", "mysqld"].iter().any(|b| which(b));
             report(
                 binaries,
@@ -305,7 +339,10 @@ async fn doctor(config: Config) -> ExitCode {
         if index.is_file() {
             format!("built at {}", config.portal_dir.display())
         } else {
-            format!("{} missing: run `trunk build --release --offline` at the repository root", index.display())
+            format!(
+                "{} missing: run `trunk build --release --offline` at the repository root",
+                index.display()
+            )
         },
     );
     if failures == 0 {
@@ -319,5 +356,7 @@ async fn doctor(config: Config) -> ExitCode {
 
 fn which(binary: &str) -> bool {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).chain(["/usr/sbin".into(), "/usr/bin".into()]).any(|d| d.join(binary).is_file())
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/bin".into()])
+        .any(|d| d.join(binary).is_file())
 }

@@ -7,8 +7,14 @@ use tokio::net::TcpListener;
 use crate::app::{self, AppState};
 
 /// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, app::router(state)).with_graceful_shutdown(shutdown).await
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

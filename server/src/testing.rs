@@ -24,7 +24,10 @@ pub fn server_url() -> String {
 
 /// The repository root (for `web/dist`, `schema.graphql`, `migrations/`).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("server/ has a parent").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("server/ has a parent")
+        .to_path_buf()
 }
 
 /// A fresh, migrated database that is dropped on drop.
@@ -45,7 +48,9 @@ impl TestDb {
         let name = format!("neruba_test_{}", hex::encode(random));
         let server_url = db::url::with_database(server_url, "");
         let server_url = server_url.trim_end_matches('/').to_string();
-        db::create_database(&server_url, &name).await.expect("create test database");
+        db::create_database(&server_url, &name)
+            .await
+            .expect("create test database");
         let url = db::url::with_database(&server_url, &name);
         db::run_migrations(&url).await.expect("migrate test database");
         TestDb { server_url, name, url }
@@ -98,7 +103,9 @@ impl TestApp {
         let admin_token = config.admin_token.clone();
         let pool = db::pool(database_url, config.db_pool_size);
         let state = AppState::new(config, pool.clone());
-        let listener = server::bind("127.0.0.1:0".parse().expect("loopback")).await.expect("bind");
+        let listener = server::bind("127.0.0.1:0".parse().expect("loopback"))
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn({
@@ -124,14 +131,20 @@ impl TestApp {
 
     pub async fn create_project(&self, name: &str) -> String {
         let mut conn = db::get(&self.pool).await.expect("db");
-        projects::create_project(&mut conn, name).await.expect("create project").id
+        projects::create_project(&mut conn, name)
+            .await
+            .expect("create project")
+            .id
     }
 
     /// A key with the given scopes (`"read"`, `"ingest"`, `"billing"`, `"admin"`); returns the secret.
     pub async fn create_api_key(&self, project_id: &str, scopes: &[&str]) -> String {
         let scopes: Vec<Scope> = scopes.iter().map(|s| s.parse().expect("scope")).collect();
         let mut conn = db::get(&self.pool).await.expect("db");
-        projects::create_api_key(&mut conn, project_id, "test key", &scopes, "operator").await.expect("create key").secret
+        projects::create_api_key(&mut conn, project_id, "test key", &scopes, "operator")
+            .await
+            .expect("create key")
+            .secret
     }
 
     pub async fn revoke_api_key_by_secret(&self, secret: &str) {
@@ -140,7 +153,9 @@ impl TestApp {
             .await
             .expect("query")
             .expect("key exists");
-        projects::revoke_api_key(&mut conn, None, &key.id).await.expect("revoke");
+        projects::revoke_api_key(&mut conn, None, &key.id)
+            .await
+            .expect("revoke");
     }
 
     /// Stops the server gracefully and waits for it.
@@ -169,7 +184,10 @@ fn test_config(database_url: &str) -> Config {
         ("DATABASE_URL", database_url.to_string()),
         ("NERUBA_ADMIN_TOKEN", format!("test-admin-{}", hex::encode(random))),
         ("NERUBA_DB_POOL_SIZE", "8".to_string()),
-        ("NERUBA_PORTAL_DIR", workspace_root().join("web/dist").display().to_string()),
+        (
+            "NERUBA_PORTAL_DIR",
+            workspace_root().join("web/dist").display().to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

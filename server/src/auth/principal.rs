@@ -4,7 +4,7 @@ use axum::{
     extract::FromRequestParts,
     http::{HeaderMap, header::AUTHORIZATION, request::Parts},
 };
-use chrono::{Duration, Utc};
+use chrono::Duration;
 
 use super::{Scope, keys};
 use crate::{
@@ -56,7 +56,13 @@ impl Principal {
     }
 
     pub fn require_operator(&self) -> Result<(), Error> {
-        if self.is_operator() { Ok(()) } else { Err(Error::Forbidden("this operation needs the operator (admin token)".into())) }
+        if self.is_operator() {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(
+                "this operation needs the operator (admin token)".into(),
+            ))
+        }
     }
 
     /// The caller's project when the key has `scope`. The operator has no project of its own.
@@ -73,7 +79,9 @@ impl Principal {
     /// does not exist, so ids reveal nothing across tenants.
     pub fn project_for(&self, requested: Option<&str>, scope: Scope) -> Result<String, Error> {
         match self {
-            Principal::Operator => requested.map(str::to_string).ok_or_else(|| Error::invalid("projectId", "required for the operator")),
+            Principal::Operator => requested
+                .map(str::to_string)
+                .ok_or_else(|| Error::invalid("projectId", "required for the operator")),
             Principal::ApiKey { key, .. } => {
                 let own = self.require_scope(scope)?;
                 match requested {
@@ -88,14 +96,20 @@ impl Principal {
 /// Extracts the bearer token from an `Authorization` header value or a websocket init payload.
 pub fn bearer(value: &str) -> Option<&str> {
     let value = value.trim();
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).unwrap_or(value).trim();
+    let token = match value.split_once(char::is_whitespace) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ if value.eq_ignore_ascii_case("bearer") => "",
+        _ => value,
+    };
     (!token.is_empty()).then_some(token)
 }
 
 /// Resolves a token: the admin token, or an unrevoked API key (recording its use).
 pub async fn authenticate(state: &AppState, token: Option<&str>) -> Result<Principal, Error> {
     let Some(token) = token else {
-        return Err(Error::Unauthenticated("missing credentials: send `Authorization: Bearer <api key>`".into()));
+        return Err(Error::Unauthenticated(
+            "missing credentials: send `Authorization: Bearer <api key>`".into(),
+        ));
     };
     if constant_time_eq(token.as_bytes(), state.config.admin_token.as_bytes()) {
         return Ok(Principal::Operator);
@@ -105,11 +119,13 @@ pub async fn authenticate(state: &AppState, token: Option<&str>) -> Result<Princ
         return Err(invalid());
     }
     let mut conn = db::get(&state.pool).await?;
-    let key = api_keys::find_by_hash(&mut conn, &keys::hash_secret(token)).await?.ok_or_else(invalid)?;
+    let key = api_keys::find_by_hash(&mut conn, &keys::hash_secret(token))
+        .await?
+        .ok_or_else(invalid)?;
     if key.revoked_at.is_some() {
         return Err(invalid());
     }
-    let now = Utc::now().naive_utc();
+    let now = crate::store::now();
     if key.last_used_at.is_none_or(|t| t < now - LAST_USED_RESOLUTION) {
         api_keys::touch_last_used(&mut conn, &key.id, now, now - LAST_USED_RESOLUTION).await?;
     }
@@ -118,7 +134,10 @@ pub async fn authenticate(state: &AppState, token: Option<&str>) -> Result<Princ
 }
 
 pub fn token_from_headers(headers: &HeaderMap) -> Option<&str> {
-    headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer)
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

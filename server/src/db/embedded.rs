@@ -30,7 +30,10 @@ pub enum EmbeddedError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EmbeddedError + '_ {
-    move |source| EmbeddedError::Io { path: path.to_path_buf(), source }
+    move |source| EmbeddedError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A running private MariaDB. Dropping it asks the server to shut down; prefer [`stop`](Self::stop).
@@ -68,7 +71,9 @@ impl EmbeddedMariaDb {
         let port = match options.port {
             Some(p) => p,
             None => {
-                let last = std::fs::read_to_string(dir.join("port")).ok().and_then(|s| s.trim().parse::<u16>().ok());
+                let last = std::fs::read_to_string(dir.join("port"))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u16>().ok());
                 match last.filter(|p| port_is_free(*p)) {
                     Some(p) => p,
                     None => free_port().map_err(io(&dir))?,
@@ -92,19 +97,31 @@ impl EmbeddedMariaDb {
             .arg("--collation-server=utf8mb4_bin")
             .arg("--innodb-buffer-pool-size=256M");
         if options.fast_unsafe {
-            cmd.arg("--innodb-flush-log-at-trx-commit=0").arg("--sync-binlog=0").arg("--innodb-doublewrite=0");
+            cmd.arg("--innodb-flush-log-at-trx-commit=0")
+                .arg("--sync-binlog=0")
+                .arg("--innodb-doublewrite=0");
         }
         if as_root {
             cmd.arg("--user=root");
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(false);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(false);
         let child = cmd.spawn().map_err(io(&server))?;
 
-        let mut db = EmbeddedMariaDb { child: Some(child), dir: dir.clone(), port };
+        let mut db = EmbeddedMariaDb {
+            child: Some(child),
+            dir: dir.clone(),
+            port,
+        };
         db.wait_until_accepting(&log).await?;
         crate::db::create_database(&db.server_url(), DATABASE)
             .await
-            .map_err(|e| EmbeddedError::Start { log: log.clone(), tail: e.to_string() })?;
+            .map_err(|e| EmbeddedError::Start {
+                log: log.clone(),
+                tail: e.to_string(),
+            })?;
         Ok(db)
     }
 
@@ -124,7 +141,10 @@ impl EmbeddedMariaDb {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(EmbeddedError::Start { log: log.to_path_buf(), tail: format!("not ready after 90s; {}", tail(log)) });
+                return Err(EmbeddedError::Start {
+                    log: log.to_path_buf(),
+                    tail: format!("not ready after 90s; {}", tail(log)),
+                });
             }
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
@@ -152,7 +172,10 @@ impl EmbeddedMariaDb {
     pub async fn stop(mut self) {
         if let Some(mut child) = self.child.take() {
             terminate(&child);
-            if tokio::time::timeout(Duration::from_secs(60), child.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(60), child.wait())
+                .await
+                .is_err()
+            {
                 let _ = child.kill().await;
             }
         }
@@ -199,7 +222,10 @@ async fn initialise(install: &Path, dir: &Path, data: &Path, as_root: bool) -> R
     }
     let status = cmd.status().await.map_err(io(install))?;
     if !status.success() {
-        return Err(EmbeddedError::Init { log: log.clone(), tail: tail(&log) });
+        return Err(EmbeddedError::Init {
+            log: log.clone(),
+            tail: tail(&log),
+        });
     }
     std::fs::rename(&scratch, data).map_err(io(data))?;
     Ok(())
@@ -221,8 +247,20 @@ fn socket_path(dir: &Path) -> PathBuf {
 fn find_binary(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    dirs.extend(["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/usr/local/mysql/bin"].map(PathBuf::from));
-    names.iter().flat_map(|n| dirs.iter().map(move |d| d.join(n))).find(|p| p.is_file())
+    dirs.extend(
+        [
+            "/usr/sbin",
+            "/usr/bin",
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/local/mysql/bin",
+        ]
+        .map(PathBuf::from),
+    );
+    names
+        .iter()
+        .flat_map(|n| dirs.iter().map(move |d| d.join(n)))
+        .find(|p| p.is_file())
 }
 
 fn running_as_root() -> bool {

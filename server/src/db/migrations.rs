@@ -15,7 +15,9 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 pub async fn run_migrations(url: &str) -> Result<Vec<String>, DbError> {
     let conn = connect(url).await?;
     let mut harness = AsyncMigrationHarness::new(conn);
-    let applied = harness.run_pending_migrations(MIGRATIONS).map_err(|e| DbError::Migration(e.to_string()))?;
+    let applied = harness
+        .run_pending_migrations(MIGRATIONS)
+        .map_err(|e| DbError::Migration(e.to_string()))?;
     Ok(applied.into_iter().map(|v| v.to_string()).collect())
 }
 
@@ -28,15 +30,17 @@ struct AppliedVersion {
 /// Migrations embedded in this binary that the database has not applied yet, by name.
 pub async fn pending_migrations(pool: &Pool) -> Result<Vec<String>, DbError> {
     let mut conn = get(pool).await?;
-    let applied: HashSet<String> =
-        match diesel::sql_query("SELECT version FROM __diesel_schema_migrations").load::<AppliedVersion>(&mut *conn).await {
-            Ok(rows) => rows.into_iter().map(|r| r.version).collect(),
-            // No bookkeeping table yet: nothing applied.
-            Err(diesel::result::Error::DatabaseError(_, info)) if info.message().contains("doesn't exist") => {
-                HashSet::new()
-            }
-            Err(e) => return Err(e.into()),
-        };
+    let applied: HashSet<String> = match diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
+        .load::<AppliedVersion>(&mut *conn)
+        .await
+    {
+        Ok(rows) => rows.into_iter().map(|r| r.version).collect(),
+        // No bookkeeping table yet: nothing applied.
+        Err(diesel::result::Error::DatabaseError(_, info)) if info.message().contains("doesn't exist") => {
+            HashSet::new()
+        }
+        Err(e) => return Err(e.into()),
+    };
     let embedded = MigrationSource::<Mysql>::migrations(&MIGRATIONS).map_err(|e| DbError::Migration(e.to_string()))?;
     Ok(embedded
         .iter()

@@ -42,7 +42,9 @@ pub fn pool(url: &str, max_size: u32) -> Pool {
 
 /// One connection outside the pool (migrations, administration).
 pub async fn connect(url: &str) -> Result<AsyncMysqlConnection, DbError> {
-    AsyncMysqlConnection::establish(url).await.map_err(|e| DbError::Connect(e.to_string()))
+    AsyncMysqlConnection::establish(url)
+        .await
+        .map_err(|e| DbError::Connect(e.to_string()))
 }
 
 /// Waits until the server accepts connections (a freshly started database takes a moment).
@@ -93,6 +95,8 @@ pub async fn drop_database(server_url: &str, name: &str) -> Result<(), DbError> 
         return Err(DbError::Connect(format!("invalid database name `{name}`")));
     }
     let mut conn = connect(server_url).await?;
-    diesel::sql_query(format!("DROP DATABASE IF EXISTS `{name}`")).execute(&mut conn).await?;
+    diesel::sql_query(format!("DROP DATABASE IF EXISTS `{name}`"))
+        .execute(&mut conn)
+        .await?;
     Ok(())
 }

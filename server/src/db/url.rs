@@ -30,8 +30,12 @@ pub fn database_name(url: &str) -> Option<&str> {
 
 /// The URL with any password replaced, for logs and `doctor`.
 pub fn redacted(url: &str) -> String {
-    let Some(start) = url.find("://").map(|i| i + 3) else { return url.to_string() };
-    let Some(at) = url[start..].find('@').map(|i| start + i) else { return url.to_string() };
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let Some(at) = url[start..].find('@').map(|i| start + i) else {
+        return url.to_string();
+    };
     match url[start..at].find(':') {
         Some(colon) => format!("{}:***{}", &url[..start + colon], &url[at..]),
         None => url.to_string(),
@@ -44,8 +48,14 @@ mod tests {
 
     #[test]
     fn swaps_database_keeping_credentials_and_options() {
-        assert_eq!(with_database("mysql://root@127.0.0.1:3306", "t1"), "mysql://root@127.0.0.1:3306/t1");
-        assert_eq!(with_database("mysql://u:p@h:1/old?ssl=false", "new"), "mysql://u:p@h:1/new?ssl=false");
+        assert_eq!(
+            with_database("mysql://root@127.0.0.1:3306", "t1"),
+            "mysql://root@127.0.0.1:3306/t1"
+        );
+        assert_eq!(
+            with_database("mysql://u:p@h:1/old?ssl=false", "new"),
+            "mysql://u:p@h:1/new?ssl=false"
+        );
         assert_eq!(database_name("mysql://u:p@h:1/old?x=1"), Some("old"));
         assert_eq!(database_name("mysql://h:1/"), None);
         assert_eq!(redacted("mysql://u:secret@h:1/db"), "mysql://u:***@h:1/db");

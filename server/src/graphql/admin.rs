@@ -118,7 +118,10 @@ impl AdminMutation {
             projects::create_api_key(&mut conn, &project_id, &input.name, &input.scopes, &principal.actor()).await?;
         tracing::info!(project_id = %project_id, key_id = %created.key.id, "API key created");
         state.events.publish(DomainEvent::ApiKeyCreated(created.key.clone()));
-        Ok(CreatedApiKey { api_key: created.key.into(), secret: created.secret })
+        Ok(CreatedApiKey {
+            api_key: created.key.into(),
+            secret: created.secret,
+        })
     }
 
     /// Revokes an API key at once. Revoking a revoked key returns it unchanged.
@@ -130,7 +133,8 @@ impl AdminMutation {
         };
         let state = state(ctx);
         let mut conn = db::get(&state.pool).await?;
-        let (row, changed) = projects::revoke_api_key(&mut conn, scope_project.as_ref().map(|id| id.as_str()), &id).await?;
+        let (row, changed) =
+            projects::revoke_api_key(&mut conn, scope_project.as_ref().map(|id| id.as_str()), &id).await?;
         if changed {
             tracing::info!(project_id = %row.project_id, key_id = %row.id, "API key revoked");
             state.events.publish(DomainEvent::ApiKeyRevoked(row.clone()));
@@ -175,5 +179,9 @@ fn to_project_event(event: &DomainEvent) -> ProjectEvent {
         DomainEvent::ApiKeyCreated(k) => (ProjectEventKind::ApiKeyCreated, k),
         DomainEvent::ApiKeyRevoked(k) => (ProjectEventKind::ApiKeyRevoked, k),
     };
-    ProjectEvent { kind, project_id: ID(key.project_id.clone()), api_key: Some(key.clone().into()) }
+    ProjectEvent {
+        kind,
+        project_id: ID(key.project_id.clone()),
+        api_key: Some(key.clone().into()),
+    }
 }

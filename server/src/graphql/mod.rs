@@ -22,7 +22,11 @@ pub struct SubscriptionRoot(admin::AdminSubscription);
 pub type NerubaSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
-    Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        SubscriptionRoot::default(),
+    )
 }
 
 /// The executable schema, with limits from the configuration.
@@ -42,10 +46,10 @@ pub fn sdl() -> String {
 
 /// The authenticated caller of this request (set by the HTTP and websocket entry points).
 pub(crate) fn principal<'a>(ctx: &Context<'a>) -> Result<&'a Principal, Error> {
-    ctx.data_opt::<Principal>().ok_or_else(|| Error::Unauthenticated("missing credentials".into()))
+    ctx.data_opt::<Principal>()
+        .ok_or_else(|| Error::Unauthenticated("missing credentials".into()))
 }
 
 pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
     ctx.data_unchecked::<AppState>()
 }
-

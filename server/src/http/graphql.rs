@@ -28,8 +28,11 @@ pub async fn execute(
 ) -> Result<Response, Error> {
     let body = super::body_or_error(body, state.config.max_body_bytes)?;
     let principal = auth::authenticate(&state, auth::principal::token_from_headers(&headers)).await?;
-    let request: async_graphql::Request = serde_json::from_slice(&body)
-        .map_err(|e| Error::BadRequest(format!("body is not a GraphQL request (JSON with a `query` string): {e}")))?;
+    let request: async_graphql::Request = serde_json::from_slice(&body).map_err(|e| {
+        Error::BadRequest(format!(
+            "body is not a GraphQL request (JSON with a `query` string): {e}"
+        ))
+    })?;
     if let Err(e) = async_graphql::parser::parse_query(&request.query) {
         return Err(Error::BadRequest(format!("query does not parse: {e}")));
     }
@@ -42,7 +45,13 @@ pub async fn graphiql(State(state): State<AppState>) -> Result<Html<String>, Err
     if !state.config.graphiql {
         return Err(Error::NotFound("route"));
     }
-    Ok(Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").title("Neruba").finish()))
+    Ok(Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .title("Neruba")
+            .finish(),
+    ))
 }
 
 /// Subscriptions over graphql-transport-ws. Credentials come in the `connection_init` payload

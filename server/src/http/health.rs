@@ -14,7 +14,11 @@ pub async fn live() -> Json<Value> {
 /// 503 names the failing check; it turns 200 again by itself once the cause is gone.
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let report = readiness(&state).await;
-    let status = if report.ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if report.ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(report.to_json()))
 }
 

@@ -1,6 +1,5 @@
 //! Projects (tenants) and their API keys: validation and the operations that create and revoke them.
 
-use chrono::{NaiveDateTime, Utc};
 use diesel_async::AsyncConnection;
 
 use crate::{
@@ -10,6 +9,7 @@ use crate::{
     store::{
         Conn,
         api_keys::{self, ApiKeyRow, NewApiKey},
+        now,
         projects::{self, NewProject, ProjectRow},
     },
 };
@@ -25,7 +25,10 @@ pub fn parse_name(field: &str, raw: &str) -> Result<String> {
         return Err(Error::invalid(field, "must not be empty"));
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        return Err(Error::invalid(field, format!("must be at most {MAX_NAME_CHARS} characters")));
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {MAX_NAME_CHARS} characters"),
+        ));
     }
     if name.chars().any(char::is_control) {
         return Err(Error::invalid(field, "must not contain control characters"));
@@ -40,15 +43,19 @@ pub fn parse_scopes(field: &str, scopes: &[Scope]) -> Result<String> {
     Ok(Scope::join(scopes))
 }
 
-fn now() -> NaiveDateTime {
-    Utc::now().naive_utc()
-}
-
 pub async fn create_project(conn: &mut Conn, name: &str) -> Result<ProjectRow> {
     let name = parse_name("name", name)?;
     let id = ids::new_id(PROJECT_ID_PREFIX);
     let created_at = now();
-    projects::insert(conn, &NewProject { id: &id, name: &name, created_at }).await?;
+    projects::insert(
+        conn,
+        &NewProject {
+            id: &id,
+            name: &name,
+            created_at,
+        },
+    )
+    .await?;
     Ok(ProjectRow { id, name, created_at })
 }
 
@@ -148,7 +155,10 @@ mod tests {
         assert_eq!(parse_name("name", "  Acme  ").unwrap(), "Acme");
         for bad in ["", "   ", "a\u{0}b", &"x".repeat(201)] {
             let err = parse_name("name", bad).unwrap_err();
-            assert!(matches!(err, Error::Invalid { ref field, .. } if field == "name"), "{bad:?}");
+            assert!(
+                matches!(err, Error::Invalid { ref field, .. } if field == "name"),
+                "{bad:?}"
+            );
         }
         assert!(parse_name("name", &"é".repeat(200)).is_ok());
     }

@@ -34,7 +34,11 @@ pub struct NewApiKey<'a> {
 }
 
 pub async fn insert(conn: &mut Conn, row: &NewApiKey<'_>) -> QueryResult<()> {
-    diesel::insert_into(api_keys::table).values(row).execute(conn).await.map(|_| ())
+    diesel::insert_into(api_keys::table)
+        .values(row)
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 pub async fn find_by_hash(conn: &mut Conn, hash: &[u8]) -> QueryResult<Option<ApiKeyRow>> {
@@ -58,7 +62,12 @@ pub async fn find_in_project(conn: &mut Conn, project_id: &str, id: &str) -> Que
 }
 
 pub async fn find(conn: &mut Conn, id: &str) -> QueryResult<Option<ApiKeyRow>> {
-    api_keys::table.find(id).select(ApiKeyRow::as_select()).first(conn).await.optional()
+    api_keys::table
+        .find(id)
+        .select(ApiKeyRow::as_select())
+        .first(conn)
+        .await
+        .optional()
 }
 
 pub async fn list_for_project(conn: &mut Conn, project_id: &str) -> QueryResult<Vec<ApiKeyRow>> {
@@ -79,11 +88,18 @@ pub async fn revoke(conn: &mut Conn, id: &str, at: NaiveDateTime) -> QueryResult
 }
 
 /// Records use, at most once per `min_interval` per key so authentication stays read-mostly.
-pub async fn touch_last_used(conn: &mut Conn, id: &str, now: NaiveDateTime, not_since: NaiveDateTime) -> QueryResult<usize> {
+pub async fn touch_last_used(
+    conn: &mut Conn,
+    id: &str,
+    now: NaiveDateTime,
+    not_since: NaiveDateTime,
+) -> QueryResult<usize> {
     diesel::update(
-        api_keys::table
-            .find(id)
-            .filter(api_keys::last_used_at.is_null().or(api_keys::last_used_at.lt(not_since))),
+        api_keys::table.find(id).filter(
+            api_keys::last_used_at
+                .is_null()
+                .or(api_keys::last_used_at.lt(not_since)),
+        ),
     )
     .set(api_keys::last_used_at.eq(now))
     .execute(conn)

@@ -6,3 +6,10 @@ pub mod projects;
 pub mod schema;
 
 pub use diesel_async::AsyncMysqlConnection as Conn;
+
+/// The current time at the precision the database keeps (`DATETIME(6)`: microseconds), so a value
+/// returned from memory equals the same value read back.
+pub fn now() -> chrono::NaiveDateTime {
+    use chrono::SubsecRound;
+    chrono::Utc::now().naive_utc().trunc_subsecs(6)
+}

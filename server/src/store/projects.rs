@@ -23,16 +23,29 @@ pub struct NewProject<'a> {
 }
 
 pub async fn insert(conn: &mut Conn, row: &NewProject<'_>) -> QueryResult<()> {
-    diesel::insert_into(projects::table).values(row).execute(conn).await.map(|_| ())
+    diesel::insert_into(projects::table)
+        .values(row)
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 pub async fn find(conn: &mut Conn, id: &str) -> QueryResult<Option<ProjectRow>> {
-    projects::table.find(id).select(ProjectRow::as_select()).first(conn).await.optional()
+    projects::table
+        .find(id)
+        .select(ProjectRow::as_select())
+        .first(conn)
+        .await
+        .optional()
 }
 
 /// Keyset page ordered by id (ids are time-ordered), starting after `after`.
 pub async fn list(conn: &mut Conn, after: Option<&str>, limit: i64) -> QueryResult<Vec<ProjectRow>> {
-    let mut query = projects::table.select(ProjectRow::as_select()).order(projects::id.asc()).limit(limit).into_boxed();
+    let mut query = projects::table
+        .select(ProjectRow::as_select())
+        .order(projects::id.asc())
+        .limit(limit)
+        .into_boxed();
     if let Some(after) = after {
         query = query.filter(projects::id.gt(after.to_string()));
     }
