@@ -1,0 +1,78 @@
+# Shared by the scripts in this folder: strict mode, logging, paths, and idempotent installers.
+# Each installer does nothing when the tool is already there at the right version.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+TRUNK_VERSION="0.21.14"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Runs a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else die "need root to run: $* (install sudo or run as root)"; fi
+}
+
+APT_UPDATED=""
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  command -v apt-get >/dev/null || die "missing packages ${missing[*]} and no apt-get: install them by hand"
+  step "installing Debian packages: ${missing[*]}"
+  if [ -z "$APT_UPDATED" ]; then as_root apt-get update -qq; APT_UPDATED=1; fi
+  # policy-rc.d-free install: we only need the binaries; Neruba runs its own private server.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_rust() {
+  command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
+}
+
+have() { command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+
+# MariaDB server binaries: the embedded default runs them (so do the tests, with or without a
+# DATABASE_URL of their own: one test stops and restarts a private server on purpose).
+ensure_mariadb() {
+  if have mariadbd && have mariadb-install-db && have my_print_defaults; then return 0; fi
+  apt_install mariadb-server-core mariadb-client-core
+}
+
+ensure_wasm_toolchain() {
+  if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    step "adding the wasm32-unknown-unknown target"
+    rustup target add wasm32-unknown-unknown
+  fi
+  if ! trunk --version 2>/dev/null | grep -qF " $TRUNK_VERSION"; then
+    step "installing trunk $TRUNK_VERSION (a few minutes, once)"
+    cargo install trunk --version "$TRUNK_VERSION" --locked
+  fi
+  local wbg
+  wbg="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' "$ROOT/Cargo.lock")"
+  [ -n "$wbg" ] || die "cannot read the wasm-bindgen version from Cargo.lock"
+  if ! wasm-bindgen --version 2>/dev/null | grep -qF " $wbg"; then
+    step "installing wasm-bindgen-cli $wbg (matches Cargo.lock; a few minutes, once)"
+    # Not --locked: one of its locked dependencies is no longer on the registry.
+    cargo install wasm-bindgen-cli --version "$wbg"
+  fi
+  grep -q "wasm_bindgen = \"$wbg\"" "$ROOT/Trunk.toml" || die "Trunk.toml must pin [tools] wasm_bindgen = \"$wbg\" (as Cargo.lock)"
+}
+
+ensure_browser() {
+  apt_install chromium chromium-driver
+}
+
+build_portal() {
+  step "building the portal (trunk build --release --offline)"
+  (cd "$ROOT" && trunk build --release --offline)
+}
+
+build_server() {
+  step "building the server"
+  (cd "$ROOT" && cargo build -p neruba --bin neruba)
+}
