@@ -46,6 +46,110 @@ fn schema_check_passes_for_the_checked_in_file() {
     let _ = std::fs::remove_file(tmp);
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_ready(port: u16, within: Duration) {
+    let url = format!("http://127.0.0.1:{port}/health/ready");
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = reqwest::get(&url).await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "server did not become ready within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn terminate_and_wait(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < within, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_reports_each_check_and_fails_on_a_missing_portal() {
+    let db = TestDb::create().await;
+    let missing = std::env::temp_dir().join("neruba-no-portal-here");
+    let out = Command::new(BIN)
+        .arg("doctor")
+        .env("DATABASE_URL", &db.url)
+        .env("NERUBA_PORTAL_DIR", &missing)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("ok    database"), "{stdout}");
+    assert!(stdout.contains("ok    migrations"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  portal") && stdout.contains("trunk build"),
+        "{stdout}"
+    );
+
+    let portal = std::env::temp_dir().join(format!("neruba-portal-{}", std::process::id()));
+    std::fs::create_dir_all(&portal).unwrap();
+    std::fs::write(portal.join("index.html"), "<html></html>").unwrap();
+    let out = Command::new(BIN)
+        .arg("doctor")
+        .env("DATABASE_URL", &db.url)
+        .env("NERUBA_PORTAL_DIR", &portal)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let _ = std::fs::remove_dir_all(portal);
+}
+
+/// The embedded default: no DATABASE_URL, so `serve` runs its own MariaDB and stops it on exit.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_without_a_database_url_runs_and_stops_its_own_mariadb() {
+    let data = std::env::temp_dir().join(format!("neruba-embedded-serve-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env_remove("DATABASE_URL")
+        .env_remove("NERUBA_CONFIG")
+        .env("NERUBA_DATA_DIR", &data)
+        .env("NERUBA_BIND", format!("127.0.0.1:{port}"))
+        .env("NERUBA_ADMIN_TOKEN", "cli-test-admin-token")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(port, Duration::from_secs(90)).await;
+    let pid: i32 = std::fs::read_to_string(data.join("mariadb/mysqld.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: signal 0 only checks that the process exists.
+    assert_eq!(unsafe { libc::kill(pid, 0) }, 0, "mariadbd runs while Neruba does");
+
+    let status = terminate_and_wait(&mut child, Duration::from_secs(60));
+    assert!(status.success(), "{status:?}");
+    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "mariadbd stopped with Neruba");
+    let _ = std::fs::remove_dir_all(&data);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_then_serve_then_stop_gracefully_on_sigterm() {
     let db = TestDb::create().await;
@@ -57,11 +161,7 @@ async fn migrate_then_serve_then_stop_gracefully_on_sigterm() {
     assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
     assert!(String::from_utf8_lossy(&migrate.stdout).contains("up to date"));
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = Command::new(BIN)
         .arg("serve")
         .env("DATABASE_URL", &db.url)
@@ -71,34 +171,7 @@ async fn migrate_then_serve_then_stop_gracefully_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let url = format!("http://127.0.0.1:{port}/health/ready");
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = reqwest::get(&url).await
-            && r.status().is_success()
-        {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "server did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // SAFETY: signalling our own child.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "server did not stop on SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    wait_ready(port, Duration::from_secs(30)).await;
+    let status = terminate_and_wait(&mut child, Duration::from_secs(15));
     assert!(status.success(), "{status:?}");
 }
