@@ -22,7 +22,7 @@ pub enum Principal {
     /// Holder of the admin token: manages projects, sees all of them.
     Operator,
     /// A project's API key.
-    ApiKey { key: ApiKeyRow, scopes: Vec<Scope> },
+    ApiKey { key: Box<ApiKeyRow>, scopes: Vec<Scope> },
 }
 
 pub type AuthError = Error;
@@ -130,7 +130,10 @@ pub async fn authenticate(state: &AppState, token: Option<&str>) -> Result<Princ
         api_keys::touch_last_used(&mut conn, &key.id, now, now - LAST_USED_RESOLUTION).await?;
     }
     let scopes = Scope::split(&key.scopes);
-    Ok(Principal::ApiKey { key, scopes })
+    Ok(Principal::ApiKey {
+        key: Box::new(key),
+        scopes,
+    })
 }
 
 pub fn token_from_headers(headers: &HeaderMap) -> Option<&str> {

@@ -133,8 +133,7 @@ impl AdminMutation {
         };
         let state = state(ctx);
         let mut conn = db::get(&state.pool).await?;
-        let (row, changed) =
-            projects::revoke_api_key(&mut conn, scope_project.as_ref().map(|id| id.as_str()), &id).await?;
+        let (row, changed) = projects::revoke_api_key(&mut conn, scope_project.as_deref(), &id).await?;
         if changed {
             tracing::info!(project_id = %row.project_id, key_id = %row.id, "API key revoked");
             state.events.publish(DomainEvent::ApiKeyRevoked(row.clone()));

@@ -106,7 +106,7 @@ impl Viewer {
     /// The key in use; null for the operator.
     async fn api_key(&self) -> Option<ApiKey> {
         match &self.principal {
-            Principal::ApiKey { key, .. } => Some(ApiKey::from(key.clone())),
+            Principal::ApiKey { key, .. } => Some(ApiKey::from((**key).clone())),
             Principal::Operator => None,
         }
     }
