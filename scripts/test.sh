@@ -48,4 +48,6 @@ echo "tests use MariaDB at $NERUBA_TEST_DATABASE_URL" >&2
 
 step "cargo test (unit, integration, e2e)"
 cargo test --workspace --exclude neruba-web -- --color never
+step "cargo test -p neruba-web (portal logic, host target)"
+cargo test -p neruba-web -- --color never
 step "all checks and tests passed"
