@@ -42,7 +42,16 @@ impl TestDb {
         TestDb::create_on(&server_url()).await
     }
 
+    /// A fresh database with no tables: for testing migrations themselves.
+    pub async fn create_unmigrated() -> TestDb {
+        TestDb::make(&server_url(), false).await
+    }
+
     pub async fn create_on(server_url: &str) -> TestDb {
+        TestDb::make(server_url, true).await
+    }
+
+    async fn make(server_url: &str, migrate: bool) -> TestDb {
         let mut random = [0u8; 6];
         rand::rng().fill_bytes(&mut random);
         let name = format!("neruba_test_{}", hex::encode(random));
@@ -52,7 +61,9 @@ impl TestDb {
             .await
             .expect("create test database");
         let url = db::url::with_database(&server_url, &name);
-        db::run_migrations(&url).await.expect("migrate test database");
+        if migrate {
+            db::run_migrations(&url).await.expect("migrate test database");
+        }
         TestDb { server_url, name, url }
     }
 }

@@ -71,6 +71,26 @@ async fn wait_ready(port: u16, within: Duration) {
     }
 }
 
+/// `neruba serve` on `port`, against `database_url` or (None) the embedded default.
+fn serve(
+    port: u16,
+    database_url: Option<&str>,
+    adjust: impl FnOnce(&mut Command) -> &mut Command,
+) -> std::process::Child {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .env_remove("NERUBA_CONFIG")
+        .env("NERUBA_BIND", format!("127.0.0.1:{port}"))
+        .env("NERUBA_ADMIN_TOKEN", "cli-test-admin-token")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    match database_url {
+        Some(url) => cmd.env("DATABASE_URL", url),
+        None => cmd.env_remove("DATABASE_URL"),
+    };
+    adjust(&mut cmd).spawn().unwrap()
+}
+
 fn terminate_and_wait(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
     // SAFETY: signalling our own child.
     unsafe {
@@ -124,17 +144,7 @@ async fn serve_without_a_database_url_runs_and_stops_its_own_mariadb() {
     let data = std::env::temp_dir().join(format!("neruba-embedded-serve-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let port = free_port();
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .env_remove("DATABASE_URL")
-        .env_remove("NERUBA_CONFIG")
-        .env("NERUBA_DATA_DIR", &data)
-        .env("NERUBA_BIND", format!("127.0.0.1:{port}"))
-        .env("NERUBA_ADMIN_TOKEN", "cli-test-admin-token")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = serve(port, None, |cmd| cmd.env("NERUBA_DATA_DIR", &data));
     wait_ready(port, Duration::from_secs(90)).await;
     let pid: i32 = std::fs::read_to_string(data.join("mariadb/mysqld.pid"))
         .unwrap()
@@ -152,25 +162,23 @@ async fn serve_without_a_database_url_runs_and_stops_its_own_mariadb() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_then_serve_then_stop_gracefully_on_sigterm() {
-    let db = TestDb::create().await;
-    let migrate = Command::new(BIN)
-        .arg("migrate")
-        .env("DATABASE_URL", &db.url)
-        .output()
-        .unwrap();
-    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
-    assert!(String::from_utf8_lossy(&migrate.stdout).contains("up to date"));
+    let db = TestDb::create_unmigrated().await;
+    let migrate = || {
+        Command::new(BIN)
+            .arg("migrate")
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .unwrap()
+    };
+    let first = migrate();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied 20261125000001"));
+    let second = migrate();
+    assert!(String::from_utf8_lossy(&second.stdout).contains("up to date"));
 
     let port = free_port();
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .env("DATABASE_URL", &db.url)
-        .env("NERUBA_BIND", format!("127.0.0.1:{port}"))
-        .env("NERUBA_ADMIN_TOKEN", "cli-test-admin-token")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Start-up migration is off: this proves `migrate` did the work.
+    let mut child = serve(port, Some(&db.url), |cmd| cmd.env("NERUBA_MIGRATE_ON_START", "false"));
     wait_ready(port, Duration::from_secs(30)).await;
     let status = terminate_and_wait(&mut child, Duration::from_secs(15));
     assert!(status.success(), "{status:?}");

@@ -10,6 +10,16 @@ use neruba::{
 use reqwest::StatusCode;
 use serde_json::Value;
 
+async fn graphql(app: &TestApp, key: &str, query: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/graphql", app.base_url))
+        .bearer_auth(key)
+        .json(&serde_json::json!({ "query": query }))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn ready(app: &TestApp) -> (StatusCode, Value) {
     let r = reqwest::get(format!("{}/health/ready", app.base_url)).await.unwrap();
     (r.status(), r.json().await.unwrap())
@@ -41,13 +51,7 @@ async fn readiness_goes_503_while_the_database_is_down_and_200_when_it_is_back()
     assert_eq!(body["failing"][0], "database");
     assert_eq!(body["checks"]["database"]["ok"], false);
     // A request that needs the database fails cleanly, not with a hang or a 500 panic page.
-    let r = reqwest::Client::new()
-        .post(format!("{}/graphql", app.base_url))
-        .bearer_auth(&key)
-        .json(&serde_json::json!({ "query": "{ viewer { kind } }" }))
-        .send()
-        .await
-        .unwrap();
+    let r = graphql(&app, &key, "{ viewer { kind } }").await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "SERVICE_UNAVAILABLE");
 
@@ -70,13 +74,7 @@ async fn readiness_goes_503_while_the_database_is_down_and_200_when_it_is_back()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(status, StatusCode::OK);
-    let r = reqwest::Client::new()
-        .post(format!("{}/graphql", app.base_url))
-        .bearer_auth(&key)
-        .json(&serde_json::json!({ "query": "{ project { name } }" }))
-        .send()
-        .await
-        .unwrap();
+    let r = graphql(&app, &key, "{ project { name } }").await;
     assert_eq!(r.json::<Value>().await.unwrap()["data"]["project"]["name"], "Survivor");
 
     app.stop().await;

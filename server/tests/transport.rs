@@ -141,12 +141,8 @@ async fn health_probes_answer_json() {
 #[tokio::test(flavor = "multi_thread")]
 async fn readiness_names_pending_migrations() {
     // A database that exists but was never migrated.
-    let server = neruba::testing::server_url();
-    let name = format!("neruba_test_unmigrated_{}", std::process::id());
-    neruba::db::create_database(&neruba::db::url::with_database(&server, ""), &name)
-        .await
-        .unwrap();
-    let url = neruba::db::url::with_database(&server, &name);
+    let db = neruba::testing::TestDb::create_unmigrated().await;
+    let url = db.url.clone();
     let app = TestApp::spawn_on(&url, |_| {}).await;
     let r = reqwest::get(format!("{}/health/ready", app.base_url)).await.unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -162,7 +158,4 @@ async fn readiness_names_pending_migrations() {
     neruba::db::run_migrations(&url).await.unwrap();
     let r = reqwest::get(format!("{}/health/ready", app.base_url)).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    neruba::db::drop_database(&neruba::db::url::with_database(&server, ""), &name)
-        .await
-        .unwrap();
 }
