@@ -41,6 +41,7 @@ have() { command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$
 ensure_mariadb() {
   if have mariadbd && have mariadb-install-db && have my_print_defaults; then return 0; fi
   apt_install mariadb-server-core mariadb-client-core
+  have mariadbd && have mariadb-install-db || die "mariadbd still not found after installing mariadb-server-core"
 }
 
 ensure_wasm_toolchain() {
