@@ -7,6 +7,7 @@ use axum::{
     extract::DefaultBodyLimit,
     routing::{get, post},
 };
+use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::{
@@ -23,6 +24,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub pool: Pool,
     pub events: EventBus,
+    /// Cancelled when the server starts shutting down: long-lived work (websockets) ends on it.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -31,6 +34,7 @@ impl AppState {
             config: Arc::new(config),
             pool,
             events: EventBus::default(),
+            shutdown: CancellationToken::new(),
         }
     }
 }

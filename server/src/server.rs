@@ -1,20 +1,39 @@
 //! Running the HTTP server: bind, serve until a shutdown signal, drain in-flight requests.
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use tokio::net::TcpListener;
 
 use crate::app::{self, AppState};
 
-/// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests.
+/// How long in-flight requests get to finish after a shutdown signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves on `listener` until `shutdown` resolves, then stops accepting, closes websockets
+/// (through `AppState::shutdown`), and lets in-flight requests finish for at most
+/// [`DRAIN_TIMEOUT`].
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let token = state.shutdown.clone();
+    let trigger = token.clone();
+    let server = axum::serve(listener, app::router(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
+    let deadline = async {
+        token.cancelled().await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still in flight after the drain timeout; stopping anyway");
+            Ok(())
+        }
+    }
 }
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

@@ -144,3 +144,31 @@ async fn a_key_without_read_cannot_subscribe() {
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_subscription_does_not_hold_up_shutdown() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let reader = app.create_api_key(&project, &["read"]).await;
+    let mut socket = open(&app).await;
+    send(
+        &mut socket,
+        json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {reader}") } }),
+    )
+    .await;
+    assert_eq!(next(&mut socket).await.unwrap().unwrap()["type"], "connection_ack");
+    send(
+        &mut socket,
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { projectEvents { kind } }" } }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    tokio::time::timeout(Duration::from_secs(5), app.stop())
+        .await
+        .expect("server stops within 5s despite the open socket");
+    match next(&mut socket).await {
+        None | Some(Err(_)) => {}
+        Some(Ok(other)) => panic!("expected the socket to end, got {other}"),
+    }
+}

@@ -64,10 +64,11 @@ pub async fn websocket(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let header_token = auth::principal::token_from_headers(&headers).map(str::to_string);
+    let shutdown = state.shutdown.clone();
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
-            GraphQLWebSocket::new(socket, schema, protocol)
+        .on_upgrade(move |socket| async move {
+            let connection = GraphQLWebSocket::new(socket, schema, protocol)
                 .on_connection_init(move |payload| async move {
                     let token = init_token(&payload).or(header_token);
                     let principal: Principal = auth::authenticate(&state, token.as_deref()).await?;
@@ -75,7 +76,13 @@ pub async fn websocket(
                     data.insert(principal);
                     Ok(data)
                 })
-                .serve()
+                .serve();
+            // A subscription lives until the client leaves; on shutdown, drop it so the server
+            // can stop (clients reconnect to another replica).
+            tokio::select! {
+                () = connection => {},
+                () = shutdown.cancelled() => {},
+            }
         })
         .into_response()
 }
