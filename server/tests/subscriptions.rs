@@ -25,6 +25,23 @@ async fn open(app: &TestApp) -> Socket {
     socket
 }
 
+/// Opens a socket, authenticates with `key` (acknowledged), and subscribes to `query` as id "1".
+async fn subscribe(app: &TestApp, key: &str, query: &str) -> Socket {
+    let mut socket = open(app).await;
+    send(
+        &mut socket,
+        json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {key}") } }),
+    )
+    .await;
+    assert_eq!(next(&mut socket).await.unwrap().unwrap()["type"], "connection_ack");
+    send(
+        &mut socket,
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": query } }),
+    )
+    .await;
+    socket
+}
+
 async fn send(socket: &mut Socket, value: Value) {
     socket.send(Message::text(value.to_string())).await.unwrap();
 }
@@ -62,16 +79,10 @@ async fn project_events_arrive_over_the_websocket_after_commit() {
     let reader = app.create_api_key(&project, &["read"]).await;
     let admin = app.create_api_key(&project, &["admin"]).await;
 
-    let mut socket = open(&app).await;
-    send(
-        &mut socket,
-        json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {reader}") } }),
-    )
-    .await;
-    assert_eq!(next(&mut socket).await.unwrap().unwrap()["type"], "connection_ack");
-    send(
-        &mut socket,
-        json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { projectEvents { kind projectId apiKey { name scopes } } }" } }),
+    let mut socket = subscribe(
+        &app,
+        &reader,
+        "subscription { projectEvents { kind projectId apiKey { name scopes } } }",
     )
     .await;
     // Let the subscription register before the change.
@@ -125,18 +136,7 @@ async fn a_key_without_read_cannot_subscribe() {
     let app = TestApp::spawn().await;
     let project = app.create_project("P").await;
     let ingest = app.create_api_key(&project, &["ingest"]).await;
-    let mut socket = open(&app).await;
-    send(
-        &mut socket,
-        json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {ingest}") } }),
-    )
-    .await;
-    assert_eq!(next(&mut socket).await.unwrap().unwrap()["type"], "connection_ack");
-    send(
-        &mut socket,
-        json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { projectEvents { kind } }" } }),
-    )
-    .await;
+    let mut socket = subscribe(&app, &ingest, "subscription { projectEvents { kind } }").await;
     let message = next(&mut socket).await.unwrap().unwrap();
     assert_eq!(message["id"], "1", "{message}");
     assert_eq!(
@@ -150,18 +150,7 @@ async fn an_open_subscription_does_not_hold_up_shutdown() {
     let app = TestApp::spawn().await;
     let project = app.create_project("P").await;
     let reader = app.create_api_key(&project, &["read"]).await;
-    let mut socket = open(&app).await;
-    send(
-        &mut socket,
-        json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {reader}") } }),
-    )
-    .await;
-    assert_eq!(next(&mut socket).await.unwrap().unwrap()["type"], "connection_ack");
-    send(
-        &mut socket,
-        json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { projectEvents { kind } }" } }),
-    )
-    .await;
+    let mut socket = subscribe(&app, &reader, "subscription { projectEvents { kind } }").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     tokio::time::timeout(Duration::from_secs(5), app.stop())
