@@ -249,6 +249,7 @@ async fn scopes_limit_what_a_key_may_do() {
     // The operator is not a project key.
     let r = gql(&app, &app.admin_token, "{ project { id } }", json!({})).await;
     assert_eq!(r.error_code(), "BAD_USER_INPUT");
+    assert_eq!(r.body["errors"][0]["extensions"]["field"], "id");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -77,11 +77,12 @@ impl Principal {
     /// Resolves which project a request acts on. The operator names one; a key acts on its own
     /// project and, when it names another, gets `NOT_FOUND`, exactly as for a project that
     /// does not exist, so ids reveal nothing across tenants.
-    pub fn project_for(&self, requested: Option<&str>, scope: Scope) -> Result<String, Error> {
+    /// `field` names the argument that carries the project id, for the operator's error.
+    pub fn project_for(&self, requested: Option<&str>, field: &str, scope: Scope) -> Result<String, Error> {
         match self {
             Principal::Operator => requested
                 .map(str::to_string)
-                .ok_or_else(|| Error::invalid("projectId", "required for the operator")),
+                .ok_or_else(|| Error::invalid(field, "required for the operator")),
             Principal::ApiKey { key, .. } => {
                 let own = self.require_scope(scope)?;
                 match requested {

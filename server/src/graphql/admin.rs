@@ -4,7 +4,9 @@ use async_graphql::{Context, ID, InputObject, Object, Subscription};
 use futures_util::{Stream, StreamExt};
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::{ApiKey, CreatedApiKey, Project, ProjectEvent, ProjectEventKind, ServerInfo, Viewer, principal, state};
+use super::{
+    ApiKey, CreatedApiKey, Project, ProjectEvent, ProjectEventKind, ServerInfo, Viewer, opt_id, principal, state,
+};
 use crate::{
     auth::{Principal, Scope},
     db,
@@ -36,7 +38,7 @@ impl AdminQuery {
 
     /// A project: a key reads its own (scope `READ`; `id` may be omitted); the operator names one.
     async fn project(&self, ctx: &Context<'_>, id: Option<ID>) -> Result<Project> {
-        let id = principal(ctx)?.project_for(id.as_ref().map(|id| id.as_str()), Scope::Read)?;
+        let id = principal(ctx)?.project_for(opt_id(&id), "id", Scope::Read)?;
         let mut conn = db::get(&state(ctx).pool).await?;
         Ok(Project(projects::find_project(&mut conn, &id).await?))
     }
@@ -71,7 +73,7 @@ impl AdminQuery {
 pub(super) async fn project_api_keys(ctx: &Context<'_>, project_id: &str) -> Result<Vec<ApiKey>> {
     let principal = principal(ctx)?;
     if !principal.is_operator() {
-        principal.project_for(Some(project_id), Scope::Admin)?;
+        principal.project_for(Some(project_id), "projectId", Scope::Admin)?;
     }
     let mut conn = db::get(&state(ctx).pool).await?;
     let rows = api_keys::list_for_project(&mut conn, project_id).await?;
@@ -111,7 +113,7 @@ impl AdminMutation {
     /// Creates an API key. The response carries the secret; it is never shown again.
     async fn create_api_key(&self, ctx: &Context<'_>, input: CreateApiKeyInput) -> Result<CreatedApiKey> {
         let principal = principal(ctx)?;
-        let project_id = principal.project_for(input.project_id.as_ref().map(|id| id.as_str()), Scope::Admin)?;
+        let project_id = principal.project_for(opt_id(&input.project_id), "projectId", Scope::Admin)?;
         let state = state(ctx);
         let mut conn = db::get(&state.pool).await?;
         let created =
@@ -154,7 +156,7 @@ impl AdminSubscription {
         ctx: &Context<'_>,
         project_id: Option<ID>,
     ) -> Result<impl Stream<Item = ProjectEvent> + use<>> {
-        let project_id = principal(ctx)?.project_for(project_id.as_ref().map(|id| id.as_str()), Scope::Read)?;
+        let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Read)?;
         let state = state(ctx);
         {
             // The operator may name a project that does not exist: say so rather than wait forever.

@@ -53,3 +53,8 @@ pub(crate) fn principal<'a>(ctx: &Context<'a>) -> Result<&'a Principal, Error> {
 pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
     ctx.data_unchecked::<AppState>()
 }
+
+/// An optional `ID` argument as a string slice.
+pub(crate) fn opt_id(id: &Option<async_graphql::ID>) -> Option<&str> {
+    id.as_ref().map(|id| id.as_str())
+}
