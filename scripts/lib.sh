@@ -32,6 +32,9 @@ apt_install() {
 
 ensure_rust() {
   command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
+  command -v rustup >/dev/null || die "rustup not found: the wasm target is added with rustup (https://rustup.rs)"
+  # rustup does not bring a linker; a bare Debian has none.
+  command -v cc >/dev/null || apt_install gcc libc6-dev
 }
 
 have() { command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
