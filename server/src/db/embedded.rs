@@ -214,6 +214,9 @@ async fn initialise(install: &Path, dir: &Path, data: &Path, as_root: bool) -> R
         .arg(format!("--datadir={}", scratch.display()))
         .arg("--auth-root-authentication-method=normal")
         .arg("--skip-test-db")
+        // No hostname look-up: a machine without a resolvable hostname (containers, chroots,
+        // minimal images) still initialises; Neruba only connects over loopback.
+        .arg("--skip-name-resolve")
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(log_err);
@@ -280,5 +283,5 @@ fn free_port() -> std::io::Result<u16> {
 fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(3)..].join(" | ")
+    lines[lines.len().saturating_sub(8)..].join(" | ")
 }
