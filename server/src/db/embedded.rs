@@ -214,8 +214,10 @@ async fn initialise(install: &Path, dir: &Path, data: &Path, as_root: bool) -> R
         .arg(format!("--datadir={}", scratch.display()))
         .arg("--auth-root-authentication-method=normal")
         .arg("--skip-test-db")
-        // No hostname look-up: a machine without a resolvable hostname (containers, chroots,
-        // minimal images) still initialises; Neruba only connects over loopback.
+        // No hostname look-up (`--force` skips the resolveip check): a machine without a
+        // resolvable hostname (containers, chroots, minimal images) still initialises; Neruba
+        // only connects over loopback.
+        .arg("--force")
         .arg("--skip-name-resolve")
         .stdin(Stdio::null())
         .stdout(log_file)
