@@ -183,3 +183,46 @@ async fn migrate_then_serve_then_stop_gracefully_on_sigterm() {
     let status = terminate_and_wait(&mut child, Duration::from_secs(15));
     assert!(status.success(), "{status:?}");
 }
+
+/// The front door: `serve --demo` prints a key that works, and running it again reuses the project.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_demo_prints_a_working_key_for_one_demo_project() {
+    use std::io::{BufRead, BufReader};
+
+    let db = TestDb::create().await;
+    let mut project_ids = Vec::new();
+    for _ in 0..2 {
+        let port = free_port();
+        let mut child = serve(port, Some(&db.url), |cmd| cmd.arg("--demo").stdout(Stdio::piped()));
+        let stdout = child.stdout.take().unwrap();
+        // Read every line (so the server never writes into a closed pipe); hand over the key.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.trim().strip_prefix("nrb_") {
+                    let _ = tx.send(format!("nrb_{rest}"));
+                }
+            }
+        });
+        let key = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("serve --demo prints an API key on a line of its own");
+        wait_ready(port, Duration::from_secs(30)).await;
+
+        let body: serde_json::Value = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/graphql"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({ "query": "{ viewer { scopes project { id name } } }" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["data"]["viewer"]["project"]["name"], "Demo project", "{body}");
+        assert_eq!(body["data"]["viewer"]["scopes"].as_array().unwrap().len(), 4);
+        project_ids.push(body["data"]["viewer"]["project"]["id"].as_str().unwrap().to_string());
+        assert!(terminate_and_wait(&mut child, Duration::from_secs(15)).success());
+    }
+    assert_eq!(project_ids[0], project_ids[1], "a second run reuses the demo project");
+}
