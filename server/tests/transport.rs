@@ -159,3 +159,38 @@ async fn readiness_names_pending_migrations() {
     let r = reqwest::get(format!("{}/health/ready", app.base_url)).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_portal_is_served_with_client_side_routes_falling_back_to_index() {
+    let dir = std::env::temp_dir().join(format!("neruba-portal-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "<html>portal index</html>").unwrap();
+    std::fs::write(dir.join("app.js"), "console.log('app')").unwrap();
+    let app = TestApp::spawn_with(|c| c.portal_dir = dir.clone()).await;
+    let get = |path: &str| reqwest::get(format!("{}{path}", app.base_url));
+
+    let index = get("/portal/").await.unwrap();
+    assert_eq!(index.status(), StatusCode::OK);
+    assert!(index.text().await.unwrap().contains("portal index"));
+    assert!(
+        get("/portal/app.js")
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("console.log")
+    );
+    let deep = get("/portal/invoices/inv_1").await.unwrap();
+    assert_eq!(deep.status(), StatusCode::OK);
+    assert!(deep.text().await.unwrap().contains("portal index"));
+    // `/` leads to the portal (reqwest follows the redirect).
+    assert!(get("/").await.unwrap().text().await.unwrap().contains("portal index"));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let unbuilt = TestApp::spawn_with(|c| c.portal_dir = std::env::temp_dir().join("neruba-no-portal")).await;
+    let r = reqwest::get(format!("{}/portal/", unbuilt.base_url)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("trunk build"));
+}
