@@ -309,3 +309,35 @@ async fn bad_input_is_a_typed_error_and_changes_nothing() {
     assert_eq!(r.error_code(), "NOT_FOUND");
     assert_eq!(count_keys(&app, &p).await, before);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_secret_is_stored_only_as_its_sha256() {
+    use diesel::{QueryableByName, sql_types::Text};
+    use diesel_async::RunQueryDsl;
+
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        stored: String,
+    }
+
+    let app = TestApp::spawn().await;
+    let project = app.create_project("Hashes").await;
+    let secret = app.create_api_key(&project, &["read"]).await;
+    let mut conn = neruba::db::get(&app.pool).await.unwrap();
+    // Every column of the row, as text: the secret appears in none of them.
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT CONCAT_WS('|', id, project_id, name, prefix, LOWER(HEX(secret_hash)), scopes, created_by) AS stored FROM api_keys",
+    )
+    .load(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1);
+    let stored = &rows[0].stored;
+    assert!(!stored.contains(&secret), "{stored}");
+    assert!(
+        stored.contains(&hex::encode(neruba::auth::keys::hash_secret(&secret))),
+        "{stored}"
+    );
+    assert!(stored.contains(&secret[..12]), "the display prefix is kept: {stored}");
+}
