@@ -186,7 +186,7 @@ async fn a_key_of_project_a_can_neither_read_nor_change_project_b() {
     )
     .await;
     assert_eq!(r.error_code(), "NOT_FOUND");
-    let r = gql(&app, &key_a, "{ projects { id } }", json!({})).await;
+    let r = gql(&app, &key_a, "{ projects { edges { node { id } } } }", json!({})).await;
     assert_eq!(r.error_code(), "FORBIDDEN");
     let r = gql(
         &app,
@@ -340,4 +340,45 @@ async fn the_secret_is_stored_only_as_its_sha256() {
         "{stored}"
     );
     assert!(stored.contains(&secret[..12]), "the display prefix is kept: {stored}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_pages_through_projects_with_cursors() {
+    let app = TestApp::spawn().await;
+    for name in ["one", "two", "three"] {
+        app.create_project(name).await;
+    }
+    let page = "query($after: String) { projects(first: 2, after: $after) {
+        edges { cursor node { name } } pageInfo { hasNextPage hasPreviousPage endCursor } } }";
+    let first = gql(&app, &app.admin_token, page, json!({})).await;
+    let projects = &first.data()["projects"];
+    let names: Vec<&str> = projects["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["one", "two"]);
+    assert_eq!(projects["pageInfo"]["hasNextPage"], true);
+    assert_eq!(projects["pageInfo"]["hasPreviousPage"], false);
+
+    let after = projects["pageInfo"]["endCursor"].clone();
+    let second = gql(&app, &app.admin_token, page, json!({ "after": after })).await;
+    let projects = &second.data()["projects"];
+    assert_eq!(projects["edges"].as_array().unwrap().len(), 1);
+    assert_eq!(projects["edges"][0]["node"]["name"], "three");
+    assert_eq!(projects["pageInfo"]["hasNextPage"], false);
+    assert_eq!(projects["pageInfo"]["hasPreviousPage"], true);
+
+    for bad in [0, 101] {
+        let r = gql(
+            &app,
+            &app.admin_token,
+            "query($n: Int) { projects(first: $n) { edges { cursor } } }",
+            json!({ "n": bad }),
+        )
+        .await;
+        assert_eq!(r.error_code(), "BAD_USER_INPUT");
+        assert_eq!(r.body["errors"][0]["extensions"]["field"], "first");
+    }
 }

@@ -1,22 +1,21 @@
 //! Projects, API keys and the caller's identity.
 
-use async_graphql::{Context, ID, InputObject, Object, Subscription};
+use async_graphql::{Context, ID, InputObject, Object, Subscription, connection::Connection};
 use futures_util::{Stream, StreamExt};
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::{
-    ApiKey, CreatedApiKey, Project, ProjectEvent, ProjectEventKind, ServerInfo, Viewer, opt_id, principal, state,
+    ApiKey, CreatedApiKey, Project, ProjectEvent, ProjectEventKind, ServerInfo, Viewer, opt_id, pagination, principal,
+    state,
 };
 use crate::{
     auth::{Principal, Scope},
     db,
-    error::{Error, GraphqlResult as Result},
+    error::GraphqlResult as Result,
     events::DomainEvent,
     projects,
     store::{api_keys, projects as project_store},
 };
-
-const MAX_PAGE: i32 = 100;
 
 #[derive(Default)]
 pub struct AdminQuery;
@@ -43,20 +42,24 @@ impl AdminQuery {
         Ok(Project(projects::find_project(&mut conn, &id).await?))
     }
 
-    /// All projects, oldest first (operator only). `after` is the last id of the previous page.
+    /// All projects, oldest first (operator only), a page at a time.
     async fn projects(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 50)] first: i32,
-        after: Option<ID>,
-    ) -> Result<Vec<Project>> {
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<Connection<String, Project>> {
         principal(ctx)?.require_operator()?;
-        if !(1..=MAX_PAGE).contains(&first) {
-            return Err(Error::invalid("first", format!("must be between 1 and {MAX_PAGE}")).into());
-        }
+        let size = pagination::page_size(first)?;
         let mut conn = db::get(&state(ctx).pool).await?;
-        let rows = project_store::list(&mut conn, after.as_ref().map(|id| id.as_str()), first as i64).await?;
-        Ok(rows.into_iter().map(Project).collect())
+        let rows = project_store::list(&mut conn, after.as_deref(), size + 1).await?;
+        Ok(pagination::connection(
+            rows,
+            size,
+            after.as_deref(),
+            |p| p.id.clone(),
+            Project,
+        ))
     }
 
     /// Version and environment of the server.

@@ -2,6 +2,7 @@
 //! [`Principal`] in the request data and the [`AppState`] in the schema data.
 
 mod admin;
+pub mod pagination;
 mod types;
 
 use async_graphql::{Context, MergedObject, MergedSubscription, Schema, SchemaBuilder};

@@ -38,8 +38,14 @@ pub async fn gql(app: &TestApp, token: &str, query: &str, variables: Value) -> G
 }
 
 pub async fn count_projects(app: &TestApp) -> usize {
-    let r = gql(app, &app.admin_token, "{ projects(first: 100) { id } }", json!({})).await;
-    r.data()["projects"].as_array().unwrap().len()
+    let r = gql(
+        app,
+        &app.admin_token,
+        "{ projects(first: 100) { edges { node { id } } } }",
+        json!({}),
+    )
+    .await;
+    r.data()["projects"]["edges"].as_array().unwrap().len()
 }
 
 pub async fn count_keys(app: &TestApp, project_id: &str) -> usize {
