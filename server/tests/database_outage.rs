@@ -81,3 +81,34 @@ async fn readiness_goes_503_while_the_database_is_down_and_200_when_it_is_back()
     db.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_server_on_the_same_data_directory_is_refused_at_once() {
+    let dir = std::env::temp_dir().join(format!("neruba-twice-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let options = EmbeddedOptions {
+        port: None,
+        fast_unsafe: true,
+    };
+    let first = EmbeddedMariaDb::start(&dir, options.clone())
+        .await
+        .expect("first start");
+
+    let started = std::time::Instant::now();
+    let err = EmbeddedMariaDb::start(&dir, options.clone())
+        .await
+        .expect_err("second start is refused");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused at once, not after InnoDB's lock retries"
+    );
+    assert!(err.to_string().contains("already running"), "{err}");
+
+    // Once the first has stopped, the directory is free again.
+    first.stop().await;
+    let again = EmbeddedMariaDb::start(&dir, options)
+        .await
+        .expect("starts after the first stopped");
+    again.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

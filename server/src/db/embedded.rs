@@ -27,6 +27,8 @@ pub enum EmbeddedError {
     Init { log: PathBuf, tail: String },
     #[error("MariaDB did not start; see {log}: {tail}")]
     Start { log: PathBuf, tail: String },
+    #[error("the embedded MariaDB in {dir} is already running (process {pid}): is another `neruba serve` using it?")]
+    AlreadyRunning { dir: PathBuf, pid: u32 },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EmbeddedError + '_ {
@@ -62,6 +64,11 @@ impl EmbeddedMariaDb {
 
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let dir = std::fs::canonicalize(dir).map_err(io(dir))?;
+        // Another server on this datadir would wait ~100 s for InnoDB's file lock before failing:
+        // say so at once instead.
+        if let Some(pid) = running_server(&dir) {
+            return Err(EmbeddedError::AlreadyRunning { dir, pid });
+        }
         let as_root = running_as_root();
         let data = dir.join("data");
         if !data.join("mysql").is_dir() {
@@ -266,6 +273,17 @@ fn find_binary(names: &[&str]) -> Option<PathBuf> {
         .iter()
         .flat_map(|n| dirs.iter().map(move |d| d.join(n)))
         .find(|p| p.is_file())
+}
+
+/// The live MariaDB process recorded in `<dir>/mysqld.pid`, if any (a stale file is ignored).
+fn running_server(dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(dir.join("mysqld.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    matches!(comm.trim(), "mariadbd" | "mysqld").then_some(pid)
 }
 
 fn running_as_root() -> bool {
