@@ -71,6 +71,22 @@ ensure_browser() {
   apt_install chromium chromium-driver
 }
 
+# A target directory shared between checkouts (CI keeps one outside the clone) is only safe when
+# cargo sees this checkout's sources as newer than what it built from another one: cargo hashes
+# workspace members by their path relative to the workspace, so an older checkout would otherwise
+# reuse binaries built from different sources. When the last checkout to use the cache was another
+# one, mark this checkout's sources as changed (dependencies stay cached).
+claim_target_dir() {
+  case "$TARGET_DIR" in "$ROOT"/*) return 0 ;; esac
+  mkdir -p "$TARGET_DIR"
+  local marker="$TARGET_DIR/.neruba-checkout"
+  if [ "$(cat "$marker" 2>/dev/null)" != "$ROOT" ]; then
+    step "target dir $TARGET_DIR was last used by another checkout: rebuilding this one's crates"
+    (cd "$ROOT" && find server web e2e migrations -type f -not -path 'web/dist/*' -exec touch {} + && touch Cargo.toml Cargo.lock)
+    printf '%s\n' "$ROOT" > "$marker"
+  fi
+}
+
 build_portal() {
   step "building the portal (trunk build --release --offline)"
   (cd "$ROOT" && trunk build --release --offline)

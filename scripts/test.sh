@@ -6,6 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 "$ROOT/scripts/setup.sh" --test
 cd "$ROOT"
+claim_target_dir
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -5,6 +5,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 "$ROOT/scripts/setup.sh"
+claim_target_dir
 build_portal
 build_server
 export NERUBA_BIND="${NERUBA_BIND:-127.0.0.1:8080}"

@@ -22,12 +22,10 @@ pub const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(100);
 const DRIVER_START: Duration = Duration::from_secs(15);
 
-/// The repository root, found from this crate's manifest.
+/// The repository root (see `neruba::testing::workspace_root`: found at run time, so a test
+/// binary reused from another checkout's build still looks at this checkout).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e/ has a parent")
-        .to_path_buf()
+    neruba::testing::workspace_root()
 }
 
 /// The built portal. The server serves it from here, so a missing build is the first thing to

@@ -23,10 +23,17 @@ pub fn server_url() -> String {
 }
 
 /// The repository root (for `web/dist`, `schema.graphql`, `migrations/`).
+///
+/// Taken from `CARGO_MANIFEST_DIR` at run time (cargo sets it for every test process; any member
+/// crate's parent is the root), so a test binary reused from a build in another checkout still
+/// looks at this checkout. The compile-time value is the fallback.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
-        .expect("server/ has a parent")
+        .expect("a member crate has a parent")
         .to_path_buf()
 }
 
