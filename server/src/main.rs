@@ -285,10 +285,8 @@ async fn doctor(config: Config) -> ExitCode {
         Some(url) => Some(url.clone()),
         None => {
             let dir = config.data_dir.join("mariadb");
-            let port = std::fs::read_to_string(dir.join("port"))
-                .ok()
-                .and_then(|p| p.trim().parse::<u16>().ok());
-            let binaries = ["mariadbd", "mysqld"].iter().any(|b| which(b));
+            let port = db::embedded::last_port(&dir);
+            let binaries = db::embedded::find_binary(&["mariadbd", "mysqld"]).is_some();
             report(
                 binaries,
                 "embedded MariaDB",
@@ -352,11 +350,4 @@ async fn doctor(config: Config) -> ExitCode {
         println!("{failures} check(s) failed");
         ExitCode::FAILURE
     }
-}
-
-fn which(binary: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/bin".into()])
-        .any(|d| d.join(binary).is_file())
 }

@@ -77,15 +77,10 @@ impl EmbeddedMariaDb {
 
         let port = match options.port {
             Some(p) => p,
-            None => {
-                let last = std::fs::read_to_string(dir.join("port"))
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u16>().ok());
-                match last.filter(|p| port_is_free(*p)) {
-                    Some(p) => p,
-                    None => free_port().map_err(io(&dir))?,
-                }
-            }
+            None => match last_port(&dir).filter(|p| port_is_free(*p)) {
+                Some(p) => p,
+                None => free_port().map_err(io(&dir))?,
+            },
         };
         std::fs::write(dir.join("port"), port.to_string()).map_err(io(&dir))?;
 
@@ -256,7 +251,13 @@ fn socket_path(dir: &Path) -> PathBuf {
     std::env::temp_dir().join(format!("neruba-{hash:x}.sock"))
 }
 
-fn find_binary(names: &[&str]) -> Option<PathBuf> {
+/// The loopback port the server in `dir` used last (recorded in `<dir>/port`).
+pub fn last_port(dir: &Path) -> Option<u16> {
+    std::fs::read_to_string(dir.join("port")).ok()?.trim().parse().ok()
+}
+
+/// The first of `names` found in `PATH` or the usual system folders.
+pub fn find_binary(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
     dirs.extend(

@@ -76,11 +76,17 @@ pub async fn ping(pool: &Pool) -> Result<(), DbError> {
     }
 }
 
-/// Creates a database if it does not exist (used for the embedded server and test databases).
-pub async fn create_database(server_url: &str, name: &str) -> Result<(), DbError> {
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+/// Database names are interpolated into DDL (it takes no bind parameters): allow only `[A-Za-z0-9_]`.
+fn check_database_name(name: &str) -> Result<(), DbError> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(DbError::Connect(format!("invalid database name `{name}`")));
     }
+    Ok(())
+}
+
+/// Creates a database if it does not exist (used for the embedded server and test databases).
+pub async fn create_database(server_url: &str, name: &str) -> Result<(), DbError> {
+    check_database_name(name)?;
     let mut conn = connect(server_url).await?;
     diesel::sql_query(format!(
         "CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
@@ -91,9 +97,7 @@ pub async fn create_database(server_url: &str, name: &str) -> Result<(), DbError
 }
 
 pub async fn drop_database(server_url: &str, name: &str) -> Result<(), DbError> {
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return Err(DbError::Connect(format!("invalid database name `{name}`")));
-    }
+    check_database_name(name)?;
     let mut conn = connect(server_url).await?;
     diesel::sql_query(format!("DROP DATABASE IF EXISTS `{name}`"))
         .execute(&mut conn)
