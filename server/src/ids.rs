@@ -2,9 +2,16 @@
 //! Crockford base32). Time-ordered so primary-key inserts stay append-mostly in InnoDB, random
 //! enough that guessing one is hopeless, and the prefix says what kind of object it names.
 
+use std::sync::Mutex;
+
 use rand::RngCore;
 
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// The last id value handed out by this process, so ids made in the same millisecond still sort in
+/// the order they were made (the ULID "monotonic" rule). Ids from different processes within one
+/// millisecond have no defined order.
+static LAST: Mutex<u128> = Mutex::new(0);
 
 pub fn new_id(prefix: &str) -> String {
     let millis = chrono::Utc::now().timestamp_millis().max(0) as u128;
@@ -13,6 +20,13 @@ pub fn new_id(prefix: &str) -> String {
     let mut value: u128 = millis << 80;
     for (i, b) in random.iter().enumerate() {
         value |= (*b as u128) << (8 * (9 - i));
+    }
+    {
+        let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if value <= *last {
+            value = *last + 1;
+        }
+        *last = value;
     }
     let mut out = String::with_capacity(prefix.len() + 27);
     out.push_str(prefix);
@@ -45,5 +59,11 @@ mod tests {
         assert!(!looks_like("key", &a));
         assert!(!looks_like("prj", "prj_short"));
         assert!(!looks_like("prj", "prj_0000000000000000000000000!"));
+    }
+
+    #[test]
+    fn ids_made_in_one_millisecond_keep_their_order() {
+        let ids: Vec<String> = (0..1000).map(|_| new_id("prj")).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
     }
 }
