@@ -9,6 +9,11 @@ use serde_json::json;
 
 use crate::db::DbError;
 
+/// The same idempotency key was sent before with a different payload (HTTP 409).
+pub const IDEMPOTENCY_CONFLICT: &str = "IDEMPOTENCY_CONFLICT";
+/// A charge would take a wallet past what its policy allows (HTTP 402).
+pub const INSUFFICIENT_CREDITS: &str = "INSUFFICIENT_CREDITS";
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// No credentials, or credentials that are unknown or revoked.
@@ -48,6 +53,13 @@ impl Error {
         }
     }
 
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Error::Unauthenticated(_) => "UNAUTHENTICATED",
@@ -68,6 +80,7 @@ impl Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Conflict { code, .. } if *code == INSUFFICIENT_CREDITS => StatusCode::PAYMENT_REQUIRED,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -5,12 +5,14 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod customers;
 pub mod db;
 pub mod error;
 pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod ids;
+pub mod money;
 pub mod projects;
 pub mod server;
 pub mod store;

@@ -2,6 +2,7 @@
 //! Functions take `&mut AsyncMysqlConnection` so callers compose them inside one transaction.
 
 pub mod api_keys;
+pub mod customers;
 pub mod projects;
 pub mod schema;
 

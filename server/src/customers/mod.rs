@@ -1,0 +1,307 @@
+//! Customers: a project's own external id, plus optional details. Created explicitly
+//! ([`create_customer`]) or implicitly by the first event or charge that names them
+//! ([`ensure_exist`]); an explicit create later fills in an implicit customer's details.
+
+use diesel_async::AsyncConnection;
+
+use crate::{
+    error::{Error, Result},
+    ids,
+    projects::parse_name,
+    store::{
+        Conn,
+        customers::{self, CustomerRow, NewCustomer},
+        now,
+    },
+};
+
+pub const CUSTOMER_ID_PREFIX: &str = "cus";
+pub const MAX_EXTERNAL_ID_CHARS: usize = 255;
+const MAX_METADATA_BYTES: usize = 4096;
+
+/// A project's name for its customer: 1..=255 characters, no control characters, kept exactly as
+/// sent (ids are compared byte for byte).
+pub fn parse_external_id(field: &str, raw: &str) -> Result<String> {
+    if raw.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if raw.chars().count() > MAX_EXTERNAL_ID_CHARS {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {MAX_EXTERNAL_ID_CHARS} characters"),
+        ));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(raw.to_string())
+}
+
+/// An ISO 4217-shaped currency code: three letters, upper-cased.
+pub fn parse_currency(field: &str, raw: &str) -> Result<String> {
+    let code = raw.trim().to_ascii_uppercase();
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(Error::invalid(
+            field,
+            "must be a three-letter currency code such as USD",
+        ));
+    }
+    Ok(code)
+}
+
+fn parse_email(field: &str, raw: &str) -> Result<String> {
+    let email = raw.trim();
+    let valid = email.len() <= 320
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.contains('@'));
+    if !valid {
+        return Err(Error::invalid(field, "must be an email address"));
+    }
+    Ok(email.to_string())
+}
+
+/// Metadata: a JSON object of at most 4 KiB, stored as its canonical text (keys sorted).
+fn parse_metadata(field: &str, value: &serde_json::Value) -> Result<String> {
+    if !value.is_object() {
+        return Err(Error::invalid(field, "must be a JSON object"));
+    }
+    let text = value.to_string();
+    if text.len() > MAX_METADATA_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {MAX_METADATA_BYTES} bytes as JSON"),
+        ));
+    }
+    Ok(text)
+}
+
+/// What `createCustomer` takes, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct CustomerInput {
+    pub external_id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub currency: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct ValidCustomer {
+    external_id: String,
+    name: Option<String>,
+    email: Option<String>,
+    currency: Option<String>,
+    metadata: Option<String>,
+}
+
+impl CustomerInput {
+    fn validate(&self) -> Result<ValidCustomer> {
+        Ok(ValidCustomer {
+            external_id: parse_external_id("externalId", &self.external_id)?,
+            name: self.name.as_deref().map(|n| parse_name("name", n)).transpose()?,
+            email: self.email.as_deref().map(|e| parse_email("email", e)).transpose()?,
+            currency: self
+                .currency
+                .as_deref()
+                .map(|c| parse_currency("currency", c))
+                .transpose()?,
+            metadata: self
+                .metadata
+                .as_ref()
+                .map(|m| parse_metadata("metadata", m))
+                .transpose()?,
+        })
+    }
+}
+
+/// Whether [`create_customer`] made a new record, filled in an implicit one, or found the same
+/// customer already there (a replay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    New,
+    FilledImplicit,
+    Replayed,
+}
+
+/// Creates a customer. The external id is the idempotency key: creating the same customer again
+/// returns it; creating it with different details is a `CUSTOMER_EXISTS` conflict; an implicit
+/// customer (made by an event) gets the details and becomes explicit.
+pub async fn create_customer(
+    conn: &mut Conn,
+    project_id: &str,
+    input: &CustomerInput,
+) -> Result<(CustomerRow, Created)> {
+    let valid = input.validate()?;
+    let project_id = project_id.to_string();
+    conn.transaction(async |conn| {
+        let at = now();
+        let id = ids::new_id(CUSTOMER_ID_PREFIX);
+        let row = NewCustomer {
+            id: &id,
+            project_id: &project_id,
+            external_id: &valid.external_id,
+            name: valid.name.as_deref(),
+            email: valid.email.as_deref(),
+            currency: valid.currency.as_deref(),
+            metadata: valid.metadata.as_deref(),
+            implicit: false,
+            created_at: at,
+            updated_at: at,
+        };
+        // INSERT IGNORE then lock: concurrent creates of one external id settle on the unique index.
+        let inserted = customers::insert_missing(conn, std::slice::from_ref(&row)).await? == 1;
+        let existing = customers::lock_by_external_id(conn, &project_id, &valid.external_id)
+            .await?
+            .ok_or_else(|| Error::Internal("customer vanished after insert".into()))?;
+        if inserted {
+            return Ok((existing, Created::New));
+        }
+        if existing.implicit {
+            customers::fill_implicit(conn, &existing.id, &row).await?;
+            let filled = customers::find_by_external_id(conn, &project_id, &valid.external_id)
+                .await?
+                .ok_or_else(|| Error::Internal("customer vanished after update".into()))?;
+            return Ok((filled, Created::FilledImplicit));
+        }
+        let same = existing.name == valid.name
+            && existing.email == valid.email
+            && existing.currency == valid.currency
+            && existing.metadata == valid.metadata;
+        if same {
+            Ok((existing, Created::Replayed))
+        } else {
+            Err(Error::conflict(
+                "CUSTOMER_EXISTS",
+                format!("customer '{}' already exists with different details", valid.external_id),
+            ))
+        }
+    })
+    .await
+}
+
+/// Makes sure each external id has a customer record, creating implicit ones for those that do
+/// not. Ids are inserted in sorted order so concurrent callers lock index entries in one order.
+pub async fn ensure_exist(conn: &mut Conn, project_id: &str, external_ids: &[&str]) -> Result<usize> {
+    let mut sorted: Vec<&str> = external_ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let at = now();
+    let ids: Vec<String> = sorted.iter().map(|_| ids::new_id(CUSTOMER_ID_PREFIX)).collect();
+    let rows: Vec<NewCustomer<'_>> = sorted
+        .iter()
+        .zip(&ids)
+        .map(|(external_id, id)| NewCustomer {
+            id,
+            project_id,
+            external_id,
+            name: None,
+            email: None,
+            currency: None,
+            metadata: None,
+            implicit: true,
+            created_at: at,
+            updated_at: at,
+        })
+        .collect();
+    Ok(customers::insert_missing(conn, &rows).await?)
+}
+
+pub async fn find_customer(conn: &mut Conn, project_id: &str, external_id: &str) -> Result<CustomerRow> {
+    customers::find_by_external_id(conn, project_id, external_id)
+        .await?
+        .ok_or(Error::NotFound("customer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn customer_input_is_checked_field_by_field() {
+        let ok = CustomerInput {
+            external_id: "acme-42".into(),
+            name: Some(" Acme ".into()),
+            email: Some("billing@acme.test".into()),
+            currency: Some("usd".into()),
+            metadata: Some(serde_json::json!({"b": 1, "a": "x"})),
+        };
+        let valid = ok.validate().unwrap();
+        assert_eq!(valid.name.as_deref(), Some("Acme"));
+        assert_eq!(valid.currency.as_deref(), Some("USD"));
+        assert_eq!(valid.metadata.as_deref(), Some(r#"{"a":"x","b":1}"#));
+
+        let cases: Vec<(CustomerInput, &str)> = vec![
+            (
+                CustomerInput {
+                    external_id: "".into(),
+                    ..ok.clone()
+                },
+                "externalId",
+            ),
+            (
+                CustomerInput {
+                    external_id: "x".repeat(256),
+                    ..ok.clone()
+                },
+                "externalId",
+            ),
+            (
+                CustomerInput {
+                    external_id: "a\u{0}b".into(),
+                    ..ok.clone()
+                },
+                "externalId",
+            ),
+            (
+                CustomerInput {
+                    email: Some("nope".into()),
+                    ..ok.clone()
+                },
+                "email",
+            ),
+            (
+                CustomerInput {
+                    currency: Some("US".into()),
+                    ..ok.clone()
+                },
+                "currency",
+            ),
+            (
+                CustomerInput {
+                    currency: Some("U$D".into()),
+                    ..ok.clone()
+                },
+                "currency",
+            ),
+            (
+                CustomerInput {
+                    metadata: Some(serde_json::json!([1])),
+                    ..ok.clone()
+                },
+                "metadata",
+            ),
+            (
+                CustomerInput {
+                    metadata: Some(serde_json::json!({"k": "x".repeat(5000)})),
+                    ..ok.clone()
+                },
+                "metadata",
+            ),
+            (
+                CustomerInput {
+                    name: Some("  ".into()),
+                    ..ok.clone()
+                },
+                "name",
+            ),
+        ];
+        for (input, field) in cases {
+            match input.validate() {
+                Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+}
