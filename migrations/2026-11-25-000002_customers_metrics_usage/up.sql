@@ -37,10 +37,13 @@ CREATE TABLE billable_metrics (
 -- Raw usage events, kept whether or not a metric names them yet. Append-only: `seq` is the
 -- clustered key so inserts go to the end of the table. `(project_id, idempotency_key)` is unique
 -- forever; `request_hash` (SHA-256 of the canonical payload) tells a replay from a conflict.
+-- `id` is the public id (`evt_…`), made by the server before the insert so that a batch learns
+-- its ids without reading them back; nothing looks events up by it yet, so it has no index.
 -- No foreign keys: ingest checks the project through the key and creates customers itself, and
 -- per-row FK checks would cost every insert.
 CREATE TABLE usage_events (
     seq                   BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    id                    VARCHAR(40)     NOT NULL,
     project_id            VARCHAR(40)     NOT NULL,
     idempotency_key       VARCHAR(255)    NOT NULL,
     request_hash          BINARY(32)      NOT NULL,

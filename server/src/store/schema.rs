@@ -56,6 +56,7 @@ diesel::table! {
 diesel::table! {
     usage_events (seq) {
         seq -> Unsigned<Bigint>,
+        id -> Varchar,
         project_id -> Varchar,
         idempotency_key -> Varchar,
         request_hash -> Binary,
