@@ -5,18 +5,23 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use crate::store::api_keys::ApiKeyRow;
+use crate::{ledger::outbox::WalletEvent, store::api_keys::ApiKeyRow};
 
 #[derive(Debug, Clone)]
 pub enum DomainEvent {
     ApiKeyCreated(ApiKeyRow),
     ApiKeyRevoked(ApiKeyRow),
+    /// A wallet's balance changed (published by the outbox tailer, after commit, on every server).
+    BalanceChanged(WalletEvent),
+    /// A wallet's balance fell below its low-balance threshold (once per crossing).
+    ThresholdCrossed(WalletEvent),
 }
 
 impl DomainEvent {
     pub fn project_id(&self) -> &str {
         match self {
             DomainEvent::ApiKeyCreated(k) | DomainEvent::ApiKeyRevoked(k) => &k.project_id,
+            DomainEvent::BalanceChanged(w) | DomainEvent::ThresholdCrossed(w) => &w.project_id,
         }
     }
 }

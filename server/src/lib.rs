@@ -12,6 +12,7 @@ pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod ids;
+pub mod ledger;
 pub mod money;
 pub mod projects;
 pub mod server;

@@ -14,6 +14,13 @@ pub const QUANTITY_SCALE: u32 = 12;
 /// Integer digits allowed for usage quantities (28 - 12): 28 digits in all is what `Decimal` holds exactly.
 pub const QUANTITY_INTEGER_DIGITS: u32 = 16;
 
+/// Fractional digits kept for money and credit amounts (`DECIMAL(28, 12)`): credits priced per
+/// token or per call need more than a currency's cents, and conversion rates need the room.
+pub const MONEY_SCALE: u32 = 12;
+/// Integer digits allowed for one amount a client sends (up to 10^14 - 1). The columns keep 16, so
+/// balances and sums of many amounts have two digits of headroom beyond any single amount.
+pub const MONEY_INTEGER_DIGITS: u32 = 14;
+
 /// The shape of a decimal column: how many digits before and after the point it keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecimalLimits {
@@ -25,6 +32,11 @@ impl DecimalLimits {
     pub const QUANTITY: DecimalLimits = DecimalLimits {
         scale: QUANTITY_SCALE,
         integer_digits: QUANTITY_INTEGER_DIGITS,
+    };
+    /// One amount of money or credits in a request (columns are `DECIMAL(28, 12)`).
+    pub const MONEY: DecimalLimits = DecimalLimits {
+        scale: MONEY_SCALE,
+        integer_digits: MONEY_INTEGER_DIGITS,
     };
 }
 

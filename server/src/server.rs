@@ -18,6 +18,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let token = state.shutdown.clone();
+    // Committed wallet changes, from this server or another, reach this server's subscribers.
+    tokio::spawn(crate::ledger::outbox::run_tailer(state.clone()));
     let trigger = token.clone();
     let server = axum::serve(listener, app::router(state)).with_graceful_shutdown(async move {
         shutdown.await;

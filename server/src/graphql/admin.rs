@@ -168,7 +168,7 @@ impl AdminSubscription {
         }
         let stream = BroadcastStream::new(state.events.subscribe()).filter_map(move |event| {
             let event = match event {
-                Ok(e) if e.project_id() == project_id => Some(to_project_event(&e)),
+                Ok(e) if e.project_id() == project_id => to_project_event(&e),
                 // A lagging subscriber skips what it missed rather than ending the stream.
                 _ => None,
             };
@@ -178,14 +178,16 @@ impl AdminSubscription {
     }
 }
 
-fn to_project_event(event: &DomainEvent) -> ProjectEvent {
+/// API key events only; wallet events have their own subscription (`balanceChanged`).
+fn to_project_event(event: &DomainEvent) -> Option<ProjectEvent> {
     let (kind, key) = match event {
         DomainEvent::ApiKeyCreated(k) => (ProjectEventKind::ApiKeyCreated, k),
         DomainEvent::ApiKeyRevoked(k) => (ProjectEventKind::ApiKeyRevoked, k),
+        DomainEvent::BalanceChanged(_) | DomainEvent::ThresholdCrossed(_) => return None,
     };
-    ProjectEvent {
+    Some(ProjectEvent {
         kind,
         project_id: ID(key.project_id.clone()),
         api_key: Some(key.clone().into()),
-    }
+    })
 }

@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod customers;
+pub mod ledger;
 pub mod projects;
 pub mod schema;
 

@@ -69,7 +69,117 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    wallets (id) {
+        id -> Varchar,
+        project_id -> Varchar,
+        customer_id -> Varchar,
+        customer_external_id -> Varchar,
+        currency -> Varchar,
+        rate_to_money -> Nullable<Numeric>,
+        money_currency -> Nullable<Char>,
+        policy -> Varchar,
+        credit_limit -> Numeric,
+        low_balance_threshold -> Nullable<Numeric>,
+        below_threshold -> Bool,
+        balance -> Numeric,
+        overdraft_account_id -> Varchar,
+        created_at -> Datetime,
+        updated_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    ledger_accounts (id) {
+        id -> Varchar,
+        project_id -> Varchar,
+        currency -> Varchar,
+        kind -> Varchar,
+        code -> Varchar,
+        wallet_id -> Nullable<Varchar>,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    ledger_transactions (id) {
+        id -> Varchar,
+        project_id -> Varchar,
+        wallet_id -> Nullable<Varchar>,
+        cause -> Varchar,
+        cause_id -> Nullable<Varchar>,
+        currency -> Varchar,
+        amount -> Numeric,
+        idempotency_key -> Nullable<Varchar>,
+        request_hash -> Nullable<Binary>,
+        description -> Nullable<Varchar>,
+        actor -> Varchar,
+        corrects_transaction_id -> Nullable<Varchar>,
+        wallet_balance_after -> Nullable<Numeric>,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    ledger_postings (id) {
+        id -> Unsigned<Bigint>,
+        transaction_id -> Varchar,
+        project_id -> Varchar,
+        account_id -> Varchar,
+        wallet_id -> Nullable<Varchar>,
+        lot_id -> Nullable<Varchar>,
+        currency -> Varchar,
+        amount -> Numeric,
+        wallet_balance_after -> Nullable<Numeric>,
+        cause -> Varchar,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    credit_lots (id) {
+        id -> Varchar,
+        project_id -> Varchar,
+        wallet_id -> Varchar,
+        account_id -> Varchar,
+        source -> Varchar,
+        original_amount -> Numeric,
+        remaining -> Numeric,
+        priority -> Integer,
+        expires_at -> Nullable<Datetime>,
+        expired_at -> Nullable<Datetime>,
+        transaction_id -> Varchar,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    ledger_outbox (id) {
+        id -> Unsigned<Bigint>,
+        project_id -> Varchar,
+        wallet_id -> Varchar,
+        kind -> Varchar,
+        payload -> Text,
+        created_at -> Datetime,
+    }
+}
+
 diesel::joinable!(api_keys -> projects (project_id));
 diesel::joinable!(customers -> projects (project_id));
 diesel::joinable!(billable_metrics -> projects (project_id));
-diesel::allow_tables_to_appear_in_same_query!(projects, api_keys, customers, billable_metrics, usage_events);
+diesel::joinable!(ledger_postings -> ledger_transactions (transaction_id));
+diesel::joinable!(ledger_postings -> ledger_accounts (account_id));
+diesel::joinable!(credit_lots -> wallets (wallet_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    projects,
+    api_keys,
+    customers,
+    billable_metrics,
+    usage_events,
+    wallets,
+    ledger_accounts,
+    ledger_transactions,
+    ledger_postings,
+    credit_lots,
+    ledger_outbox,
+);

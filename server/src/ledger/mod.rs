@@ -1,0 +1,476 @@
+//! The money state: a double-entry ledger behind wallets, credit lots and charges.
+//!
+//! This module owns the pure rules (no I/O): the vocabulary (causes, account kinds, wallet
+//! policies), which lots a debit draws from and in what order, how a credit settles an overdraft,
+//! the postings each operation makes and the check that they balance, the running balance, and
+//! rounding. [`service`] runs them inside one database transaction; [`outbox`] carries committed
+//! changes to every server; [`reconcile`] proves the stored state obeys the invariants.
+//! docs/ledger.md describes the model.
+
+pub mod outbox;
+pub mod reconcile;
+pub mod service;
+
+use std::{cmp::Ordering, fmt, str::FromStr};
+
+use chrono::NaiveDateTime;
+use rust_decimal::{Decimal, RoundingStrategy};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    error::{Error, INSUFFICIENT_CREDITS},
+    money::{DecimalLimits, MONEY_SCALE, parse_decimal},
+};
+
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, async_graphql::Enum)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self, Error> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(Error::Internal(format!("unknown {} `{other}` in the database", stringify!($name)))),
+                }
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// Why a ledger transaction exists. Every posting carries its transaction's cause.
+    Cause {
+        /// A paid top-up: money received for credits.
+        TopUp = "TOP_UP",
+        /// Free credits granted (promotional).
+        Grant = "GRANT",
+        /// A charge for usage or a purchase.
+        Charge = "CHARGE",
+        /// An operator's manual correction, with a reason.
+        Adjustment = "ADJUSTMENT",
+        /// The unused remainder of a lot whose expiry passed.
+        Expiry = "EXPIRY",
+        /// Money returned to the customer (reserved: no operation posts it yet).
+        Refund = "REFUND",
+        /// An invoice (reserved for invoicing).
+        Invoice = "INVOICE",
+        /// A payment received against an invoice (reserved for payments).
+        Payment = "PAYMENT",
+    }
+}
+
+text_enum! {
+    /// What a ledger account holds.
+    AccountKind {
+        /// One credit lot of a wallet (a top-up, grant or positive adjustment).
+        Lot = "LOT",
+        /// What the customer owes when a wallet went below zero (never positive).
+        Overdraft = "OVERDRAFT",
+        /// Earned from charges.
+        Revenue = "REVENUE",
+        /// The source of granted (free) credits.
+        Promotional = "PROMOTIONAL",
+        /// Money received for top-ups, until settled with the payment provider.
+        PaymentsClearing = "PAYMENTS_CLEARING",
+        /// Debts given up (reserved).
+        WriteOff = "WRITE_OFF",
+        /// Credits that expired unused (breakage).
+        Expired = "EXPIRED",
+        /// The counterpart of operators' manual adjustments.
+        Adjustments = "ADJUSTMENTS",
+    }
+}
+
+text_enum! {
+    /// What a charge does when the wallet's lots do not cover it.
+    WalletPolicy {
+        /// Refuse the charge with `INSUFFICIENT_CREDITS`; nothing is posted.
+        Reject = "REJECT",
+        /// Let the balance go below zero, down to minus the wallet's credit limit.
+        AllowUntilLimit = "ALLOW_UNTIL_LIMIT",
+    }
+}
+
+text_enum! {
+    /// Where a credit lot came from.
+    LotSource {
+        TopUp = "TOP_UP",
+        Grant = "GRANT",
+        Adjustment = "ADJUSTMENT",
+    }
+}
+
+text_enum! {
+    /// What an outbox row (and the live event made from it) says about a wallet.
+    WalletEventKind {
+        /// The balance changed; the event carries the new balance and the cause.
+        BalanceChanged = "BALANCE_CHANGED",
+        /// The balance fell below the wallet's low-balance threshold (once per crossing).
+        LowBalance = "LOW_BALANCE",
+    }
+}
+
+/// Every amount a client sends: positive, at most 12 decimal places, at most 14 integer digits.
+pub fn parse_positive_amount(field: &str, text: &str) -> Result<Decimal, Error> {
+    let value = parse_decimal(field, text, DecimalLimits::MONEY)?;
+    if value <= Decimal::ZERO {
+        return Err(Error::invalid(field, "must be greater than zero"));
+    }
+    Ok(value)
+}
+
+/// An adjustment's amount: signed (credit or debit), never zero.
+pub fn parse_signed_amount(field: &str, text: &str) -> Result<Decimal, Error> {
+    let value = parse_decimal(field, text, DecimalLimits::MONEY)?;
+    if value.is_zero() {
+        return Err(Error::invalid(field, "must not be zero"));
+    }
+    Ok(value)
+}
+
+/// A wallet's unit: a three-letter currency (`USD`) or a credit unit (`CREDITS`, `GPU_HOURS`):
+/// 2 to 16 of `A-Z0-9_`, starting with a letter; upper-cased.
+pub fn parse_unit(field: &str, raw: &str) -> Result<String, Error> {
+    let code = raw.trim().to_ascii_uppercase();
+    let valid = (2..=16).contains(&code.len())
+        && code.as_bytes()[0].is_ascii_uppercase()
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    if !valid {
+        return Err(Error::invalid(
+            field,
+            "must be a currency code such as USD or a credit unit such as CREDITS (2-16 of A-Z, 0-9, _)",
+        ));
+    }
+    Ok(code)
+}
+
+/// An idempotency key: 1 to 255 printable characters.
+pub fn parse_idempotency_key(field: &str, raw: &str) -> Result<String, Error> {
+    if raw.is_empty() || raw.chars().count() > 255 {
+        return Err(Error::invalid(field, "must be 1 to 255 characters"));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(raw.to_string())
+}
+
+/// Free text on a transaction (description, reason): trimmed, at most 1000 characters.
+pub fn parse_text(field: &str, raw: Option<&str>, required: bool) -> Result<Option<String>, Error> {
+    let text = raw.map(str::trim).filter(|t| !t.is_empty());
+    match text {
+        None if required => Err(Error::invalid(field, "is required")),
+        None => Ok(None),
+        Some(t) if t.chars().count() > 1000 => Err(Error::invalid(field, "must be at most 1000 characters")),
+        Some(t) if t.chars().any(|c| c.is_control() && c != '\n') => {
+            Err(Error::invalid(field, "must not contain control characters"))
+        }
+        Some(t) => Ok(Some(t.to_string())),
+    }
+}
+
+/// SHA-256 of a request's canonical fields (operation name first), separated by a byte no field
+/// contains, so that two different requests never hash alike by shifting text between fields.
+pub fn request_hash(fields: &[&str]) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    for field in fields {
+        hasher.update(field.as_bytes());
+        hasher.update([0x1f]);
+    }
+    hasher.finalize().to_vec()
+}
+
+/// Rounding of derived amounts (a credit balance converted to money): banker's rounding
+/// (half to even) to the 12 decimal places every amount column keeps, so repeated conversions do
+/// not drift in one direction. Amounts clients send are never rounded; over-precise input is refused.
+pub fn round_amount(value: Decimal) -> Decimal {
+    value
+        .round_dp_with_strategy(MONEY_SCALE, RoundingStrategy::MidpointNearestEven)
+        .normalize()
+}
+
+/// The money value of a credit balance at the wallet's rate.
+pub fn to_money(balance: Decimal, rate: Decimal) -> Decimal {
+    round_amount(balance * rate)
+}
+
+/// A credit lot as the allocation rules see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LotView {
+    pub id: String,
+    pub remaining: Decimal,
+    pub priority: i32,
+    pub expires_at: Option<NaiveDateTime>,
+    /// Lot ids are time-ordered ULIDs: a smaller id is an older lot.
+    pub created_at: NaiveDateTime,
+}
+
+impl LotView {
+    /// Whether the lot can be drawn from at `now`: something left and not expired.
+    pub fn usable(&self, now: NaiveDateTime) -> bool {
+        self.remaining > Decimal::ZERO && self.expires_at.is_none_or(|t| t > now)
+    }
+}
+
+/// The documented consumption order: soonest expiry first (lots that never expire last), then
+/// lower `priority` number first, then the oldest, then the lot id (a total order, so equal
+/// lots are always drawn the same way).
+pub fn consumption_order(a: &LotView, b: &LotView) -> Ordering {
+    let expiry = match (a.expires_at, b.expires_at) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    };
+    expiry
+        .then(a.priority.cmp(&b.priority))
+        .then(a.created_at.cmp(&b.created_at))
+        .then(a.id.cmp(&b.id))
+}
+
+/// The usable lots at `now`, in consumption order.
+pub fn drawable(lots: &[LotView], now: NaiveDateTime) -> Vec<LotView> {
+    let mut usable: Vec<LotView> = lots.iter().filter(|l| l.usable(now)).cloned().collect();
+    usable.sort_by(consumption_order);
+    usable
+}
+
+/// One lot drawn by a debit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draw {
+    pub lot_id: String,
+    pub amount: Decimal,
+}
+
+/// How a debit is covered: draws from lots in order, and what goes to the overdraft account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allocation {
+    pub draws: Vec<Draw>,
+    pub overdraft: Decimal,
+}
+
+/// The wallet's rules for a debit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    pub policy: WalletPolicy,
+    pub credit_limit: Decimal,
+}
+
+/// Covers `amount` from `lots` (already in consumption order, all usable). What the lots do not
+/// cover goes to the overdraft when the policy allows it and the overdraft (`overdraft_balance`,
+/// zero or negative) stays within the credit limit; otherwise `INSUFFICIENT_CREDITS`.
+pub fn allocate(
+    amount: Decimal,
+    lots: &[LotView],
+    overdraft_balance: Decimal,
+    policy: Policy,
+) -> Result<Allocation, Error> {
+    let mut left = amount;
+    let mut draws = Vec::new();
+    for lot in lots {
+        if left.is_zero() {
+            break;
+        }
+        let take = left.min(lot.remaining);
+        if take > Decimal::ZERO {
+            draws.push(Draw {
+                lot_id: lot.id.clone(),
+                amount: take,
+            });
+            left -= take;
+        }
+    }
+    if left.is_zero() {
+        return Ok(Allocation {
+            draws,
+            overdraft: Decimal::ZERO,
+        });
+    }
+    let available: Decimal = lots.iter().map(|l| l.remaining).sum::<Decimal>() + overdraft_balance;
+    let allowed = match policy.policy {
+        WalletPolicy::Reject => false,
+        WalletPolicy::AllowUntilLimit => overdraft_balance - left >= -policy.credit_limit,
+    };
+    if !allowed {
+        let headroom = match policy.policy {
+            WalletPolicy::Reject => available.max(Decimal::ZERO),
+            WalletPolicy::AllowUntilLimit => available + policy.credit_limit,
+        };
+        return Err(Error::conflict(
+            INSUFFICIENT_CREDITS,
+            format!(
+                "the wallet can cover {} of the {} requested",
+                headroom.normalize(),
+                amount.normalize()
+            ),
+        ));
+    }
+    Ok(Allocation { draws, overdraft: left })
+}
+
+/// How a credit (top-up, grant, positive adjustment) is split: first it repays the overdraft
+/// (`overdraft_balance` is zero or negative), the rest becomes a new lot.
+pub fn settle_overdraft(amount: Decimal, overdraft_balance: Decimal) -> (Decimal, Decimal) {
+    let owed = (-overdraft_balance).max(Decimal::ZERO);
+    let repay = amount.min(owed);
+    (repay, amount - repay)
+}
+
+/// Which account a posting line goes to, before accounts are resolved to ids.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// An existing lot of the wallet.
+    Lot(String),
+    /// The lot this operation creates.
+    NewLot,
+    /// The wallet's overdraft account.
+    Overdraft,
+    /// A system account of the project in the wallet's unit.
+    System(AccountKind),
+}
+
+impl Target {
+    /// Wallet-side accounts make up the wallet's balance.
+    pub fn is_wallet_side(&self) -> bool {
+        matches!(self, Target::Lot(_) | Target::NewLot | Target::Overdraft)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub target: Target,
+    pub amount: Decimal,
+}
+
+/// The postings of a debit (charge, negative adjustment): each draw and the overdraft leave the
+/// wallet; their total arrives at `counter` (REVENUE for charges, ADJUSTMENTS for adjustments).
+pub fn debit_lines(allocation: &Allocation, counter: AccountKind) -> Vec<Line> {
+    let mut lines: Vec<Line> = allocation
+        .draws
+        .iter()
+        .map(|d| Line {
+            target: Target::Lot(d.lot_id.clone()),
+            amount: -d.amount,
+        })
+        .collect();
+    if allocation.overdraft > Decimal::ZERO {
+        lines.push(Line {
+            target: Target::Overdraft,
+            amount: -allocation.overdraft,
+        });
+    }
+    let total: Decimal = allocation.draws.iter().map(|d| d.amount).sum::<Decimal>() + allocation.overdraft;
+    lines.push(Line {
+        target: Target::System(counter),
+        amount: total,
+    });
+    lines
+}
+
+/// The postings of a credit of `amount` from `source` (PAYMENTS_CLEARING for top-ups, PROMOTIONAL
+/// for grants, ADJUSTMENTS for adjustments): the overdraft is repaid first, the rest is a new lot.
+/// Returns the lines and the new lot's amount (zero when the credit only repaid the overdraft).
+pub fn credit_lines(amount: Decimal, overdraft_balance: Decimal, source: AccountKind) -> (Vec<Line>, Decimal) {
+    let (repay, to_lot) = settle_overdraft(amount, overdraft_balance);
+    let mut lines = vec![Line {
+        target: Target::System(source),
+        amount: -amount,
+    }];
+    if repay > Decimal::ZERO {
+        lines.push(Line {
+            target: Target::Overdraft,
+            amount: repay,
+        });
+    }
+    if to_lot > Decimal::ZERO {
+        lines.push(Line {
+            target: Target::NewLot,
+            amount: to_lot,
+        });
+    }
+    (lines, to_lot)
+}
+
+/// The postings of a lot's expiry: its remainder leaves the lot for the EXPIRED account.
+pub fn expiry_lines(lot_id: &str, remaining: Decimal) -> Vec<Line> {
+    vec![
+        Line {
+            target: Target::Lot(lot_id.to_string()),
+            amount: -remaining,
+        },
+        Line {
+            target: Target::System(AccountKind::Expired),
+            amount: remaining,
+        },
+    ]
+}
+
+/// The double-entry rule: a transaction has at least two postings, none zero, summing to zero.
+pub fn check_balanced(lines: &[Line]) -> Result<(), Error> {
+    if lines.len() < 2 || lines.iter().any(|l| l.amount.is_zero()) {
+        return Err(Error::Internal(format!("malformed transaction: {lines:?}")));
+    }
+    let sum: Decimal = lines.iter().map(|l| l.amount).sum();
+    if !sum.is_zero() {
+        return Err(Error::Internal(format!(
+            "unbalanced transaction (sum {sum}): {lines:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The wallet's running balance after each line (`None` for system-side lines), from `start`.
+pub fn running_balances(start: Decimal, lines: &[Line]) -> Vec<Option<Decimal>> {
+    let mut balance = start;
+    lines
+        .iter()
+        .map(|l| {
+            if l.target.is_wallet_side() {
+                balance += l.amount;
+                Some(balance)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// The net change of the wallet's balance made by `lines`.
+pub fn wallet_delta(lines: &[Line]) -> Decimal {
+    lines
+        .iter()
+        .filter(|l| l.target.is_wallet_side())
+        .map(|l| l.amount)
+        .sum()
+}
+
+/// Low-balance threshold state after a change: `Some(true)` when the balance crossed below the
+/// threshold (emit one event), `Some(false)` when it went back to or above it (re-armed, no
+/// event), `None` when nothing changed. `below` is the stored state before the change.
+pub fn threshold_transition(threshold: Option<Decimal>, below: bool, new_balance: Decimal) -> Option<bool> {
+    let threshold = threshold?;
+    let now_below = new_balance < threshold;
+    (now_below != below).then_some(now_below)
+}
+
+#[cfg(test)]
+mod tests;

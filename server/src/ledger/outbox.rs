@@ -1,0 +1,282 @@
+//! The transactional outbox: money transactions write a row per wallet event in the same database
+//! transaction as their postings; every server tails the table and publishes what committed to its
+//! in-process [`EventBus`]. One path for one process and many: a subscriber on server B sees a
+//! change made through server A.
+//!
+//! Tailing: a short poll for rows with `id > floor`. AUTO_INCREMENT ids are handed out at insert
+//! time, so a transaction that inserted earlier may commit later than one with a higher id: ids
+//! above `floor` already delivered are remembered, and the tailer waits up to [`GAP_GRACE`] for a
+//! missing id (in flight, or rolled back and never coming) before moving past it.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use chrono::NaiveDateTime;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::{Cause, WalletEventKind};
+use crate::{
+    app::AppState,
+    db,
+    error::Error,
+    events::DomainEvent,
+    store::ledger::{self as store, NewOutbox, OutboxRow},
+};
+
+/// How often each server polls the outbox.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a missing id below delivered ones is waited for (longer than any money transaction).
+pub const GAP_GRACE: Duration = Duration::from_secs(10);
+const BATCH: i64 = 500;
+
+/// A committed change of a wallet, as stored in the outbox and published to subscribers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WalletEvent {
+    /// The outbox row's id (0 before it is stored): increasing per wallet.
+    #[serde(skip)]
+    pub outbox_id: u64,
+    #[serde(skip, default = "default_kind")]
+    pub kind: WalletEventKind,
+    #[serde(skip)]
+    pub project_id: String,
+    #[serde(skip)]
+    pub wallet_id: String,
+    pub customer_external_id: String,
+    pub currency: String,
+    #[serde(with = "rust_decimal_text")]
+    pub balance: Decimal,
+    #[serde(with = "rust_decimal_text")]
+    pub delta: Decimal,
+    #[serde(with = "cause_text")]
+    pub cause: Cause,
+    pub transaction_id: String,
+    #[serde(with = "option_decimal_text", default)]
+    pub threshold: Option<Decimal>,
+    pub at: NaiveDateTime,
+}
+
+fn default_kind() -> WalletEventKind {
+    WalletEventKind::BalanceChanged
+}
+
+impl WalletEvent {
+    pub fn to_outbox(&self) -> Result<NewOutbox, Error> {
+        Ok(NewOutbox {
+            project_id: self.project_id.clone(),
+            wallet_id: self.wallet_id.clone(),
+            kind: self.kind.as_str().into(),
+            payload: serde_json::to_string(self).map_err(|e| Error::Internal(e.to_string()))?,
+            created_at: self.at,
+        })
+    }
+
+    pub fn from_outbox(row: &OutboxRow) -> Result<WalletEvent, Error> {
+        let mut event: WalletEvent =
+            serde_json::from_str(&row.payload).map_err(|e| Error::Internal(format!("outbox row {}: {e}", row.id)))?;
+        event.outbox_id = row.id;
+        event.kind = row.kind.parse()?;
+        event.project_id = row.project_id.clone();
+        event.wallet_id = row.wallet_id.clone();
+        Ok(event)
+    }
+
+    pub fn into_domain_event(self) -> DomainEvent {
+        match self.kind {
+            WalletEventKind::BalanceChanged => DomainEvent::BalanceChanged(self),
+            WalletEventKind::LowBalance => DomainEvent::ThresholdCrossed(self),
+        }
+    }
+}
+
+mod rust_decimal_text {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&value.normalize().to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+mod option_decimal_text {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => s.serialize_some(&v.normalize().to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| t.parse().map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
+mod cause_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Cause;
+
+    pub fn serialize<S: Serializer>(value: &Cause, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(value.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Cause, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|e: crate::error::Error| serde::de::Error::custom(e.to_string()))
+    }
+}
+
+/// Which outbox ids have been delivered: everything up to `floor`, and the set above it.
+#[derive(Debug, Default)]
+pub struct Cursor {
+    pub floor: u64,
+    delivered: BTreeSet<u64>,
+    /// Since when the id `floor + 1` has been missing while higher ids were delivered.
+    gap_since: Option<Instant>,
+}
+
+impl Cursor {
+    pub fn starting_at(floor: u64) -> Cursor {
+        Cursor {
+            floor,
+            ..Cursor::default()
+        }
+    }
+
+    /// Whether `id` is new (and records it as delivered).
+    pub fn accept(&mut self, id: u64) -> bool {
+        id > self.floor && self.delivered.insert(id)
+    }
+
+    /// Moves the floor over contiguous delivered ids, and over a gap older than `grace`.
+    pub fn advance(&mut self, now: Instant, grace: Duration) {
+        loop {
+            while self.delivered.remove(&(self.floor + 1)) {
+                self.floor += 1;
+                self.gap_since = None;
+            }
+            if self.delivered.is_empty() {
+                self.gap_since = None;
+                return;
+            }
+            let since = *self.gap_since.get_or_insert(now);
+            if now.duration_since(since) < grace {
+                return;
+            }
+            tracing::debug!(id = self.floor + 1, "outbox id never committed; moving past it");
+            self.floor += 1;
+            self.gap_since = None;
+        }
+    }
+}
+
+/// Publishes outbox rows to the bus until the server shuts down. Starts after the newest row:
+/// subscribers want changes from now on.
+pub async fn run_tailer(state: AppState) {
+    let mut cursor = None;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            () = tokio::time::sleep(POLL_INTERVAL) => {}
+        }
+        match poll(&state, &mut cursor).await {
+            Ok(()) => failing = false,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "outbox poll failed; retrying");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+async fn poll(state: &AppState, cursor: &mut Option<Cursor>) -> Result<(), Error> {
+    let mut conn = db::get(&state.pool).await?;
+    let cursor = match cursor {
+        Some(c) => c,
+        None => cursor.insert(Cursor::starting_at(store::outbox_max_id(&mut conn).await?)),
+    };
+    let rows = store::outbox_after(&mut conn, cursor.floor, BATCH).await?;
+    for row in &rows {
+        if cursor.accept(row.id) {
+            match WalletEvent::from_outbox(row) {
+                Ok(event) => state.events.publish(event.into_domain_event()),
+                Err(e) => tracing::error!(error = %e, "unreadable outbox row skipped"),
+            }
+        }
+    }
+    cursor.advance(Instant::now(), GAP_GRACE);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cursor_waits_for_gaps_then_moves_past_them() {
+        let start = Instant::now();
+        let grace = Duration::from_secs(10);
+        let mut c = Cursor::starting_at(5);
+        assert!(c.accept(6));
+        assert!(c.accept(8));
+        assert!(!c.accept(8));
+        assert!(!c.accept(5));
+        c.advance(start, grace);
+        assert_eq!(c.floor, 6);
+        // 7 arrives late: delivered once, then the floor moves over 7 and 8.
+        c.advance(start + Duration::from_secs(3), grace);
+        assert_eq!(c.floor, 6);
+        assert!(c.accept(7));
+        c.advance(start + Duration::from_secs(4), grace);
+        assert_eq!(c.floor, 8);
+        // 9 never commits: after the grace period the floor passes it.
+        assert!(c.accept(10));
+        c.advance(start + Duration::from_secs(5), grace);
+        assert_eq!(c.floor, 8);
+        c.advance(start + Duration::from_secs(16), grace);
+        assert_eq!(c.floor, 10);
+    }
+
+    #[test]
+    fn events_round_trip_through_the_outbox_payload() {
+        let event = WalletEvent {
+            outbox_id: 0,
+            kind: WalletEventKind::LowBalance,
+            project_id: "prj_1".into(),
+            wallet_id: "wal_1".into(),
+            customer_external_id: "c".into(),
+            currency: "USD".into(),
+            balance: "1.50".parse().unwrap(),
+            delta: "-2".parse().unwrap(),
+            cause: Cause::Charge,
+            transaction_id: "txn_1".into(),
+            threshold: Some("5".parse().unwrap()),
+            at: crate::store::now(),
+        };
+        let new = event.to_outbox().unwrap();
+        let row = OutboxRow {
+            id: 42,
+            project_id: new.project_id,
+            wallet_id: new.wallet_id,
+            kind: new.kind,
+            payload: new.payload,
+            created_at: new.created_at,
+        };
+        let back = WalletEvent::from_outbox(&row).unwrap();
+        assert_eq!(back, WalletEvent { outbox_id: 42, ..event });
+    }
+}

@@ -1,0 +1,175 @@
+//! Reconciliation: proves the stored ledger obeys its invariants, in SQL aggregates (nothing is
+//! loaded row by row), and reports every difference with the accounts involved.
+//!
+//! 1. Every transaction balances: its postings sum to zero per unit.
+//! 2. Every wallet's `balance` equals the sum of the postings on its accounts, and the running
+//!    balance of its last posting.
+//! 3. Every lot's `remaining` equals its account's balance, which is between zero and the lot's
+//!    original amount (no lot is over-consumed or overfilled).
+//! 4. No wallet is overdrawn past its credit limit (the overdraft account is never positive).
+
+use diesel::{
+    QueryableByName,
+    sql_types::{Nullable, Numeric, Text},
+};
+use diesel_async::RunQueryDsl;
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::{error::Result, store::Conn};
+
+/// One broken invariant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Break {
+    /// Which invariant: `TRANSACTION_UNBALANCED`, `WALLET_BALANCE_MISMATCH`,
+    /// `RUNNING_BALANCE_MISMATCH`, `LOT_MISMATCH`, `OVERDRAFT_EXCEEDED`.
+    pub check: &'static str,
+    pub project_id: String,
+    /// The transaction, wallet or lot that breaks it.
+    pub subject: String,
+    /// The accounts involved.
+    pub account_ids: Vec<String>,
+    pub expected: String,
+    pub actual: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub transactions: u64,
+    pub wallets: u64,
+    pub lots: u64,
+    pub breaks: Vec<Break>,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.breaks.is_empty()
+    }
+}
+
+#[derive(QueryableByName)]
+struct Found {
+    #[diesel(sql_type = Text)]
+    project_id: String,
+    #[diesel(sql_type = Text)]
+    subject: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    accounts: Option<String>,
+    #[diesel(sql_type = Nullable<Numeric>)]
+    expected: Option<Decimal>,
+    #[diesel(sql_type = Nullable<Numeric>)]
+    actual: Option<Decimal>,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+const CHECKS: &[(&str, &str)] = &[
+    (
+        "TRANSACTION_UNBALANCED",
+        "SELECT p.project_id, p.transaction_id AS subject, GROUP_CONCAT(DISTINCT p.account_id ORDER BY p.account_id) AS accounts,
+                CAST(0 AS DECIMAL(38, 12)) AS expected, SUM(p.amount) AS actual
+           FROM ledger_postings p WHERE (? IS NULL OR p.project_id = ?)
+          GROUP BY p.project_id, p.transaction_id, p.currency HAVING SUM(p.amount) <> 0 OR COUNT(*) < 2",
+    ),
+    (
+        "WALLET_BALANCE_MISMATCH",
+        "SELECT w.project_id, w.id AS subject, GROUP_CONCAT(DISTINCT p.account_id ORDER BY p.account_id) AS accounts,
+                COALESCE(SUM(p.amount), 0) AS expected, w.balance AS actual
+           FROM wallets w LEFT JOIN ledger_postings p ON p.wallet_id = w.id
+          WHERE (? IS NULL OR w.project_id = ?)
+          GROUP BY w.project_id, w.id, w.balance HAVING w.balance <> COALESCE(SUM(p.amount), 0)",
+    ),
+    (
+        "RUNNING_BALANCE_MISMATCH",
+        "SELECT w.project_id, w.id AS subject, p.account_id AS accounts,
+                w.balance AS expected, p.wallet_balance_after AS actual
+           FROM wallets w
+           JOIN ledger_postings p ON p.id = (SELECT MAX(q.id) FROM ledger_postings q WHERE q.wallet_id = w.id)
+          WHERE (? IS NULL OR w.project_id = ?) AND NOT (p.wallet_balance_after <=> w.balance)",
+    ),
+    (
+        "LOT_MISMATCH",
+        "SELECT l.project_id, l.id AS subject, l.account_id AS accounts,
+                COALESCE(SUM(p.amount), 0) AS expected, l.remaining AS actual
+           FROM credit_lots l LEFT JOIN ledger_postings p ON p.account_id = l.account_id
+          WHERE (? IS NULL OR l.project_id = ?)
+          GROUP BY l.project_id, l.id, l.account_id, l.remaining, l.original_amount
+         HAVING l.remaining <> COALESCE(SUM(p.amount), 0)
+             OR COALESCE(SUM(p.amount), 0) < 0
+             OR COALESCE(SUM(p.amount), 0) > l.original_amount",
+    ),
+    (
+        "OVERDRAFT_EXCEEDED",
+        "SELECT w.project_id, w.id AS subject, w.overdraft_account_id AS accounts,
+                -w.credit_limit AS expected, COALESCE(SUM(p.amount), 0) AS actual
+           FROM wallets w LEFT JOIN ledger_postings p ON p.account_id = w.overdraft_account_id
+          WHERE (? IS NULL OR w.project_id = ?)
+          GROUP BY w.project_id, w.id, w.overdraft_account_id, w.credit_limit
+         HAVING COALESCE(SUM(p.amount), 0) > 0 OR COALESCE(SUM(p.amount), 0) < -w.credit_limit",
+    ),
+];
+
+/// Runs every check over one project, or all of them.
+pub async fn reconcile(conn: &mut Conn, project_id: Option<&str>) -> Result<Report> {
+    let mut report = Report {
+        transactions: count(
+            conn,
+            "SELECT COUNT(*) AS n FROM ledger_transactions WHERE (? IS NULL OR project_id = ?)",
+            project_id,
+        )
+        .await?,
+        wallets: count(
+            conn,
+            "SELECT COUNT(*) AS n FROM wallets WHERE (? IS NULL OR project_id = ?)",
+            project_id,
+        )
+        .await?,
+        lots: count(
+            conn,
+            "SELECT COUNT(*) AS n FROM credit_lots WHERE (? IS NULL OR project_id = ?)",
+            project_id,
+        )
+        .await?,
+        breaks: Vec::new(),
+    };
+    for (check, sql) in CHECKS {
+        let found: Vec<Found> = diesel::sql_query(*sql)
+            .bind::<Nullable<Text>, _>(project_id)
+            .bind::<Nullable<Text>, _>(project_id)
+            .load(conn)
+            .await?;
+        report.breaks.extend(found.into_iter().map(|f| {
+            Break {
+                check,
+                project_id: f.project_id,
+                subject: f.subject,
+                account_ids: f
+                    .accounts
+                    .map(|a| a.split(',').map(str::to_string).collect())
+                    .unwrap_or_default(),
+                expected: text(f.expected),
+                actual: text(f.actual),
+            }
+        }));
+    }
+    Ok(report)
+}
+
+fn text(value: Option<Decimal>) -> String {
+    value
+        .map(|d| d.normalize().to_string())
+        .unwrap_or_else(|| "null".into())
+}
+
+async fn count(conn: &mut Conn, sql: &str, project_id: Option<&str>) -> Result<u64> {
+    let row: Count = diesel::sql_query(sql)
+        .bind::<Nullable<Text>, _>(project_id)
+        .bind::<Nullable<Text>, _>(project_id)
+        .get_result(conn)
+        .await?;
+    Ok(row.n as u64)
+}

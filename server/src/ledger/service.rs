@@ -1,0 +1,831 @@
+//! Money operations, each one database transaction: create a wallet, top up, grant, charge,
+//! adjust, and the expiry sweep.
+//!
+//! Every operation locks its one wallet row first (`SELECT … FOR UPDATE`), so the operations on a
+//! wallet run one after another and none loses another's update; a sweep takes one wallet per
+//! transaction. Deadlocks (1213) and lock-wait timeouts (1205) are retried a bounded number of
+//! times. Postings, the lots' and wallet's projections and the outbox rows are written in the same
+//! transaction; nothing is published here (the outbox tailer publishes after commit).
+
+use std::{collections::HashMap, time::Duration};
+
+use chrono::NaiveDateTime;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::AsyncConnection;
+use rust_decimal::Decimal;
+
+use super::{
+    AccountKind, Cause, Line, LotSource, LotView, Policy, Target, WalletEventKind, WalletPolicy, allocate,
+    check_balanced, credit_lines, debit_lines, drawable, expiry_lines, outbox::WalletEvent, parse_idempotency_key,
+    parse_positive_amount, parse_signed_amount, parse_text, parse_unit, request_hash, running_balances,
+    threshold_transition, wallet_delta,
+};
+use crate::{
+    customers::{self, parse_currency, parse_external_id},
+    error::{Error, IDEMPOTENCY_CONFLICT, Result},
+    ids,
+    money::{DecimalLimits, canonical, parse_decimal},
+    store::{
+        Conn,
+        ledger::{self as store, AccountRow, LotRow, NewOutbox, NewPosting, TransactionRow, WalletRow},
+        now as db_now,
+    },
+};
+
+pub const WALLET_ID_PREFIX: &str = "wal";
+pub const ACCOUNT_ID_PREFIX: &str = "acc";
+pub const TRANSACTION_ID_PREFIX: &str = "txn";
+pub const LOT_ID_PREFIX: &str = "lot";
+/// Attempts of one operation when the database reports a deadlock or a lock-wait timeout.
+pub const MAX_ATTEMPTS: u32 = 5;
+/// The actor of transactions the server makes by itself (the expiry sweep).
+pub const SYSTEM_ACTOR: &str = "system";
+
+/// Why a transaction attempt failed: a database error (maybe worth retrying) or a decision.
+#[derive(Debug)]
+enum Failure {
+    Db(DieselError),
+    App(Error),
+}
+
+impl From<DieselError> for Failure {
+    fn from(e: DieselError) -> Self {
+        Failure::Db(e)
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::App(e)
+    }
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Db(e) if retryable(&e) => {
+                Error::Unavailable("the wallet is busy; retry the request with the same idempotency key".into())
+            }
+            Failure::Db(e) => Error::Internal(e.to_string()),
+            Failure::App(e) => e,
+        }
+    }
+}
+
+/// Deadlock (1213) and lock-wait timeout (1205) both say "try restarting transaction" (diesel-async
+/// reports them as `Unknown` with the server's message); a duplicate idempotency key inserted
+/// concurrently is settled by running again, which then finds the first one.
+fn retryable(e: &DieselError) -> bool {
+    match e {
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+            info.message().contains("uq_ledger_transactions_idempotency")
+        }
+        DieselError::DatabaseError(_, info) => {
+            let m = info.message();
+            m.contains("try restarting transaction") || m.contains("Deadlock found")
+        }
+        _ => false,
+    }
+}
+
+/// Runs `op` in a transaction, again (bounded, with a growing pause) when it hit a deadlock.
+macro_rules! with_retry {
+    ($conn:expr, |$c:ident| $body:expr) => {{
+        let mut attempt = 1;
+        loop {
+            let result: std::result::Result<_, Failure> = $conn.transaction(async |$c| $body).await;
+            match result {
+                Err(Failure::Db(e)) if retryable(&e) && attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %e, "ledger transaction retried");
+                    tokio::time::sleep(Duration::from_millis(5 * 2u64.pow(attempt))).await;
+                    attempt += 1;
+                }
+                other => break other.map_err(Error::from),
+            }
+        }
+    }};
+}
+
+// ---- wallets
+
+/// What `createWallet` takes, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct WalletInput {
+    pub customer_external_id: String,
+    pub currency: String,
+    pub rate_to_money: Option<String>,
+    pub money_currency: Option<String>,
+    pub policy: Option<WalletPolicy>,
+    pub credit_limit: Option<String>,
+    pub low_balance_threshold: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct WalletSettings {
+    customer_external_id: String,
+    currency: String,
+    rate_to_money: Option<Decimal>,
+    money_currency: Option<String>,
+    policy: WalletPolicy,
+    credit_limit: Decimal,
+    low_balance_threshold: Option<Decimal>,
+}
+
+impl WalletInput {
+    fn validate(&self) -> Result<WalletSettings> {
+        let currency = parse_unit("currency", &self.currency)?;
+        let rate_to_money = self
+            .rate_to_money
+            .as_deref()
+            .map(|r| parse_positive_amount("rateToMoney", r))
+            .transpose()?;
+        let money_currency = self
+            .money_currency
+            .as_deref()
+            .map(|c| parse_currency("moneyCurrency", c))
+            .transpose()?;
+        if rate_to_money.is_some() != money_currency.is_some() {
+            return Err(Error::invalid(
+                if rate_to_money.is_some() {
+                    "moneyCurrency"
+                } else {
+                    "rateToMoney"
+                },
+                "rateToMoney and moneyCurrency go together",
+            ));
+        }
+        let policy = self.policy.unwrap_or(WalletPolicy::Reject);
+        let credit_limit = match self.credit_limit.as_deref() {
+            None => Decimal::ZERO,
+            Some(text) => {
+                let limit = parse_decimal("creditLimit", text, DecimalLimits::MONEY)?;
+                if limit < Decimal::ZERO {
+                    return Err(Error::invalid("creditLimit", "must not be negative"));
+                }
+                limit
+            }
+        };
+        if policy == WalletPolicy::Reject && !credit_limit.is_zero() {
+            return Err(Error::invalid(
+                "creditLimit",
+                "only a wallet with policy ALLOW_UNTIL_LIMIT has a credit limit",
+            ));
+        }
+        let low_balance_threshold = self
+            .low_balance_threshold
+            .as_deref()
+            .map(|t| parse_decimal("lowBalanceThreshold", t, DecimalLimits::MONEY))
+            .transpose()?;
+        Ok(WalletSettings {
+            customer_external_id: parse_external_id("customerExternalId", &self.customer_external_id)?,
+            currency,
+            rate_to_money,
+            money_currency,
+            policy,
+            credit_limit,
+            low_balance_threshold,
+        })
+    }
+}
+
+impl WalletRow {
+    pub fn policy(&self) -> Result<WalletPolicy> {
+        self.policy.parse()
+    }
+
+    fn settings(&self) -> Result<WalletSettings> {
+        Ok(WalletSettings {
+            customer_external_id: self.customer_external_id.clone(),
+            currency: self.currency.clone(),
+            rate_to_money: self.rate_to_money.map(|d| d.normalize()),
+            money_currency: self.money_currency.clone(),
+            policy: self.policy()?,
+            credit_limit: self.credit_limit.normalize(),
+            low_balance_threshold: self.low_balance_threshold.map(|d| d.normalize()),
+        })
+    }
+}
+
+/// Creates a customer's wallet in one unit (creating the customer implicitly when needed). One
+/// wallet per customer and unit: creating it again with the same settings returns it (a replay,
+/// `false`), with other settings is a `WALLET_EXISTS` conflict.
+pub async fn create_wallet(conn: &mut Conn, project_id: &str, input: &WalletInput) -> Result<(WalletRow, bool)> {
+    let settings = input.validate()?;
+    let project_id = project_id.to_string();
+    let result = conn
+        .transaction(async |conn| {
+            customers::ensure_exist(conn, &project_id, &[settings.customer_external_id.as_str()]).await?;
+            let customer = customers::find_customer(conn, &project_id, &settings.customer_external_id).await?;
+            let at = db_now();
+            let id = ids::new_id(WALLET_ID_PREFIX);
+            let overdraft = AccountRow {
+                id: ids::new_id(ACCOUNT_ID_PREFIX),
+                project_id: project_id.clone(),
+                currency: settings.currency.clone(),
+                kind: AccountKind::Overdraft.as_str().into(),
+                code: format!("wallet:{id}:overdraft"),
+                wallet_id: Some(id.clone()),
+                created_at: at,
+            };
+            let below = settings.low_balance_threshold.is_some_and(|t| Decimal::ZERO < t);
+            let row = WalletRow {
+                id: id.clone(),
+                project_id: project_id.clone(),
+                customer_id: customer.id,
+                customer_external_id: settings.customer_external_id.clone(),
+                currency: settings.currency.clone(),
+                rate_to_money: settings.rate_to_money,
+                money_currency: settings.money_currency.clone(),
+                policy: settings.policy.as_str().into(),
+                credit_limit: settings.credit_limit,
+                low_balance_threshold: settings.low_balance_threshold,
+                below_threshold: below,
+                balance: Decimal::ZERO,
+                overdraft_account_id: overdraft.id.clone(),
+                created_at: at,
+                updated_at: at,
+            };
+            if store::insert_wallet(conn, &row).await? == 1 {
+                store::insert_account_missing(conn, &overdraft).await?;
+                return Ok::<_, Error>((row, true));
+            }
+            let existing =
+                store::find_wallet_by_customer(conn, &project_id, &settings.customer_external_id, &settings.currency)
+                    .await?
+                    .ok_or_else(|| Error::Internal("wallet vanished after insert".into()))?;
+            if existing.settings()? == settings {
+                Ok((existing, false))
+            } else {
+                Err(Error::conflict(
+                    "WALLET_EXISTS",
+                    format!(
+                        "customer '{}' already has a {} wallet with different settings",
+                        settings.customer_external_id, settings.currency
+                    ),
+                ))
+            }
+        })
+        .await?;
+    Ok(result)
+}
+
+pub async fn find_wallet(conn: &mut Conn, project_id: &str, id: &str) -> Result<WalletRow> {
+    if !ids::looks_like(WALLET_ID_PREFIX, id) {
+        return Err(Error::NotFound("wallet"));
+    }
+    store::find_wallet(conn, project_id, id)
+        .await?
+        .ok_or(Error::NotFound("wallet"))
+}
+
+// ---- money operations
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    Charge,
+    TopUp,
+    Grant,
+    Adjustment,
+}
+
+impl OpKind {
+    fn cause(self) -> Cause {
+        match self {
+            OpKind::Charge => Cause::Charge,
+            OpKind::TopUp => Cause::TopUp,
+            OpKind::Grant => Cause::Grant,
+            OpKind::Adjustment => Cause::Adjustment,
+        }
+    }
+}
+
+/// A money operation as a client sends it (GraphQL or HTTP), before validation. The wallet is
+/// named by `wallet_id`, or by `customer_external_id` and `currency`.
+#[derive(Debug, Clone, Default)]
+pub struct MoneyRequest {
+    pub wallet_id: Option<String>,
+    pub customer_external_id: Option<String>,
+    pub currency: Option<String>,
+    pub amount: String,
+    pub idempotency_key: String,
+    /// The description; for adjustments, the required reason.
+    pub description: Option<String>,
+    pub expires_at: Option<NaiveDateTime>,
+    pub priority: Option<i32>,
+    pub corrects_transaction_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+enum WalletRef {
+    Id(String),
+    Customer { external_id: String, currency: String },
+}
+
+/// A validated money operation: every field a caller sent has been checked.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    kind: OpKind,
+    wallet: WalletRef,
+    currency: Option<String>,
+    amount: Decimal,
+    idempotency_key: String,
+    description: Option<String>,
+    expires_at: Option<NaiveDateTime>,
+    priority: i32,
+    corrects_transaction_id: Option<String>,
+    actor: String,
+}
+
+impl Operation {
+    /// Checks a request. `now` decides whether an expiry is in the past.
+    pub fn parse(kind: OpKind, request: &MoneyRequest, actor: &str, now: NaiveDateTime) -> Result<Operation> {
+        let currency = request
+            .currency
+            .as_deref()
+            .map(|c| parse_unit("currency", c))
+            .transpose()?;
+        let wallet = match (&request.wallet_id, &request.customer_external_id) {
+            (Some(id), None) => WalletRef::Id(id.clone()),
+            (None, Some(external_id)) => WalletRef::Customer {
+                external_id: parse_external_id("customerExternalId", external_id)?,
+                currency: currency.clone().ok_or_else(|| {
+                    Error::invalid("currency", "required when the wallet is named by customerExternalId")
+                })?,
+            },
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "walletId",
+                    "name the wallet by walletId or by customerExternalId, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(Error::invalid(
+                    "walletId",
+                    "is required (or customerExternalId and currency)",
+                ));
+            }
+        };
+        let amount = match kind {
+            OpKind::Adjustment => parse_signed_amount("amount", &request.amount)?,
+            _ => parse_positive_amount("amount", &request.amount)?,
+        };
+        let description = match kind {
+            OpKind::Adjustment => parse_text("reason", request.description.as_deref(), true)?,
+            _ => parse_text("description", request.description.as_deref(), false)?,
+        };
+        let credit_lot = matches!(kind, OpKind::TopUp | OpKind::Grant);
+        if !credit_lot && request.expires_at.is_some() {
+            return Err(Error::invalid("expiresAt", "only top-ups and grants expire"));
+        }
+        if let Some(at) = request.expires_at
+            && at <= now
+        {
+            return Err(Error::invalid("expiresAt", "must be in the future"));
+        }
+        let priority = request.priority.unwrap_or(0);
+        if !(-1000..=1000).contains(&priority) {
+            return Err(Error::invalid("priority", "must be between -1000 and 1000"));
+        }
+        if kind != OpKind::Adjustment && request.corrects_transaction_id.is_some() {
+            return Err(Error::invalid(
+                "correctsTransactionId",
+                "only adjustments correct a transaction",
+            ));
+        }
+        Ok(Operation {
+            kind,
+            wallet,
+            currency,
+            amount,
+            idempotency_key: parse_idempotency_key("idempotencyKey", &request.idempotency_key)?,
+            description,
+            expires_at: request.expires_at,
+            priority,
+            corrects_transaction_id: request.corrects_transaction_id.clone(),
+            actor: actor.to_string(),
+        })
+    }
+
+    /// SHA-256 of what the operation does, on the wallet it resolved to: what a replay must match.
+    fn hash(&self, wallet_id: &str) -> Vec<u8> {
+        let expires = self.expires_at.map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string());
+        request_hash(&[
+            self.kind.cause().as_str(),
+            wallet_id,
+            &canonical(self.amount),
+            self.description.as_deref().unwrap_or(""),
+            expires.as_deref().unwrap_or(""),
+            &self.priority.to_string(),
+            self.corrects_transaction_id.as_deref().unwrap_or(""),
+        ])
+    }
+}
+
+/// What a money operation answers: its transaction, the wallet as it is now, and whether this
+/// was a replay of an earlier request with the same idempotency key (nothing new was posted).
+#[derive(Debug, Clone)]
+pub struct Posted {
+    pub transaction: TransactionRow,
+    pub wallet: WalletRow,
+    pub replayed: bool,
+}
+
+/// Runs a validated operation: one transaction, retried on deadlock.
+pub async fn execute(conn: &mut Conn, project_id: &str, op: &Operation) -> Result<Posted> {
+    let project_id = project_id.to_string();
+    with_retry!(conn, |c| execute_once(c, &project_id, op, db_now()).await)
+}
+
+async fn execute_once(
+    conn: &mut Conn,
+    project_id: &str,
+    op: &Operation,
+    now: NaiveDateTime,
+) -> Result<Posted, Failure> {
+    let wallet_id = match &op.wallet {
+        WalletRef::Id(id) => {
+            if !ids::looks_like(WALLET_ID_PREFIX, id) {
+                return Err(Error::invalid("walletId", "no such wallet").into());
+            }
+            id.clone()
+        }
+        WalletRef::Customer { external_id, currency } => {
+            store::find_wallet_by_customer(conn, project_id, external_id, currency)
+                .await?
+                .ok_or_else(|| Error::invalid("customerExternalId", format!("the customer has no {currency} wallet")))?
+                .id
+        }
+    };
+    let mut wallet = store::lock_wallet(conn, project_id, &wallet_id)
+        .await?
+        .ok_or_else(|| Error::invalid("walletId", "no such wallet"))?;
+    let hash = op.hash(&wallet.id);
+    if let Some(existing) = store::lock_transaction_by_key(conn, project_id, &op.idempotency_key).await? {
+        if existing.request_hash.as_deref() == Some(hash.as_slice()) {
+            return Ok(Posted {
+                transaction: existing,
+                wallet,
+                replayed: true,
+            });
+        }
+        return Err(Error::conflict(
+            IDEMPOTENCY_CONFLICT,
+            format!(
+                "idempotency key '{}' was already used for a different request",
+                op.idempotency_key
+            ),
+        )
+        .into());
+    }
+    if let Some(currency) = &op.currency
+        && *currency != wallet.currency
+    {
+        return Err(Error::invalid(
+            "currency",
+            format!("the wallet holds {}, not {currency}", wallet.currency),
+        )
+        .into());
+    }
+    if let Some(corrected) = &op.corrects_transaction_id
+        && store::find_transaction(conn, project_id, corrected).await?.is_none()
+    {
+        return Err(Error::invalid("correctsTransactionId", "no such transaction").into());
+    }
+
+    // Lots whose expiry passed are expired first (their own transactions), so a charge never
+    // draws from them and the balance it sees is the one after expiry.
+    let mut outbox = Vec::new();
+    expire_wallet_lots(conn, &mut wallet, now, &mut outbox).await?;
+
+    let lots = store::open_lots(conn, &wallet.id).await?;
+    let overdraft_balance = store::account_balance(conn, &wallet.overdraft_account_id).await?;
+    let policy = Policy {
+        policy: wallet.policy()?,
+        credit_limit: wallet.credit_limit,
+    };
+    let debit = |amount: Decimal, counter: AccountKind| -> Result<Vec<Line>> {
+        let views: Vec<LotView> = lots.iter().map(lot_view).collect();
+        Ok(debit_lines(
+            &allocate(amount, &drawable(&views, now), overdraft_balance, policy)?,
+            counter,
+        ))
+    };
+    let (lines, source) = match op.kind {
+        OpKind::Charge => (debit(op.amount, AccountKind::Revenue)?, None),
+        OpKind::TopUp => {
+            let (lines, _) = credit_lines(op.amount, overdraft_balance, AccountKind::PaymentsClearing);
+            (lines, Some(LotSource::TopUp))
+        }
+        OpKind::Grant => {
+            let (lines, _) = credit_lines(op.amount, overdraft_balance, AccountKind::Promotional);
+            (lines, Some(LotSource::Grant))
+        }
+        OpKind::Adjustment if op.amount > Decimal::ZERO => {
+            let (lines, _) = credit_lines(op.amount, overdraft_balance, AccountKind::Adjustments);
+            (lines, Some(LotSource::Adjustment))
+        }
+        OpKind::Adjustment => (debit(-op.amount, AccountKind::Adjustments)?, None),
+    };
+    let transaction = post(
+        conn,
+        &mut wallet,
+        Posting {
+            cause: op.kind.cause(),
+            cause_id: None,
+            lines,
+            lots: &lots,
+            new_lot: source.map(|source| NewLot {
+                source,
+                priority: op.priority,
+                expires_at: op.expires_at,
+            }),
+            idempotency_key: Some(op.idempotency_key.clone()),
+            request_hash: Some(hash),
+            description: op.description.clone(),
+            actor: op.actor.clone(),
+            corrects_transaction_id: op.corrects_transaction_id.clone(),
+            amount: op.amount,
+        },
+        now,
+        &mut outbox,
+    )
+    .await?;
+    store::insert_outbox(conn, &outbox).await?;
+    Ok(Posted {
+        transaction,
+        wallet,
+        replayed: false,
+    })
+}
+
+fn lot_view(lot: &LotRow) -> LotView {
+    LotView {
+        id: lot.id.clone(),
+        remaining: lot.remaining,
+        priority: lot.priority,
+        expires_at: lot.expires_at,
+        created_at: lot.created_at,
+    }
+}
+
+struct NewLot {
+    source: LotSource,
+    priority: i32,
+    expires_at: Option<NaiveDateTime>,
+}
+
+/// One ledger transaction to write.
+struct Posting<'a> {
+    cause: Cause,
+    cause_id: Option<String>,
+    lines: Vec<Line>,
+    /// The wallet's lots the lines may name.
+    lots: &'a [LotRow],
+    new_lot: Option<NewLot>,
+    idempotency_key: Option<String>,
+    request_hash: Option<Vec<u8>>,
+    description: Option<String>,
+    actor: String,
+    corrects_transaction_id: Option<String>,
+    /// The operation's amount as requested (signed for adjustments).
+    amount: Decimal,
+}
+
+/// Writes one balanced transaction on `wallet`: the transaction row, its postings with the
+/// running balance, the lots' remainders, the wallet's balance and threshold state, and the
+/// outbox rows announcing them (appended to `outbox`, written by the caller).
+async fn post(
+    conn: &mut Conn,
+    wallet: &mut WalletRow,
+    p: Posting<'_>,
+    now: NaiveDateTime,
+    outbox: &mut Vec<NewOutbox>,
+) -> Result<TransactionRow, Failure> {
+    check_balanced(&p.lines)?;
+    let transaction_id = ids::new_id(TRANSACTION_ID_PREFIX);
+    let lot_accounts: HashMap<&str, &str> = p.lots.iter().map(|l| (l.id.as_str(), l.account_id.as_str())).collect();
+    let new_lot_id = ids::new_id(LOT_ID_PREFIX);
+    let balances = running_balances(wallet.balance, &p.lines);
+    let new_balance = wallet.balance + wallet_delta(&p.lines);
+
+    let mut postings = Vec::with_capacity(p.lines.len());
+    let mut new_lot_row = None;
+    for (line, balance_after) in p.lines.iter().zip(&balances) {
+        let (account_id, lot_id) = match &line.target {
+            Target::Lot(lot_id) => {
+                let account = lot_accounts
+                    .get(lot_id.as_str())
+                    .ok_or_else(|| Error::Internal(format!("lot {lot_id} is not the wallet's")))?;
+                (account.to_string(), Some(lot_id.clone()))
+            }
+            Target::NewLot => {
+                let lot = p
+                    .new_lot
+                    .as_ref()
+                    .ok_or_else(|| Error::Internal("a new lot without its terms".into()))?;
+                let account = AccountRow {
+                    id: ids::new_id(ACCOUNT_ID_PREFIX),
+                    project_id: wallet.project_id.clone(),
+                    currency: wallet.currency.clone(),
+                    kind: AccountKind::Lot.as_str().into(),
+                    code: format!("lot:{new_lot_id}"),
+                    wallet_id: Some(wallet.id.clone()),
+                    created_at: now,
+                };
+                store::insert_account_missing(conn, &account).await?;
+                new_lot_row = Some(LotRow {
+                    id: new_lot_id.clone(),
+                    project_id: wallet.project_id.clone(),
+                    wallet_id: wallet.id.clone(),
+                    account_id: account.id.clone(),
+                    source: lot.source.as_str().into(),
+                    original_amount: line.amount,
+                    remaining: line.amount,
+                    priority: lot.priority,
+                    expires_at: lot.expires_at,
+                    expired_at: None,
+                    transaction_id: transaction_id.clone(),
+                    created_at: now,
+                });
+                (account.id, Some(new_lot_id.clone()))
+            }
+            Target::Overdraft => (wallet.overdraft_account_id.clone(), None),
+            Target::System(kind) => (
+                system_account(conn, &wallet.project_id, &wallet.currency, *kind, now).await?,
+                None,
+            ),
+        };
+        postings.push(NewPosting {
+            transaction_id: transaction_id.clone(),
+            project_id: wallet.project_id.clone(),
+            account_id,
+            wallet_id: line.target.is_wallet_side().then(|| wallet.id.clone()),
+            lot_id,
+            currency: wallet.currency.clone(),
+            amount: line.amount,
+            wallet_balance_after: *balance_after,
+            cause: p.cause.as_str().into(),
+            created_at: now,
+        });
+    }
+
+    let transaction = TransactionRow {
+        id: transaction_id.clone(),
+        project_id: wallet.project_id.clone(),
+        wallet_id: Some(wallet.id.clone()),
+        cause: p.cause.as_str().into(),
+        cause_id: p.cause_id.or_else(|| new_lot_row.as_ref().map(|l| l.id.clone())),
+        currency: wallet.currency.clone(),
+        amount: p.amount,
+        idempotency_key: p.idempotency_key,
+        request_hash: p.request_hash,
+        description: p.description,
+        actor: p.actor,
+        corrects_transaction_id: p.corrects_transaction_id,
+        wallet_balance_after: Some(new_balance),
+        created_at: now,
+    };
+    store::insert_transaction(conn, &transaction).await?;
+    store::insert_postings(conn, &postings).await?;
+    if let Some(lot) = &new_lot_row {
+        store::insert_lot(conn, lot).await?;
+    }
+    for line in &p.lines {
+        if let Target::Lot(lot_id) = &line.target {
+            let lot = p.lots.iter().find(|l| &l.id == lot_id).expect("checked above");
+            let drawn: Decimal = p
+                .lines
+                .iter()
+                .filter(|l| matches!(&l.target, Target::Lot(id) if id == lot_id))
+                .map(|l| l.amount)
+                .sum();
+            if p.cause == Cause::Expiry {
+                store::mark_lot_expired(conn, lot_id, now).await?;
+            } else {
+                store::set_lot_remaining(conn, lot_id, lot.remaining + drawn).await?;
+            }
+        }
+    }
+
+    let delta = new_balance - wallet.balance;
+    let crossed = threshold_transition(wallet.low_balance_threshold, wallet.below_threshold, new_balance);
+    let below = crossed.unwrap_or(wallet.below_threshold);
+    store::update_wallet_balance(conn, &wallet.id, new_balance, below, now).await?;
+    wallet.balance = new_balance;
+    wallet.below_threshold = below;
+    wallet.updated_at = now;
+
+    let event = |kind: WalletEventKind| WalletEvent {
+        outbox_id: 0,
+        kind,
+        project_id: wallet.project_id.clone(),
+        wallet_id: wallet.id.clone(),
+        customer_external_id: wallet.customer_external_id.clone(),
+        currency: wallet.currency.clone(),
+        balance: new_balance.normalize(),
+        delta: delta.normalize(),
+        cause: p.cause,
+        transaction_id: transaction_id.clone(),
+        threshold: wallet.low_balance_threshold.map(|t| t.normalize()),
+        at: now,
+    };
+    outbox.push(event(WalletEventKind::BalanceChanged).to_outbox()?);
+    if crossed == Some(true) {
+        outbox.push(event(WalletEventKind::LowBalance).to_outbox()?);
+    }
+    Ok(transaction)
+}
+
+/// The id of a system account of a project in one unit. Its id is derived from what it is, so
+/// concurrent first uses agree on it without reading each other's uncommitted rows.
+async fn system_account(
+    conn: &mut Conn,
+    project_id: &str,
+    currency: &str,
+    kind: AccountKind,
+    now: NaiveDateTime,
+) -> Result<String, Failure> {
+    let code = format!("system:{}", kind.as_str());
+    if let Some(account) = store::find_account(conn, project_id, currency, &code).await? {
+        return Ok(account.id);
+    }
+    let digest = request_hash(&[project_id, currency, &code]);
+    let id = format!("{ACCOUNT_ID_PREFIX}_sys_{}", &hex::encode(digest)[..32]);
+    store::insert_account_missing(
+        conn,
+        &AccountRow {
+            id: id.clone(),
+            project_id: project_id.to_string(),
+            currency: currency.to_string(),
+            kind: kind.as_str().into(),
+            code,
+            wallet_id: None,
+            created_at: now,
+        },
+    )
+    .await?;
+    Ok(id)
+}
+
+/// Posts one EXPIRY transaction per lot of the (locked) wallet whose expiry passed at `now`;
+/// lots with nothing left are only marked expired.
+async fn expire_wallet_lots(
+    conn: &mut Conn,
+    wallet: &mut WalletRow,
+    now: NaiveDateTime,
+    outbox: &mut Vec<NewOutbox>,
+) -> Result<Vec<TransactionRow>, Failure> {
+    let mut posted = Vec::new();
+    for lot in store::expired_lots(conn, &wallet.id, now).await? {
+        if lot.remaining.is_zero() {
+            store::mark_lot_expired(conn, &lot.id, now).await?;
+            continue;
+        }
+        let transaction = post(
+            conn,
+            wallet,
+            Posting {
+                cause: Cause::Expiry,
+                cause_id: Some(lot.id.clone()),
+                lines: expiry_lines(&lot.id, lot.remaining),
+                lots: std::slice::from_ref(&lot),
+                new_lot: None,
+                idempotency_key: None,
+                request_hash: None,
+                description: Some(format!("expiry of lot {}", lot.id)),
+                actor: SYSTEM_ACTOR.into(),
+                corrects_transaction_id: None,
+                amount: lot.remaining,
+            },
+            now,
+            outbox,
+        )
+        .await?;
+        posted.push(transaction);
+    }
+    Ok(posted)
+}
+
+/// The expiry sweep: for every wallet (of one project, or all) with lots whose expiry passed at
+/// `now`, one database transaction that locks the wallet and posts an EXPIRY transaction per
+/// lot remainder. Wallets are taken in id order. Returns the expiry transactions posted.
+pub async fn sweep_expired(
+    conn: &mut Conn,
+    project_id: Option<&str>,
+    now: NaiveDateTime,
+) -> Result<Vec<TransactionRow>> {
+    let mut posted = Vec::new();
+    for (project_id, wallet_id) in store::wallets_with_expired_lots(conn, project_id, now).await? {
+        let mut done: Vec<TransactionRow> = with_retry!(conn, |c| {
+            let Some(mut wallet) = store::lock_wallet(c, &project_id, &wallet_id).await? else {
+                return Ok(Vec::new());
+            };
+            let mut outbox = Vec::new();
+            let done = expire_wallet_lots(c, &mut wallet, now, &mut outbox).await?;
+            store::insert_outbox(c, &outbox).await?;
+            Ok(done)
+        })?;
+        posted.append(&mut done);
+    }
+    Ok(posted)
+}

@@ -1,0 +1,460 @@
+//! The ledger tables: `wallets`, `ledger_accounts`, `ledger_transactions`, `ledger_postings`,
+//! `credit_lots`, `ledger_outbox`. Postings and transactions are only ever inserted.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use rust_decimal::Decimal;
+
+use super::{
+    Conn,
+    schema::{credit_lots, ledger_accounts, ledger_outbox, ledger_postings, ledger_transactions, wallets},
+};
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Insertable)]
+#[diesel(table_name = wallets, check_for_backend(diesel::mysql::Mysql))]
+pub struct WalletRow {
+    pub id: String,
+    pub project_id: String,
+    pub customer_id: String,
+    pub customer_external_id: String,
+    pub currency: String,
+    pub rate_to_money: Option<Decimal>,
+    pub money_currency: Option<String>,
+    pub policy: String,
+    pub credit_limit: Decimal,
+    pub low_balance_threshold: Option<Decimal>,
+    pub below_threshold: bool,
+    pub balance: Decimal,
+    pub overdraft_account_id: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Insertable)]
+#[diesel(table_name = ledger_accounts, check_for_backend(diesel::mysql::Mysql))]
+pub struct AccountRow {
+    pub id: String,
+    pub project_id: String,
+    pub currency: String,
+    pub kind: String,
+    pub code: String,
+    pub wallet_id: Option<String>,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Insertable)]
+#[diesel(table_name = ledger_transactions, check_for_backend(diesel::mysql::Mysql))]
+pub struct TransactionRow {
+    pub id: String,
+    pub project_id: String,
+    pub wallet_id: Option<String>,
+    pub cause: String,
+    pub cause_id: Option<String>,
+    pub currency: String,
+    pub amount: Decimal,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<Vec<u8>>,
+    pub description: Option<String>,
+    pub actor: String,
+    pub corrects_transaction_id: Option<String>,
+    pub wallet_balance_after: Option<Decimal>,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = ledger_postings, check_for_backend(diesel::mysql::Mysql))]
+pub struct PostingRow {
+    pub id: u64,
+    pub transaction_id: String,
+    pub project_id: String,
+    pub account_id: String,
+    pub wallet_id: Option<String>,
+    pub lot_id: Option<String>,
+    pub currency: String,
+    pub amount: Decimal,
+    pub wallet_balance_after: Option<Decimal>,
+    pub cause: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = ledger_postings)]
+pub struct NewPosting {
+    pub transaction_id: String,
+    pub project_id: String,
+    pub account_id: String,
+    pub wallet_id: Option<String>,
+    pub lot_id: Option<String>,
+    pub currency: String,
+    pub amount: Decimal,
+    pub wallet_balance_after: Option<Decimal>,
+    pub cause: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Insertable)]
+#[diesel(table_name = credit_lots, check_for_backend(diesel::mysql::Mysql))]
+pub struct LotRow {
+    pub id: String,
+    pub project_id: String,
+    pub wallet_id: String,
+    pub account_id: String,
+    pub source: String,
+    pub original_amount: Decimal,
+    pub remaining: Decimal,
+    pub priority: i32,
+    pub expires_at: Option<NaiveDateTime>,
+    pub expired_at: Option<NaiveDateTime>,
+    pub transaction_id: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = ledger_outbox, check_for_backend(diesel::mysql::Mysql))]
+pub struct OutboxRow {
+    pub id: u64,
+    pub project_id: String,
+    pub wallet_id: String,
+    pub kind: String,
+    pub payload: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = ledger_outbox)]
+pub struct NewOutbox {
+    pub project_id: String,
+    pub wallet_id: String,
+    pub kind: String,
+    pub payload: String,
+    pub created_at: NaiveDateTime,
+}
+
+// ---- wallets
+
+pub async fn insert_wallet(conn: &mut Conn, row: &WalletRow) -> QueryResult<usize> {
+    diesel::insert_or_ignore_into(wallets::table)
+        .values(row)
+        .execute(conn)
+        .await
+}
+
+pub async fn find_wallet(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<WalletRow>> {
+    wallets::table
+        .filter(wallets::project_id.eq(project_id))
+        .filter(wallets::id.eq(id))
+        .select(WalletRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn find_wallet_by_customer(
+    conn: &mut Conn,
+    project_id: &str,
+    customer_external_id: &str,
+    currency: &str,
+) -> QueryResult<Option<WalletRow>> {
+    wallets::table
+        .filter(wallets::project_id.eq(project_id))
+        .filter(wallets::customer_external_id.eq(customer_external_id))
+        .filter(wallets::currency.eq(currency))
+        .select(WalletRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Locks the wallet row for the rest of the transaction: every change to a wallet's lots and
+/// balance happens under this lock, so one wallet's money operations run one at a time.
+pub async fn lock_wallet(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<WalletRow>> {
+    wallets::table
+        .filter(wallets::project_id.eq(project_id))
+        .filter(wallets::id.eq(id))
+        .select(WalletRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn update_wallet_balance(
+    conn: &mut Conn,
+    id: &str,
+    balance: Decimal,
+    below_threshold: bool,
+    at: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(wallets::table.find(id))
+        .set((
+            wallets::balance.eq(balance),
+            wallets::below_threshold.eq(below_threshold),
+            wallets::updated_at.eq(at),
+        ))
+        .execute(conn)
+        .await
+}
+
+/// Keyset page of a project's wallets (optionally one customer's), oldest first.
+pub async fn list_wallets(
+    conn: &mut Conn,
+    project_id: &str,
+    customer_external_id: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<WalletRow>> {
+    let mut query = wallets::table
+        .filter(wallets::project_id.eq(project_id))
+        .select(WalletRow::as_select())
+        .order(wallets::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(customer) = customer_external_id {
+        query = query.filter(wallets::customer_external_id.eq(customer.to_string()));
+    }
+    if let Some(after) = after {
+        query = query.filter(wallets::id.gt(after.to_string()));
+    }
+    query.load(conn).await
+}
+
+/// Wallets with a lot whose expiry passed at `now` and that the sweep has not expired yet.
+pub async fn wallets_with_expired_lots(
+    conn: &mut Conn,
+    project_id: Option<&str>,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<(String, String)>> {
+    let mut query = credit_lots::table
+        .filter(credit_lots::expired_at.is_null())
+        .filter(credit_lots::expires_at.le(now))
+        .select((credit_lots::project_id, credit_lots::wallet_id))
+        .distinct()
+        .order(credit_lots::wallet_id.asc())
+        .into_boxed();
+    if let Some(project_id) = project_id {
+        query = query.filter(credit_lots::project_id.eq(project_id.to_string()));
+    }
+    query.load(conn).await
+}
+
+// ---- accounts
+
+pub async fn find_account(
+    conn: &mut Conn,
+    project_id: &str,
+    currency: &str,
+    code: &str,
+) -> QueryResult<Option<AccountRow>> {
+    ledger_accounts::table
+        .filter(ledger_accounts::project_id.eq(project_id))
+        .filter(ledger_accounts::currency.eq(currency))
+        .filter(ledger_accounts::code.eq(code))
+        .select(AccountRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn find_account_by_id(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<AccountRow>> {
+    ledger_accounts::table
+        .filter(ledger_accounts::project_id.eq(project_id))
+        .filter(ledger_accounts::id.eq(id))
+        .select(AccountRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Inserts the account unless its code exists (concurrent creators settle on the unique index).
+pub async fn insert_account_missing(conn: &mut Conn, row: &AccountRow) -> QueryResult<usize> {
+    diesel::insert_or_ignore_into(ledger_accounts::table)
+        .values(row)
+        .execute(conn)
+        .await
+}
+
+// ---- transactions and postings
+
+pub async fn insert_transaction(conn: &mut Conn, row: &TransactionRow) -> QueryResult<usize> {
+    diesel::insert_into(ledger_transactions::table)
+        .values(row)
+        .execute(conn)
+        .await
+}
+
+/// The transaction recorded under an idempotency key, read with a lock so that a concurrent
+/// duplicate waits for the first to commit and then sees it.
+pub async fn lock_transaction_by_key(
+    conn: &mut Conn,
+    project_id: &str,
+    key: &str,
+) -> QueryResult<Option<TransactionRow>> {
+    ledger_transactions::table
+        .filter(ledger_transactions::project_id.eq(project_id))
+        .filter(ledger_transactions::idempotency_key.eq(key))
+        .select(TransactionRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn find_transaction(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<TransactionRow>> {
+    ledger_transactions::table
+        .filter(ledger_transactions::project_id.eq(project_id))
+        .filter(ledger_transactions::id.eq(id))
+        .select(TransactionRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn insert_postings(conn: &mut Conn, rows: &[NewPosting]) -> QueryResult<usize> {
+    diesel::insert_into(ledger_postings::table)
+        .values(rows)
+        .execute(conn)
+        .await
+}
+
+/// Sum of the postings on one account (its balance).
+pub async fn account_balance(conn: &mut Conn, account_id: &str) -> QueryResult<Decimal> {
+    let sum: Option<Decimal> = ledger_postings::table
+        .filter(ledger_postings::account_id.eq(account_id))
+        .select(diesel::dsl::sum(ledger_postings::amount))
+        .first(conn)
+        .await?;
+    Ok(sum.unwrap_or_default())
+}
+
+/// Filters of the entry list.
+#[derive(Debug, Clone, Default)]
+pub struct EntryFilter {
+    pub wallet_id: Option<String>,
+    pub account_id: Option<String>,
+    pub transaction_id: Option<String>,
+    pub cause: Option<String>,
+    pub from: Option<NaiveDateTime>,
+    pub until: Option<NaiveDateTime>,
+}
+
+/// A posting with its transaction and account: an entry that explains itself.
+pub type Entry = (PostingRow, TransactionRow, AccountRow);
+
+/// Keyset page of a project's postings in posting order, with their transactions and accounts.
+pub async fn list_entries(
+    conn: &mut Conn,
+    project_id: &str,
+    filter: &EntryFilter,
+    after: Option<u64>,
+    limit: i64,
+) -> QueryResult<Vec<Entry>> {
+    let mut query = ledger_postings::table
+        .inner_join(ledger_transactions::table)
+        .inner_join(ledger_accounts::table)
+        .filter(ledger_postings::project_id.eq(project_id.to_string()))
+        .select((
+            PostingRow::as_select(),
+            TransactionRow::as_select(),
+            AccountRow::as_select(),
+        ))
+        .order(ledger_postings::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(wallet_id) = &filter.wallet_id {
+        query = query.filter(ledger_postings::wallet_id.eq(wallet_id.clone()));
+    }
+    if let Some(account_id) = &filter.account_id {
+        query = query.filter(ledger_postings::account_id.eq(account_id.clone()));
+    }
+    if let Some(transaction_id) = &filter.transaction_id {
+        query = query.filter(ledger_postings::transaction_id.eq(transaction_id.clone()));
+    }
+    if let Some(cause) = &filter.cause {
+        query = query.filter(ledger_postings::cause.eq(cause.clone()));
+    }
+    if let Some(from) = filter.from {
+        query = query.filter(ledger_postings::created_at.ge(from));
+    }
+    if let Some(until) = filter.until {
+        query = query.filter(ledger_postings::created_at.lt(until));
+    }
+    if let Some(after) = after {
+        query = query.filter(ledger_postings::id.gt(after));
+    }
+    query.load(conn).await
+}
+
+// ---- lots
+
+pub async fn insert_lot(conn: &mut Conn, row: &LotRow) -> QueryResult<usize> {
+    diesel::insert_into(credit_lots::table).values(row).execute(conn).await
+}
+
+/// The wallet's lots that still hold something and have not been expired by the sweep.
+pub async fn open_lots(conn: &mut Conn, wallet_id: &str) -> QueryResult<Vec<LotRow>> {
+    credit_lots::table
+        .filter(credit_lots::wallet_id.eq(wallet_id))
+        .filter(credit_lots::remaining.gt(Decimal::ZERO))
+        .filter(credit_lots::expired_at.is_null())
+        .select(LotRow::as_select())
+        .order(credit_lots::id.asc())
+        .load(conn)
+        .await
+}
+
+/// The wallet's unexpired lots whose expiry passed at `now`.
+pub async fn expired_lots(conn: &mut Conn, wallet_id: &str, now: NaiveDateTime) -> QueryResult<Vec<LotRow>> {
+    credit_lots::table
+        .filter(credit_lots::wallet_id.eq(wallet_id))
+        .filter(credit_lots::expired_at.is_null())
+        .filter(credit_lots::expires_at.le(now))
+        .select(LotRow::as_select())
+        .order(credit_lots::id.asc())
+        .load(conn)
+        .await
+}
+
+pub async fn set_lot_remaining(conn: &mut Conn, id: &str, remaining: Decimal) -> QueryResult<usize> {
+    diesel::update(credit_lots::table.find(id))
+        .set(credit_lots::remaining.eq(remaining))
+        .execute(conn)
+        .await
+}
+
+pub async fn mark_lot_expired(conn: &mut Conn, id: &str, at: NaiveDateTime) -> QueryResult<usize> {
+    diesel::update(credit_lots::table.find(id))
+        .set((credit_lots::remaining.eq(Decimal::ZERO), credit_lots::expired_at.eq(at)))
+        .execute(conn)
+        .await
+}
+
+// ---- outbox
+
+pub async fn insert_outbox(conn: &mut Conn, rows: &[NewOutbox]) -> QueryResult<usize> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    diesel::insert_into(ledger_outbox::table)
+        .values(rows)
+        .execute(conn)
+        .await
+}
+
+pub async fn outbox_after(conn: &mut Conn, after: u64, limit: i64) -> QueryResult<Vec<OutboxRow>> {
+    ledger_outbox::table
+        .filter(ledger_outbox::id.gt(after))
+        .select(OutboxRow::as_select())
+        .order(ledger_outbox::id.asc())
+        .limit(limit)
+        .load(conn)
+        .await
+}
+
+pub async fn outbox_max_id(conn: &mut Conn) -> QueryResult<u64> {
+    let max: Option<u64> = ledger_outbox::table
+        .select(diesel::dsl::max(ledger_outbox::id))
+        .first(conn)
+        .await?;
+    Ok(max.unwrap_or(0))
+}

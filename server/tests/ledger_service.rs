@@ -1,0 +1,253 @@
+//! The ledger service against a real database: invariants after random sequences of operations
+//! (proptest), grant consumption order, the expiry sweep, and concurrent charges.
+
+use chrono::{Duration, NaiveDateTime};
+use neruba::{
+    db,
+    ledger::{
+        WalletPolicy,
+        reconcile::reconcile,
+        service::{self, MoneyRequest, OpKind, Operation, Posted, WalletInput},
+    },
+    store::{self, ledger::WalletRow},
+    testing::TestApp,
+};
+use rust_decimal::Decimal;
+
+fn d(text: &str) -> Decimal {
+    text.parse().unwrap()
+}
+
+async fn wallet(app: &TestApp, project: &str, customer: &str, policy: WalletPolicy, limit: Option<&str>) -> WalletRow {
+    let mut conn = db::get(&app.pool).await.unwrap();
+    service::create_wallet(
+        &mut conn,
+        project,
+        &WalletInput {
+            customer_external_id: customer.into(),
+            currency: "USD".into(),
+            policy: Some(policy),
+            credit_limit: limit.map(str::to_string),
+            ..WalletInput::default()
+        },
+    )
+    .await
+    .unwrap()
+    .0
+}
+
+async fn op(app: &TestApp, project: &str, kind: OpKind, request: MoneyRequest) -> neruba::error::Result<Posted> {
+    let mut conn = db::get(&app.pool).await.unwrap();
+    let op = Operation::parse(kind, &request, "test", store::now())?;
+    service::execute(&mut conn, project, &op).await
+}
+
+fn req(wallet: &WalletRow, amount: &str, key: &str) -> MoneyRequest {
+    MoneyRequest {
+        wallet_id: Some(wallet.id.clone()),
+        amount: amount.into(),
+        idempotency_key: key.into(),
+        ..MoneyRequest::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn top_up_charge_and_reconcile() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let w = wallet(&app, &project, "acme", WalletPolicy::Reject, None).await;
+    let posted = op(&app, &project, OpKind::TopUp, req(&w, "10", "t1")).await.unwrap();
+    assert_eq!(posted.wallet.balance, d("10"));
+    let posted = op(&app, &project, OpKind::Charge, req(&w, "2.5", "c1")).await.unwrap();
+    assert_eq!(posted.wallet.balance, d("7.5"));
+    assert!(!posted.replayed);
+    let again = op(&app, &project, OpKind::Charge, req(&w, "2.5", "c1")).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.transaction.id, posted.transaction.id);
+    let err = op(&app, &project, OpKind::Charge, req(&w, "3", "c1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "IDEMPOTENCY_CONFLICT");
+    let err = op(&app, &project, OpKind::Charge, req(&w, "8", "c2"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "INSUFFICIENT_CREDITS");
+    let mut conn = db::get(&app.pool).await.unwrap();
+    let report = reconcile(&mut conn, None).await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.transactions, 2);
+}
+
+fn grant(wallet: &WalletRow, amount: &str, key: &str, expires: Option<NaiveDateTime>, priority: i32) -> MoneyRequest {
+    MoneyRequest {
+        expires_at: expires,
+        priority: Some(priority),
+        ..req(wallet, amount, key)
+    }
+}
+
+async fn lot_remaining(app: &TestApp, wallet: &WalletRow) -> Vec<(String, Decimal)> {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    use neruba::store::schema::credit_lots;
+    let mut conn = db::get(&app.pool).await.unwrap();
+    credit_lots::table
+        .filter(credit_lots::wallet_id.eq(&wallet.id))
+        .select((credit_lots::transaction_id, credit_lots::remaining))
+        .order(credit_lots::id.asc())
+        .load::<(String, Decimal)>(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(t, r)| (t, r.normalize()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grants_are_consumed_soonest_expiry_then_priority_then_oldest() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let w = wallet(&app, &project, "acme", WalletPolicy::Reject, None).await;
+    let now = store::now();
+    let never = op(&app, &project, OpKind::TopUp, grant(&w, "10", "never", None, 0))
+        .await
+        .unwrap();
+    let late = op(
+        &app,
+        &project,
+        OpKind::Grant,
+        grant(&w, "10", "late", Some(now + Duration::days(30)), 0),
+    )
+    .await
+    .unwrap();
+    let soon_p5 = op(
+        &app,
+        &project,
+        OpKind::Grant,
+        grant(&w, "10", "soon-p5", Some(now + Duration::days(7)), 5),
+    )
+    .await
+    .unwrap();
+    let soon_p1 = op(
+        &app,
+        &project,
+        OpKind::Grant,
+        grant(&w, "10", "soon-p1", Some(now + Duration::days(7)), 1),
+    )
+    .await
+    .unwrap();
+    let soon_p1_newer = op(
+        &app,
+        &project,
+        OpKind::Grant,
+        grant(&w, "10", "soon-p1-newer", Some(now + Duration::days(7)), 1),
+    )
+    .await
+    .unwrap();
+
+    // 25 = soon-p1 (10) + soon-p1-newer (10) + 5 of soon-p5.
+    op(&app, &project, OpKind::Charge, req(&w, "25", "c1")).await.unwrap();
+    let lots = lot_remaining(&app, &w).await;
+    let remaining = |p: &Posted| lots.iter().find(|(t, _)| *t == p.transaction.id).unwrap().1;
+    assert_eq!(remaining(&soon_p1), d("0"));
+    assert_eq!(remaining(&soon_p1_newer), d("0"));
+    assert_eq!(remaining(&soon_p5), d("5"));
+    assert_eq!(remaining(&late), d("10"));
+    assert_eq!(remaining(&never), d("10"));
+    // 12 more: the rest of soon-p5, then 7 of the later-expiring grant before the top-up that never expires.
+    op(&app, &project, OpKind::Charge, req(&w, "12", "c2")).await.unwrap();
+    let lots = lot_remaining(&app, &w).await;
+    let remaining = |p: &Posted| lots.iter().find(|(t, _)| *t == p.transaction.id).unwrap().1;
+    assert_eq!(remaining(&soon_p5), d("0"));
+    assert_eq!(remaining(&late), d("3"));
+    assert_eq!(remaining(&never), d("10"));
+    let mut conn = db::get(&app.pool).await.unwrap();
+    assert!(reconcile(&mut conn, Some(&project)).await.unwrap().is_clean());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sweep_expires_each_lot_remainder_as_its_own_transaction() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let w = wallet(&app, &project, "acme", WalletPolicy::Reject, None).await;
+    let now = store::now();
+    op(
+        &app,
+        &project,
+        OpKind::Grant,
+        grant(&w, "10", "g1", Some(now + Duration::days(1)), 0),
+    )
+    .await
+    .unwrap();
+    op(
+        &app,
+        &project,
+        OpKind::Grant,
+        grant(&w, "4", "g2", Some(now + Duration::days(2)), 0),
+    )
+    .await
+    .unwrap();
+    op(&app, &project, OpKind::TopUp, grant(&w, "5", "t1", None, 0))
+        .await
+        .unwrap();
+    op(&app, &project, OpKind::Charge, req(&w, "3", "c1")).await.unwrap();
+
+    let mut conn = db::get(&app.pool).await.unwrap();
+    // Before the expiry nothing happens; after the first, one transaction of 7; then one of 4.
+    assert!(service::sweep_expired(&mut conn, None, now).await.unwrap().is_empty());
+    let first = service::sweep_expired(&mut conn, None, now + Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].cause, "EXPIRY");
+    assert_eq!(first[0].amount.normalize(), d("7"));
+    assert_eq!(first[0].wallet_balance_after.unwrap().normalize(), d("9"));
+    assert!(
+        service::sweep_expired(&mut conn, None, now + Duration::days(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let second = service::sweep_expired(&mut conn, Some(&project), now + Duration::days(3))
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1);
+    let w = service::find_wallet(&mut conn, &project, &w.id).await.unwrap();
+    assert_eq!(w.balance.normalize(), d("5"));
+    assert!(reconcile(&mut conn, None).await.unwrap().is_clean());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_concurrent_charges_end_exactly_at_the_credit_limit() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let w = wallet(&app, &project, "acme", WalletPolicy::AllowUntilLimit, Some("5")).await;
+    op(&app, &project, OpKind::TopUp, req(&w, "20", "t1")).await.unwrap();
+    // 50 charges of 0.7 = 35 asked; 20 + 5 of credit = 25 available: 35 fit (24.5), the rest are refused.
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let pool = app.pool.clone();
+            let project = project.clone();
+            let request = req(&w, "0.7", &format!("c{i}"));
+            tokio::spawn(async move {
+                let mut conn = db::get(&pool).await.unwrap();
+                let op = Operation::parse(OpKind::Charge, &request, "test", store::now()).unwrap();
+                service::execute(&mut conn, &project, &op).await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(e.code(), "INSUFFICIENT_CREDITS", "{e}"),
+        }
+    }
+    assert_eq!(ok, 35);
+    let mut conn = db::get(&app.pool).await.unwrap();
+    let w = service::find_wallet(&mut conn, &project, &w.id).await.unwrap();
+    assert_eq!(w.balance.normalize(), d("-4.5"));
+    let report = reconcile(&mut conn, None).await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.transactions, 36);
+}
