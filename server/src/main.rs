@@ -1,4 +1,4 @@
-//! The `neruba` command line: serve, migrate, doctor, schema, embedded-db.
+//! The `neruba` command line: serve, migrate, doctor, reconcile, schema, embedded-db.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -12,7 +12,7 @@ use neruba::{
         self,
         embedded::{EmbeddedMariaDb, EmbeddedOptions},
     },
-    graphql, http, projects, server, store, telemetry,
+    graphql, http, ledger, projects, server, store, telemetry,
 };
 
 #[derive(Parser)]
@@ -38,6 +38,16 @@ enum Command {
     Migrate,
     /// Check configuration, database, migrations and portal assets; print what to fix.
     Doctor,
+    /// Verify every ledger invariant (balanced transactions, wallet and lot balances equal to their
+    /// postings, no over-consumed lot); print each break and exit 1 when there is one.
+    Reconcile {
+        /// Only this project (default: all).
+        #[arg(long)]
+        project: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the GraphQL schema (SDL), or write it to / compare it with a file.
     Schema {
         /// Write the schema to this file.
@@ -104,6 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { demo } => serve(config, demo).await,
         Command::Migrate => migrate(config).await,
         Command::Doctor => Ok(doctor(config).await),
+        Command::Reconcile { project, json } => reconcile(config, project.as_deref(), json).await,
         Command::Schema { .. } | Command::EmbeddedDb { .. } => unreachable!("handled above"),
     }
 }
@@ -220,6 +231,48 @@ async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn reconcile(config: Config, project: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let (url, embedded) = open_database(&config).await?;
+    let result = async {
+        let mut conn = db::connect(&url).await?;
+        anyhow::Ok(ledger::reconcile::reconcile(&mut conn, project).await?)
+    }
+    .await;
+    if let Some(embedded) = embedded {
+        embedded.stop().await;
+    }
+    let report = result?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "checked {} transactions, {} wallets, {} lots",
+            report.transactions, report.wallets, report.lots
+        );
+        for b in &report.breaks {
+            println!(
+                "BREAK {} {} (project {}): expected {}, found {}; accounts {}",
+                b.check,
+                b.subject,
+                b.project_id,
+                b.expected,
+                b.actual,
+                b.account_ids.join(", ")
+            );
+        }
+        if report.is_clean() {
+            println!("ledger is consistent");
+        } else {
+            println!("{} break(s)", report.breaks.len());
+        }
+    }
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn schema(out: Option<&PathBuf>, check: Option<&PathBuf>) -> anyhow::Result<ExitCode> {

@@ -20,6 +20,7 @@ pub async fn serve(
     let token = state.shutdown.clone();
     // Committed wallet changes, from this server or another, reach this server's subscribers.
     tokio::spawn(crate::ledger::outbox::run_tailer(state.clone()));
+    tokio::spawn(crate::ledger::sweeper::run_sweeper(state.clone()));
     let trigger = token.clone();
     let server = axum::serve(listener, app::router(state)).with_graceful_shutdown(async move {
         shutdown.await;

@@ -94,6 +94,24 @@ impl Principal {
     }
 }
 
+impl Principal {
+    /// Like [`Principal::project_for`], for operations that any one of `scopes` allows (a charge
+    /// may come from an ingest key or a billing key). `scopes` must not be empty.
+    pub fn project_for_any(&self, requested: Option<&str>, field: &str, scopes: &[Scope]) -> Result<String, Error> {
+        let mut refused = None;
+        for scope in scopes {
+            match self.project_for(requested, field, *scope) {
+                Err(e @ Error::Forbidden(_)) => refused = Some(e),
+                other => return other,
+            }
+        }
+        let names: Vec<String> = scopes.iter().map(|s| format!("`{s}`")).collect();
+        Err(refused
+            .map(|_| Error::Forbidden(format!("this API key lacks the {} scope", names.join(" or "))))
+            .unwrap_or_else(|| Error::Internal("no scope given".into())))
+    }
+}
+
 /// Extracts the bearer token from an `Authorization` header value or a websocket init payload.
 pub fn bearer(value: &str) -> Option<&str> {
     let value = value.trim();

@@ -2,6 +2,7 @@
 //! [`Principal`] in the request data and the [`AppState`] in the schema data.
 
 mod admin;
+mod ledger;
 pub mod pagination;
 mod types;
 
@@ -12,13 +13,13 @@ use crate::{app::AppState, auth::Principal, error::Error};
 pub use types::*;
 
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(admin::AdminQuery);
+pub struct QueryRoot(admin::AdminQuery, ledger::LedgerQuery);
 
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(admin::AdminMutation);
+pub struct MutationRoot(admin::AdminMutation, ledger::LedgerMutation);
 
 #[derive(MergedSubscription, Default)]
-pub struct SubscriptionRoot(admin::AdminSubscription);
+pub struct SubscriptionRoot(admin::AdminSubscription, ledger::LedgerSubscription);
 
 pub type NerubaSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 

@@ -1,0 +1,691 @@
+//! Wallets, credits, charges, the ledger's entries, reconciliation, and live balances.
+//!
+//! Amounts are decimal strings (`"12.50"`): exact, never a float. Scopes: reads need `READ`;
+//! charges `INGEST` or `BILLING`; wallets, top-ups and grants `BILLING`; adjustments, the expiry
+//! sweep and reconciliation `ADMIN` (or the operator, who names `projectId`).
+
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject, Subscription, connection::Connection};
+use chrono::{DateTime, Utc};
+use futures_util::{Stream, StreamExt};
+use rust_decimal::Decimal;
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::{opt_id, pagination, principal, state, utc};
+use crate::{
+    auth::Scope,
+    db,
+    error::{Error, GraphqlResult as Result},
+    events::DomainEvent,
+    ledger::{
+        AccountKind, Cause, LotSource, WalletEventKind, WalletPolicy,
+        outbox::WalletEvent,
+        reconcile::{self, Report},
+        service::{self, MoneyRequest, OpKind, Operation, Posted, WalletInput},
+        to_money,
+    },
+    store::{
+        self,
+        ledger::{self as ledger_store, AccountRow, EntryFilter, LotRow, PostingRow, TransactionRow, WalletRow},
+    },
+};
+
+fn amount(value: Decimal) -> String {
+    value.normalize().to_string()
+}
+
+fn parse_or_internal<T: std::str::FromStr<Err = Error>>(text: &str) -> Result<T> {
+    Ok(text.parse()?)
+}
+
+/// A customer's wallet in one currency or credit unit.
+pub struct Wallet(pub WalletRow);
+
+#[Object]
+impl Wallet {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    async fn customer_external_id(&self) -> &str {
+        &self.0.customer_external_id
+    }
+    /// A currency code (`USD`) or a credit unit (`CREDITS`).
+    async fn currency(&self) -> &str {
+        &self.0.currency
+    }
+    /// The balance: the sum of the postings on the wallet's accounts (lots and overdraft).
+    async fn balance(&self) -> String {
+        amount(self.0.balance)
+    }
+    /// For a credit unit with a rate: the balance in money, rounded half to even at 12 places.
+    async fn balance_in_money(&self) -> Option<String> {
+        self.0.rate_to_money.map(|rate| amount(to_money(self.0.balance, rate)))
+    }
+    async fn rate_to_money(&self) -> Option<String> {
+        self.0.rate_to_money.map(amount)
+    }
+    async fn money_currency(&self) -> Option<&str> {
+        self.0.money_currency.as_deref()
+    }
+    async fn policy(&self) -> Result<WalletPolicy> {
+        parse_or_internal(&self.0.policy)
+    }
+    /// How far below zero the balance may go (policy `ALLOW_UNTIL_LIMIT`).
+    async fn credit_limit(&self) -> String {
+        amount(self.0.credit_limit)
+    }
+    async fn low_balance_threshold(&self) -> Option<String> {
+        self.0.low_balance_threshold.map(amount)
+    }
+    /// Whether the balance is below the threshold (a `LOW_BALANCE` event was sent for this crossing).
+    async fn below_threshold(&self) -> bool {
+        self.0.below_threshold
+    }
+    /// The lots that still hold credits, in consumption order is not implied: see `expiresAt`,
+    /// `priority` and `createdAt` (docs/ledger.md).
+    async fn lots(&self, ctx: &Context<'_>) -> Result<Vec<CreditLot>> {
+        let mut conn = db::get(&state(ctx).pool).await?;
+        Ok(ledger_store::open_lots(&mut conn, &self.0.id)
+            .await?
+            .into_iter()
+            .map(CreditLot)
+            .collect())
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        utc(self.0.created_at)
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        utc(self.0.updated_at)
+    }
+}
+
+/// A paid top-up, free grant or positive adjustment, consumed in the documented order.
+pub struct CreditLot(pub LotRow);
+
+#[Object]
+impl CreditLot {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    async fn source(&self) -> Result<LotSource> {
+        parse_or_internal(&self.0.source)
+    }
+    async fn account_id(&self) -> ID {
+        ID(self.0.account_id.clone())
+    }
+    async fn original_amount(&self) -> String {
+        amount(self.0.original_amount)
+    }
+    async fn remaining(&self) -> String {
+        amount(self.0.remaining)
+    }
+    /// Lower numbers are drawn first among lots expiring at the same time.
+    async fn priority(&self) -> i32 {
+        self.0.priority
+    }
+    async fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.0.expires_at.map(utc)
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        utc(self.0.created_at)
+    }
+}
+
+/// A ledger transaction: one money operation, its cause, and its postings (summing to zero).
+pub struct LedgerTransaction(pub TransactionRow);
+
+#[Object]
+impl LedgerTransaction {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    async fn wallet_id(&self) -> Option<ID> {
+        self.0.wallet_id.clone().map(ID)
+    }
+    async fn cause(&self) -> Result<Cause> {
+        parse_or_internal(&self.0.cause)
+    }
+    /// The object behind the cause: the lot a top-up or grant created, the lot that expired.
+    async fn cause_id(&self) -> Option<ID> {
+        self.0.cause_id.clone().map(ID)
+    }
+    async fn currency(&self) -> &str {
+        &self.0.currency
+    }
+    /// The amount requested (signed for adjustments).
+    async fn amount(&self) -> String {
+        amount(self.0.amount)
+    }
+    async fn idempotency_key(&self) -> Option<&str> {
+        self.0.idempotency_key.as_deref()
+    }
+    /// The description, or an adjustment's reason.
+    async fn description(&self) -> Option<&str> {
+        self.0.description.as_deref()
+    }
+    /// Who posted it: `operator`, `api_key:<id>` or `system` (the expiry sweep).
+    async fn actor(&self) -> &str {
+        &self.0.actor
+    }
+    /// The transaction an adjustment corrects.
+    async fn corrects_transaction_id(&self) -> Option<ID> {
+        self.0.corrects_transaction_id.clone().map(ID)
+    }
+    /// The wallet's balance right after this transaction.
+    async fn balance_after(&self) -> Option<String> {
+        self.0.wallet_balance_after.map(amount)
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        utc(self.0.created_at)
+    }
+    /// The postings, in order.
+    async fn entries(&self, ctx: &Context<'_>) -> Result<Vec<LedgerEntry>> {
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let filter = EntryFilter {
+            transaction_id: Some(self.0.id.clone()),
+            ..EntryFilter::default()
+        };
+        let rows = ledger_store::list_entries(&mut conn, &self.0.project_id, &filter, None, 1000).await?;
+        Ok(rows.into_iter().map(LedgerEntry::from).collect())
+    }
+}
+
+/// What a money operation answers.
+#[derive(SimpleObject)]
+pub struct PostedTransaction {
+    pub transaction: LedgerTransaction,
+    /// The wallet as it is now.
+    pub wallet: Wallet,
+    /// True when this request repeated an earlier one with the same idempotency key: nothing new
+    /// was posted and `transaction` is the original.
+    pub replayed: bool,
+}
+
+impl From<Posted> for PostedTransaction {
+    fn from(p: Posted) -> Self {
+        PostedTransaction {
+            transaction: LedgerTransaction(p.transaction),
+            wallet: Wallet(p.wallet),
+            replayed: p.replayed,
+        }
+    }
+}
+
+/// A ledger account.
+#[derive(SimpleObject)]
+pub struct LedgerAccount {
+    pub id: ID,
+    pub kind: AccountKind,
+    /// Unique in the project and unit: `system:REVENUE`, `lot:<lot id>`, `wallet:<id>:overdraft`.
+    pub code: String,
+    pub currency: String,
+    pub wallet_id: Option<ID>,
+}
+
+impl TryFrom<AccountRow> for LedgerAccount {
+    type Error = Error;
+    fn try_from(a: AccountRow) -> std::result::Result<Self, Error> {
+        Ok(LedgerAccount {
+            id: ID(a.id),
+            kind: a.kind.parse()?,
+            code: a.code,
+            currency: a.currency,
+            wallet_id: a.wallet_id.map(ID),
+        })
+    }
+}
+
+/// One posting, explaining itself: its account, its transaction's cause and what it links to,
+/// and the wallet's running balance after it.
+pub struct LedgerEntry {
+    posting: PostingRow,
+    transaction: TransactionRow,
+    account: AccountRow,
+}
+
+impl From<ledger_store::Entry> for LedgerEntry {
+    fn from((posting, transaction, account): ledger_store::Entry) -> Self {
+        LedgerEntry {
+            posting,
+            transaction,
+            account,
+        }
+    }
+}
+
+#[Object]
+impl LedgerEntry {
+    /// Increasing in posting order.
+    async fn id(&self) -> ID {
+        ID(self.posting.id.to_string())
+    }
+    async fn transaction(&self) -> LedgerTransaction {
+        LedgerTransaction(self.transaction.clone())
+    }
+    async fn account(&self) -> Result<LedgerAccount> {
+        Ok(self.account.clone().try_into()?)
+    }
+    async fn wallet_id(&self) -> Option<ID> {
+        self.posting.wallet_id.clone().map(ID)
+    }
+    async fn lot_id(&self) -> Option<ID> {
+        self.posting.lot_id.clone().map(ID)
+    }
+    /// The change of the account's balance: positive adds to it.
+    async fn amount(&self) -> String {
+        amount(self.posting.amount)
+    }
+    async fn currency(&self) -> &str {
+        &self.posting.currency
+    }
+    async fn cause(&self) -> Result<Cause> {
+        parse_or_internal(&self.posting.cause)
+    }
+    /// The wallet's balance after this posting (wallet-side postings only).
+    async fn balance_after(&self) -> Option<String> {
+        self.posting.wallet_balance_after.map(amount)
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        utc(self.posting.created_at)
+    }
+}
+
+/// One broken invariant found by reconciliation.
+#[derive(SimpleObject)]
+pub struct ReconciliationBreak {
+    /// `TRANSACTION_UNBALANCED`, `WALLET_BALANCE_MISMATCH`, `RUNNING_BALANCE_MISMATCH`,
+    /// `LOT_MISMATCH` or `OVERDRAFT_EXCEEDED`.
+    pub check: String,
+    pub project_id: ID,
+    /// The transaction, wallet or lot concerned.
+    pub subject: String,
+    pub account_ids: Vec<ID>,
+    pub expected: String,
+    pub actual: String,
+}
+
+#[derive(SimpleObject)]
+pub struct Reconciliation {
+    /// True when every invariant holds.
+    pub clean: bool,
+    pub transactions: u64,
+    pub wallets: u64,
+    pub lots: u64,
+    pub breaks: Vec<ReconciliationBreak>,
+}
+
+impl From<Report> for Reconciliation {
+    fn from(r: Report) -> Self {
+        Reconciliation {
+            clean: r.is_clean(),
+            transactions: r.transactions,
+            wallets: r.wallets,
+            lots: r.lots,
+            breaks: r
+                .breaks
+                .into_iter()
+                .map(|b| ReconciliationBreak {
+                    check: b.check.to_string(),
+                    project_id: ID(b.project_id),
+                    subject: b.subject,
+                    account_ids: b.account_ids.into_iter().map(ID).collect(),
+                    expected: b.expected,
+                    actual: b.actual,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A committed change of a wallet, pushed to `balanceChanged` subscribers.
+#[derive(SimpleObject)]
+pub struct WalletChange {
+    pub kind: WalletEventKind,
+    pub wallet_id: ID,
+    pub customer_external_id: String,
+    pub currency: String,
+    /// The balance after the change.
+    pub balance: String,
+    /// The change of the balance.
+    pub delta: String,
+    pub cause: Cause,
+    pub transaction_id: ID,
+    /// The wallet's low-balance threshold (for `LOW_BALANCE`).
+    pub threshold: Option<String>,
+    pub at: DateTime<Utc>,
+    /// Increases with every change of a wallet: a client can detect a gap or a duplicate.
+    pub sequence: String,
+}
+
+impl From<&WalletEvent> for WalletChange {
+    fn from(e: &WalletEvent) -> Self {
+        WalletChange {
+            kind: e.kind,
+            wallet_id: ID(e.wallet_id.clone()),
+            customer_external_id: e.customer_external_id.clone(),
+            currency: e.currency.clone(),
+            balance: amount(e.balance),
+            delta: amount(e.delta),
+            cause: e.cause,
+            transaction_id: ID(e.transaction_id.clone()),
+            threshold: e.threshold.map(amount),
+            at: utc(e.at),
+            sequence: e.outbox_id.to_string(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct LedgerQuery;
+
+#[Object]
+impl LedgerQuery {
+    /// A wallet by id (scope `READ`).
+    async fn wallet(&self, ctx: &Context<'_>, id: ID, project_id: Option<ID>) -> Result<Wallet> {
+        let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Read)?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        Ok(Wallet(service::find_wallet(&mut conn, &project_id, &id).await?))
+    }
+
+    /// The project's wallets, or one customer's, oldest first (scope `READ`).
+    async fn wallets(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Option<ID>,
+        customer_external_id: Option<String>,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<Connection<String, Wallet>> {
+        let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Read)?;
+        let size = pagination::page_size(first)?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let rows = ledger_store::list_wallets(
+            &mut conn,
+            &project_id,
+            customer_external_id.as_deref(),
+            after.as_deref(),
+            size + 1,
+        )
+        .await?;
+        Ok(pagination::connection(
+            rows,
+            size,
+            after.as_deref(),
+            |w| w.id.clone(),
+            Wallet,
+        ))
+    }
+
+    /// Ledger entries (postings) in posting order, filtered by wallet, account, transaction, cause
+    /// and time (`from` inclusive, `until` exclusive). Scope `READ`.
+    #[allow(clippy::too_many_arguments)]
+    async fn ledger_entries(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Option<ID>,
+        wallet_id: Option<ID>,
+        account_id: Option<ID>,
+        transaction_id: Option<ID>,
+        cause: Option<Cause>,
+        from: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<Connection<String, LedgerEntry>> {
+        let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Read)?;
+        let size = pagination::page_size(first)?;
+        let after_id = after
+            .as_deref()
+            .map(|a| {
+                a.parse::<u64>()
+                    .map_err(|_| Error::invalid("after", "not a cursor from this list"))
+            })
+            .transpose()?;
+        let filter = EntryFilter {
+            wallet_id: wallet_id.map(|w| w.0),
+            account_id: account_id.map(|a| a.0),
+            transaction_id: transaction_id.map(|t| t.0),
+            cause: cause.map(|c| c.as_str().to_string()),
+            from: from.map(|t| t.naive_utc()),
+            until: until.map(|t| t.naive_utc()),
+        };
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let rows = ledger_store::list_entries(&mut conn, &project_id, &filter, after_id, size + 1).await?;
+        Ok(pagination::connection(
+            rows,
+            size,
+            after.as_deref(),
+            |(p, _, _)| p.id.to_string(),
+            LedgerEntry::from,
+        ))
+    }
+
+    /// Checks every ledger invariant of the project (scope `ADMIN`); see docs/ledger.md.
+    async fn reconciliation(&self, ctx: &Context<'_>, project_id: Option<ID>) -> Result<Reconciliation> {
+        let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Admin)?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        Ok(reconcile::reconcile(&mut conn, Some(&project_id)).await?.into())
+    }
+}
+
+#[derive(InputObject)]
+pub struct CreateWalletInput {
+    /// Required for the operator.
+    pub project_id: Option<ID>,
+    /// The customer (created implicitly when unknown).
+    pub customer_external_id: String,
+    /// `USD`-style currency code or a credit unit such as `CREDITS`.
+    pub currency: String,
+    /// For a credit unit: the money value of one unit (decimal string), with `moneyCurrency`.
+    pub rate_to_money: Option<String>,
+    pub money_currency: Option<String>,
+    /// Default `REJECT`.
+    pub policy: Option<WalletPolicy>,
+    /// For `ALLOW_UNTIL_LIMIT`: how far below zero the balance may go (decimal string).
+    pub credit_limit: Option<String>,
+    /// Below this balance, a `LOW_BALANCE` event is sent once per crossing (decimal string).
+    pub low_balance_threshold: Option<String>,
+}
+
+/// Names the wallet: `walletId`, or `customerExternalId` with `currency`.
+#[derive(InputObject)]
+pub struct ChargeInput {
+    pub project_id: Option<ID>,
+    /// Unique per project for every money write; a retry with the same key and request replays.
+    pub idempotency_key: String,
+    pub wallet_id: Option<ID>,
+    pub customer_external_id: Option<String>,
+    /// Required with `customerExternalId`; otherwise, when given, must be the wallet's.
+    pub currency: Option<String>,
+    /// Positive decimal string, at most 12 decimal places.
+    pub amount: String,
+    pub description: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct CreditInput {
+    pub project_id: Option<ID>,
+    pub idempotency_key: String,
+    pub wallet_id: Option<ID>,
+    pub customer_external_id: Option<String>,
+    pub currency: Option<String>,
+    /// Positive decimal string.
+    pub amount: String,
+    pub description: Option<String>,
+    /// When the unused rest expires (must be in the future); never when absent.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Among lots expiring together, lower numbers are drawn first (default 0, -1000..=1000).
+    pub priority: Option<i32>,
+}
+
+#[derive(InputObject)]
+pub struct AdjustmentInput {
+    pub project_id: Option<ID>,
+    pub idempotency_key: String,
+    pub wallet_id: Option<ID>,
+    pub customer_external_id: Option<String>,
+    pub currency: Option<String>,
+    /// Signed decimal string: positive credits the wallet, negative debits it.
+    pub amount: String,
+    /// Why (required): recorded with the operator's identity.
+    pub reason: String,
+    /// The transaction this corrects, if any.
+    pub corrects_transaction_id: Option<ID>,
+}
+
+async fn run(ctx: &Context<'_>, project_id: String, kind: OpKind, request: MoneyRequest) -> Result<PostedTransaction> {
+    let principal = principal(ctx)?;
+    let op = Operation::parse(kind, &request, &principal.actor(), store::now())?;
+    let mut conn = db::get(&state(ctx).pool).await?;
+    let posted = service::execute(&mut conn, &project_id, &op).await?;
+    if !posted.replayed {
+        tracing::info!(
+            project_id,
+            transaction_id = %posted.transaction.id,
+            cause = %posted.transaction.cause,
+            "ledger transaction posted"
+        );
+    }
+    Ok(posted.into())
+}
+
+#[derive(Default)]
+pub struct LedgerMutation;
+
+#[Object]
+impl LedgerMutation {
+    /// Creates a customer's wallet in one unit (scope `BILLING`). Creating the same wallet again
+    /// returns it; with other settings it is a `WALLET_EXISTS` conflict.
+    async fn create_wallet(&self, ctx: &Context<'_>, input: CreateWalletInput) -> Result<Wallet> {
+        let project_id = principal(ctx)?.project_for(opt_id(&input.project_id), "projectId", Scope::Billing)?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let (row, _) = service::create_wallet(
+            &mut conn,
+            &project_id,
+            &WalletInput {
+                customer_external_id: input.customer_external_id,
+                currency: input.currency,
+                rate_to_money: input.rate_to_money,
+                money_currency: input.money_currency,
+                policy: input.policy,
+                credit_limit: input.credit_limit,
+                low_balance_threshold: input.low_balance_threshold,
+            },
+        )
+        .await?;
+        Ok(Wallet(row))
+    }
+
+    /// Debits a wallet (scope `INGEST` or `BILLING`). When the lots do not cover it, the wallet's
+    /// policy decides: `INSUFFICIENT_CREDITS` (nothing posted) or overdraft down to the limit.
+    async fn ingest_charge(&self, ctx: &Context<'_>, input: ChargeInput) -> Result<PostedTransaction> {
+        let project_id = principal(ctx)?.project_for_any(
+            opt_id(&input.project_id),
+            "projectId",
+            &[Scope::Ingest, Scope::Billing],
+        )?;
+        let request = MoneyRequest {
+            wallet_id: input.wallet_id.map(|w| w.0),
+            customer_external_id: input.customer_external_id,
+            currency: input.currency,
+            amount: input.amount,
+            idempotency_key: input.idempotency_key,
+            description: input.description,
+            ..MoneyRequest::default()
+        };
+        run(ctx, project_id, OpKind::Charge, request).await
+    }
+
+    /// Credits a wallet with a paid top-up (scope `BILLING`); repays any overdraft first.
+    async fn top_up_wallet(&self, ctx: &Context<'_>, input: CreditInput) -> Result<PostedTransaction> {
+        let project_id = principal(ctx)?.project_for(opt_id(&input.project_id), "projectId", Scope::Billing)?;
+        run(ctx, project_id, OpKind::TopUp, credit_request(input)).await
+    }
+
+    /// Grants free credits (scope `BILLING`), optionally expiring; repays any overdraft first.
+    async fn grant_credits(&self, ctx: &Context<'_>, input: CreditInput) -> Result<PostedTransaction> {
+        let project_id = principal(ctx)?.project_for(opt_id(&input.project_id), "projectId", Scope::Billing)?;
+        run(ctx, project_id, OpKind::Grant, credit_request(input)).await
+    }
+
+    /// A manual correction with a required reason (scope `ADMIN` or the operator).
+    async fn adjust_wallet(&self, ctx: &Context<'_>, input: AdjustmentInput) -> Result<PostedTransaction> {
+        let project_id = principal(ctx)?.project_for(opt_id(&input.project_id), "projectId", Scope::Admin)?;
+        let request = MoneyRequest {
+            wallet_id: input.wallet_id.map(|w| w.0),
+            customer_external_id: input.customer_external_id,
+            currency: input.currency,
+            amount: input.amount,
+            idempotency_key: input.idempotency_key,
+            description: Some(input.reason),
+            corrects_transaction_id: input.corrects_transaction_id.map(|t| t.0),
+            ..MoneyRequest::default()
+        };
+        run(ctx, project_id, OpKind::Adjustment, request).await
+    }
+
+    /// Expires the unused rest of every lot whose expiry passed (scope `ADMIN`). The server also
+    /// does this on its own every minute; returns the expiry transactions posted now.
+    async fn sweep_expired_credits(&self, ctx: &Context<'_>, project_id: Option<ID>) -> Result<Vec<LedgerTransaction>> {
+        let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Admin)?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let posted = service::sweep_expired(&mut conn, Some(&project_id), store::now()).await?;
+        Ok(posted.into_iter().map(LedgerTransaction).collect())
+    }
+}
+
+fn credit_request(input: CreditInput) -> MoneyRequest {
+    MoneyRequest {
+        wallet_id: input.wallet_id.map(|w| w.0),
+        customer_external_id: input.customer_external_id,
+        currency: input.currency,
+        amount: input.amount,
+        idempotency_key: input.idempotency_key,
+        description: input.description,
+        expires_at: input.expires_at.map(|t| t.naive_utc()),
+        priority: input.priority,
+        corrects_transaction_id: None,
+    }
+}
+
+#[derive(Default)]
+pub struct LedgerSubscription;
+
+#[Subscription]
+impl LedgerSubscription {
+    /// Every committed change of a wallet's balance, and `LOW_BALANCE` crossings, pushed after
+    /// commit, whichever server made the change. Name a wallet, a customer, or neither for all of
+    /// the project's wallets. Scope `READ`.
+    async fn balance_changed(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Option<ID>,
+        wallet_id: Option<ID>,
+        customer_external_id: Option<String>,
+    ) -> Result<impl Stream<Item = WalletChange> + use<>> {
+        let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Read)?;
+        let state = state(ctx);
+        if let Some(wallet_id) = &wallet_id {
+            // Say so rather than wait forever on a wallet that does not exist.
+            let mut conn = db::get(&state.pool).await?;
+            service::find_wallet(&mut conn, &project_id, wallet_id).await?;
+        }
+        let wallet_id = wallet_id.map(|w| w.0);
+        let stream = BroadcastStream::new(state.events.subscribe()).filter_map(move |event| {
+            let change = match event.as_deref() {
+                Ok(DomainEvent::BalanceChanged(e) | DomainEvent::ThresholdCrossed(e))
+                    if e.project_id == project_id
+                        && wallet_id.as_ref().is_none_or(|w| *w == e.wallet_id)
+                        && customer_external_id
+                            .as_ref()
+                            .is_none_or(|c| *c == e.customer_external_id) =>
+                {
+                    Some(WalletChange::from(e))
+                }
+                // A lagging subscriber skips what it missed (the sequence shows the gap).
+                _ => None,
+            };
+            async move { change }
+        });
+        Ok(stream)
+    }
+}

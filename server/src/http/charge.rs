@@ -1,0 +1,129 @@
+//! `POST /ingest/charge`: debit a wallet over plain HTTP, for metering code that does not speak
+//! GraphQL. Same rules as the `ingestCharge` mutation (scope `INGEST` or `BILLING`, idempotency
+//! key, wallet policy). The amount is read from the JSON number's literal text (or a string), so
+//! no float ever touches it; unknown fields are refused, naming the field.
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{State, rejection::BytesRejection},
+    http::StatusCode,
+};
+use serde::Deserialize;
+use serde_json::{json, value::RawValue};
+
+use crate::{
+    app::AppState,
+    auth::{Principal, Scope},
+    db,
+    error::Error,
+    ledger::service::{self, MoneyRequest, OpKind, Operation},
+    store,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ChargeBody {
+    project_id: Option<String>,
+    idempotency_key: String,
+    wallet_id: Option<String>,
+    customer_external_id: Option<String>,
+    currency: Option<String>,
+    amount: Box<RawValue>,
+    description: Option<String>,
+}
+
+/// A JSON number's literal text, or a string's content; anything else is refused.
+fn amount_text(raw: &RawValue) -> Result<String, Error> {
+    let text = raw.get().trim();
+    if text.starts_with('"') {
+        return serde_json::from_str::<String>(text)
+            .map_err(|_| Error::invalid("amount", "must be a number or a decimal string"));
+    }
+    if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        return Ok(text.to_string());
+    }
+    Err(Error::invalid("amount", "must be a number or a decimal string"))
+}
+
+/// serde's message names the field between backticks: "unknown field `x`", "missing field `x`".
+fn body_error(e: serde_json::Error) -> Error {
+    let message = e.to_string();
+    let field = message.split('`').nth(1).map(str::to_string);
+    match field {
+        Some(field) if message.starts_with("unknown field") => Error::invalid(field, "unknown field"),
+        Some(field) if message.starts_with("missing field") => Error::invalid(field, "is required"),
+        _ => Error::BadRequest(format!("body is not a charge: {message}")),
+    }
+}
+
+pub async fn ingest_charge(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), Error> {
+    let body = super::body_or_error(body, state.config.max_body_bytes)?;
+    let charge: ChargeBody = serde_json::from_slice(&body).map_err(body_error)?;
+    let project_id = principal.project_for_any(
+        charge.project_id.as_deref(),
+        "projectId",
+        &[Scope::Ingest, Scope::Billing],
+    )?;
+    let request = MoneyRequest {
+        wallet_id: charge.wallet_id,
+        customer_external_id: charge.customer_external_id,
+        currency: charge.currency,
+        amount: amount_text(&charge.amount)?,
+        idempotency_key: charge.idempotency_key,
+        description: charge.description,
+        ..MoneyRequest::default()
+    };
+    let op = Operation::parse(OpKind::Charge, &request, &principal.actor(), store::now())?;
+    let mut conn = db::get(&state.pool).await?;
+    let posted = service::execute(&mut conn, &project_id, &op).await?;
+    let t = &posted.transaction;
+    let number = |d: rust_decimal::Decimal| d.normalize().to_string();
+    Ok((
+        StatusCode::OK,
+        Json(json!({
+            "transactionId": t.id,
+            "walletId": posted.wallet.id,
+            "currency": t.currency,
+            "amount": number(t.amount),
+            "balanceAfter": t.wallet_balance_after.map(number),
+            "walletBalance": number(posted.wallet.balance),
+            "replayed": posted.replayed,
+            "createdAt": t.created_at.and_utc(),
+        })),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_come_from_the_literal_text() {
+        let raw = |s: &str| RawValue::from_string(s.to_string()).unwrap();
+        assert_eq!(amount_text(&raw("0.1")).unwrap(), "0.1");
+        assert_eq!(amount_text(&raw("1e-3")).unwrap(), "1e-3");
+        assert_eq!(amount_text(&raw("\"12.50\"")).unwrap(), "12.50");
+        assert_eq!(amount_text(&raw("-1")).unwrap(), "-1");
+        assert!(amount_text(&raw("true")).is_err());
+        assert!(amount_text(&raw("null")).is_err());
+    }
+
+    #[test]
+    fn unknown_and_missing_fields_are_named() {
+        let e = serde_json::from_str::<ChargeBody>(r#"{"idempotencyKey":"k","amount":1,"amout":2}"#).unwrap_err();
+        match body_error(e) {
+            Error::Invalid { field, .. } => assert_eq!(field, "amout"),
+            other => panic!("{other:?}"),
+        }
+        let e = serde_json::from_str::<ChargeBody>(r#"{"idempotencyKey":"k"}"#).unwrap_err();
+        match body_error(e) {
+            Error::Invalid { field, .. } => assert_eq!(field, "amount"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

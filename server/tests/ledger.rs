@@ -1,0 +1,649 @@
+//! Wallets, credits and charges through the real server: GraphQL, `POST /ingest/charge`, live
+//! balances over the websocket (also across two servers on one database), and `neruba reconcile`.
+
+mod common;
+
+use std::{process::Command, time::Duration};
+
+use common::gql;
+use futures_util::{SinkExt, StreamExt};
+use neruba::testing::TestApp;
+use serde_json::{Value, json};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, connect_async,
+    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
+};
+
+const WALLET: &str = "mutation($i: CreateWalletInput!) { createWallet(input: $i) { id balance currency policy creditLimit belowThreshold } }";
+const CHARGE: &str = "mutation($i: ChargeInput!) { ingestCharge(input: $i) { replayed wallet { balance } transaction { id cause amount balanceAfter actor entries { amount account { kind } balanceAfter } } } }";
+const TOP_UP: &str = "mutation($i: CreditInput!) { topUpWallet(input: $i) { replayed wallet { balance } transaction { id causeId balanceAfter } } }";
+const GRANT: &str =
+    "mutation($i: CreditInput!) { grantCredits(input: $i) { replayed wallet { balance } transaction { id causeId } } }";
+const ADJUST: &str = "mutation($i: AdjustmentInput!) { adjustWallet(input: $i) { wallet { balance } transaction { id actor description correctsTransactionId } } }";
+const RECONCILE: &str = "query { reconciliation { clean transactions wallets lots breaks { check subject } } }";
+
+struct Setup {
+    app: TestApp,
+    project: String,
+    key: String,
+}
+
+async fn setup() -> Setup {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("Ledger").await;
+    let key = app
+        .create_api_key(&project, &["ingest", "read", "billing", "admin"])
+        .await;
+    Setup { app, project, key }
+}
+
+async fn create_wallet(s: &Setup, input: Value) -> Value {
+    let r = gql(&s.app, &s.key, WALLET, json!({ "i": input })).await;
+    r.data()["createWallet"].clone()
+}
+
+async fn reconciliation(s: &Setup) -> Value {
+    gql(&s.app, &s.key, RECONCILE, json!({})).await.data()["reconciliation"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn charges_replay_conflict_and_refuse_when_funds_are_short() {
+    let s = setup().await;
+    let wallet = create_wallet(&s, json!({ "customerExternalId": "acme", "currency": "usd" })).await;
+    let w = wallet["id"].as_str().unwrap();
+    assert_eq!(wallet["currency"], "USD");
+    assert_eq!(wallet["policy"], "REJECT");
+
+    let r = gql(
+        &s.app,
+        &s.key,
+        TOP_UP,
+        json!({ "i": { "walletId": w, "amount": "10", "idempotencyKey": "top-1" } }),
+    )
+    .await;
+    assert_eq!(r.data()["topUpWallet"]["wallet"]["balance"], "10");
+
+    let charge =
+        json!({ "i": { "walletId": w, "amount": "2.25", "idempotencyKey": "ch-1", "description": "GPU minutes" } });
+    let first = gql(&s.app, &s.key, CHARGE, charge.clone()).await;
+    let first = first.data()["ingestCharge"].clone();
+    assert_eq!(first["replayed"], false);
+    assert_eq!(first["wallet"]["balance"], "7.75");
+    assert_eq!(first["transaction"]["cause"], "CHARGE");
+    assert_eq!(first["transaction"]["balanceAfter"], "7.75");
+    assert!(first["transaction"]["actor"].as_str().unwrap().starts_with("api_key:"));
+    let entries = first["transaction"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["amount"], "-2.25");
+    assert_eq!(entries[0]["account"]["kind"], "LOT");
+    assert_eq!(entries[0]["balanceAfter"], "7.75");
+    assert_eq!(entries[1]["amount"], "2.25");
+    assert_eq!(entries[1]["account"]["kind"], "REVENUE");
+
+    // Same key, same request: the original, marked replayed; nothing new posted.
+    let again = gql(&s.app, &s.key, CHARGE, charge).await;
+    let again = again.data()["ingestCharge"].clone();
+    assert_eq!(again["replayed"], true);
+    assert_eq!(again["transaction"]["id"], first["transaction"]["id"]);
+    assert_eq!(again["wallet"]["balance"], "7.75");
+
+    // Same key, different amount: a conflict.
+    let r = gql(
+        &s.app,
+        &s.key,
+        CHARGE,
+        json!({ "i": { "walletId": w, "amount": "3", "idempotencyKey": "ch-1", "description": "GPU minutes" } }),
+    )
+    .await;
+    assert_eq!(r.error_code(), "IDEMPOTENCY_CONFLICT");
+
+    // More than the wallet holds under REJECT: refused, nothing posted.
+    let r = gql(
+        &s.app,
+        &s.key,
+        CHARGE,
+        json!({ "i": { "walletId": w, "amount": "7.76", "idempotencyKey": "ch-2" } }),
+    )
+    .await;
+    assert_eq!(r.error_code(), "INSUFFICIENT_CREDITS");
+    let rec = reconciliation(&s).await;
+    assert_eq!(rec["clean"], true, "{rec}");
+    assert_eq!(rec["transactions"], 2);
+
+    // Named by customer and currency instead of id.
+    let r = gql(
+        &s.app,
+        &s.key,
+        CHARGE,
+        json!({ "i": { "customerExternalId": "acme", "currency": "USD", "amount": "0.75", "idempotencyKey": "ch-3" } }),
+    )
+    .await;
+    assert_eq!(r.data()["ingestCharge"]["wallet"]["balance"], "7");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_money_input_is_a_typed_error_and_posts_nothing() {
+    let s = setup().await;
+    let wallet = create_wallet(&s, json!({ "customerExternalId": "acme", "currency": "USD" })).await;
+    let w = wallet["id"].as_str().unwrap();
+    gql(
+        &s.app,
+        &s.key,
+        TOP_UP,
+        json!({ "i": { "walletId": w, "amount": "5", "idempotencyKey": "t" } }),
+    )
+    .await
+    .data();
+
+    let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            CHARGE,
+            json!({ "walletId": w, "amount": "0", "idempotencyKey": "a" }),
+            "amount",
+        ),
+        (
+            CHARGE,
+            json!({ "walletId": w, "amount": "-1", "idempotencyKey": "a" }),
+            "amount",
+        ),
+        (
+            CHARGE,
+            json!({ "walletId": w, "amount": "0.0000000000001", "idempotencyKey": "a" }),
+            "amount",
+        ),
+        (
+            CHARGE,
+            json!({ "walletId": w, "amount": "NaN", "idempotencyKey": "a" }),
+            "amount",
+        ),
+        (
+            CHARGE,
+            json!({ "walletId": "wal_01JZZZZZZZZZZZZZZZZZZZZZZZ", "amount": "1", "idempotencyKey": "a" }),
+            "walletId",
+        ),
+        (
+            CHARGE,
+            json!({ "walletId": w, "currency": "EUR", "amount": "1", "idempotencyKey": "a" }),
+            "currency",
+        ),
+        (
+            CHARGE,
+            json!({ "customerExternalId": "acme", "currency": "EUR", "amount": "1", "idempotencyKey": "a" }),
+            "customerExternalId",
+        ),
+        (
+            CHARGE,
+            json!({ "walletId": w, "amount": "1", "idempotencyKey": "" }),
+            "idempotencyKey",
+        ),
+        (
+            GRANT,
+            json!({ "walletId": w, "amount": "1", "idempotencyKey": "a", "expiresAt": past }),
+            "expiresAt",
+        ),
+        (
+            ADJUST,
+            json!({ "walletId": w, "amount": "1", "idempotencyKey": "a", "reason": "  " }),
+            "reason",
+        ),
+        (
+            ADJUST,
+            json!({ "walletId": w, "amount": "0", "idempotencyKey": "a", "reason": "x" }),
+            "amount",
+        ),
+    ];
+    for (query, input, field) in cases {
+        let r = gql(&s.app, &s.key, query, json!({ "i": input })).await;
+        assert_eq!(r.error_code(), "BAD_USER_INPUT", "{input}: {}", r.body);
+        assert_eq!(r.body["errors"][0]["extensions"]["field"], field, "{input}: {}", r.body);
+    }
+    let rec = reconciliation(&s).await;
+    assert_eq!(rec["transactions"], 1, "{rec}");
+
+    // Wallet settings are checked too; an existing wallet with other settings is a conflict.
+    let r = gql(
+        &s.app,
+        &s.key,
+        WALLET,
+        json!({ "i": { "customerExternalId": "acme", "currency": "USD", "creditLimit": "5" } }),
+    )
+    .await;
+    assert_eq!(r.body["errors"][0]["extensions"]["field"], "creditLimit");
+    let r = gql(&s.app, &s.key, WALLET, json!({ "i": { "customerExternalId": "acme", "currency": "USD", "policy": "ALLOW_UNTIL_LIMIT", "creditLimit": "5" } })).await;
+    assert_eq!(r.error_code(), "WALLET_EXISTS");
+    let same = create_wallet(&s, json!({ "customerExternalId": "acme", "currency": "USD" })).await;
+    assert_eq!(same["id"], w);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overdraft_adjustments_and_ledger_entries_explain_themselves() {
+    let s = setup().await;
+    let wallet = create_wallet(
+        &s,
+        json!({ "customerExternalId": "acme", "currency": "credits", "policy": "ALLOW_UNTIL_LIMIT", "creditLimit": "10", "rateToMoney": "0.01", "moneyCurrency": "USD" }),
+    )
+    .await;
+    let w = wallet["id"].as_str().unwrap();
+    let r = gql(
+        &s.app,
+        &s.key,
+        GRANT,
+        json!({ "i": { "walletId": w, "amount": "5", "idempotencyKey": "g" } }),
+    )
+    .await;
+    r.data();
+    // 12 on 5: 7 overdrawn (limit 10).
+    let r = gql(
+        &s.app,
+        &s.key,
+        CHARGE,
+        json!({ "i": { "walletId": w, "amount": "12", "idempotencyKey": "c1" } }),
+    )
+    .await;
+    let charge = r.data()["ingestCharge"].clone();
+    assert_eq!(charge["wallet"]["balance"], "-7");
+    let kinds: Vec<&str> = charge["transaction"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["account"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["LOT", "OVERDRAFT", "REVENUE"]);
+    // 3.01 more would pass the limit.
+    let r = gql(
+        &s.app,
+        &s.key,
+        CHARGE,
+        json!({ "i": { "walletId": w, "amount": "3.01", "idempotencyKey": "c2" } }),
+    )
+    .await;
+    assert_eq!(r.error_code(), "INSUFFICIENT_CREDITS");
+    // A top-up repays the overdraft first: 10 → 7 repaid, a lot of 3.
+    let r = gql(
+        &s.app,
+        &s.key,
+        TOP_UP,
+        json!({ "i": { "walletId": w, "amount": "10", "idempotencyKey": "t" } }),
+    )
+    .await;
+    assert_eq!(r.data()["topUpWallet"]["wallet"]["balance"], "3");
+    // An operator's correction of the charge, with its reason and link.
+    let charge_id = charge["transaction"]["id"].as_str().unwrap();
+    let r = gql(
+        &s.app,
+        &s.app.admin_token,
+        ADJUST,
+        json!({ "i": { "projectId": s.project, "walletId": w, "amount": "2", "idempotencyKey": "adj", "reason": "disputed minutes", "correctsTransactionId": charge_id } }),
+    )
+    .await;
+    let adj = r.data()["adjustWallet"].clone();
+    assert_eq!(adj["wallet"]["balance"], "5");
+    assert_eq!(adj["transaction"]["actor"], "operator");
+    assert_eq!(adj["transaction"]["description"], "disputed minutes");
+    assert_eq!(adj["transaction"]["correctsTransactionId"], charge_id);
+
+    let r = gql(
+        &s.app,
+        &s.key,
+        "query($w: ID!) { wallet(id: $w) { balance balanceInMoney lots { source remaining } } }",
+        json!({ "w": w }),
+    )
+    .await;
+    assert_eq!(r.data()["wallet"]["balanceInMoney"], "0.05");
+    assert_eq!(r.data()["wallet"]["lots"].as_array().unwrap().len(), 2);
+
+    // The wallet's entries, two at a time, in order, with running balances.
+    let query = "query($w: ID, $after: String, $cause: Cause) { ledgerEntries(walletId: $w, first: 2, after: $after, cause: $cause) { pageInfo { hasNextPage endCursor } edges { node { amount cause balanceAfter transaction { id } account { kind } } } } }";
+    let mut balances = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let r = gql(&s.app, &s.key, query, json!({ "w": w, "after": after })).await;
+        let page = r.data()["ledgerEntries"].clone();
+        for edge in page["edges"].as_array().unwrap() {
+            balances.push(edge["node"]["balanceAfter"].as_str().unwrap().to_string());
+        }
+        if page["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = page["pageInfo"]["endCursor"].as_str().map(str::to_string);
+    }
+    assert_eq!(balances, ["5", "0", "-7", "0", "3", "5"]);
+    let r = gql(&s.app, &s.key, query, json!({ "w": w, "cause": "TOP_UP" })).await;
+    assert_eq!(r.data()["ledgerEntries"]["edges"].as_array().unwrap().len(), 2);
+    let rec = reconciliation(&s).await;
+    assert_eq!(rec["clean"], true, "{rec}");
+}
+
+// ---- HTTP
+
+async fn post_charge(app: &TestApp, key: &str, body: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/ingest/charge", app.base_url))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_charges_are_exact_idempotent_and_typed() {
+    let s = setup().await;
+    let wallet = create_wallet(&s, json!({ "customerExternalId": "acme", "currency": "USD" })).await;
+    let w = wallet["id"].as_str().unwrap();
+    gql(
+        &s.app,
+        &s.key,
+        TOP_UP,
+        json!({ "i": { "walletId": w, "amount": "1", "idempotencyKey": "t" } }),
+    )
+    .await
+    .data();
+    let ingest = s.app.create_api_key(&s.project, &["ingest"]).await;
+
+    // 0.1 and 0.2 as JSON numbers: exactly 0.3 spent, no float in between.
+    let (status, body) = post_charge(
+        &s.app,
+        &ingest,
+        &format!(r#"{{"walletId":"{w}","amount":0.1,"idempotencyKey":"h1"}}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["replayed"], false);
+    let (_, body) = post_charge(
+        &s.app,
+        &ingest,
+        &format!(r#"{{"walletId":"{w}","amount":"0.2","idempotencyKey":"h2"}}"#),
+    )
+    .await;
+    assert_eq!(body["walletBalance"], "0.7");
+    let (status, replay) = post_charge(
+        &s.app,
+        &ingest,
+        &format!(r#"{{"walletId":"{w}","amount":0.20,"idempotencyKey":"h2"}}"#),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(replay["replayed"], true);
+    assert_eq!(replay["transactionId"], body["transactionId"]);
+
+    let (status, body) = post_charge(
+        &s.app,
+        &ingest,
+        &format!(r#"{{"walletId":"{w}","amount":0.3,"idempotencyKey":"h2"}}"#),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("IDEMPOTENCY_CONFLICT"))
+    );
+    let (status, body) = post_charge(
+        &s.app,
+        &ingest,
+        &format!(r#"{{"walletId":"{w}","amount":5,"idempotencyKey":"h3"}}"#),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (402, Some("INSUFFICIENT_CREDITS"))
+    );
+    let (status, body) = post_charge(
+        &s.app,
+        &ingest,
+        &format!(r#"{{"walletId":"{w}","amount":1,"idempotencyKey":"h4","amout":1}}"#),
+    )
+    .await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("amout")));
+    let (status, body) = post_charge(
+        &s.app,
+        &ingest,
+        &format!(r#"{{"walletId":"{w}","amount":1e-13,"idempotencyKey":"h4"}}"#),
+    )
+    .await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("amount")));
+    let (status, body) = post_charge(
+        &s.app,
+        &ingest,
+        &format!(r#"{{"walletId":"{w}","amount":true,"idempotencyKey":"h4"}}"#),
+    )
+    .await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("amount")));
+
+    let reader = s.app.create_api_key(&s.project, &["read"]).await;
+    let (status, _) = post_charge(
+        &s.app,
+        &reader,
+        &format!(r#"{{"walletId":"{w}","amount":1,"idempotencyKey":"h5"}}"#),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = post_charge(&s.app, "nrb_wrong", "{}").await;
+    assert_eq!(status, 401);
+    let rec = reconciliation(&s).await;
+    assert_eq!(
+        (rec["clean"].clone(), rec["transactions"].clone()),
+        (json!(true), json!(3))
+    );
+}
+
+// ---- live balances
+
+type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn subscribe(app: &TestApp, key: &str, query: &str, variables: Value) -> Socket {
+    let mut request = format!("ws://{}/graphql/ws", app.addr).into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    let (mut socket, _) = connect_async(request).await.expect("websocket connects");
+    send(
+        &mut socket,
+        json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {key}") } }),
+    )
+    .await;
+    assert_eq!(next(&mut socket).await["type"], "connection_ack");
+    send(
+        &mut socket,
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": variables } }),
+    )
+    .await;
+    // Let the subscription register before the change.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    socket
+}
+
+async fn send(socket: &mut Socket, value: Value) {
+    socket.send(Message::text(value.to_string())).await.unwrap();
+}
+
+async fn next(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("server answers within 10s");
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["type"] != "ping" {
+                    return value;
+                }
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+}
+
+/// Nothing more arrives within `wait`.
+async fn quiet(socket: &mut Socket, wait: Duration) {
+    if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(wait, socket.next()).await {
+        panic!("unexpected message: {text}");
+    }
+}
+
+const LIVE: &str = "subscription($w: ID, $c: String) { balanceChanged(walletId: $w, customerExternalId: $c) { kind walletId balance delta cause transactionId threshold sequence } }";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn low_balance_is_announced_once_per_crossing() {
+    let s = setup().await;
+    let wallet = create_wallet(
+        &s,
+        json!({ "customerExternalId": "acme", "currency": "USD", "lowBalanceThreshold": "5" }),
+    )
+    .await;
+    let w = wallet["id"].as_str().unwrap();
+    assert_eq!(wallet["belowThreshold"], true);
+    let mut socket = subscribe(&s.app, &s.key, LIVE, json!({ "w": w })).await;
+
+    let mut kinds = Vec::new();
+    let step = |amount: &str, key: &str, query: &'static str| {
+        let input = json!({ "i": { "walletId": w, "amount": amount, "idempotencyKey": key } });
+        let app = &s.app;
+        let token = s.key.clone();
+        async move { gql(app, &token, query, input).await.data().clone() }
+    };
+    step("10", "t1", TOP_UP).await; // 10: above, re-armed
+    step("4", "c1", CHARGE).await; // 6
+    step("2", "c2", CHARGE).await; // 4: crossed
+    step("1", "c3", CHARGE).await; // 3: still below, no second event
+    step("5", "t2", TOP_UP).await; // 8: re-armed
+    step("4", "c4", CHARGE).await; // 4: crossed again
+    for _ in 0..8 {
+        let message = next(&mut socket).await;
+        let change = &message["payload"]["data"]["balanceChanged"];
+        kinds.push(format!(
+            "{}:{}",
+            change["kind"].as_str().unwrap(),
+            change["balance"].as_str().unwrap()
+        ));
+    }
+    assert_eq!(
+        kinds,
+        [
+            "BALANCE_CHANGED:10",
+            "BALANCE_CHANGED:6",
+            "BALANCE_CHANGED:4",
+            "LOW_BALANCE:4",
+            "BALANCE_CHANGED:3",
+            "BALANCE_CHANGED:8",
+            "BALANCE_CHANGED:4",
+            "LOW_BALANCE:4"
+        ]
+    );
+    quiet(&mut socket, Duration::from_millis(500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscriber_on_server_b_sees_a_charge_made_through_server_a() {
+    let a = setup().await;
+    let url = a.app.db.as_ref().unwrap().url.clone();
+    let b = TestApp::spawn_on(&url, |_| {}).await;
+    let wallet = create_wallet(&a, json!({ "customerExternalId": "acme", "currency": "USD" })).await;
+    let w = wallet["id"].as_str().unwrap();
+    gql(
+        &a.app,
+        &a.key,
+        TOP_UP,
+        json!({ "i": { "walletId": w, "amount": "10", "idempotencyKey": "t" } }),
+    )
+    .await
+    .data();
+
+    // Subscribed on B by customer; the change is made through A.
+    let mut socket = subscribe(&b, &a.key, LIVE, json!({ "c": "acme" })).await;
+    let r = gql(
+        &a.app,
+        &a.key,
+        CHARGE,
+        json!({ "i": { "walletId": w, "amount": "2.5", "idempotencyKey": "c" } }),
+    )
+    .await;
+    let txn = r.data()["ingestCharge"]["transaction"]["id"].clone();
+    let message = next(&mut socket).await;
+    assert_eq!(message["type"], "next", "{message}");
+    let change = &message["payload"]["data"]["balanceChanged"];
+    assert_eq!(change["kind"], "BALANCE_CHANGED");
+    assert_eq!(change["walletId"], w);
+    assert_eq!(change["balance"], "7.5");
+    assert_eq!(change["delta"], "-2.5");
+    assert_eq!(change["cause"], "CHARGE");
+    assert_eq!(change["transactionId"], txn);
+    // A replay changes nothing and announces nothing.
+    gql(
+        &a.app,
+        &a.key,
+        CHARGE,
+        json!({ "i": { "walletId": w, "amount": "2.5", "idempotencyKey": "c" } }),
+    )
+    .await
+    .data();
+    quiet(&mut socket, Duration::from_millis(500)).await;
+    b.stop().await;
+}
+
+// ---- reconcile
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_command_passes_a_clean_ledger_and_names_a_break() {
+    let s = setup().await;
+    let wallet = create_wallet(&s, json!({ "customerExternalId": "acme", "currency": "USD" })).await;
+    let w = wallet["id"].as_str().unwrap();
+    gql(
+        &s.app,
+        &s.key,
+        TOP_UP,
+        json!({ "i": { "walletId": w, "amount": "10", "idempotencyKey": "t" } }),
+    )
+    .await
+    .data();
+    gql(
+        &s.app,
+        &s.key,
+        CHARGE,
+        json!({ "i": { "walletId": w, "amount": "4", "idempotencyKey": "c" } }),
+    )
+    .await
+    .data();
+    let url = s.app.db.as_ref().unwrap().url.clone();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_neruba"))
+            .arg("reconcile")
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("ledger is consistent"), "{stdout}");
+
+    // Tamper with the projection behind the ledger's back.
+    {
+        use diesel_async::RunQueryDsl;
+        let mut conn = neruba::db::get(&s.app.pool).await.unwrap();
+        diesel::sql_query("UPDATE wallets SET balance = balance + 1")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("BREAK WALLET_BALANCE_MISMATCH {w}")),
+        "{stdout}"
+    );
+    let rec = reconciliation(&s).await;
+    assert_eq!(rec["clean"], false);
+    let checks: Vec<&str> = rec["breaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["check"].as_str().unwrap())
+        .collect();
+    assert_eq!(checks, ["WALLET_BALANCE_MISMATCH", "RUNNING_BALANCE_MISMATCH"]);
+}
