@@ -251,3 +251,194 @@ async fn fifty_concurrent_charges_end_exactly_at_the_credit_limit() {
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.transactions, 36);
 }
+
+#[derive(Debug, Clone)]
+enum Step {
+    TopUp(Decimal),
+    Grant(Decimal, Option<i64>, i32),
+    Charge(Decimal),
+    Adjust(Decimal),
+    Sweep(i64),
+    Replay(usize),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    let amount = || (1i64..5000, 0u32..3).prop_map(|(n, scale)| Decimal::new(n, scale));
+    prop_oneof![
+        2 => amount().prop_map(Step::TopUp),
+        2 => (amount(), prop::option::of(1i64..10), -2i32..3).prop_map(|(a, e, p)| Step::Grant(a, e, p)),
+        4 => amount().prop_map(Step::Charge),
+        1 => (amount(), any::<bool>()).prop_map(|(a, neg)| Step::Adjust(if neg { -a } else { a })),
+        1 => (1i64..12).prop_map(Step::Sweep),
+        1 => (0usize..100).prop_map(Step::Replay),
+    ]
+}
+
+/// Random sequences of top-ups, grants, charges, adjustments, sweeps and replays on one wallet:
+/// the balance follows a model, never passes the policy, and reconciliation stays clean.
+#[test]
+fn random_sequences_keep_every_ledger_invariant() {
+    use proptest::{
+        prelude::*,
+        test_runner::{Config, TestRunner},
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let app = rt.block_on(TestApp::spawn());
+    let project = rt.block_on(app.create_project("Prop"));
+    let mut runner = TestRunner::new(Config {
+        cases: 16,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let case = std::sync::atomic::AtomicUsize::new(0);
+    let strategy = (prop::collection::vec(step(), 1..25), any::<bool>(), 0i64..100);
+    runner
+        .run(&strategy, |(steps, allow, limit)| {
+            let n = case.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            rt.block_on(async {
+                let limit = Decimal::from(limit);
+                let w = if allow {
+                    wallet(
+                        &app,
+                        &project,
+                        &format!("c{n}"),
+                        WalletPolicy::AllowUntilLimit,
+                        Some(&limit.to_string()),
+                    )
+                    .await
+                } else {
+                    wallet(&app, &project, &format!("c{n}"), WalletPolicy::Reject, None).await
+                };
+                let limit = if allow { limit } else { Decimal::ZERO };
+                let mut balance = Decimal::ZERO;
+                let mut sent: Vec<(OpKind, MoneyRequest, Decimal)> = Vec::new();
+                let start = store::now();
+                for (i, s) in steps.iter().enumerate() {
+                    let key = format!("c{n}-k{i}");
+                    let (kind, request) = match s {
+                        Step::TopUp(a) => (OpKind::TopUp, req(&w, &a.to_string(), &key)),
+                        Step::Grant(a, expires, priority) => (
+                            OpKind::Grant,
+                            grant(
+                                &w,
+                                &a.to_string(),
+                                &key,
+                                expires.map(|d| start + Duration::days(d)),
+                                *priority,
+                            ),
+                        ),
+                        Step::Charge(a) => (OpKind::Charge, req(&w, &a.to_string(), &key)),
+                        Step::Adjust(a) => (
+                            OpKind::Adjustment,
+                            MoneyRequest {
+                                description: Some("property test".into()),
+                                ..req(&w, &a.to_string(), &key)
+                            },
+                        ),
+                        Step::Sweep(days) => {
+                            let mut conn = db::get(&app.pool).await.unwrap();
+                            let expired =
+                                service::sweep_expired(&mut conn, Some(&project), start + Duration::days(*days))
+                                    .await
+                                    .unwrap();
+                            // Earlier cases' wallets share the project: only this wallet's expiries count here.
+                            for t in expired.iter().filter(|t| t.wallet_id.as_deref() == Some(w.id.as_str())) {
+                                assert_eq!(t.cause, "EXPIRY");
+                                balance -= t.amount;
+                            }
+                            continue;
+                        }
+                        Step::Replay(j) => {
+                            let Some((kind, request, balance_then)) = sent.get(*j % sent.len().max(1)).cloned() else {
+                                continue;
+                            };
+                            let posted = op(&app, &project, kind, request).await.unwrap();
+                            assert!(posted.replayed);
+                            assert_eq!(posted.transaction.wallet_balance_after, Some(balance_then));
+                            continue;
+                        }
+                    };
+                    let signed = match s {
+                        Step::Charge(a) => -*a,
+                        Step::Adjust(a) => *a,
+                        Step::TopUp(a) | Step::Grant(a, ..) => *a,
+                        _ => unreachable!(),
+                    };
+                    let allowed = signed > Decimal::ZERO || balance + signed >= -limit;
+                    match op(&app, &project, kind, request.clone()).await {
+                        Ok(posted) => {
+                            assert!(allowed, "{s:?} on {balance} (limit {limit}) should be refused");
+                            balance += signed;
+                            assert_eq!(posted.wallet.balance, balance, "after {s:?}");
+                            sent.push((kind, request, balance));
+                        }
+                        Err(e) => {
+                            assert!(!allowed, "{s:?} on {balance} (limit {limit}) refused: {e}");
+                            assert_eq!(e.code(), "INSUFFICIENT_CREDITS");
+                        }
+                    }
+                    assert!(balance >= -limit);
+                }
+                let mut conn = db::get(&app.pool).await.unwrap();
+                let stored = service::find_wallet(&mut conn, &project, &w.id).await.unwrap();
+                assert_eq!(stored.balance, balance);
+                let report = reconcile(&mut conn, Some(&project)).await.unwrap();
+                assert!(report.is_clean(), "{report:?}");
+            });
+            Ok(())
+        })
+        .unwrap();
+    let mut conn = rt.block_on(db::get(&app.pool)).unwrap();
+    let report = rt.block_on(reconcile(&mut conn, None)).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert!(report.transactions > 0);
+    drop(conn);
+    drop(app);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_duplicates_store_one_charge() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let w = wallet(&app, &project, "acme", WalletPolicy::Reject, None).await;
+    op(&app, &project, OpKind::TopUp, req(&w, "10", "t")).await.unwrap();
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let pool = app.pool.clone();
+            let project = project.clone();
+            let request = req(&w, "1", "same");
+            tokio::spawn(async move {
+                let mut conn = db::get(&pool).await.unwrap();
+                let op = Operation::parse(OpKind::Charge, &request, "test", store::now()).unwrap();
+                service::execute(&mut conn, &project, &op).await.unwrap()
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    let mut fresh = 0;
+    for task in tasks {
+        let posted = task.await.unwrap();
+        ids.insert(posted.transaction.id);
+        fresh += usize::from(!posted.replayed);
+    }
+    assert_eq!((ids.len(), fresh), (1, 1));
+    let mut conn = db::get(&app.pool).await.unwrap();
+    assert_eq!(
+        service::find_wallet(&mut conn, &project, &w.id)
+            .await
+            .unwrap()
+            .balance
+            .normalize(),
+        d("9")
+    );
+    // The same key on another wallet is a conflict, not a second charge.
+    let other = wallet(&app, &project, "other", WalletPolicy::Reject, None).await;
+    let err = op(&app, &project, OpKind::Charge, req(&other, "1", "same"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "IDEMPOTENCY_CONFLICT");
+}
