@@ -249,8 +249,9 @@ pub async fn create_wallet(conn: &mut Conn, project_id: &str, input: &WalletInpu
                 store::insert_account_missing(conn, &overdraft).await?;
                 return Ok::<_, Error>((row, true));
             }
+            // A locking read: a wallet another request just created is newer than this snapshot.
             let existing =
-                store::find_wallet_by_customer(conn, &project_id, &settings.customer_external_id, &settings.currency)
+                store::lock_wallet_by_customer(conn, &project_id, &settings.customer_external_id, &settings.currency)
                     .await?
                     .ok_or_else(|| Error::Internal("wallet vanished after insert".into()))?;
             if existing.settings()? == settings {
@@ -442,25 +443,25 @@ async fn execute_once(
     op: &Operation,
     now: NaiveDateTime,
 ) -> Result<Posted, Failure> {
-    let wallet_id = match &op.wallet {
+    // The wallet lock comes first, before any plain read: InnoDB fixes a transaction's snapshot at
+    // its first plain read, so every plain read below sees all that committed before the lock.
+    let mut wallet = match &op.wallet {
         WalletRef::Id(id) => {
             if !ids::looks_like(WALLET_ID_PREFIX, id) {
                 return Err(Error::invalid("walletId", "no such wallet").into());
             }
-            id.clone()
+            store::lock_wallet(conn, project_id, id)
+                .await?
+                .ok_or_else(|| Error::invalid("walletId", "no such wallet"))?
         }
         WalletRef::Customer { external_id, currency } => {
-            store::find_wallet_by_customer(conn, project_id, external_id, currency)
+            store::lock_wallet_by_customer(conn, project_id, external_id, currency)
                 .await?
                 .ok_or_else(|| Error::invalid("customerExternalId", format!("the customer has no {currency} wallet")))?
-                .id
         }
     };
-    let mut wallet = store::lock_wallet(conn, project_id, &wallet_id)
-        .await?
-        .ok_or_else(|| Error::invalid("walletId", "no such wallet"))?;
     let hash = op.hash(&wallet.id);
-    if let Some(existing) = store::lock_transaction_by_key(conn, project_id, &op.idempotency_key).await? {
+    if let Some(existing) = store::find_transaction_by_key(conn, project_id, &op.idempotency_key).await? {
         if existing.request_hash.as_deref() == Some(hash.as_slice()) {
             return Ok(Posted {
                 transaction: existing,
@@ -702,7 +703,11 @@ async fn post(
             if p.cause == Cause::Expiry {
                 store::mark_lot_expired(conn, lot_id, now).await?;
             } else {
-                store::set_lot_remaining(conn, lot_id, lot.remaining + drawn).await?;
+                let remaining = lot.remaining + drawn;
+                if remaining < Decimal::ZERO {
+                    return Err(Error::Internal(format!("lot {lot_id} would go below zero ({remaining})")).into());
+                }
+                store::set_lot_remaining(conn, lot_id, remaining).await?;
             }
         }
     }

@@ -179,6 +179,25 @@ pub async fn lock_wallet(conn: &mut Conn, project_id: &str, id: &str) -> QueryRe
         .optional()
 }
 
+/// Locks a wallet named by its customer and unit (a locking read, so nothing read before it fixes
+/// the transaction's snapshot; see `ledger::service`).
+pub async fn lock_wallet_by_customer(
+    conn: &mut Conn,
+    project_id: &str,
+    customer_external_id: &str,
+    currency: &str,
+) -> QueryResult<Option<WalletRow>> {
+    wallets::table
+        .filter(wallets::project_id.eq(project_id))
+        .filter(wallets::customer_external_id.eq(customer_external_id))
+        .filter(wallets::currency.eq(currency))
+        .select(WalletRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
 pub async fn update_wallet_balance(
     conn: &mut Conn,
     id: &str,
@@ -283,9 +302,12 @@ pub async fn insert_transaction(conn: &mut Conn, row: &TransactionRow) -> QueryR
         .await
 }
 
-/// The transaction recorded under an idempotency key, read with a lock so that a concurrent
-/// duplicate waits for the first to commit and then sees it.
-pub async fn lock_transaction_by_key(
+/// The transaction recorded under an idempotency key. A plain read, on purpose: a locking read
+/// of an absent key takes a gap lock, and two charges on different wallets whose new keys fall in
+/// one gap would deadlock on insert. Read after the wallet lock, the snapshot already holds every
+/// earlier request on that wallet; a concurrent duplicate on another wallet meets the unique index
+/// on insert and is retried.
+pub async fn find_transaction_by_key(
     conn: &mut Conn,
     project_id: &str,
     key: &str,
@@ -294,7 +316,6 @@ pub async fn lock_transaction_by_key(
         .filter(ledger_transactions::project_id.eq(project_id))
         .filter(ledger_transactions::idempotency_key.eq(key))
         .select(TransactionRow::as_select())
-        .for_update()
         .first(conn)
         .await
         .optional()
@@ -391,7 +412,9 @@ pub async fn insert_lot(conn: &mut Conn, row: &LotRow) -> QueryResult<usize> {
     diesel::insert_into(credit_lots::table).values(row).execute(conn).await
 }
 
-/// The wallet's lots that still hold something and have not been expired by the sweep.
+/// The wallet's lots that still hold something and have not been expired by the sweep. A plain
+/// read: inside a money transaction it runs after the wallet lock, so its snapshot is current
+/// (locking the lots would take gap locks that collide with other wallets' new lots).
 pub async fn open_lots(conn: &mut Conn, wallet_id: &str) -> QueryResult<Vec<LotRow>> {
     credit_lots::table
         .filter(credit_lots::wallet_id.eq(wallet_id))
@@ -415,6 +438,8 @@ pub async fn expired_lots(conn: &mut Conn, wallet_id: &str, now: NaiveDateTime) 
         .await
 }
 
+/// Sets a lot's remainder to a value computed in Rust. Never `remaining + ?` in SQL: diesel binds a
+/// `Decimal` as text, and MariaDB does arithmetic between DECIMAL and text in DOUBLE.
 pub async fn set_lot_remaining(conn: &mut Conn, id: &str, remaining: Decimal) -> QueryResult<usize> {
     diesel::update(credit_lots::table.find(id))
         .set(credit_lots::remaining.eq(remaining))
