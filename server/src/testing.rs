@@ -189,6 +189,8 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        // Background work (outbox tailer, expiry sweeper) ends with the server.
+        self.state.shutdown.cancel();
         if let Some(task) = self.task.take() {
             task.abort();
         }

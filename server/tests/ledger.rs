@@ -217,6 +217,109 @@ async fn bad_money_input_is_a_typed_error_and_posts_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn another_projects_wallet_is_out_of_reach() {
+    let s = setup().await;
+    let wallet = create_wallet(&s, json!({ "customerExternalId": "acme", "currency": "USD" })).await;
+    let w = wallet["id"].as_str().unwrap();
+    gql(
+        &s.app,
+        &s.key,
+        TOP_UP,
+        json!({ "i": { "walletId": w, "amount": "5", "idempotencyKey": "t" } }),
+    )
+    .await
+    .data();
+    let other = s.app.create_project("Other").await;
+    let intruder = s
+        .app
+        .create_api_key(&other, &["ingest", "read", "billing", "admin"])
+        .await;
+
+    let r = gql(
+        &s.app,
+        &intruder,
+        "query($w: ID!) { wallet(id: $w) { balance } }",
+        json!({ "w": w }),
+    )
+    .await;
+    assert_eq!(r.error_code(), "NOT_FOUND");
+    let r = gql(
+        &s.app,
+        &intruder,
+        CHARGE,
+        json!({ "i": { "walletId": w, "amount": "1", "idempotencyKey": "x" } }),
+    )
+    .await;
+    assert_eq!(r.body["errors"][0]["extensions"]["field"], "walletId", "{}", r.body);
+    let r = gql(
+        &s.app,
+        &intruder,
+        "{ ledgerEntries { edges { node { id } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.data()["ledgerEntries"]["edges"], json!([]));
+    let r = gql(
+        &s.app,
+        &intruder,
+        "query($w: ID!) { ledgerTransaction(id: $w) { id } }",
+        json!({ "w": "txn_x" }),
+    )
+    .await;
+    assert_eq!(r.error_code(), "NOT_FOUND");
+    // Naming the project explicitly is the same answer as a project that does not exist.
+    let r = gql(
+        &s.app,
+        &intruder,
+        "query($w: ID!, $p: ID) { wallet(id: $w, projectId: $p) { balance } }",
+        json!({ "w": w, "p": s.project }),
+    )
+    .await;
+    assert_eq!(r.error_code(), "NOT_FOUND");
+    // An ingest-only key may charge but not top up; a read-only key may do neither.
+    let ingest = s.app.create_api_key(&s.project, &["ingest"]).await;
+    let r = gql(
+        &s.app,
+        &ingest,
+        TOP_UP,
+        json!({ "i": { "walletId": w, "amount": "1", "idempotencyKey": "t2" } }),
+    )
+    .await;
+    assert_eq!(r.error_code(), "FORBIDDEN");
+    let r = gql(
+        &s.app,
+        &ingest,
+        CHARGE,
+        json!({ "i": { "walletId": w, "amount": "1", "idempotencyKey": "c" } }),
+    )
+    .await;
+    assert_eq!(r.data()["ingestCharge"]["wallet"]["balance"], "4");
+    let charge = r.data()["ingestCharge"]["transaction"]["id"].clone();
+    let query = "query($t: ID!) { ledgerTransaction(id: $t) { cause amount entries { amount } } }";
+    let mine = gql(&s.app, &s.key, query, json!({ "t": charge })).await;
+    assert_eq!(mine.data()["ledgerTransaction"]["cause"], "CHARGE");
+    let theirs = gql(&s.app, &intruder, query, json!({ "t": charge })).await;
+    assert_eq!(theirs.error_code(), "NOT_FOUND");
+    let reader = s.app.create_api_key(&s.project, &["read"]).await;
+    let r = gql(
+        &s.app,
+        &reader,
+        CHARGE,
+        json!({ "i": { "walletId": w, "amount": "1", "idempotencyKey": "c2" } }),
+    )
+    .await;
+    assert_eq!(r.error_code(), "FORBIDDEN");
+    assert!(
+        r.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`ingest` or `billing`"),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn overdraft_adjustments_and_ledger_entries_explain_themselves() {
     let s = setup().await;
     let wallet = create_wallet(

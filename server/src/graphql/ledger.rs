@@ -80,8 +80,8 @@ impl Wallet {
     async fn below_threshold(&self) -> bool {
         self.0.below_threshold
     }
-    /// The lots that still hold credits, in consumption order is not implied: see `expiresAt`,
-    /// `priority` and `createdAt` (docs/ledger.md).
+    /// The lots that still hold credits, oldest first. Debits draw them by `expiresAt`, then
+    /// `priority`, then age (docs/ledger.md).
     async fn lots(&self, ctx: &Context<'_>) -> Result<Vec<CreditLot>> {
         let mut conn = db::get(&state(ctx).pool).await?;
         Ok(ledger_store::open_lots(&mut conn, &self.0.id)
@@ -457,6 +457,16 @@ impl LedgerQuery {
             |(p, _, _)| p.id.to_string(),
             LedgerEntry::from,
         ))
+    }
+
+    /// One ledger transaction with its postings (scope `READ`).
+    async fn ledger_transaction(&self, ctx: &Context<'_>, id: ID, project_id: Option<ID>) -> Result<LedgerTransaction> {
+        let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Read)?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let row = ledger_store::find_transaction(&mut conn, &project_id, &id)
+            .await?
+            .ok_or(Error::NotFound("ledger transaction"))?;
+        Ok(LedgerTransaction(row))
     }
 
     /// Checks every ledger invariant of the project (scope `ADMIN`); see docs/ledger.md.

@@ -1,7 +1,7 @@
 //! Reconciliation: proves the stored ledger obeys its invariants, in SQL aggregates (nothing is
 //! loaded row by row), and reports every difference with the accounts involved.
 //!
-//! 1. Every transaction balances: its postings sum to zero per unit.
+//! 1. Every transaction balances: it has postings, and they sum to zero per unit.
 //! 2. Every wallet's `balance` equals the sum of the postings on its accounts, and the running
 //!    balance of its last posting.
 //! 3. Every lot's `remaining` equals its account's balance, which is between zero and the lot's
@@ -74,6 +74,13 @@ const CHECKS: &[(&str, &str)] = &[
                 CAST(0 AS DECIMAL(38, 12)) AS expected, SUM(p.amount) AS actual
            FROM ledger_postings p WHERE (? IS NULL OR p.project_id = ?)
           GROUP BY p.project_id, p.transaction_id, p.currency HAVING SUM(p.amount) <> 0 OR COUNT(*) < 2",
+    ),
+    (
+        "TRANSACTION_UNBALANCED",
+        "SELECT t.project_id, t.id AS subject, NULL AS accounts,
+                CAST(0 AS DECIMAL(38, 12)) AS expected, NULL AS actual
+           FROM ledger_transactions t LEFT JOIN ledger_postings p ON p.transaction_id = t.id
+          WHERE (? IS NULL OR t.project_id = ?) AND p.id IS NULL",
     ),
     (
         "WALLET_BALANCE_MISMATCH",

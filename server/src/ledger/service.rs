@@ -834,3 +834,39 @@ pub async fn sweep_expired(
     }
     Ok(posted)
 }
+
+#[cfg(test)]
+mod tests {
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+    use super::retryable;
+
+    fn db_error(kind: DatabaseErrorKind, message: &str) -> DieselError {
+        DieselError::DatabaseError(kind, Box::new(message.to_string()))
+    }
+
+    #[test]
+    fn deadlocks_lock_waits_and_duplicate_keys_are_retried() {
+        assert!(retryable(&db_error(
+            DatabaseErrorKind::Unknown,
+            "Deadlock found when trying to get lock; try restarting transaction"
+        )));
+        assert!(retryable(&db_error(
+            DatabaseErrorKind::Unknown,
+            "Lock wait timeout exceeded; try restarting transaction"
+        )));
+        assert!(retryable(&db_error(
+            DatabaseErrorKind::UniqueViolation,
+            "Duplicate entry 'prj_1-k' for key 'uq_ledger_transactions_idempotency'"
+        )));
+        assert!(!retryable(&db_error(
+            DatabaseErrorKind::UniqueViolation,
+            "Duplicate entry 'x' for key 'PRIMARY'"
+        )));
+        assert!(!retryable(&db_error(
+            DatabaseErrorKind::Unknown,
+            "Table 'x' doesn't exist"
+        )));
+        assert!(!retryable(&DieselError::NotFound));
+    }
+}
