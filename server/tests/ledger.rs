@@ -750,3 +750,85 @@ async fn reconcile_command_passes_a_clean_ledger_and_names_a_break() {
         .collect();
     assert_eq!(checks, ["WALLET_BALANCE_MISMATCH", "RUNNING_BALANCE_MISMATCH"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wallet_settings_change_only_where_the_balance_allows() {
+    let s = setup().await;
+    let wallet = create_wallet(&s, json!({ "customerExternalId": "acme", "currency": "USD" })).await;
+    let w = wallet["id"].as_str().unwrap();
+    const UPDATE: &str = "mutation($i: UpdateWalletInput!) { updateWallet(input: $i) { policy creditLimit lowBalanceThreshold belowThreshold } }";
+    let r = gql(
+        &s.app,
+        &s.key,
+        CHARGE,
+        json!({ "i": { "walletId": w, "amount": "3", "idempotencyKey": "c1" } }),
+    )
+    .await;
+    assert_eq!(r.error_code(), "INSUFFICIENT_CREDITS");
+
+    let r = gql(
+        &s.app,
+        &s.key,
+        UPDATE,
+        json!({ "i": { "walletId": w, "policy": "ALLOW_UNTIL_LIMIT", "creditLimit": "10" } }),
+    )
+    .await;
+    assert_eq!(r.data()["updateWallet"]["creditLimit"], "10");
+    let r = gql(
+        &s.app,
+        &s.key,
+        CHARGE,
+        json!({ "i": { "walletId": w, "amount": "3", "idempotencyKey": "c1" } }),
+    )
+    .await;
+    assert_eq!(r.data()["ingestCharge"]["wallet"]["balance"], "-3");
+
+    // 3 below zero: a limit of 2, or no overdraft at all, does not fit.
+    let r = gql(
+        &s.app,
+        &s.key,
+        UPDATE,
+        json!({ "i": { "walletId": w, "creditLimit": "2" } }),
+    )
+    .await;
+    assert_eq!(r.body["errors"][0]["extensions"]["field"], "creditLimit", "{}", r.body);
+    let r = gql(
+        &s.app,
+        &s.key,
+        UPDATE,
+        json!({ "i": { "walletId": w, "policy": "REJECT" } }),
+    )
+    .await;
+    assert_eq!(r.body["errors"][0]["extensions"]["field"], "policy", "{}", r.body);
+
+    let r = gql(
+        &s.app,
+        &s.key,
+        UPDATE,
+        json!({ "i": { "walletId": w, "lowBalanceThreshold": "1" } }),
+    )
+    .await;
+    assert_eq!(r.data()["updateWallet"]["belowThreshold"], true);
+    assert_eq!(r.data()["updateWallet"]["policy"], "ALLOW_UNTIL_LIMIT");
+    let r = gql(
+        &s.app,
+        &s.key,
+        UPDATE,
+        json!({ "i": { "walletId": w, "lowBalanceThreshold": null } }),
+    )
+    .await;
+    assert_eq!(r.data()["updateWallet"]["lowBalanceThreshold"], Value::Null);
+    assert_eq!(r.data()["updateWallet"]["belowThreshold"], false);
+
+    let other = s.app.create_project("Other").await;
+    let intruder = s.app.create_api_key(&other, &["billing"]).await;
+    let r = gql(
+        &s.app,
+        &intruder,
+        UPDATE,
+        json!({ "i": { "walletId": w, "creditLimit": "100" } }),
+    )
+    .await;
+    assert_eq!(r.error_code(), "NOT_FOUND");
+    assert_eq!(reconciliation(&s).await["clean"], true);
+}

@@ -489,3 +489,31 @@ async fn concurrent_charges_on_many_wallets_lose_no_update() {
     let report = reconcile(&mut conn, None).await.unwrap();
     assert!(report.is_clean(), "{report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn old_outbox_rows_are_trimmed() {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    use neruba::store::{ledger as ledger_store, schema::ledger_outbox};
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let w = wallet(&app, &project, "acme", WalletPolicy::Reject, None).await;
+    op(&app, &project, OpKind::TopUp, req(&w, "1", "t")).await.unwrap();
+    let mut conn = db::get(&app.pool).await.unwrap();
+    let count =
+        async |conn: &mut neruba::store::Conn| ledger_outbox::table.count().get_result::<i64>(conn).await.unwrap();
+    assert_eq!(count(&mut conn).await, 1);
+    assert_eq!(
+        ledger_store::delete_outbox_before(&mut conn, store::now() - Duration::hours(1), 100)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        ledger_store::delete_outbox_before(&mut conn, store::now() + Duration::seconds(1), 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(count(&mut conn).await, 0);
+}

@@ -496,6 +496,17 @@ pub struct CreateWalletInput {
     pub low_balance_threshold: Option<String>,
 }
 
+/// Only the fields given change. `lowBalanceThreshold: null` removes the threshold.
+#[derive(InputObject)]
+pub struct UpdateWalletInput {
+    pub project_id: Option<ID>,
+    pub wallet_id: ID,
+    pub policy: Option<WalletPolicy>,
+    /// Decimal string; the current balance must stay within it.
+    pub credit_limit: Option<String>,
+    pub low_balance_threshold: async_graphql::MaybeUndefined<String>,
+}
+
 /// Names the wallet: `walletId`, or `customerExternalId` with `currency`.
 #[derive(InputObject)]
 pub struct ChargeInput {
@@ -583,6 +594,25 @@ impl LedgerMutation {
         )
         .await?;
         Ok(Wallet(row))
+    }
+
+    /// Changes a wallet's policy, credit limit or low-balance threshold (scope `BILLING`). A new
+    /// threshold re-evaluates `belowThreshold` without an event; later balance changes cross it.
+    async fn update_wallet(&self, ctx: &Context<'_>, input: UpdateWalletInput) -> Result<Wallet> {
+        let project_id = principal(ctx)?.project_for(opt_id(&input.project_id), "projectId", Scope::Billing)?;
+        let changes = service::WalletChanges {
+            policy: input.policy,
+            credit_limit: input.credit_limit,
+            low_balance_threshold: match input.low_balance_threshold {
+                async_graphql::MaybeUndefined::Undefined => None,
+                async_graphql::MaybeUndefined::Null => Some(None),
+                async_graphql::MaybeUndefined::Value(t) => Some(Some(t)),
+            },
+        };
+        let mut conn = db::get(&state(ctx).pool).await?;
+        Ok(Wallet(
+            service::update_wallet(&mut conn, &project_id, &input.wallet_id, &changes).await?,
+        ))
     }
 
     /// Debits a wallet (scope `INGEST` or `BILLING`). When the lots do not cover it, the wallet's

@@ -270,6 +270,88 @@ pub async fn create_wallet(conn: &mut Conn, project_id: &str, input: &WalletInpu
     Ok(result)
 }
 
+/// What `updateWallet` may change; `None` keeps the current value.
+#[derive(Debug, Clone, Default)]
+pub struct WalletChanges {
+    pub policy: Option<WalletPolicy>,
+    pub credit_limit: Option<String>,
+    /// `Some(None)` removes the threshold.
+    pub low_balance_threshold: Option<Option<String>>,
+}
+
+/// Changes a wallet's policy, credit limit or low-balance threshold, under the wallet lock. A new
+/// policy must hold for the current balance (a wallet 30 below zero cannot get a limit of 20). A
+/// new threshold re-evaluates whether the wallet is below it without sending an event: only a
+/// balance change crosses a threshold.
+pub async fn update_wallet(
+    conn: &mut Conn,
+    project_id: &str,
+    wallet_id: &str,
+    changes: &WalletChanges,
+) -> Result<WalletRow> {
+    if !ids::looks_like(WALLET_ID_PREFIX, wallet_id) {
+        return Err(Error::NotFound("wallet"));
+    }
+    let policy_text = changes.policy;
+    let credit_limit = changes
+        .credit_limit
+        .as_deref()
+        .map(|text| {
+            let limit = parse_decimal("creditLimit", text, DecimalLimits::MONEY)?;
+            if limit < Decimal::ZERO {
+                return Err(Error::invalid("creditLimit", "must not be negative"));
+            }
+            Ok(limit)
+        })
+        .transpose()?;
+    let threshold = match &changes.low_balance_threshold {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(text)) => Some(Some(parse_decimal("lowBalanceThreshold", text, DecimalLimits::MONEY)?)),
+    };
+    let project_id = project_id.to_string();
+    let wallet_id = wallet_id.to_string();
+    let row = with_retry!(conn, |c| {
+        let mut wallet = store::lock_wallet(c, &project_id, &wallet_id)
+            .await?
+            .ok_or(Error::NotFound("wallet"))?;
+        let policy = policy_text.unwrap_or(wallet.policy()?);
+        let limit = match (policy, credit_limit) {
+            (WalletPolicy::Reject, Some(l)) if !l.is_zero() => {
+                return Err(Error::invalid(
+                    "creditLimit",
+                    "only a wallet with policy ALLOW_UNTIL_LIMIT has a credit limit",
+                )
+                .into());
+            }
+            (WalletPolicy::Reject, _) => Decimal::ZERO,
+            (WalletPolicy::AllowUntilLimit, Some(l)) => l,
+            (WalletPolicy::AllowUntilLimit, None) => wallet.credit_limit,
+        };
+        if wallet.balance < -limit {
+            return Err(Error::invalid(
+                if credit_limit.is_some() {
+                    "creditLimit"
+                } else {
+                    "policy"
+                },
+                format!("the wallet is already {} below zero", (-wallet.balance).normalize()),
+            )
+            .into());
+        }
+        if let Some(t) = threshold {
+            wallet.low_balance_threshold = t;
+        }
+        wallet.below_threshold = wallet.low_balance_threshold.is_some_and(|t| wallet.balance < t);
+        wallet.policy = policy.as_str().into();
+        wallet.credit_limit = limit;
+        wallet.updated_at = db_now();
+        store::update_wallet_settings(c, &wallet).await?;
+        Ok(wallet)
+    })?;
+    Ok(row)
+}
+
 pub async fn find_wallet(conn: &mut Conn, project_id: &str, id: &str) -> Result<WalletRow> {
     if !ids::looks_like(WALLET_ID_PREFIX, id) {
         return Err(Error::NotFound("wallet"));

@@ -1,6 +1,6 @@
-//! The periodic expiry sweep every server runs: wallets are locked one per transaction, so two
-//! servers sweeping at once only wait for each other, and a lot is expired once (the second finds
-//! it already expired).
+//! The periodic work every server runs: the expiry sweep (wallets are locked one per transaction,
+//! so two servers sweeping at once only wait for each other, and a lot is expired once: the second
+//! finds it already expired), and trimming the outbox of rows every tailer has long seen.
 
 use std::time::Duration;
 
@@ -8,6 +8,8 @@ use crate::{app::AppState, db, store};
 
 /// How often each server sweeps expired lots.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How long outbox rows are kept (tailers read them within a fraction of a second).
+pub const OUTBOX_RETENTION_HOURS: i64 = 24;
 
 pub async fn run_sweeper(state: AppState) {
     loop {
@@ -17,7 +19,17 @@ pub async fn run_sweeper(state: AppState) {
         }
         let result = async {
             let mut conn = db::get(&state.pool).await?;
-            super::service::sweep_expired(&mut conn, None, store::now()).await
+            let now = store::now();
+            let trimmed = crate::store::ledger::delete_outbox_before(
+                &mut conn,
+                now - chrono::Duration::hours(OUTBOX_RETENTION_HOURS),
+                10_000,
+            )
+            .await?;
+            if trimmed > 0 {
+                tracing::debug!(trimmed, "old outbox rows deleted");
+            }
+            super::service::sweep_expired(&mut conn, None, now).await
         }
         .await;
         match result {

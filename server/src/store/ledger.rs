@@ -215,6 +215,20 @@ pub async fn update_wallet_balance(
         .await
 }
 
+/// Writes a wallet's policy, limit and threshold state (the caller holds the wallet lock).
+pub async fn update_wallet_settings(conn: &mut Conn, wallet: &WalletRow) -> QueryResult<usize> {
+    diesel::update(wallets::table.find(&wallet.id))
+        .set((
+            wallets::policy.eq(&wallet.policy),
+            wallets::credit_limit.eq(wallet.credit_limit),
+            wallets::low_balance_threshold.eq(wallet.low_balance_threshold),
+            wallets::below_threshold.eq(wallet.below_threshold),
+            wallets::updated_at.eq(wallet.updated_at),
+        ))
+        .execute(conn)
+        .await
+}
+
 /// Keyset page of a project's wallets (optionally one customer's), oldest first.
 pub async fn list_wallets(
     conn: &mut Conn,
@@ -473,6 +487,16 @@ pub async fn outbox_after(conn: &mut Conn, after: u64, limit: i64) -> QueryResul
         .order(ledger_outbox::id.asc())
         .limit(limit)
         .load(conn)
+        .await
+}
+
+/// Deletes outbox rows older than `before` (every tailer polls every 100 ms, so an old row has been
+/// seen by all of them), at most `limit` at a time.
+pub async fn delete_outbox_before(conn: &mut Conn, before: NaiveDateTime, limit: i64) -> QueryResult<usize> {
+    diesel::sql_query("DELETE FROM ledger_outbox WHERE created_at < ? ORDER BY id LIMIT ?")
+        .bind::<diesel::sql_types::Datetime, _>(before)
+        .bind::<diesel::sql_types::BigInt, _>(limit)
+        .execute(conn)
         .await
 }
 
