@@ -38,7 +38,7 @@ async fn wallet(app: &TestApp, project: &str, customer: &str, policy: WalletPoli
 
 async fn op(app: &TestApp, project: &str, kind: OpKind, request: MoneyRequest) -> neruba::error::Result<Posted> {
     let mut conn = db::get(&app.pool).await.unwrap();
-    let op = Operation::parse(kind, &request, "test", store::now())?;
+    let op = Operation::parse(kind, &request, "test")?;
     service::execute(&mut conn, project, &op).await
 }
 
@@ -231,7 +231,7 @@ async fn fifty_concurrent_charges_end_exactly_at_the_credit_limit() {
             let request = req(&w, "0.7", &format!("c{i}"));
             tokio::spawn(async move {
                 let mut conn = db::get(&pool).await.unwrap();
-                let op = Operation::parse(OpKind::Charge, &request, "test", store::now()).unwrap();
+                let op = Operation::parse(OpKind::Charge, &request, "test").unwrap();
                 service::execute(&mut conn, &project, &op).await
             })
         })
@@ -413,7 +413,7 @@ async fn concurrent_duplicates_store_one_charge() {
             let request = req(&w, "1", "same");
             tokio::spawn(async move {
                 let mut conn = db::get(&pool).await.unwrap();
-                let op = Operation::parse(OpKind::Charge, &request, "test", store::now()).unwrap();
+                let op = Operation::parse(OpKind::Charge, &request, "test").unwrap();
                 service::execute(&mut conn, &project, &op).await.unwrap()
             })
         })
@@ -473,7 +473,7 @@ async fn concurrent_charges_on_many_wallets_lose_no_update() {
             };
             tokio::spawn(async move {
                 let mut conn = db::get(&pool).await.unwrap();
-                let op = Operation::parse(OpKind::Charge, &request, "test", store::now()).unwrap();
+                let op = Operation::parse(OpKind::Charge, &request, "test").unwrap();
                 service::execute(&mut conn, &project, &op).await.unwrap()
             })
         })
@@ -516,4 +516,33 @@ async fn old_outbox_rows_are_trimmed() {
         1
     );
     assert_eq!(count(&mut conn).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grant_retried_after_its_expiry_passed_still_replays() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let w = wallet(&app, &project, "acme", WalletPolicy::Reject, None).await;
+    let request = grant(&w, "5", "g", Some(store::now() + Duration::milliseconds(400)), 0);
+    let first = op(&app, &project, OpKind::Grant, request.clone()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let again = op(&app, &project, OpKind::Grant, request.clone()).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.transaction.id, first.transaction.id);
+    // A new grant with that expiry is refused, naming the field.
+    let err = op(
+        &app,
+        &project,
+        OpKind::Grant,
+        MoneyRequest {
+            idempotency_key: "g2".into(),
+            ..request
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, neruba::error::Error::Invalid { ref field, .. } if field == "expiresAt"),
+        "{err:?}"
+    );
 }

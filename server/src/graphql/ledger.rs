@@ -555,7 +555,7 @@ pub struct AdjustmentInput {
 
 async fn run(ctx: &Context<'_>, project_id: String, kind: OpKind, request: MoneyRequest) -> Result<PostedTransaction> {
     let principal = principal(ctx)?;
-    let op = Operation::parse(kind, &request, &principal.actor(), store::now())?;
+    let op = Operation::parse(kind, &request, &principal.actor())?;
     let mut conn = db::get(&state(ctx).pool).await?;
     let posted = service::execute(&mut conn, &project_id, &op).await?;
     if !posted.replayed {

@@ -18,7 +18,6 @@ use crate::{
     db,
     error::Error,
     ledger::service::{self, MoneyRequest, OpKind, Operation},
-    store,
 };
 
 #[derive(Debug, Deserialize)]
@@ -78,7 +77,7 @@ pub async fn ingest_charge(
         description: charge.description,
         ..MoneyRequest::default()
     };
-    let op = Operation::parse(OpKind::Charge, &request, &principal.actor(), store::now())?;
+    let op = Operation::parse(OpKind::Charge, &request, &principal.actor())?;
     let mut conn = db::get(&state.pool).await?;
     let posted = service::execute(&mut conn, &project_id, &op).await?;
     let t = &posted.transaction;

@@ -420,8 +420,9 @@ pub struct Operation {
 }
 
 impl Operation {
-    /// Checks a request. `now` decides whether an expiry is in the past.
-    pub fn parse(kind: OpKind, request: &MoneyRequest, actor: &str, now: NaiveDateTime) -> Result<Operation> {
+    /// Checks a request's fields. Whether an expiry is in the past is decided when it runs, after
+    /// the replay check: a retry of a grant whose expiry has passed since must still replay.
+    pub fn parse(kind: OpKind, request: &MoneyRequest, actor: &str) -> Result<Operation> {
         let currency = request
             .currency
             .as_deref()
@@ -459,11 +460,6 @@ impl Operation {
         let credit_lot = matches!(kind, OpKind::TopUp | OpKind::Grant);
         if !credit_lot && request.expires_at.is_some() {
             return Err(Error::invalid("expiresAt", "only top-ups and grants expire"));
-        }
-        if let Some(at) = request.expires_at
-            && at <= now
-        {
-            return Err(Error::invalid("expiresAt", "must be in the future"));
         }
         let priority = request.priority.unwrap_or(0);
         if !(-1000..=1000).contains(&priority) {
@@ -559,6 +555,11 @@ async fn execute_once(
             ),
         )
         .into());
+    }
+    if let Some(at) = op.expires_at
+        && at <= now
+    {
+        return Err(Error::invalid("expiresAt", "must be in the future").into());
     }
     if let Some(currency) = &op.currency
         && *currency != wallet.currency
