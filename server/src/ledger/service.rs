@@ -570,10 +570,11 @@ async fn execute_once(
         )
         .into());
     }
-    if let Some(corrected) = &op.corrects_transaction_id
-        && store::find_transaction(conn, project_id, corrected).await?.is_none()
-    {
-        return Err(Error::invalid("correctsTransactionId", "no such transaction").into());
+    if let Some(corrected) = &op.corrects_transaction_id {
+        let found = store::find_transaction(conn, project_id, corrected).await?;
+        if found.is_none_or(|t| t.wallet_id.as_deref() != Some(wallet.id.as_str())) {
+            return Err(Error::invalid("correctsTransactionId", "no such transaction on this wallet").into());
+        }
     }
 
     // Lots whose expiry passed are expired first (their own transactions), so a charge never
