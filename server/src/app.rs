@@ -45,6 +45,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/graphql", post(http::graphql::execute).get(http::graphql::graphiql))
         .route("/graphql/ws", get(http::graphql::websocket))
+        .route("/ingest/usage", post(http::ingest::usage))
+        .route("/ingest/usage/batch", post(http::ingest::usage_batch))
         .route("/health/live", get(http::health::live))
         .route("/health/ready", get(http::health::ready))
         .merge(http::portal::routes(&state.config.portal_dir))

@@ -182,11 +182,18 @@ pub async fn create_customer(
 }
 
 /// Makes sure each external id has a customer record, creating implicit ones for those that do
-/// not. Ids are inserted in sorted order so concurrent callers lock index entries in one order.
-pub async fn ensure_exist(conn: &mut Conn, project_id: &str, external_ids: &[&str]) -> Result<usize> {
+/// not. Existing ones are found by a plain read first (an `INSERT IGNORE` of an existing key would
+/// take shared locks that concurrent batches deadlock on); new ones are inserted in sorted order
+/// so concurrent callers lock index entries in one order.
+pub async fn ensure_exist(conn: &mut Conn, project_id: &str, external_ids: &[&str]) -> diesel::QueryResult<usize> {
     let mut sorted: Vec<&str> = external_ids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
+    let known = customers::existing_external_ids(conn, project_id, &sorted).await?;
+    sorted.retain(|id| !known.iter().any(|k| k == id));
+    if sorted.is_empty() {
+        return Ok(0);
+    }
     let at = now();
     let ids: Vec<String> = sorted.iter().map(|_| ids::new_id(CUSTOMER_ID_PREFIX)).collect();
     let rows: Vec<NewCustomer<'_>> = sorted
@@ -205,7 +212,7 @@ pub async fn ensure_exist(conn: &mut Conn, project_id: &str, external_ids: &[&st
             updated_at: at,
         })
         .collect();
-    Ok(customers::insert_missing(conn, &rows).await?)
+    customers::insert_missing(conn, &rows).await
 }
 
 pub async fn find_customer(conn: &mut Conn, project_id: &str, external_id: &str) -> Result<CustomerRow> {

@@ -3,19 +3,23 @@
 
 mod admin;
 pub mod pagination;
+mod scalars;
 mod types;
+mod usage;
 
 use async_graphql::{Context, MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
 use crate::{app::AppState, auth::Principal, error::Error};
 
+pub use scalars::Decimal;
 pub use types::*;
+pub use usage::UsageLoader;
 
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(admin::AdminQuery);
+pub struct QueryRoot(admin::AdminQuery, usage::UsageQuery);
 
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(admin::AdminMutation);
+pub struct MutationRoot(admin::AdminMutation, usage::UsageMutation);
 
 #[derive(MergedSubscription, Default)]
 pub struct SubscriptionRoot(admin::AdminSubscription);
@@ -36,6 +40,10 @@ pub fn schema(state: AppState) -> NerubaSchema {
     builder()
         .limit_depth(config.graphql_max_depth)
         .limit_complexity(config.graphql_max_complexity)
+        .data(async_graphql::dataloader::DataLoader::new(
+            UsageLoader { state: state.clone() },
+            tokio::spawn,
+        ))
         .data(state)
         .finish()
 }

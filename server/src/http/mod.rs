@@ -1,8 +1,9 @@
-//! Plain HTTP handlers: the GraphQL transport, health probes, the portal's static files.
+//! Plain HTTP handlers: the GraphQL transport, usage ingest, health probes, the portal's static files.
 //! Every error leaves as `{"error": {"code", "message", "field"?}}` (see [`crate::error::Error`]).
 
 pub mod graphql;
 pub mod health;
+pub mod ingest;
 pub mod portal;
 
 use axum::{

@@ -1,0 +1,10 @@
+//! Usage: events in (idempotent, batched, durable before they are acknowledged), billable
+//! metrics defined over them, and aggregates out.
+//!
+//! - [`event`]: the pure validation every entry point shares;
+//! - [`ingest`]: the one write path, a batch in one transaction;
+//! - [`metrics`]: metric definitions and the SQL aggregation that reads them.
+
+pub mod event;
+pub mod ingest;
+pub mod metrics;
