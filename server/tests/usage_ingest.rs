@@ -294,7 +294,7 @@ async fn concurrent_duplicates_store_exactly_one_row_and_one_acceptance() {
                 ("/ingest/usage", event("race"))
             } else {
                 // Batches that overlap each other and the single key, in different orders.
-                let mut keys = vec!["race".to_string(), format!("x{}", i % 3), format!("y{}", i % 5)];
+                let mut keys = ["race".to_string(), format!("x{}", i % 3), format!("y{}", i % 5)];
                 if i % 4 == 1 {
                     keys.reverse();
                 }
