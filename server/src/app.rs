@@ -12,10 +12,12 @@ use tower_http::trace::TraceLayer;
 
 use crate::{
     config::Config,
+    customers::KnownCustomers,
     db::Pool,
     events::EventBus,
     graphql::{self, NerubaSchema},
     http,
+    usage::group_commit::GroupCommit,
 };
 
 /// Everything a request handler may need. Cheap to clone.
@@ -26,15 +28,22 @@ pub struct AppState {
     pub events: EventBus,
     /// Cancelled when the server starts shutting down: long-lived work (websockets) ends on it.
     pub shutdown: CancellationToken,
+    /// Customers known to exist, so ingest skips asking about them.
+    pub known_customers: Arc<KnownCustomers>,
+    /// Concurrent single-event ingests share one write.
+    pub group_commit: Arc<GroupCommit>,
 }
 
 impl AppState {
     pub fn new(config: Config, pool: Pool) -> AppState {
+        let known_customers = Arc::new(KnownCustomers::default());
         AppState {
+            group_commit: Arc::new(GroupCommit::new(pool.clone(), known_customers.clone())),
             config: Arc::new(config),
             pool,
             events: EventBus::default(),
             shutdown: CancellationToken::new(),
+            known_customers,
         }
     }
 }

@@ -132,7 +132,7 @@ async fn a_batch_answers_each_item_and_one_bad_item_does_not_sink_the_rest() {
     assert_eq!(body["results"][3]["error"]["code"], "BAD_USER_INPUT");
     assert_eq!(body["results"][3]["error"]["field"], "quantity");
     assert_eq!(body["results"][5]["error"]["code"], "IDEMPOTENCY_CONFLICT");
-    assert_eq!(body["results"][4]["event"]["id"], body["results"][0]["event"]["id"]);
+    assert_eq!(body["results"][4]["id"], body["results"][0]["id"]);
     assert_eq!(count_rows(&app, "usage_events", Some(&project)).await, 3);
 
     // The whole batch again: every item is now a replay or the same rejection; nothing new stored.
@@ -145,7 +145,7 @@ async fn a_batch_answers_each_item_and_one_bad_item_does_not_sink_the_rest() {
         ),
         (json!(0), json!(4), json!(3))
     );
-    assert_eq!(again["results"][0]["event"], body["results"][0]["event"]);
+    assert_eq!(again["results"][0]["id"], body["results"][0]["id"]);
     assert_eq!(count_rows(&app, "usage_events", Some(&project)).await, 3);
 
     // GraphQL batch: same answers, same rules.
@@ -290,17 +290,20 @@ async fn concurrent_duplicates_store_exactly_one_row_and_one_acceptance() {
         let (base_url, key) = (app.base_url.clone(), key.clone());
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
-            let (path, body) = if i % 2 == 0 {
-                ("/ingest/usage", event("race"))
+            // Each request's answer for the racing key is at `race_at` in its results.
+            let (path, body, race_at) = if i % 2 == 0 {
+                ("/ingest/usage", event("race"), None)
             } else {
                 // Batches that overlap each other and the single key, in different orders.
                 let mut keys = ["race".to_string(), format!("x{}", i % 3), format!("y{}", i % 5)];
                 if i % 4 == 1 {
                     keys.reverse();
                 }
+                let at = keys.iter().position(|k| k == "race");
                 (
                     "/ingest/usage/batch",
                     json!({ "events": keys.iter().map(|k| event(k)).collect::<Vec<_>>() }),
+                    at,
                 )
             };
             let response = client
@@ -311,27 +314,25 @@ async fn concurrent_duplicates_store_exactly_one_row_and_one_acceptance() {
                 .await
                 .unwrap();
             let status = response.status();
-            (path, status, response.json::<Value>().await.unwrap())
+            let body: Value = response.json().await.unwrap();
+            assert!(status.is_success(), "{status}: {body}");
+            match race_at {
+                None => (body["status"].clone(), body["event"]["id"].clone()),
+                Some(at) => {
+                    let results = body["results"].as_array().unwrap();
+                    assert!(results.iter().all(|r| r["status"] != "rejected"), "{body}");
+                    (results[at]["status"].clone(), results[at]["id"].clone())
+                }
+            }
         }));
     }
     let mut accepted_race = 0;
     let mut ids = std::collections::HashSet::new();
     for t in tasks {
-        let (path, status, body) = t.await.unwrap();
-        assert!(status.is_success(), "{status}: {body}");
-        let results = if path == "/ingest/usage" {
-            vec![body.clone()]
-        } else {
-            body["results"].as_array().unwrap().clone()
-        };
-        for r in results {
-            assert_ne!(r["status"], "rejected", "{r}");
-            if r["event"]["idempotencyKey"] == "race" {
-                ids.insert(r["event"]["id"].as_str().unwrap().to_string());
-                if r["status"] == "accepted" {
-                    accepted_race += 1;
-                }
-            }
+        let (status, id) = t.await.unwrap();
+        ids.insert(id.as_str().unwrap().to_string());
+        if status == "accepted" {
+            accepted_race += 1;
         }
     }
     assert_eq!(accepted_race, 1, "exactly one request stored the racing key");
@@ -453,4 +454,42 @@ async fn ingest_needs_the_ingest_scope_and_stays_in_the_keys_project() {
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(count_rows(&app, "usage_events", Some(&a)).await, 1);
     assert_eq!(count_rows(&app, "usage_events", Some(&b)).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unusual_text_is_stored_and_read_back_exactly() {
+    let app = TestApp::spawn().await;
+    let (_, key) = project_with_key(&app, "p").await;
+    let tricky = "it's \"quoted\" \\ back\\slash; DROP TABLE x; -- 名前 🚀";
+    let body = json!({
+        "idempotencyKey": tricky,
+        "customerExternalId": tricky,
+        "metric": "m",
+        "quantity": "1.000000000001",
+        "properties": {"note": tricky, "n": 5, "ok": true, "none": null},
+    });
+    let (status, stored) = post_json(&app, &key, "/ingest/usage", &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{stored}");
+    let (status, replay) = post_json(&app, &key, "/ingest/usage", &body).await;
+    assert_eq!(status, StatusCode::OK, "{replay}");
+    assert_eq!(replay["event"], stored["event"]);
+    let r = gql(
+        &app,
+        &key,
+        "query($c: String!) { customer(externalId: $c) { externalId events { edges { node {
+            idempotencyKey customerExternalId quantity properties } } } } }",
+        json!({ "c": tricky }),
+    )
+    .await;
+    let customer = &r.data()["customer"];
+    assert_eq!(customer["externalId"], tricky);
+    assert_eq!(
+        customer["events"]["edges"][0]["node"],
+        json!({
+            "idempotencyKey": tricky,
+            "customerExternalId": tricky,
+            "quantity": "1.000000000001",
+            "properties": {"note": tricky, "n": 5, "ok": true, "none": null},
+        })
+    );
 }

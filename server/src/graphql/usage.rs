@@ -535,10 +535,7 @@ impl UsageMutation {
         let state = state(ctx);
         let received_at = now();
         let item = RawEvent::from(event).validate(&state.config.ingest, received_at);
-        let outcome = ingest::ingest(&state.pool, &project_id, vec![item], received_at)
-            .await?
-            .pop()
-            .ok_or_else(|| Error::Internal("ingest returned no outcome".into()))?;
+        let outcome = state.group_commit.ingest_one(&project_id, item, received_at).await?;
         match outcome {
             Outcome::Accepted(e) => Ok(IngestedUsageEvent {
                 event: UsageEvent(e),
@@ -568,7 +565,7 @@ impl UsageMutation {
             .into_iter()
             .map(|e| RawEvent::from(e).validate(&state.config.ingest, received_at))
             .collect();
-        let outcomes = ingest::ingest(&state.pool, &project_id, items, received_at).await?;
+        let outcomes = ingest::ingest(&state.pool, &state.known_customers, &project_id, items, received_at).await?;
         Ok(batch_result(outcomes))
     }
 

@@ -4,7 +4,8 @@
 //! never through a float; an unknown field is refused by name) and then share the GraphQL
 //! mutations' validation and write path. A single event answers 201 when stored, 200 when it is a
 //! replay (the original), 409 on an idempotency conflict and 422 naming the bad field. A batch
-//! answers 200 with one result per item: one bad item does not keep the others out.
+//! answers 200 with one result per item (`index`, `status`, and the event `id` or the `error`):
+//! one bad item does not keep the others out.
 
 use std::collections::BTreeMap;
 
@@ -40,10 +41,7 @@ pub async fn usage(
     let raw: &RawValue = parse_json(&body)?;
     let received_at = now();
     let item = parse_event(raw).and_then(|e| e.validate(&state.config.ingest, received_at));
-    let outcome = ingest::ingest(&state.pool, &project_id, vec![item], received_at)
-        .await?
-        .pop()
-        .ok_or_else(|| Error::Internal("ingest returned no outcome".into()))?;
+    let outcome = state.group_commit.ingest_one(&project_id, item, received_at).await?;
     Ok(match outcome {
         Outcome::Accepted(e) => (
             StatusCode::CREATED,
@@ -91,7 +89,7 @@ pub async fn usage_batch(
         .into_iter()
         .map(|raw| parse_event(raw).and_then(|e| e.validate(&state.config.ingest, received_at)))
         .collect();
-    let outcomes = ingest::ingest(&state.pool, &project_id, items, received_at).await?;
+    let outcomes = ingest::ingest(&state.pool, &state.known_customers, &project_id, items, received_at).await?;
     let (mut accepted, mut replayed, mut rejected) = (0, 0, 0);
     let results: Vec<Value> = outcomes
         .iter()
@@ -99,11 +97,11 @@ pub async fn usage_batch(
         .map(|(index, outcome)| match outcome {
             Outcome::Accepted(e) => {
                 accepted += 1;
-                json!({ "index": index, "status": "accepted", "event": event_json(e) })
+                json!({ "index": index, "status": "accepted", "id": e.id })
             }
             Outcome::Replayed(e) => {
                 replayed += 1;
-                json!({ "index": index, "status": "replayed", "event": event_json(e) })
+                json!({ "index": index, "status": "replayed", "id": e.id })
             }
             Outcome::Rejected(err) => {
                 rejected += 1;

@@ -2,19 +2,18 @@
 //!
 //! Idempotency lives in the database: `(project_id, idempotency_key)` is a unique index. The batch
 //! is written with one multi-row `INSERT IGNORE`; when fewer rows went in than were sent, the
-//! missing keys are read back under lock and each is a replay (same request hash) or a conflict
-//! (different hash). Concurrent duplicates are settled by InnoDB: exactly one row per key.
-//! Rows are written in key order so that concurrent batches lock index entries in one order, and a
-//! deadlock victim is retried a bounded number of times. The answer is sent only after commit.
+//! skipped keys are read back and each is a replay (same request hash) or a conflict (different
+//! hash). Concurrent duplicates are settled by InnoDB: exactly one row per key. Rows are written
+//! in key order so that concurrent batches lock index entries in one order, and a deadlock victim
+//! is retried a bounded number of times. The answer is sent only after the rows are committed.
 
 use std::collections::HashMap;
 
 use chrono::NaiveDateTime;
-use diesel_async::AsyncConnection;
 use rust_decimal::Decimal;
 
 use crate::{
-    customers,
+    customers::{self, KnownCustomers},
     db::{self, Pool},
     error::{Error, IDEMPOTENCY_CONFLICT, Result},
     store::{
@@ -111,6 +110,7 @@ fn conflict(key: &str) -> Error {
 /// database is unavailable): then nothing of the batch is stored.
 pub async fn ingest(
     pool: &Pool,
+    known: &KnownCustomers,
     project_id: &str,
     items: Vec<Result<NewEvent>>,
     received_at: NaiveDateTime,
@@ -151,7 +151,7 @@ pub async fn ingest(
                 }
             })
             .collect();
-        write_batch(pool, project_id, &rows).await?
+        write_batch(pool, known, project_id, &rows).await?
     };
 
     let outcomes = items
@@ -182,15 +182,27 @@ pub async fn ingest(
     Ok(outcomes)
 }
 
-/// Inserts the rows (and implicit customers) in one transaction. Returns the stored rows for the
-/// keys that were already taken (by an earlier request or a concurrent one); the others are ours.
-async fn write_batch(pool: &Pool, project_id: &str, rows: &[NewEventRow<'_>]) -> Result<HashMap<String, EventRow>> {
+/// Writes the rows (and implicit customers). Returns the stored rows for the keys that were
+/// already taken (by an earlier request or a concurrent one); the others are this request's.
+///
+/// Each statement commits on its own (autocommit): the events go in with one multi-row
+/// `INSERT IGNORE`, which is atomic, so when it returns every row it inserted is durable, and
+/// every key it skipped belongs to a committed row that a plain read then finds. Short statements
+/// hold their locks briefly; no explicit transaction is needed and none is held across round
+/// trips. Implicit customers are written first, by their own statement: a customer left behind
+/// by a failure afterwards is harmless (it has no details), and a retry finds it.
+async fn write_batch(
+    pool: &Pool,
+    known: &KnownCustomers,
+    project_id: &str,
+    rows: &[NewEventRow<'_>],
+) -> Result<HashMap<String, EventRow>> {
     let mut conn = db::get(pool).await?;
     let mut attempt = 1;
     loop {
-        match try_write_batch(&mut conn, project_id, rows).await {
+        match try_write_batch(&mut conn, known, project_id, rows).await {
             Err(e) if db::is_transient(&e) && attempt < db::TRANSIENT_ATTEMPTS => {
-                tracing::debug!(attempt, error = %e, "ingest transaction retried");
+                tracing::debug!(attempt, error = %e, "ingest statement retried");
                 db::backoff(attempt).await;
                 attempt += 1;
             }
@@ -199,42 +211,30 @@ async fn write_batch(pool: &Pool, project_id: &str, rows: &[NewEventRow<'_>]) ->
     }
 }
 
-/// Keys already stored are found with a plain (non-locking) read first and not inserted again:
-/// `INSERT IGNORE` on an existing key takes shared next-key locks, and concurrent batches holding
-/// those on neighbouring keys deadlock each other. Only keys that are new, or raced in since, reach
-/// the insert's duplicate check.
+/// One attempt; safe to repeat: rows keep their ids, so a row this request inserted on an
+/// earlier attempt is recognised as its own.
 async fn try_write_batch(
     conn: &mut Conn,
+    known: &KnownCustomers,
     project_id: &str,
     rows: &[NewEventRow<'_>],
 ) -> std::result::Result<HashMap<String, EventRow>, diesel::result::Error> {
-    conn.transaction(async |conn| {
-        let keys: Vec<&str> = rows.iter().map(|r| r.idempotency_key).collect();
-        let mut taken: HashMap<String, EventRow> = usage_events::find_by_keys(conn, project_id, &keys)
-            .await?
-            .into_iter()
-            .map(|row| (row.idempotency_key.clone(), row))
-            .collect();
-        let fresh: Vec<&NewEventRow<'_>> = rows.iter().filter(|r| !taken.contains_key(r.idempotency_key)).collect();
-        if fresh.is_empty() {
-            return Ok(taken);
-        }
-        let customer_ids: Vec<&str> = fresh.iter().map(|r| r.customer_external_id).collect();
-        customers::ensure_exist(conn, project_id, &customer_ids).await?;
-        let inserted = usage_events::insert_ignore(conn, &fresh).await?;
-        if inserted < fresh.len() {
-            // Some keys were stored by a concurrent request after our read: read them under lock.
-            let raced: Vec<&str> = fresh.iter().map(|r| r.idempotency_key).collect();
-            for row in usage_events::lock_by_keys(conn, project_id, &raced).await? {
-                if rows
-                    .iter()
-                    .any(|r| r.idempotency_key == row.idempotency_key && r.id != row.id)
-                {
-                    taken.insert(row.idempotency_key.clone(), row);
-                }
-            }
-        }
-        Ok(taken)
-    })
-    .await
+    let customer_ids: Vec<&str> = rows.iter().map(|r| r.customer_external_id).collect();
+    let unknown = known.unknown(project_id, &customer_ids);
+    if !unknown.is_empty() {
+        customers::ensure_exist(conn, project_id, &unknown).await?;
+        known.remember(project_id, &unknown);
+    }
+    let inserted = usage_events::insert_ignore(conn, rows).await?;
+    if inserted == rows.len() {
+        return Ok(HashMap::new());
+    }
+    let keys: Vec<&str> = rows.iter().map(|r| r.idempotency_key).collect();
+    let ours: HashMap<&str, &str> = rows.iter().map(|r| (r.idempotency_key, r.id)).collect();
+    Ok(usage_events::find_by_keys(conn, project_id, &keys)
+        .await?
+        .into_iter()
+        .filter(|row| ours.get(row.idempotency_key.as_str()) != Some(&row.id.as_str()))
+        .map(|row| (row.idempotency_key.clone(), row))
+        .collect())
 }

@@ -2,9 +2,11 @@
 //! metrics defined over them, and aggregates out.
 //!
 //! - [`event`]: the pure validation every entry point shares;
-//! - [`ingest`]: the one write path, a batch in one transaction;
+//! - [`ingest`]: the one write path, a batch in one statement;
+//! - [`group_commit`]: concurrent single events share one write;
 //! - [`metrics`]: metric definitions and the SQL aggregation that reads them.
 
 pub mod event;
+pub mod group_commit;
 pub mod ingest;
 pub mod metrics;
