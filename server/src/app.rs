@@ -12,10 +12,12 @@ use tower_http::trace::TraceLayer;
 
 use crate::{
     config::Config,
+    customers::KnownCustomers,
     db::Pool,
     events::EventBus,
     graphql::{self, NerubaSchema},
     http,
+    usage::group_commit::GroupCommit,
 };
 
 /// Everything a request handler may need. Cheap to clone.
@@ -26,15 +28,22 @@ pub struct AppState {
     pub events: EventBus,
     /// Cancelled when the server starts shutting down: long-lived work (websockets) ends on it.
     pub shutdown: CancellationToken,
+    /// Customers known to exist, so ingest skips asking about them.
+    pub known_customers: Arc<KnownCustomers>,
+    /// Concurrent single-event ingests share one write.
+    pub group_commit: Arc<GroupCommit>,
 }
 
 impl AppState {
     pub fn new(config: Config, pool: Pool) -> AppState {
+        let known_customers = Arc::new(KnownCustomers::default());
         AppState {
+            group_commit: Arc::new(GroupCommit::new(pool.clone(), known_customers.clone())),
             config: Arc::new(config),
             pool,
             events: EventBus::default(),
             shutdown: CancellationToken::new(),
+            known_customers,
         }
     }
 }
@@ -45,6 +54,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/graphql", post(http::graphql::execute).get(http::graphql::graphiql))
         .route("/graphql/ws", get(http::graphql::websocket))
+        .route("/ingest/usage", post(http::ingest::usage))
+        .route("/ingest/usage/batch", post(http::ingest::usage_batch))
         .route("/ingest/charge", post(http::charge::ingest_charge))
         .route("/health/live", get(http::health::live))
         .route("/health/ready", get(http::health::ready))

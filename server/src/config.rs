@@ -89,6 +89,29 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub graphql_max_depth: usize,
     pub graphql_max_complexity: usize,
+    /// Usage ingest limits.
+    pub ingest: IngestLimits,
+}
+
+/// How much ingest accepts in one request and how far in the future an event may claim to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestLimits {
+    /// Most events in one batch (`NERUBA_INGEST_MAX_BATCH`, default 1000).
+    pub max_batch: usize,
+    /// An event timestamp later than receipt plus this is refused (`NERUBA_INGEST_MAX_FUTURE_SKEW_SECS`, default 300).
+    pub max_future_skew_secs: u32,
+    /// Largest `properties` object, as JSON bytes (`NERUBA_INGEST_MAX_PROPERTIES_BYTES`, default 8192).
+    pub max_properties_bytes: usize,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        IngestLimits {
+            max_batch: 1000,
+            max_future_skew_secs: 300,
+            max_properties_bytes: 8192,
+        }
+    }
 }
 
 /// The optional TOML file: same settings, lower precedence than the environment.
@@ -108,6 +131,9 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     graphql_max_depth: Option<usize>,
     graphql_max_complexity: Option<usize>,
+    ingest_max_batch: Option<usize>,
+    ingest_max_future_skew_secs: Option<u32>,
+    ingest_max_properties_bytes: Option<usize>,
 }
 
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
@@ -233,6 +259,34 @@ impl Config {
             1_000_000,
         )?;
 
+        let defaults = IngestLimits::default();
+        let ingest = IngestLimits {
+            max_batch: parse_num(
+                "NERUBA_INGEST_MAX_BATCH",
+                get("NERUBA_INGEST_MAX_BATCH"),
+                file.ingest_max_batch,
+                defaults.max_batch,
+                1,
+                10_000,
+            )?,
+            max_future_skew_secs: parse_num(
+                "NERUBA_INGEST_MAX_FUTURE_SKEW_SECS",
+                get("NERUBA_INGEST_MAX_FUTURE_SKEW_SECS"),
+                file.ingest_max_future_skew_secs,
+                defaults.max_future_skew_secs,
+                0,
+                7 * 24 * 3600,
+            )?,
+            max_properties_bytes: parse_num(
+                "NERUBA_INGEST_MAX_PROPERTIES_BYTES",
+                get("NERUBA_INGEST_MAX_PROPERTIES_BYTES"),
+                file.ingest_max_properties_bytes,
+                defaults.max_properties_bytes,
+                64,
+                1024 * 1024,
+            )?,
+        };
+
         Ok(Config {
             database_url,
             bind,
@@ -248,6 +302,7 @@ impl Config {
             max_body_bytes,
             graphql_max_depth,
             graphql_max_complexity,
+            ingest,
         })
     }
 }

@@ -126,15 +126,22 @@ impl From<diesel::result::Error> for Error {
     }
 }
 
-/// HTTP form: `{"error": {"code", "message", "field"?}}` with the mapped status.
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        self.log();
+impl Error {
+    /// The JSON form: `{"code", "message", "field"?}`.
+    pub fn body(&self) -> serde_json::Value {
         let mut body = json!({ "code": self.code(), "message": self.public_message() });
         if let Some(field) = self.field() {
             body["field"] = json!(field);
         }
-        (self.status(), Json(json!({ "error": body }))).into_response()
+        body
+    }
+}
+
+/// HTTP form: `{"error": {"code", "message", "field"?}}` with the mapped status.
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        self.log();
+        (self.status(), Json(json!({ "error": self.body() }))).into_response()
     }
 }
 

@@ -73,6 +73,9 @@ enum Command {
     },
 }
 
+#[global_allocator]
+static ALLOCATOR: neruba::Allocator = neruba::Allocator;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -2,6 +2,8 @@
 //! ([`create_customer`]) or implicitly by the first event or charge that names them
 //! ([`ensure_exist`]); an explicit create later fills in an implicit customer's details.
 
+use std::{collections::HashSet, sync::Mutex};
+
 use diesel_async::AsyncConnection;
 
 use crate::{
@@ -182,11 +184,21 @@ pub async fn create_customer(
 }
 
 /// Makes sure each external id has a customer record, creating implicit ones for those that do
-/// not. Ids are inserted in sorted order so concurrent callers lock index entries in one order.
-pub async fn ensure_exist(conn: &mut Conn, project_id: &str, external_ids: &[&str]) -> Result<usize> {
+/// not. Existing ones are found by a plain read first (an `INSERT IGNORE` of an existing key would
+/// take shared locks that concurrent batches deadlock on); new ones are inserted in sorted order
+/// so concurrent callers lock index entries in one order.
+pub async fn ensure_exist(conn: &mut Conn, project_id: &str, external_ids: &[&str]) -> diesel::QueryResult<usize> {
     let mut sorted: Vec<&str> = external_ids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
+    let known: HashSet<String> = customers::existing_external_ids(conn, project_id, &sorted)
+        .await?
+        .into_iter()
+        .collect();
+    sorted.retain(|id| !known.contains(*id));
+    if sorted.is_empty() {
+        return Ok(0);
+    }
     let at = now();
     let ids: Vec<String> = sorted.iter().map(|_| ids::new_id(CUSTOMER_ID_PREFIX)).collect();
     let rows: Vec<NewCustomer<'_>> = sorted
@@ -205,7 +217,46 @@ pub async fn ensure_exist(conn: &mut Conn, project_id: &str, external_ids: &[&st
             updated_at: at,
         })
         .collect();
-    Ok(customers::insert_missing(conn, &rows).await?)
+    customers::insert_missing(conn, &rows).await
+}
+
+/// The customers this process has seen committed, so that ingest does not ask the database about
+/// the same customer for every event. Customers are never deleted, so an entry cannot go stale;
+/// entries are added only after the write that made them committed. Bounded: when full it starts
+/// over (the database stays the truth).
+#[derive(Debug, Default)]
+pub struct KnownCustomers {
+    set: Mutex<HashSet<(String, String)>>,
+}
+
+impl KnownCustomers {
+    const MAX_ENTRIES: usize = 200_000;
+
+    /// The ids of `external_ids` not known to exist in the project.
+    pub fn unknown<'a>(&self, project_id: &str, external_ids: &[&'a str]) -> Vec<&'a str> {
+        let set = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        let mut key = (project_id.to_string(), String::new());
+        external_ids
+            .iter()
+            .copied()
+            .filter(|id| {
+                key.1.clear();
+                key.1.push_str(id);
+                !set.contains(&key)
+            })
+            .collect()
+    }
+
+    /// Records customers that are committed.
+    pub fn remember(&self, project_id: &str, external_ids: &[&str]) {
+        let mut set = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        if set.len() + external_ids.len() > Self::MAX_ENTRIES {
+            set.clear();
+        }
+        for id in external_ids {
+            set.insert((project_id.to_string(), id.to_string()));
+        }
+    }
 }
 
 pub async fn find_customer(conn: &mut Conn, project_id: &str, external_id: &str) -> Result<CustomerRow> {

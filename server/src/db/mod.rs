@@ -104,3 +104,27 @@ pub async fn drop_database(server_url: &str, name: &str) -> Result<(), DbError> 
         .await?;
     Ok(())
 }
+
+/// Whether a failed statement may succeed if its transaction is run again: InnoDB chose it as a
+/// deadlock victim (1213) or it waited too long for a lock (1205). Both roll the work back.
+pub fn is_transient(e: &diesel::result::Error) -> bool {
+    match e {
+        diesel::result::Error::DatabaseError(_, info) => {
+            let m = info.message();
+            m.contains("Deadlock found") || m.contains("Lock wait timeout")
+        }
+        _ => false,
+    }
+}
+
+/// How many times a transaction that failed with a transient error is tried in all.
+pub const TRANSIENT_ATTEMPTS: u32 = 6;
+
+/// A short, growing, jittered pause before retry `attempt`, so that the transactions that just
+/// deadlocked do not collide again in lockstep.
+pub async fn backoff(attempt: u32) {
+    use rand::Rng;
+    let base = 2u64 << attempt.min(6);
+    let jitter = rand::rng().random_range(0..=base);
+    tokio::time::sleep(std::time::Duration::from_millis(base + jitter)).await;
+}

@@ -4,19 +4,23 @@
 mod admin;
 mod ledger;
 pub mod pagination;
+mod scalars;
 mod types;
+mod usage;
 
 use async_graphql::{Context, MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
 use crate::{app::AppState, auth::Principal, error::Error};
 
+pub use scalars::Decimal;
 pub use types::*;
+pub use usage::UsageLoader;
 
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(admin::AdminQuery, ledger::LedgerQuery);
+pub struct QueryRoot(admin::AdminQuery, usage::UsageQuery, ledger::LedgerQuery);
 
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(admin::AdminMutation, ledger::LedgerMutation);
+pub struct MutationRoot(admin::AdminMutation, usage::UsageMutation, ledger::LedgerMutation);
 
 #[derive(MergedSubscription, Default)]
 pub struct SubscriptionRoot(admin::AdminSubscription, ledger::LedgerSubscription);
@@ -37,6 +41,10 @@ pub fn schema(state: AppState) -> NerubaSchema {
     builder()
         .limit_depth(config.graphql_max_depth)
         .limit_complexity(config.graphql_max_complexity)
+        .data(async_graphql::dataloader::DataLoader::new(
+            UsageLoader { state: state.clone() },
+            tokio::spawn,
+        ))
         .data(state)
         .finish()
 }

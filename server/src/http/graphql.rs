@@ -36,7 +36,15 @@ pub async fn execute(
     if let Err(e) = async_graphql::parser::parse_query(&request.query) {
         return Err(Error::BadRequest(format!("query does not parse: {e}")));
     }
-    let response = schema.execute(request.data(principal)).await;
+    let mut response = schema.execute(request.data(principal)).await;
+    for error in &mut response.errors {
+        // Our resolvers always set a code; an error without one comes from async-graphql's own
+        // checks of the document and variables (unknown field, wrong type, limits exceeded).
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", "GRAPHQL_VALIDATION_FAILED");
+        }
+    }
     Ok(Json(response).into_response())
 }
 

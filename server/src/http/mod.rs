@@ -1,9 +1,11 @@
-//! Plain HTTP handlers: the GraphQL transport, charge ingest, health probes, the portal's static files.
+//! Plain HTTP handlers: the GraphQL transport, usage and charge ingest, health probes, the portal's
+//! static files.
 //! Every error leaves as `{"error": {"code", "message", "field"?}}` (see [`crate::error::Error`]).
 
 pub mod charge;
 pub mod graphql;
 pub mod health;
+pub mod ingest;
 pub mod portal;
 
 use axum::{

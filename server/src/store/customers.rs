@@ -70,6 +70,23 @@ pub async fn fill_implicit(conn: &mut Conn, id: &str, row: &NewCustomer<'_>) -> 
         .await
 }
 
+/// Which of these external ids the project has (plain read, no locks).
+pub async fn existing_external_ids(
+    conn: &mut Conn,
+    project_id: &str,
+    external_ids: &[&str],
+) -> QueryResult<Vec<String>> {
+    if external_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    customers::table
+        .filter(customers::project_id.eq(project_id))
+        .filter(customers::external_id.eq_any(external_ids))
+        .select(customers::external_id)
+        .load(conn)
+        .await
+}
+
 pub async fn find_by_external_id(
     conn: &mut Conn,
     project_id: &str,

@@ -2,10 +2,12 @@
 //! Functions take `&mut AsyncMysqlConnection` so callers compose them inside one transaction.
 
 pub mod api_keys;
+pub mod billable_metrics;
 pub mod customers;
 pub mod ledger;
 pub mod projects;
 pub mod schema;
+pub mod usage_events;
 
 pub use diesel_async::AsyncMysqlConnection as Conn;
 

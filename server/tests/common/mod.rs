@@ -58,3 +58,51 @@ pub async fn count_keys(app: &TestApp, project_id: &str) -> usize {
     .await;
     r.data()["project"]["apiKeys"].as_array().unwrap().len()
 }
+
+/// POSTs a JSON body (or raw bytes) to a plain HTTP route; returns status and JSON body.
+pub async fn post_raw(app: &TestApp, token: &str, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", app.base_url))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status();
+    let bytes = response.bytes().await.expect("body");
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| panic!("{status}: not JSON: {}", String::from_utf8_lossy(&bytes)));
+    (status, body)
+}
+
+pub async fn post_json(app: &TestApp, token: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+    post_raw(app, token, path, body.to_string().into_bytes()).await
+}
+
+/// Rows in a table (optionally filtered by project), read straight from the database.
+pub async fn count_rows(app: &TestApp, table: &str, project_id: Option<&str>) -> i64 {
+    use diesel::{QueryableByName, sql_types::BigInt};
+    use diesel_async::RunQueryDsl;
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let mut conn = neruba::db::get(&app.pool).await.expect("db");
+    let sql = match project_id {
+        Some(p) => format!("SELECT COUNT(*) AS n FROM {table} WHERE project_id = '{p}'"),
+        None => format!("SELECT COUNT(*) AS n FROM {table}"),
+    };
+    let rows: Vec<N> = diesel::sql_query(sql).load(&mut *conn).await.expect("count");
+    rows[0].n
+}
+
+/// A project with a key holding every scope: (project id, secret).
+pub async fn project_with_key(app: &TestApp, name: &str) -> (String, String) {
+    let project = app.create_project(name).await;
+    let key = app
+        .create_api_key(&project, &["ingest", "read", "billing", "admin"])
+        .await;
+    (project, key)
+}

@@ -1,0 +1,654 @@
+//! Customers, billable metrics, usage ingest and usage reads.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use async_graphql::{
+    ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject,
+    connection::Connection,
+    dataloader::{DataLoader, Loader},
+};
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+use super::{Decimal, opt_id, pagination, principal, state, utc};
+use crate::{
+    app::AppState,
+    auth::{Principal, Scope},
+    customers::{self, CustomerInput},
+    db,
+    error::{Error, GraphqlResult as Result},
+    projects,
+    store::{
+        billable_metrics::MetricRow,
+        customers::{self as customer_store, CustomerRow},
+        now,
+        usage_events::{self, EventCursor, EventFilter},
+    },
+    usage::{
+        event::{RawEvent, parse_metric_code, parse_property_name},
+        ingest::{self, IngestedEvent, Outcome, check_batch_size},
+        metrics::{self, Aggregation, MetricDef, MetricInput, UsageValue},
+    },
+};
+
+/// The project a request acts on, checked to exist when the operator names it.
+async fn resolve_project(ctx: &Context<'_>, requested: &Option<ID>, scope: Scope) -> Result<String> {
+    let principal: &Principal = principal(ctx)?;
+    let project_id = principal.project_for(opt_id(requested), "projectId", scope)?;
+    if principal.is_operator() {
+        let mut conn = db::get(&state(ctx).pool).await?;
+        projects::find_project(&mut conn, &project_id).await?;
+    }
+    Ok(project_id)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output types
+
+/// A customer of a project, named by the project's own external id.
+pub struct Customer(pub CustomerRow);
+
+#[Object]
+impl Customer {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    /// The project's id for this customer.
+    async fn external_id(&self) -> &str {
+        &self.0.external_id
+    }
+    async fn name(&self) -> Option<&str> {
+        self.0.name.as_deref()
+    }
+    async fn email(&self) -> Option<&str> {
+        self.0.email.as_deref()
+    }
+    async fn currency(&self) -> Option<&str> {
+        self.0.currency.as_deref()
+    }
+    async fn metadata(&self) -> Option<Json<serde_json::Value>> {
+        self.0
+            .metadata
+            .as_deref()
+            .and_then(|m| serde_json::from_str(m).ok())
+            .map(Json)
+    }
+    /// True when the record was made by an event naming an unknown customer and has no details yet.
+    async fn implicit(&self) -> bool {
+        self.0.implicit
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        utc(self.0.created_at)
+    }
+
+    /// The metric's aggregate over `[from, to)` (event time). Batched across customers: a list of
+    /// customers with their usage costs one query per metric and period, not one per customer.
+    async fn usage(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The billable metric's code.")] metric: String,
+        #[graphql(desc = "Start of the period, inclusive.")] from: DateTime<Utc>,
+        #[graphql(desc = "End of the period, exclusive.")] to: DateTime<Utc>,
+        #[graphql(desc = "A property to group by; defaults to the metric's own group-by.")] group_by: Option<String>,
+    ) -> Result<Usage> {
+        let metric = parse_metric_code("metric", &metric)?;
+        if from >= to {
+            return Err(Error::invalid("to", "must be after `from`").into());
+        }
+        let group_by = group_by.map(|g| parse_property_name("groupBy", &g)).transpose()?;
+        let key = UsageKey {
+            project_id: self.0.project_id.clone(),
+            metric,
+            from: from.naive_utc(),
+            to: to.naive_utc(),
+            group_by,
+            customer: self.0.external_id.clone(),
+        };
+        let loader = ctx.data_unchecked::<DataLoader<UsageLoader>>();
+        let found = loader
+            .load_one(key.clone())
+            .await
+            .map_err(|e: Arc<Error>| (*e).clone())?;
+        let (def, value) = found.ok_or(Error::NotFound("billable metric"))?;
+        let group_by = key.group_by.clone().or(def.group_by.clone());
+        Ok(Usage {
+            metric: def.code,
+            aggregation: def.aggregation,
+            from,
+            to,
+            value: value.value.into(),
+            group_by,
+            groups: value
+                .groups
+                .into_iter()
+                .map(|(key, value)| UsageGroup {
+                    key,
+                    value: value.into(),
+                })
+                .collect(),
+        })
+    }
+
+    /// The customer's raw events, newest first (by event time, then arrival), a page at a time.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+        #[graphql(desc = "Only events of this metric code.")] metric: Option<String>,
+        #[graphql(desc = "Only events at or after this time.")] from: Option<DateTime<Utc>>,
+        #[graphql(desc = "Only events before this time.")] to: Option<DateTime<Utc>>,
+    ) -> Result<Connection<String, UsageEvent>> {
+        let size = pagination::page_size(first)?;
+        let cursor = after.as_deref().map(parse_event_cursor).transpose()?;
+        let metric = metric.map(|m| parse_metric_code("metric", &m)).transpose()?;
+        let filter = EventFilter {
+            metric: metric.as_deref(),
+            from: from.map(|t| t.naive_utc()),
+            to: to.map(|t| t.naive_utc()),
+        };
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let rows = usage_events::list_for_customer(
+            &mut conn,
+            &self.0.project_id,
+            &self.0.external_id,
+            &filter,
+            cursor,
+            size + 1,
+        )
+        .await?;
+        Ok(pagination::connection(
+            rows,
+            size,
+            after.as_deref(),
+            |r| event_cursor(r.occurred_at, r.seq),
+            |r| UsageEvent(r.into()),
+        ))
+    }
+}
+
+fn event_cursor(occurred_at: NaiveDateTime, seq: u64) -> String {
+    format!("{}.{seq}", occurred_at.and_utc().timestamp_micros())
+}
+
+fn parse_event_cursor(raw: &str) -> std::result::Result<EventCursor, Error> {
+    let bad = || Error::invalid("after", "is not a cursor from this list");
+    let (micros, seq) = raw.split_once('.').ok_or_else(bad)?;
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
+    let seq: u64 = seq.parse().map_err(|_| bad())?;
+    let occurred_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?.naive_utc();
+    Ok(EventCursor { occurred_at, seq })
+}
+
+/// A metric's aggregate for one customer and period.
+#[derive(SimpleObject)]
+pub struct Usage {
+    pub metric: String,
+    pub aggregation: Aggregation,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// The aggregate over all matching events (0 when there are none).
+    pub value: Decimal,
+    /// The property the groups are split by, if any.
+    pub group_by: Option<String>,
+    /// Per value of `groupBy`, ordered by key; `key` is null for events without the property.
+    pub groups: Vec<UsageGroup>,
+}
+
+#[derive(SimpleObject)]
+pub struct UsageGroup {
+    pub key: Option<String>,
+    pub value: Decimal,
+}
+
+/// A stored usage event.
+pub struct UsageEvent(pub IngestedEvent);
+
+#[Object]
+impl UsageEvent {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    async fn idempotency_key(&self) -> &str {
+        &self.0.idempotency_key
+    }
+    async fn customer_external_id(&self) -> &str {
+        &self.0.customer_external_id
+    }
+    async fn metric(&self) -> &str {
+        &self.0.metric
+    }
+    async fn quantity(&self) -> Decimal {
+        self.0.quantity.into()
+    }
+    /// When the usage happened (the event's timestamp, or its receipt time when it had none).
+    async fn timestamp(&self) -> DateTime<Utc> {
+        utc(self.0.occurred_at)
+    }
+    /// When Neruba first received it.
+    async fn received_at(&self) -> DateTime<Utc> {
+        utc(self.0.received_at)
+    }
+    async fn properties(&self) -> Option<Json<serde_json::Value>> {
+        self.0
+            .properties
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
+            .map(Json)
+    }
+}
+
+/// A billable metric.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct BillableMetric {
+    pub id: ID,
+    pub code: String,
+    pub name: String,
+    pub aggregation: Aggregation,
+    /// The property `UNIQUE_COUNT` counts.
+    pub property: Option<String>,
+    pub group_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    #[graphql(skip)]
+    filters: BTreeMap<String, Vec<String>>,
+}
+
+#[ComplexObject]
+impl BillableMetric {
+    /// Events count only when each filtered property has one of the listed values.
+    async fn filters(&self) -> Vec<MetricFilter> {
+        self.filters
+            .iter()
+            .map(|(property, values)| MetricFilter {
+                property: property.clone(),
+                values: values.clone(),
+            })
+            .collect()
+    }
+}
+
+impl TryFrom<MetricRow> for BillableMetric {
+    type Error = Error;
+    fn try_from(row: MetricRow) -> std::result::Result<Self, Error> {
+        let def = MetricDef::from_row(&row)?;
+        Ok(BillableMetric {
+            id: ID(row.id),
+            code: def.code,
+            name: def.name,
+            aggregation: def.aggregation,
+            property: def.property,
+            group_by: def.group_by,
+            created_at: utc(row.created_at),
+            filters: def.filters,
+        })
+    }
+}
+
+#[derive(SimpleObject, InputObject, Clone)]
+#[graphql(input_name = "MetricFilterInput")]
+pub struct MetricFilter {
+    pub property: String,
+    pub values: Vec<String>,
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum IngestStatus {
+    /// Stored by this request.
+    Accepted,
+    /// Stored by an earlier request with the same key and payload; this is the original.
+    Replayed,
+    /// Not stored; `error` says why.
+    Rejected,
+}
+
+/// Why one item of a batch was not stored.
+#[derive(SimpleObject)]
+pub struct ItemError {
+    /// `BAD_USER_INPUT` or `IDEMPOTENCY_CONFLICT`.
+    pub code: String,
+    pub message: String,
+    /// The input field at fault, for `BAD_USER_INPUT`.
+    pub field: Option<String>,
+}
+
+impl From<&Error> for ItemError {
+    fn from(e: &Error) -> Self {
+        ItemError {
+            code: e.code().to_string(),
+            message: e.public_message(),
+            field: match e {
+                Error::Invalid { field, .. } => Some(field.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct IngestItemResult {
+    /// Position in the submitted list.
+    pub index: i32,
+    pub status: IngestStatus,
+    pub event: Option<UsageEvent>,
+    pub error: Option<ItemError>,
+}
+
+#[derive(SimpleObject)]
+pub struct IngestBatchResult {
+    pub accepted: i32,
+    pub replayed: i32,
+    pub rejected: i32,
+    /// One result per submitted event, in order.
+    pub results: Vec<IngestItemResult>,
+}
+
+/// A single ingested event: stored now, or the original of a replay.
+#[derive(SimpleObject)]
+pub struct IngestedUsageEvent {
+    pub event: UsageEvent,
+    pub replayed: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs
+
+#[derive(InputObject)]
+pub struct UsageEventInput {
+    /// Unique per project, forever; a retry with the same key and payload returns the original.
+    pub idempotency_key: String,
+    /// The project's id for the customer; an unknown one creates the customer.
+    pub customer_external_id: String,
+    /// The billable metric code the event counts toward (it may be defined later).
+    pub metric: String,
+    /// Non-negative, at most 12 decimal places; default 1.
+    pub quantity: Option<Decimal>,
+    /// RFC 3339; default the time of receipt. Late events are accepted; events too far in the
+    /// future are refused.
+    pub timestamp: Option<String>,
+    /// A flat JSON object of strings, numbers, booleans and nulls.
+    pub properties: Option<Json<serde_json::Value>>,
+}
+
+impl From<UsageEventInput> for RawEvent {
+    fn from(i: UsageEventInput) -> Self {
+        RawEvent {
+            idempotency_key: Some(i.idempotency_key),
+            customer_external_id: Some(i.customer_external_id),
+            metric: Some(i.metric),
+            quantity: i.quantity.map(|q| q.0),
+            timestamp: i.timestamp,
+            properties: i.properties.map(|p| p.0),
+        }
+    }
+}
+
+#[derive(InputObject)]
+pub struct CreateCustomerInput {
+    /// Required for the operator.
+    pub project_id: Option<ID>,
+    pub external_id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    /// Three-letter currency code.
+    pub currency: Option<String>,
+    /// A JSON object, at most 4 KiB.
+    pub metadata: Option<Json<serde_json::Value>>,
+}
+
+#[derive(InputObject)]
+pub struct CreateBillableMetricInput {
+    /// Required for the operator.
+    pub project_id: Option<ID>,
+    /// What events name in `metric`.
+    pub code: String,
+    pub name: String,
+    pub aggregation: Aggregation,
+    /// For `UNIQUE_COUNT`: the property whose distinct values are counted.
+    pub property: Option<String>,
+    pub filters: Option<Vec<MetricFilter>>,
+    pub group_by: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Usage data loader
+
+/// One customer's usage of one metric over one period: the data loader's key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UsageKey {
+    pub project_id: String,
+    pub metric: String,
+    pub from: NaiveDateTime,
+    pub to: NaiveDateTime,
+    pub group_by: Option<String>,
+    pub customer: String,
+}
+
+/// Batches `Customer.usage` across the customers of one response: keys that share project, metric,
+/// period and grouping are aggregated by one SQL query. Unknown metrics are left out of the answer.
+pub struct UsageLoader {
+    pub state: AppState,
+}
+
+impl Loader<UsageKey> for UsageLoader {
+    type Value = (MetricDef, UsageValue);
+    type Error = Arc<Error>;
+
+    async fn load(&self, keys: &[UsageKey]) -> std::result::Result<HashMap<UsageKey, Self::Value>, Self::Error> {
+        type Group<'a> = (&'a str, &'a str, NaiveDateTime, NaiveDateTime, Option<&'a str>);
+        let mut groups: HashMap<Group<'_>, Vec<&UsageKey>> = HashMap::new();
+        for k in keys {
+            groups
+                .entry((&k.project_id, &k.metric, k.from, k.to, k.group_by.as_deref()))
+                .or_default()
+                .push(k);
+        }
+        let mut conn = db::get(&self.state.pool).await.map_err(|e| Arc::new(e.into()))?;
+        let mut out = HashMap::new();
+        for ((project_id, metric, from, to, group_by), members) in groups {
+            let def = match metrics::find_metric(&mut conn, project_id, metric).await {
+                Ok(def) => def,
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(Arc::new(e)),
+            };
+            let group_by = group_by.or(def.group_by.as_deref());
+            let customers: Vec<&str> = members.iter().map(|k| k.customer.as_str()).collect();
+            let values = metrics::aggregate(&mut conn, project_id, &def, &customers, from, to, group_by)
+                .await
+                .map_err(Arc::new)?;
+            for k in members {
+                let value = values.get(&k.customer).cloned().unwrap_or_default();
+                out.insert(k.clone(), (def.clone(), value));
+            }
+        }
+        Ok(out)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Roots
+
+#[derive(Default)]
+pub struct UsageQuery;
+
+#[Object]
+impl UsageQuery {
+    /// A customer by the project's external id (scope `READ`).
+    async fn customer(&self, ctx: &Context<'_>, project_id: Option<ID>, external_id: String) -> Result<Customer> {
+        let project_id = resolve_project(ctx, &project_id, Scope::Read).await?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        Ok(Customer(
+            customers::find_customer(&mut conn, &project_id, &external_id).await?,
+        ))
+    }
+
+    /// The project's customers, oldest first, a page at a time (scope `READ`).
+    async fn customers(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Option<ID>,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<Connection<String, Customer>> {
+        let project_id = resolve_project(ctx, &project_id, Scope::Read).await?;
+        let size = pagination::page_size(first)?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let rows = customer_store::list(&mut conn, &project_id, after.as_deref(), size + 1).await?;
+        Ok(pagination::connection(
+            rows,
+            size,
+            after.as_deref(),
+            |c| c.id.clone(),
+            Customer,
+        ))
+    }
+
+    /// The project's billable metrics, by code (scope `READ`).
+    async fn billable_metrics(&self, ctx: &Context<'_>, project_id: Option<ID>) -> Result<Vec<BillableMetric>> {
+        let project_id = resolve_project(ctx, &project_id, Scope::Read).await?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let rows = crate::store::billable_metrics::list(&mut conn, &project_id).await?;
+        Ok(rows
+            .into_iter()
+            .map(BillableMetric::try_from)
+            .collect::<std::result::Result<_, _>>()?)
+    }
+}
+
+#[derive(Default)]
+pub struct UsageMutation;
+
+#[Object]
+impl UsageMutation {
+    /// Records one usage event (scope `INGEST`). Returns after it is committed. A replay returns
+    /// the original with `replayed: true`; the key with a different payload is
+    /// `IDEMPOTENCY_CONFLICT`.
+    async fn ingest_usage(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Option<ID>,
+        event: UsageEventInput,
+    ) -> Result<IngestedUsageEvent> {
+        let project_id = resolve_project(ctx, &project_id, Scope::Ingest).await?;
+        let state = state(ctx);
+        let received_at = now();
+        let item = RawEvent::from(event).validate(&state.config.ingest, received_at);
+        let outcome = state.group_commit.ingest_one(&project_id, item, received_at).await?;
+        match outcome {
+            Outcome::Accepted(e) => Ok(IngestedUsageEvent {
+                event: UsageEvent(e),
+                replayed: false,
+            }),
+            Outcome::Replayed(e) => Ok(IngestedUsageEvent {
+                event: UsageEvent(e),
+                replayed: true,
+            }),
+            Outcome::Rejected(e) => Err(e.into()),
+        }
+    }
+
+    /// Records up to the configured batch size of events (scope `INGEST`) in one transaction.
+    /// Each item is answered on its own: one bad item does not keep the others out.
+    async fn ingest_usage_batch(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Option<ID>,
+        events: Vec<UsageEventInput>,
+    ) -> Result<IngestBatchResult> {
+        let project_id = resolve_project(ctx, &project_id, Scope::Ingest).await?;
+        let state = state(ctx);
+        check_batch_size(events.len(), state.config.ingest.max_batch)?;
+        let received_at = now();
+        let items = events
+            .into_iter()
+            .map(|e| RawEvent::from(e).validate(&state.config.ingest, received_at))
+            .collect();
+        let outcomes = ingest::ingest(&state.pool, &state.known_customers, &project_id, items, received_at).await?;
+        Ok(batch_result(outcomes))
+    }
+
+    /// Creates a customer (scope `BILLING`). Creating the same customer again returns it; an
+    /// implicit customer (made by an event) gets the details; different details for an existing
+    /// external id are `CUSTOMER_EXISTS`.
+    async fn create_customer(&self, ctx: &Context<'_>, input: CreateCustomerInput) -> Result<Customer> {
+        let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let (row, _) = customers::create_customer(
+            &mut conn,
+            &project_id,
+            &CustomerInput {
+                external_id: input.external_id,
+                name: input.name,
+                email: input.email,
+                currency: input.currency,
+                metadata: input.metadata.map(|m| m.0),
+            },
+        )
+        .await?;
+        Ok(Customer(row))
+    }
+
+    /// Defines a billable metric (scope `BILLING`). The same definition again returns it; a
+    /// different definition under a used code is `METRIC_EXISTS`.
+    async fn create_billable_metric(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateBillableMetricInput,
+    ) -> Result<BillableMetric> {
+        let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let row = metrics::create_metric(
+            &mut conn,
+            &project_id,
+            &MetricInput {
+                code: input.code,
+                name: input.name,
+                aggregation: Some(input.aggregation),
+                property: input.property,
+                filters: input
+                    .filters
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|f| (f.property, f.values))
+                    .collect(),
+                group_by: input.group_by,
+            },
+        )
+        .await?;
+        Ok(BillableMetric::try_from(row)?)
+    }
+}
+
+fn batch_result(outcomes: Vec<Outcome>) -> IngestBatchResult {
+    let mut result = IngestBatchResult {
+        accepted: 0,
+        replayed: 0,
+        rejected: 0,
+        results: Vec::with_capacity(outcomes.len()),
+    };
+    for (index, outcome) in outcomes.into_iter().enumerate() {
+        let (status, event, error) = match outcome {
+            Outcome::Accepted(e) => {
+                result.accepted += 1;
+                (IngestStatus::Accepted, Some(UsageEvent(e)), None)
+            }
+            Outcome::Replayed(e) => {
+                result.replayed += 1;
+                (IngestStatus::Replayed, Some(UsageEvent(e)), None)
+            }
+            Outcome::Rejected(err) => {
+                result.rejected += 1;
+                (IngestStatus::Rejected, None, Some(ItemError::from(&err)))
+            }
+        };
+        result.results.push(IngestItemResult {
+            index: index as i32,
+            status,
+            event,
+            error,
+        });
+    }
+    result
+}

@@ -1,0 +1,105 @@
+//! The `billable_metrics` table, and the SQL aggregation of `usage_events` that a metric defines.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::NaiveDateTime;
+use diesel::{
+    mysql::Mysql,
+    prelude::*,
+    sql_types::{Datetime, Nullable, Numeric, Text, Varchar},
+};
+use diesel_async::RunQueryDsl;
+use rust_decimal::Decimal;
+
+use super::{Conn, schema::billable_metrics};
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = billable_metrics, check_for_backend(diesel::mysql::Mysql))]
+pub struct MetricRow {
+    pub id: String,
+    pub project_id: String,
+    pub code: String,
+    pub name: String,
+    pub aggregation: String,
+    pub property: Option<String>,
+    pub filters: Option<String>,
+    pub group_by: Option<String>,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = billable_metrics)]
+pub struct NewMetric<'a> {
+    pub id: &'a str,
+    pub project_id: &'a str,
+    pub code: &'a str,
+    pub name: &'a str,
+    pub aggregation: &'a str,
+    pub property: Option<&'a str>,
+    pub filters: Option<&'a str>,
+    pub group_by: Option<&'a str>,
+    pub created_at: NaiveDateTime,
+}
+
+/// Inserts unless the project has the code already; true when inserted.
+pub async fn insert_ignore(conn: &mut Conn, row: &NewMetric<'_>) -> QueryResult<bool> {
+    diesel::insert_or_ignore_into(billable_metrics::table)
+        .values(row)
+        .execute(conn)
+        .await
+        .map(|n| n == 1)
+}
+
+pub async fn find_by_code(conn: &mut Conn, project_id: &str, code: &str) -> QueryResult<Option<MetricRow>> {
+    billable_metrics::table
+        .filter(billable_metrics::project_id.eq(project_id))
+        .filter(billable_metrics::code.eq(code))
+        .select(MetricRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn list(conn: &mut Conn, project_id: &str) -> QueryResult<Vec<MetricRow>> {
+    billable_metrics::table
+        .filter(billable_metrics::project_id.eq(project_id))
+        .select(MetricRow::as_select())
+        .order(billable_metrics::code.asc())
+        .load(conn)
+        .await
+}
+
+/// One value of an aggregation: per customer, and per group when grouped.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct AggregateRow {
+    #[diesel(sql_type = Varchar)]
+    pub customer: String,
+    #[diesel(sql_type = Nullable<Varchar>)]
+    pub group_key: Option<String>,
+    #[diesel(sql_type = Nullable<Numeric>)]
+    pub value: Option<Decimal>,
+}
+
+/// A bound parameter of a hand-built aggregation query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bind {
+    Text(String),
+    Time(NaiveDateTime),
+}
+
+/// How many aggregation queries this process has run: tests use it to prove that usage of many
+/// customers is read in one query, not one per customer.
+pub static AGGREGATE_QUERIES: AtomicU64 = AtomicU64::new(0);
+
+/// Runs SQL built by `usage::metrics` with its parameters, in order.
+pub async fn aggregate(conn: &mut Conn, sql: &str, binds: Vec<Bind>) -> QueryResult<Vec<AggregateRow>> {
+    AGGREGATE_QUERIES.fetch_add(1, Ordering::Relaxed);
+    let mut query = diesel::sql_query(sql).into_boxed::<Mysql>();
+    for bind in binds {
+        query = match bind {
+            Bind::Text(v) => query.bind::<Text, _>(v),
+            Bind::Time(v) => query.bind::<Datetime, _>(v),
+        };
+    }
+    query.load(conn).await
+}

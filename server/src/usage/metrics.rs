@@ -1,0 +1,487 @@
+//! Billable metrics: what to aggregate over a metric's events, and the aggregation itself.
+//!
+//! A metric names events by `code` and says how to turn them into one number per customer and
+//! period: `COUNT` of events, `SUM`/`MAX` of quantities, `UNIQUE_COUNT` of a property's distinct
+//! values, or the `LATEST` quantity (by event time, then arrival). Optional `filters` keep events
+//! whose property equals one of the listed values; an optional group-by property splits the
+//! result. Aggregation runs in SQL over the stored raw events, so a metric defined today bills
+//! events that arrived before it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::NaiveDateTime;
+use diesel_async::AsyncConnection;
+use rust_decimal::Decimal;
+
+use crate::{
+    error::{Error, Result},
+    ids,
+    projects::parse_name,
+    store::{
+        Conn,
+        billable_metrics::{self, AggregateRow, Bind, MetricRow, NewMetric},
+        now,
+    },
+    usage::event::{parse_metric_code, parse_property_name},
+};
+
+pub const METRIC_ID_PREFIX: &str = "bm";
+const MAX_FILTERS: usize = 10;
+const MAX_FILTER_VALUES: usize = 100;
+const MAX_FILTER_VALUE_CHARS: usize = 255;
+/// Most customers aggregated by one query (the data loader splits larger sets).
+pub const MAX_CUSTOMERS_PER_QUERY: usize = 500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, async_graphql::Enum)]
+pub enum Aggregation {
+    /// Number of events.
+    Count,
+    /// Sum of quantities.
+    Sum,
+    /// Largest quantity.
+    Max,
+    /// Number of distinct values of `property`.
+    UniqueCount,
+    /// Quantity of the latest event (by timestamp, then arrival).
+    Latest,
+}
+
+impl Aggregation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aggregation::Count => "COUNT",
+            Aggregation::Sum => "SUM",
+            Aggregation::Max => "MAX",
+            Aggregation::UniqueCount => "UNIQUE_COUNT",
+            Aggregation::Latest => "LATEST",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Aggregation> {
+        [
+            Aggregation::Count,
+            Aggregation::Sum,
+            Aggregation::Max,
+            Aggregation::UniqueCount,
+            Aggregation::Latest,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+    }
+}
+
+/// A metric as defined, valid by construction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricDef {
+    pub code: String,
+    pub name: String,
+    pub aggregation: Aggregation,
+    /// The property `UNIQUE_COUNT` counts; `None` for the others.
+    pub property: Option<String>,
+    /// property → accepted values (an event passes when each filtered property has one of them).
+    pub filters: BTreeMap<String, Vec<String>>,
+    pub group_by: Option<String>,
+}
+
+/// What `createBillableMetric` takes, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct MetricInput {
+    pub code: String,
+    pub name: String,
+    pub aggregation: Option<Aggregation>,
+    pub property: Option<String>,
+    pub filters: Vec<(String, Vec<String>)>,
+    pub group_by: Option<String>,
+}
+
+impl MetricInput {
+    pub fn validate(&self) -> Result<MetricDef> {
+        let code = parse_metric_code("code", &self.code)?;
+        let name = parse_name("name", &self.name)?;
+        let aggregation = self
+            .aggregation
+            .ok_or_else(|| Error::invalid("aggregation", "is required"))?;
+        let property = self
+            .property
+            .as_deref()
+            .map(|p| parse_property_name("property", p))
+            .transpose()?;
+        match (aggregation, &property) {
+            (Aggregation::UniqueCount, None) => {
+                return Err(Error::invalid(
+                    "property",
+                    "UNIQUE_COUNT needs the property whose values it counts",
+                ));
+            }
+            (Aggregation::UniqueCount, Some(_)) | (_, None) => {}
+            (_, Some(_)) => {
+                return Err(Error::invalid(
+                    "property",
+                    "only UNIQUE_COUNT takes a property; the others aggregate quantities",
+                ));
+            }
+        }
+        if self.filters.len() > MAX_FILTERS {
+            return Err(Error::invalid("filters", format!("at most {MAX_FILTERS} filters")));
+        }
+        let mut filters = BTreeMap::new();
+        for (i, (prop, values)) in self.filters.iter().enumerate() {
+            let prop = parse_property_name(&format!("filters[{i}].property"), prop)?;
+            let field = format!("filters[{i}].values");
+            if values.is_empty() || values.len() > MAX_FILTER_VALUES {
+                return Err(Error::invalid(
+                    field,
+                    format!("must list 1 to {MAX_FILTER_VALUES} values"),
+                ));
+            }
+            if values
+                .iter()
+                .any(|v| v.chars().count() > MAX_FILTER_VALUE_CHARS || v.chars().any(char::is_control))
+            {
+                return Err(Error::invalid(
+                    field,
+                    format!("values must be at most {MAX_FILTER_VALUE_CHARS} characters, without control characters"),
+                ));
+            }
+            if filters.insert(prop, values.clone()).is_some() {
+                return Err(Error::invalid(format!("filters[{i}].property"), "is filtered twice"));
+            }
+        }
+        let group_by = self
+            .group_by
+            .as_deref()
+            .map(|g| parse_property_name("groupBy", g))
+            .transpose()?;
+        Ok(MetricDef {
+            code,
+            name,
+            aggregation,
+            property,
+            filters,
+            group_by,
+        })
+    }
+}
+
+impl MetricDef {
+    pub fn from_row(row: &MetricRow) -> Result<MetricDef> {
+        let aggregation = Aggregation::parse(&row.aggregation)
+            .ok_or_else(|| Error::Internal(format!("stored aggregation '{}' is unknown", row.aggregation)))?;
+        let filters = match &row.filters {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| Error::Internal(format!("stored filters of metric {} unreadable: {e}", row.code)))?,
+            None => BTreeMap::new(),
+        };
+        Ok(MetricDef {
+            code: row.code.clone(),
+            name: row.name.clone(),
+            aggregation,
+            property: row.property.clone(),
+            filters,
+            group_by: row.group_by.clone(),
+        })
+    }
+
+    fn filters_text(&self) -> Option<String> {
+        (!self.filters.is_empty()).then(|| serde_json::to_string(&self.filters).expect("strings serialize"))
+    }
+}
+
+/// Creates a metric. The code is the idempotency key: the same definition again returns the
+/// stored one; a different definition under a used code is `METRIC_EXISTS`.
+pub async fn create_metric(conn: &mut Conn, project_id: &str, input: &MetricInput) -> Result<MetricRow> {
+    let def = input.validate()?;
+    let filters = def.filters_text();
+    conn.transaction(async |conn| {
+        let id = ids::new_id(METRIC_ID_PREFIX);
+        let row = NewMetric {
+            id: &id,
+            project_id,
+            code: &def.code,
+            name: &def.name,
+            aggregation: def.aggregation.as_str(),
+            property: def.property.as_deref(),
+            filters: filters.as_deref(),
+            group_by: def.group_by.as_deref(),
+            created_at: now(),
+        };
+        billable_metrics::insert_ignore(conn, &row).await?;
+        let stored = billable_metrics::find_by_code(conn, project_id, &def.code)
+            .await?
+            .ok_or_else(|| Error::Internal("metric vanished after insert".into()))?;
+        if MetricDef::from_row(&stored)? != def {
+            return Err(Error::conflict(
+                "METRIC_EXISTS",
+                format!("metric '{}' already exists with a different definition", def.code),
+            ));
+        }
+        Ok(stored)
+    })
+    .await
+}
+
+pub async fn find_metric(conn: &mut Conn, project_id: &str, code: &str) -> Result<MetricDef> {
+    let row = billable_metrics::find_by_code(conn, project_id, code)
+        .await?
+        .ok_or(Error::NotFound("billable metric"))?;
+    MetricDef::from_row(&row)
+}
+
+/// A JSON path for a validated property name (`$."name"`); names never contain quotes.
+fn path(property: &str) -> String {
+    format!("$.\"{property}\"")
+}
+
+/// The SQL and parameters aggregating `def` for `customers` over `[from, to)`, grouped by
+/// `group_by` when given. Every value is a bound parameter; only validated property names reach
+/// the JSON paths, and those are bound too.
+pub fn aggregate_sql(
+    project_id: &str,
+    def: &MetricDef,
+    customers: &[&str],
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+    group_by: Option<&str>,
+) -> (String, Vec<Bind>) {
+    let mut select_binds = Vec::new();
+    let group_expr = match group_by {
+        Some(g) => {
+            select_binds.push(Bind::Text(path(g)));
+            "JSON_VALUE(properties, ?)"
+        }
+        None => "CAST(NULL AS CHAR)",
+    };
+
+    let mut where_sql = String::from(
+        "project_id = ? AND metric = ? AND occurred_at >= ? AND occurred_at < ? AND customer_external_id IN (",
+    );
+    let mut where_binds = vec![
+        Bind::Text(project_id.to_string()),
+        Bind::Text(def.code.clone()),
+        Bind::Time(from),
+        Bind::Time(to),
+    ];
+    for (i, c) in customers.iter().enumerate() {
+        where_sql.push_str(if i == 0 { "?" } else { ", ?" });
+        where_binds.push(Bind::Text(c.to_string()));
+    }
+    where_sql.push(')');
+    for (prop, values) in &def.filters {
+        where_sql.push_str(" AND JSON_VALUE(properties, ?) IN (");
+        where_binds.push(Bind::Text(path(prop)));
+        for (i, v) in values.iter().enumerate() {
+            where_sql.push_str(if i == 0 { "?" } else { ", ?" });
+            where_binds.push(Bind::Text(v.clone()));
+        }
+        where_sql.push(')');
+    }
+
+    let grouping = if group_by.is_some() {
+        "customer_external_id, group_key"
+    } else {
+        "customer_external_id"
+    };
+    let (sql, mut binds) = match def.aggregation {
+        Aggregation::Latest => {
+            // The newest event per customer (and group): rank within the partition, keep rank 1.
+            let mut binds = select_binds.clone();
+            let partition = match group_by {
+                Some(g) => {
+                    binds.push(Bind::Text(path(g)));
+                    "customer_external_id, JSON_VALUE(properties, ?)"
+                }
+                None => "customer_external_id",
+            };
+            let sql = format!(
+                "SELECT customer, group_key, value FROM (SELECT customer_external_id AS customer, \
+                 {group_expr} AS group_key, CAST(quantity AS DECIMAL(38, 12)) AS value, \
+                 ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY occurred_at DESC, seq DESC) AS rn \
+                 FROM usage_events WHERE {where_sql}) ranked WHERE rn = 1"
+            );
+            (sql, binds)
+        }
+        other => {
+            let mut binds = select_binds;
+            let value = match other {
+                Aggregation::Count => "COUNT(*)".to_string(),
+                Aggregation::Sum => "SUM(quantity)".to_string(),
+                Aggregation::Max => "MAX(quantity)".to_string(),
+                Aggregation::UniqueCount => {
+                    let prop = def.property.as_deref().expect("validated: UNIQUE_COUNT has a property");
+                    binds.push(Bind::Text(path(prop)));
+                    "COUNT(DISTINCT JSON_VALUE(properties, ?))".to_string()
+                }
+                Aggregation::Latest => unreachable!("handled above"),
+            };
+            let sql = format!(
+                "SELECT customer_external_id AS customer, {group_expr} AS group_key, \
+                 CAST({value} AS DECIMAL(38, 12)) AS value FROM usage_events WHERE {where_sql} GROUP BY {grouping}"
+            );
+            (sql, binds)
+        }
+    };
+    binds.extend(where_binds);
+    (sql, binds)
+}
+
+/// A customer's aggregate over a period: the total, and per group when grouped.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UsageValue {
+    pub value: Decimal,
+    /// (group key, value); the key is `None` for events without the group-by property.
+    pub groups: Vec<(Option<String>, Decimal)>,
+}
+
+/// Aggregates `def` for each of `customers` (one query for the totals, one more when grouped).
+/// Customers without matching events get zero.
+pub async fn aggregate(
+    conn: &mut Conn,
+    project_id: &str,
+    def: &MetricDef,
+    customers: &[&str],
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+    group_by: Option<&str>,
+) -> Result<HashMap<String, UsageValue>> {
+    let mut out: HashMap<String, UsageValue> = customers
+        .iter()
+        .map(|c| (c.to_string(), UsageValue::default()))
+        .collect();
+    for chunk in customers.chunks(MAX_CUSTOMERS_PER_QUERY) {
+        let (sql, binds) = aggregate_sql(project_id, def, chunk, from, to, None);
+        for row in billable_metrics::aggregate(conn, &sql, binds).await? {
+            if let Some(v) = out.get_mut(&row.customer) {
+                v.value = row.value.unwrap_or_default().normalize();
+            }
+        }
+        if let Some(g) = group_by {
+            let (sql, binds) = aggregate_sql(project_id, def, chunk, from, to, Some(g));
+            let mut rows: Vec<AggregateRow> = billable_metrics::aggregate(conn, &sql, binds).await?;
+            rows.sort_by(|a, b| a.group_key.cmp(&b.group_key));
+            for row in rows {
+                if let Some(v) = out.get_mut(&row.customer) {
+                    v.groups
+                        .push((row.group_key, row.value.unwrap_or_default().normalize()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(aggregation: Aggregation) -> MetricInput {
+        MetricInput {
+            code: "api_calls".into(),
+            name: "API calls".into(),
+            aggregation: Some(aggregation),
+            ..MetricInput::default()
+        }
+    }
+
+    #[test]
+    fn metric_definitions_are_checked() {
+        assert!(input(Aggregation::Sum).validate().is_ok());
+        let cases: Vec<(MetricInput, &str)> = vec![
+            (
+                MetricInput {
+                    code: "bad code".into(),
+                    ..input(Aggregation::Sum)
+                },
+                "code",
+            ),
+            (
+                MetricInput {
+                    name: "".into(),
+                    ..input(Aggregation::Sum)
+                },
+                "name",
+            ),
+            (
+                MetricInput {
+                    aggregation: None,
+                    ..input(Aggregation::Sum)
+                },
+                "aggregation",
+            ),
+            (input(Aggregation::UniqueCount), "property"),
+            (
+                MetricInput {
+                    property: Some("user".into()),
+                    ..input(Aggregation::Sum)
+                },
+                "property",
+            ),
+            (
+                MetricInput {
+                    property: Some("bad'name".into()),
+                    ..input(Aggregation::UniqueCount)
+                },
+                "property",
+            ),
+            (
+                MetricInput {
+                    filters: vec![("region".into(), vec![])],
+                    ..input(Aggregation::Count)
+                },
+                "filters[0].values",
+            ),
+            (
+                MetricInput {
+                    filters: vec![("re\"gion".into(), vec!["eu".into()])],
+                    ..input(Aggregation::Count)
+                },
+                "filters[0].property",
+            ),
+            (
+                MetricInput {
+                    filters: vec![("a".into(), vec!["1".into()]), ("a".into(), vec!["2".into()])],
+                    ..input(Aggregation::Count)
+                },
+                "filters[1].property",
+            ),
+            (
+                MetricInput {
+                    group_by: Some("$.x".into()),
+                    ..input(Aggregation::Count)
+                },
+                "groupBy",
+            ),
+        ];
+        for (i, field) in cases {
+            match i.validate() {
+                Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_aggregation_sql_binds_every_value() {
+        let def = MetricInput {
+            filters: vec![("region".into(), vec!["eu".into(), "us".into()])],
+            ..input(Aggregation::Sum)
+        }
+        .validate()
+        .unwrap();
+        let t = chrono::NaiveDateTime::default();
+        let (sql, binds) = aggregate_sql("prj_1", &def, &["a", "b"], t, t, Some("tier"));
+        assert_eq!(sql.matches('?').count(), binds.len());
+        assert!(
+            !sql.contains("prj_1") && !sql.contains("eu") && !sql.contains("tier"),
+            "{sql}"
+        );
+        assert_eq!(binds[0], Bind::Text("$.\"tier\"".into()));
+        let (sql, binds) = aggregate_sql("prj_1", &def, &["a"], t, t, Some("tier"));
+        assert_eq!(sql.matches('?').count(), binds.len());
+        let latest = MetricDef {
+            aggregation: Aggregation::Latest,
+            ..def
+        };
+        let (sql, binds) = aggregate_sql("prj_1", &latest, &["a"], t, t, Some("tier"));
+        assert_eq!(sql.matches('?').count(), binds.len());
+    }
+}
