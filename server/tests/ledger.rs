@@ -454,15 +454,16 @@ async fn http_charges_are_exact_idempotent_and_typed() {
         &format!(r#"{{"walletId":"{w}","amount":0.1,"idempotencyKey":"h1"}}"#),
     )
     .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["replayed"], false);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "accepted");
     let (_, body) = post_charge(
         &s.app,
         &ingest,
         &format!(r#"{{"walletId":"{w}","amount":"0.2","idempotencyKey":"h2"}}"#),
     )
     .await;
-    assert_eq!(body["walletBalance"], "0.7");
+    assert_eq!(body["charge"]["walletBalance"], "0.7");
+    assert_eq!(body["charge"]["balanceAfter"], "0.7");
     let (status, replay) = post_charge(
         &s.app,
         &ingest,
@@ -470,8 +471,8 @@ async fn http_charges_are_exact_idempotent_and_typed() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(replay["replayed"], true);
-    assert_eq!(replay["transactionId"], body["transactionId"]);
+    assert_eq!(replay["status"], "replayed");
+    assert_eq!(replay["charge"]["transactionId"], body["charge"]["transactionId"]);
 
     let (status, body) = post_charge(
         &s.app,

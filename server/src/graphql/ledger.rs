@@ -1,16 +1,15 @@
 //! Wallets, credits, charges, the ledger's entries, reconciliation, and live balances.
 //!
-//! Amounts are decimal strings (`"12.50"`): exact, never a float. Scopes: reads need `READ`;
+//! Amounts are the `Decimal` scalar (a string such as `"12.50"`): exact, never a float. Scopes: reads need `READ`;
 //! charges `INGEST` or `BILLING`; wallets, top-ups and grants `BILLING`; adjustments, the expiry
 //! sweep and reconciliation `ADMIN` (or the operator, who names `projectId`).
 
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject, Subscription, connection::Connection};
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
-use rust_decimal::Decimal;
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::{opt_id, pagination, principal, state, utc};
+use super::{Decimal, opt_id, pagination, principal, state, utc};
 use crate::{
     auth::Scope,
     db,
@@ -29,8 +28,8 @@ use crate::{
     },
 };
 
-fn amount(value: Decimal) -> String {
-    value.normalize().to_string()
+fn amount(value: rust_decimal::Decimal) -> Decimal {
+    value.into()
 }
 
 fn parse_or_internal<T: std::str::FromStr<Err = Error>>(text: &str) -> Result<T> {
@@ -53,14 +52,14 @@ impl Wallet {
         &self.0.currency
     }
     /// The balance: the sum of the postings on the wallet's accounts (lots and overdraft).
-    async fn balance(&self) -> String {
+    async fn balance(&self) -> Decimal {
         amount(self.0.balance)
     }
     /// For a credit unit with a rate: the balance in money, rounded half to even at 12 places.
-    async fn balance_in_money(&self) -> Option<String> {
+    async fn balance_in_money(&self) -> Option<Decimal> {
         self.0.rate_to_money.map(|rate| amount(to_money(self.0.balance, rate)))
     }
-    async fn rate_to_money(&self) -> Option<String> {
+    async fn rate_to_money(&self) -> Option<Decimal> {
         self.0.rate_to_money.map(amount)
     }
     async fn money_currency(&self) -> Option<&str> {
@@ -70,10 +69,10 @@ impl Wallet {
         parse_or_internal(&self.0.policy)
     }
     /// How far below zero the balance may go (policy `ALLOW_UNTIL_LIMIT`).
-    async fn credit_limit(&self) -> String {
+    async fn credit_limit(&self) -> Decimal {
         amount(self.0.credit_limit)
     }
-    async fn low_balance_threshold(&self) -> Option<String> {
+    async fn low_balance_threshold(&self) -> Option<Decimal> {
         self.0.low_balance_threshold.map(amount)
     }
     /// Whether the balance is below the threshold (a `LOW_BALANCE` event was sent for this crossing).
@@ -112,10 +111,10 @@ impl CreditLot {
     async fn account_id(&self) -> ID {
         ID(self.0.account_id.clone())
     }
-    async fn original_amount(&self) -> String {
+    async fn original_amount(&self) -> Decimal {
         amount(self.0.original_amount)
     }
-    async fn remaining(&self) -> String {
+    async fn remaining(&self) -> Decimal {
         amount(self.0.remaining)
     }
     /// Lower numbers are drawn first among lots expiring at the same time.
@@ -152,7 +151,7 @@ impl LedgerTransaction {
         &self.0.currency
     }
     /// The amount requested (signed for adjustments).
-    async fn amount(&self) -> String {
+    async fn amount(&self) -> Decimal {
         amount(self.0.amount)
     }
     async fn idempotency_key(&self) -> Option<&str> {
@@ -171,7 +170,7 @@ impl LedgerTransaction {
         self.0.corrects_transaction_id.clone().map(ID)
     }
     /// The wallet's balance right after this transaction.
-    async fn balance_after(&self) -> Option<String> {
+    async fn balance_after(&self) -> Option<Decimal> {
         self.0.wallet_balance_after.map(amount)
     }
     async fn created_at(&self) -> DateTime<Utc> {
@@ -271,7 +270,7 @@ impl LedgerEntry {
         self.posting.lot_id.clone().map(ID)
     }
     /// The change of the account's balance: positive adds to it.
-    async fn amount(&self) -> String {
+    async fn amount(&self) -> Decimal {
         amount(self.posting.amount)
     }
     async fn currency(&self) -> &str {
@@ -281,7 +280,7 @@ impl LedgerEntry {
         parse_or_internal(&self.posting.cause)
     }
     /// The wallet's balance after this posting (wallet-side postings only).
-    async fn balance_after(&self) -> Option<String> {
+    async fn balance_after(&self) -> Option<Decimal> {
         self.posting.wallet_balance_after.map(amount)
     }
     async fn created_at(&self) -> DateTime<Utc> {
@@ -344,13 +343,13 @@ pub struct WalletChange {
     pub customer_external_id: String,
     pub currency: String,
     /// The balance after the change.
-    pub balance: String,
+    pub balance: Decimal,
     /// The change of the balance.
-    pub delta: String,
+    pub delta: Decimal,
     pub cause: Cause,
     pub transaction_id: ID,
     /// The wallet's low-balance threshold (for `LOW_BALANCE`).
-    pub threshold: Option<String>,
+    pub threshold: Option<Decimal>,
     pub at: DateTime<Utc>,
     /// Increases with every change of a wallet: a client can detect a gap or a duplicate.
     pub sequence: String,
@@ -485,15 +484,15 @@ pub struct CreateWalletInput {
     pub customer_external_id: String,
     /// `USD`-style currency code or a credit unit such as `CREDITS`.
     pub currency: String,
-    /// For a credit unit: the money value of one unit (decimal string), with `moneyCurrency`.
-    pub rate_to_money: Option<String>,
+    /// For a credit unit: the money value of one unit, with `moneyCurrency`.
+    pub rate_to_money: Option<Decimal>,
     pub money_currency: Option<String>,
     /// Default `REJECT`.
     pub policy: Option<WalletPolicy>,
-    /// For `ALLOW_UNTIL_LIMIT`: how far below zero the balance may go (decimal string).
-    pub credit_limit: Option<String>,
-    /// Below this balance, a `LOW_BALANCE` event is sent once per crossing (decimal string).
-    pub low_balance_threshold: Option<String>,
+    /// For `ALLOW_UNTIL_LIMIT`: how far below zero the balance may go.
+    pub credit_limit: Option<Decimal>,
+    /// Below this balance, a `LOW_BALANCE` event is sent once per crossing.
+    pub low_balance_threshold: Option<Decimal>,
 }
 
 /// Only the fields given change. `lowBalanceThreshold: null` removes the threshold.
@@ -502,9 +501,9 @@ pub struct UpdateWalletInput {
     pub project_id: Option<ID>,
     pub wallet_id: ID,
     pub policy: Option<WalletPolicy>,
-    /// Decimal string; the current balance must stay within it.
-    pub credit_limit: Option<String>,
-    pub low_balance_threshold: async_graphql::MaybeUndefined<String>,
+    /// The current balance must stay within it.
+    pub credit_limit: Option<Decimal>,
+    pub low_balance_threshold: async_graphql::MaybeUndefined<Decimal>,
 }
 
 /// Names the wallet: `walletId`, or `customerExternalId` with `currency`.
@@ -517,8 +516,8 @@ pub struct ChargeInput {
     pub customer_external_id: Option<String>,
     /// Required with `customerExternalId`; otherwise, when given, must be the wallet's.
     pub currency: Option<String>,
-    /// Positive decimal string, at most 12 decimal places.
-    pub amount: String,
+    /// Positive, at most 12 decimal places.
+    pub amount: Decimal,
     pub description: Option<String>,
 }
 
@@ -529,8 +528,8 @@ pub struct CreditInput {
     pub wallet_id: Option<ID>,
     pub customer_external_id: Option<String>,
     pub currency: Option<String>,
-    /// Positive decimal string.
-    pub amount: String,
+    /// Positive, at most 12 decimal places.
+    pub amount: Decimal,
     pub description: Option<String>,
     /// When the unused rest expires (must be in the future); never when absent.
     pub expires_at: Option<DateTime<Utc>>,
@@ -545,8 +544,8 @@ pub struct AdjustmentInput {
     pub wallet_id: Option<ID>,
     pub customer_external_id: Option<String>,
     pub currency: Option<String>,
-    /// Signed decimal string: positive credits the wallet, negative debits it.
-    pub amount: String,
+    /// Signed: positive credits the wallet, negative debits it.
+    pub amount: Decimal,
     /// Why (required): recorded with the operator's identity.
     pub reason: String,
     /// The transaction this corrects, if any.
@@ -585,11 +584,11 @@ impl LedgerMutation {
             &WalletInput {
                 customer_external_id: input.customer_external_id,
                 currency: input.currency,
-                rate_to_money: input.rate_to_money,
+                rate_to_money: input.rate_to_money.map(|d| d.0),
                 money_currency: input.money_currency,
                 policy: input.policy,
-                credit_limit: input.credit_limit,
-                low_balance_threshold: input.low_balance_threshold,
+                credit_limit: input.credit_limit.map(|d| d.0),
+                low_balance_threshold: input.low_balance_threshold.map(|d| d.0),
             },
         )
         .await?;
@@ -602,11 +601,11 @@ impl LedgerMutation {
         let project_id = principal(ctx)?.project_for(opt_id(&input.project_id), "projectId", Scope::Billing)?;
         let changes = service::WalletChanges {
             policy: input.policy,
-            credit_limit: input.credit_limit,
+            credit_limit: input.credit_limit.map(|d| d.0),
             low_balance_threshold: match input.low_balance_threshold {
                 async_graphql::MaybeUndefined::Undefined => None,
                 async_graphql::MaybeUndefined::Null => Some(None),
-                async_graphql::MaybeUndefined::Value(t) => Some(Some(t)),
+                async_graphql::MaybeUndefined::Value(t) => Some(Some(t.0)),
             },
         };
         let mut conn = db::get(&state(ctx).pool).await?;
@@ -627,7 +626,7 @@ impl LedgerMutation {
             wallet_id: input.wallet_id.map(|w| w.0),
             customer_external_id: input.customer_external_id,
             currency: input.currency,
-            amount: input.amount,
+            amount: input.amount.0,
             idempotency_key: input.idempotency_key,
             description: input.description,
             ..MoneyRequest::default()
@@ -654,7 +653,7 @@ impl LedgerMutation {
             wallet_id: input.wallet_id.map(|w| w.0),
             customer_external_id: input.customer_external_id,
             currency: input.currency,
-            amount: input.amount,
+            amount: input.amount.0,
             idempotency_key: input.idempotency_key,
             description: Some(input.reason),
             corrects_transaction_id: input.corrects_transaction_id.map(|t| t.0),
@@ -678,7 +677,7 @@ fn credit_request(input: CreditInput) -> MoneyRequest {
         wallet_id: input.wallet_id.map(|w| w.0),
         customer_external_id: input.customer_external_id,
         currency: input.currency,
-        amount: input.amount,
+        amount: input.amount.0,
         idempotency_key: input.idempotency_key,
         description: input.description,
         expires_at: input.expires_at.map(|t| t.naive_utc()),

@@ -1,6 +1,7 @@
 //! `POST /ingest/charge`: debit a wallet over plain HTTP, for metering code that does not speak
 //! GraphQL. Same rules as the `ingestCharge` mutation (scope `INGEST` or `BILLING`, idempotency
-//! key, wallet policy). The amount is read from the JSON number's literal text (or a string), so
+//! key, wallet policy) and answers like usage ingest: 201 with `{"status": "accepted", "charge"}`
+//! when posted, 200 with `"replayed"` and the original charge. The amount is read from the JSON number's literal text (or a string), so
 //! no float ever touches it; unknown fields are refused, naming the field.
 
 use axum::{
@@ -18,6 +19,7 @@ use crate::{
     db,
     error::Error,
     ledger::service::{self, MoneyRequest, OpKind, Operation},
+    money,
 };
 
 #[derive(Debug, Deserialize)]
@@ -81,20 +83,27 @@ pub async fn ingest_charge(
     let mut conn = db::get(&state.pool).await?;
     let posted = service::execute(&mut conn, &project_id, &op).await?;
     let t = &posted.transaction;
-    let number = |d: rust_decimal::Decimal| d.normalize().to_string();
-    Ok((
-        StatusCode::OK,
-        Json(json!({
-            "transactionId": t.id,
-            "walletId": posted.wallet.id,
-            "currency": t.currency,
-            "amount": number(t.amount),
-            "balanceAfter": t.wallet_balance_after.map(number),
-            "walletBalance": number(posted.wallet.balance),
-            "replayed": posted.replayed,
-            "createdAt": t.created_at.and_utc(),
-        })),
-    ))
+    let number = |d: rust_decimal::Decimal| money::canonical(d);
+    let charge = json!({
+        "transactionId": t.id,
+        "idempotencyKey": t.idempotency_key,
+        "walletId": posted.wallet.id,
+        "customerExternalId": posted.wallet.customer_external_id,
+        "currency": t.currency,
+        "amount": number(t.amount),
+        "balanceAfter": t.wallet_balance_after.map(number),
+        "walletBalance": number(posted.wallet.balance),
+        "createdAt": t.created_at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    });
+    // As usage ingest answers: 201 when stored, 200 with the original when replayed.
+    Ok(if posted.replayed {
+        (StatusCode::OK, Json(json!({ "status": "replayed", "charge": charge })))
+    } else {
+        (
+            StatusCode::CREATED,
+            Json(json!({ "status": "accepted", "charge": charge })),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! times. Postings, the lots' and wallet's projections and the outbox rows are written in the same
 //! transaction; nothing is published here (the outbox tailer publishes after commit).
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
 use chrono::NaiveDateTime;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -22,6 +22,7 @@ use super::{
 };
 use crate::{
     customers::{self, parse_currency, parse_external_id},
+    db,
     error::{Error, IDEMPOTENCY_CONFLICT, Result},
     ids,
     money::{DecimalLimits, canonical, parse_decimal},
@@ -36,8 +37,6 @@ pub const WALLET_ID_PREFIX: &str = "wal";
 pub const ACCOUNT_ID_PREFIX: &str = "acc";
 pub const TRANSACTION_ID_PREFIX: &str = "txn";
 pub const LOT_ID_PREFIX: &str = "lot";
-/// Attempts of one operation when the database reports a deadlock or a lock-wait timeout.
-pub const MAX_ATTEMPTS: u32 = 5;
 /// The actor of transactions the server makes by itself (the expiry sweep).
 pub const SYSTEM_ACTOR: &str = "system";
 
@@ -72,32 +71,29 @@ impl From<Failure> for Error {
     }
 }
 
-/// Deadlock (1213) and lock-wait timeout (1205) both say "try restarting transaction" (diesel-async
-/// reports them as `Unknown` with the server's message); a duplicate idempotency key inserted
-/// concurrently is settled by running again, which then finds the first one.
+/// Deadlocks (1213) and lock-wait timeouts (1205) roll the attempt back and may pass on a retry
+/// ([`db::is_transient`]); a duplicate idempotency key inserted concurrently is settled by running
+/// again, which then finds the first one.
 fn retryable(e: &DieselError) -> bool {
     match e {
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
             info.message().contains("uq_ledger_transactions_idempotency")
         }
-        DieselError::DatabaseError(_, info) => {
-            let m = info.message();
-            m.contains("try restarting transaction") || m.contains("Deadlock found")
-        }
-        _ => false,
+        other => db::is_transient(other),
     }
 }
 
-/// Runs `op` in a transaction, again (bounded, with a growing pause) when it hit a deadlock.
+/// Runs the body in a transaction, again (up to [`db::TRANSIENT_ATTEMPTS`] in all, with
+/// [`db::backoff`]) when it hit a deadlock or a lock-wait timeout.
 macro_rules! with_retry {
     ($conn:expr, |$c:ident| $body:expr) => {{
         let mut attempt = 1;
         loop {
             let result: std::result::Result<_, Failure> = $conn.transaction(async |$c| $body).await;
             match result {
-                Err(Failure::Db(e)) if retryable(&e) && attempt < MAX_ATTEMPTS => {
+                Err(Failure::Db(e)) if retryable(&e) && attempt < db::TRANSIENT_ATTEMPTS => {
                     tracing::debug!(attempt, error = %e, "ledger transaction retried");
-                    tokio::time::sleep(Duration::from_millis(5 * 2u64.pow(attempt))).await;
+                    db::backoff(attempt).await;
                     attempt += 1;
                 }
                 other => break other.map_err(Error::from),
