@@ -118,6 +118,7 @@ CREATE TABLE credit_lots (
 
 -- Transactional outbox: written in the same transaction as the postings, tailed by every server
 -- (`id > last seen`), which publishes each row to its in-process event bus after it committed.
+-- Kept for a day: a subscriber that reconnects catches up from its project's rows.
 CREATE TABLE ledger_outbox (
     id                    BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
     project_id            VARCHAR(40)     NOT NULL,
@@ -125,5 +126,6 @@ CREATE TABLE ledger_outbox (
     kind                  VARCHAR(20)     NOT NULL,
     payload               TEXT            NOT NULL,
     created_at            DATETIME(6)     NOT NULL,
-    PRIMARY KEY (id)
+    PRIMARY KEY (id),
+    KEY ix_ledger_outbox_project (project_id, id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

@@ -616,6 +616,7 @@ async fn low_balance_is_announced_once_per_crossing() {
     step("1", "c3", CHARGE).await; // 3: still below, no second event
     step("5", "t2", TOP_UP).await; // 8: re-armed
     step("4", "c4", CHARGE).await; // 4: crossed again
+    let mut sequences = Vec::new();
     for _ in 0..8 {
         let message = next(&mut socket).await;
         let change = &message["payload"]["data"]["balanceChanged"];
@@ -624,7 +625,9 @@ async fn low_balance_is_announced_once_per_crossing() {
             change["kind"].as_str().unwrap(),
             change["balance"].as_str().unwrap()
         ));
+        sequences.push(change["sequence"].as_str().unwrap().parse::<u64>().unwrap());
     }
+    assert!(sequences.windows(2).all(|p| p[0] < p[1]), "{sequences:?}");
     assert_eq!(
         kinds,
         [
@@ -639,6 +642,37 @@ async fn low_balance_is_announced_once_per_crossing() {
         ]
     );
     quiet(&mut socket, Duration::from_millis(500)).await;
+
+    // A client that reconnects after the third change catches up on the rest, each once, then live.
+    const RESUME: &str = "subscription($w: ID, $after: String) { balanceChanged(walletId: $w, afterSequence: $after) { kind balance sequence } }";
+    let mut resumed = subscribe(
+        &s.app,
+        &s.key,
+        RESUME,
+        json!({ "w": w, "after": sequences[2].to_string() }),
+    )
+    .await;
+    let mut caught_up = Vec::new();
+    for _ in 0..5 {
+        let message = next(&mut resumed).await;
+        let change = &message["payload"]["data"]["balanceChanged"];
+        caught_up.push(format!(
+            "{}:{}",
+            change["kind"].as_str().unwrap(),
+            change["balance"].as_str().unwrap()
+        ));
+    }
+    assert_eq!(caught_up, kinds[3..]);
+    step("1", "t3", TOP_UP).await;
+    let message = next(&mut resumed).await;
+    assert_eq!(message["payload"]["data"]["balanceChanged"]["balance"], "5");
+    quiet(&mut resumed, Duration::from_millis(500)).await;
+    let mut r = subscribe(&s.app, &s.key, RESUME, json!({ "w": w, "after": "yesterday" })).await;
+    let message = next(&mut r).await;
+    assert_eq!(
+        message["payload"]["errors"][0]["extensions"]["field"], "afterSequence",
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

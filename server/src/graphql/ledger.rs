@@ -693,30 +693,63 @@ pub struct LedgerSubscription;
 impl LedgerSubscription {
     /// Every committed change of a wallet's balance, and `LOW_BALANCE` crossings, pushed after
     /// commit, whichever server made the change. Name a wallet, a customer, or neither for all of
-    /// the project's wallets. Scope `READ`.
+    /// the project's wallets. A client that reconnects passes the last `sequence` it saw as
+    /// `afterSequence` and first gets what it missed (kept for a day). Scope `READ`.
     async fn balance_changed(
         &self,
         ctx: &Context<'_>,
         project_id: Option<ID>,
         wallet_id: Option<ID>,
         customer_external_id: Option<String>,
+        after_sequence: Option<String>,
     ) -> Result<impl Stream<Item = WalletChange> + use<>> {
         let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Read)?;
         let state = state(ctx);
+        let after = after_sequence
+            .as_deref()
+            .map(|a| {
+                a.parse::<u64>()
+                    .map_err(|_| Error::invalid("afterSequence", "not a sequence from this subscription"))
+            })
+            .transpose()?;
+        // Subscribe before reading what was missed, so that nothing falls between the two.
+        let live = BroadcastStream::new(state.events.subscribe());
+        let mut conn = db::get(&state.pool).await?;
         if let Some(wallet_id) = &wallet_id {
             // Say so rather than wait forever on a wallet that does not exist.
-            let mut conn = db::get(&state.pool).await?;
             service::find_wallet(&mut conn, &project_id, wallet_id).await?;
         }
         let wallet_id = wallet_id.map(|w| w.0);
-        let stream = BroadcastStream::new(state.events.subscribe()).filter_map(move |event| {
+        let mut missed = Vec::new();
+        let wanted = {
+            let (project_id, wallet_id) = (project_id.clone(), wallet_id.clone());
+            move |e: &WalletEvent| {
+                e.project_id == project_id
+                    && wallet_id.as_ref().is_none_or(|w| *w == e.wallet_id)
+                    && customer_external_id
+                        .as_ref()
+                        .is_none_or(|c| *c == e.customer_external_id)
+            }
+        };
+        if let Some(after) = after {
+            let rows =
+                ledger_store::project_outbox_after(&mut conn, &project_id, wallet_id.as_deref(), after, MAX_CATCH_UP)
+                    .await?;
+            for row in rows {
+                let event = WalletEvent::from_outbox(&row)?;
+                if wanted(&event) {
+                    missed.push(event);
+                }
+            }
+        }
+        drop(conn);
+        // The tailer may publish some of the missed rows again: each is delivered once.
+        let replayed: std::collections::HashSet<u64> = missed.iter().map(|e| e.outbox_id).collect();
+        let catch_up = futures_util::stream::iter(missed.iter().map(WalletChange::from).collect::<Vec<_>>());
+        let live = live.filter_map(move |event| {
             let change = match event.as_deref() {
                 Ok(DomainEvent::BalanceChanged(e) | DomainEvent::ThresholdCrossed(e))
-                    if e.project_id == project_id
-                        && wallet_id.as_ref().is_none_or(|w| *w == e.wallet_id)
-                        && customer_external_id
-                            .as_ref()
-                            .is_none_or(|c| *c == e.customer_external_id) =>
+                    if wanted(e) && !replayed.contains(&e.outbox_id) =>
                 {
                     Some(WalletChange::from(e))
                 }
@@ -725,6 +758,9 @@ impl LedgerSubscription {
             };
             async move { change }
         });
-        Ok(stream)
+        Ok(catch_up.chain(live))
     }
 }
+
+/// At most this many missed changes are replayed on reconnect (then the client re-reads wallets).
+const MAX_CATCH_UP: i64 = 1000;

@@ -500,6 +500,28 @@ pub async fn delete_outbox_before(conn: &mut Conn, before: NaiveDateTime, limit:
         .await
 }
 
+/// A project's outbox rows after `after` (optionally one wallet's), oldest first: what a
+/// reconnecting subscriber missed.
+pub async fn project_outbox_after(
+    conn: &mut Conn,
+    project_id: &str,
+    wallet_id: Option<&str>,
+    after: u64,
+    limit: i64,
+) -> QueryResult<Vec<OutboxRow>> {
+    let mut query = ledger_outbox::table
+        .filter(ledger_outbox::project_id.eq(project_id.to_string()))
+        .filter(ledger_outbox::id.gt(after))
+        .select(OutboxRow::as_select())
+        .order(ledger_outbox::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(wallet_id) = wallet_id {
+        query = query.filter(ledger_outbox::wallet_id.eq(wallet_id.to_string()));
+    }
+    query.load(conn).await
+}
+
 pub async fn outbox_max_id(conn: &mut Conn) -> QueryResult<u64> {
     let max: Option<u64> = ledger_outbox::table
         .select(diesel::dsl::max(ledger_outbox::id))
