@@ -1,0 +1,78 @@
+//! `store/schema.rs` is written by hand (diesel's CLI needs libmysqlclient): check it against the
+//! migrated database, table by table: every column it names exists, and it names them all.
+
+use diesel::{QueryDsl, QueryableByName, Table, sql_types::BigInt};
+use diesel_async::RunQueryDsl;
+use neruba::{store::schema, testing::TestDb};
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+macro_rules! check_tables {
+    ($conn:expr, $db:expr, $($table:ident),+ $(,)?) => {{
+        let mut checked = Vec::new();
+        $(
+            let select = schema::$table::table.select(schema::$table::table::all_columns());
+            let sql = diesel::debug_query::<diesel::mysql::Mysql, _>(&select).to_string();
+            let sql = sql.split(" -- binds").next().unwrap().to_string();
+            diesel::sql_query(format!("{sql} LIMIT 0"))
+                .execute($conn)
+                .await
+                .unwrap_or_else(|e| panic!("{}: schema.rs names a column the table lacks: {e}", stringify!($table)));
+            let named = sql.matches(&format!("`{}`.`", stringify!($table))).count();
+            let counted: Vec<Count> = diesel::sql_query(format!(
+                "SELECT COUNT(*) AS n FROM information_schema.columns WHERE table_schema = '{}' AND table_name = '{}'",
+                $db,
+                stringify!($table)
+            ))
+            .load($conn)
+            .await
+            .unwrap();
+            assert_eq!(
+                counted[0].n as usize,
+                named,
+                "{}: the table has columns schema.rs does not name",
+                stringify!($table)
+            );
+            checked.push(stringify!($table));
+        )+
+        checked
+    }};
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hand_written_schema_matches_the_migrated_tables() {
+    let db = TestDb::create().await;
+    let mut conn = neruba::db::connect(&db.url).await.unwrap();
+    let checked = check_tables!(
+        &mut conn,
+        db.name,
+        projects,
+        api_keys,
+        customers,
+        billable_metrics,
+        usage_events,
+        wallets,
+        ledger_accounts,
+        ledger_transactions,
+        ledger_postings,
+        credit_lots,
+        ledger_outbox,
+    );
+    let tables: Vec<Count> = diesel::sql_query(format!(
+        "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = '{}' \
+         AND table_name <> '__diesel_schema_migrations'",
+        db.name
+    ))
+    .load(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        tables[0].n as usize,
+        checked.len(),
+        "a migrated table is missing from this check"
+    );
+}
