@@ -867,3 +867,58 @@ async fn wallet_settings_change_only_where_the_balance_allows() {
     assert_eq!(r.error_code(), "NOT_FOUND");
     assert_eq!(reconciliation(&s).await["clean"], true);
 }
+
+/// A change whose outbox row got a lower id but committed after a later one is still delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outbox_row_committed_late_is_still_delivered() {
+    use diesel_async::RunQueryDsl;
+    use neruba::ledger::{Cause, WalletEventKind, outbox::WalletEvent};
+    let s = setup().await;
+    let wallet = create_wallet(&s, json!({ "customerExternalId": "acme", "currency": "USD" })).await;
+    let w = wallet["id"].as_str().unwrap();
+    let mut socket = subscribe(&s.app, &s.key, LIVE, json!({ "w": w })).await;
+
+    // A slow writer takes an outbox id and holds its transaction open.
+    let url = s.app.db.as_ref().unwrap().url.clone();
+    let mut slow = neruba::db::connect(&url).await.unwrap();
+    diesel::sql_query("START TRANSACTION").execute(&mut slow).await.unwrap();
+    let late = WalletEvent {
+        outbox_id: 0,
+        kind: WalletEventKind::BalanceChanged,
+        project_id: s.project.clone(),
+        wallet_id: w.to_string(),
+        customer_external_id: "acme".into(),
+        currency: "USD".into(),
+        balance: "42".parse().unwrap(),
+        delta: "42".parse().unwrap(),
+        cause: Cause::Adjustment,
+        transaction_id: "txn_late".into(),
+        threshold: None,
+        at: neruba::store::now(),
+    };
+    neruba::store::ledger::insert_outbox(&mut slow, &[late.to_outbox().unwrap()])
+        .await
+        .unwrap();
+
+    // A later change commits first and is delivered at once.
+    gql(
+        &s.app,
+        &s.key,
+        TOP_UP,
+        json!({ "i": { "walletId": w, "amount": "1", "idempotencyKey": "t" } }),
+    )
+    .await
+    .data();
+    let first = next(&mut socket).await;
+    assert_eq!(first["payload"]["data"]["balanceChanged"]["balance"], "1", "{first}");
+
+    // The slow one commits a second later: still delivered, with its lower sequence.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    diesel::sql_query("COMMIT").execute(&mut slow).await.unwrap();
+    let second = next(&mut socket).await;
+    let change = &second["payload"]["data"]["balanceChanged"];
+    assert_eq!(change["transactionId"], "txn_late", "{second}");
+    let seq = |c: &Value| c["sequence"].as_str().unwrap().parse::<u64>().unwrap();
+    assert!(seq(change) < seq(&first["payload"]["data"]["balanceChanged"]));
+    quiet(&mut socket, Duration::from_millis(500)).await;
+}

@@ -3,12 +3,15 @@
 //! in-process [`EventBus`]. One path for one process and many: a subscriber on server B sees a
 //! change made through server A.
 //!
-//! Tailing: a short poll for rows with `id > floor`. AUTO_INCREMENT ids are handed out at insert
-//! time, so a transaction that inserted earlier may commit later than one with a higher id: ids
-//! above `floor` already delivered are remembered, and the tailer waits up to [`GAP_GRACE`] for a
-//! missing id (in flight, or rolled back and never coming) before moving past it.
+//! Tailing: a short poll for rows above the highest id delivered. AUTO_INCREMENT ids are handed
+//! out at insert time, so a transaction that inserted earlier may commit later than one with a
+//! higher id: the ids missing below the highest are asked for by id on each poll, for up to
+//! [`GAP_GRACE`] (in flight, or rolled back and never coming), without holding up newer rows.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use chrono::NaiveDateTime;
 use rust_decimal::Decimal;
@@ -137,13 +140,14 @@ mod cause_text {
     }
 }
 
-/// Which outbox ids have been delivered: everything up to `floor`, and the set above it.
+/// Which outbox ids have been delivered: everything up to `floor`, and the set above it; and the
+/// ids below the highest delivered one that have not been seen yet, with when they were first
+/// missed (an insert still in flight, or one rolled back that will never come).
 #[derive(Debug, Default)]
 pub struct Cursor {
     pub floor: u64,
     delivered: BTreeSet<u64>,
-    /// Since when the id `floor + 1` has been missing while higher ids were delivered.
-    gap_since: Option<Instant>,
+    missing_since: BTreeMap<u64, Instant>,
 }
 
 impl Cursor {
@@ -154,29 +158,53 @@ impl Cursor {
         }
     }
 
-    /// Whether `id` is new (and records it as delivered).
-    pub fn accept(&mut self, id: u64) -> bool {
-        id > self.floor && self.delivered.insert(id)
+    /// The highest id delivered: new rows are those above it.
+    pub fn high(&self) -> u64 {
+        self.delivered.last().copied().unwrap_or(self.floor)
     }
 
-    /// Moves the floor over contiguous delivered ids, and over a gap older than `grace`.
+    /// Ids still awaited below [`Cursor::high`], oldest first, at most `max`.
+    pub fn missing(&self, max: usize) -> Vec<u64> {
+        self.missing_since.keys().take(max).copied().collect()
+    }
+
+    /// Whether `id` is new (and records it as delivered).
+    pub fn accept(&mut self, id: u64) -> bool {
+        if id <= self.floor || !self.delivered.insert(id) {
+            return false;
+        }
+        self.missing_since.remove(&id);
+        true
+    }
+
+    /// Notes the ids newly missing below the highest delivered one, gives up those missing for
+    /// longer than `grace`, and moves the floor over everything delivered or given up.
     pub fn advance(&mut self, now: Instant, grace: Duration) {
-        loop {
-            while self.delivered.remove(&(self.floor + 1)) {
-                self.floor += 1;
-                self.gap_since = None;
+        let high = self.high();
+        let from = self
+            .missing_since
+            .keys()
+            .next_back()
+            .map_or(self.floor, |&last| last.max(self.floor));
+        for id in from + 1..high {
+            if !self.delivered.contains(&id) {
+                self.missing_since.entry(id).or_insert(now);
             }
-            if self.delivered.is_empty() {
-                self.gap_since = None;
-                return;
+        }
+        self.missing_since.retain(|id, since| {
+            let waiting = now.duration_since(*since) < grace;
+            if !waiting {
+                tracing::debug!(id, "outbox id never committed; moving past it");
             }
-            let since = *self.gap_since.get_or_insert(now);
-            if now.duration_since(since) < grace {
-                return;
+            waiting
+        });
+        while self.floor < high {
+            let next = self.floor + 1;
+            if self.missing_since.contains_key(&next) {
+                break;
             }
-            tracing::debug!(id = self.floor + 1, "outbox id never committed; moving past it");
-            self.floor += 1;
-            self.gap_since = None;
+            self.delivered.remove(&next);
+            self.floor = next;
         }
     }
 }
@@ -209,7 +237,13 @@ async fn poll(state: &AppState, cursor: &mut Option<Cursor>) -> Result<(), Error
         Some(c) => c,
         None => cursor.insert(Cursor::starting_at(store::outbox_max_id(&mut conn).await?)),
     };
-    let rows = store::outbox_after(&mut conn, cursor.floor, BATCH).await?;
+    // New rows above the highest delivered, and the ids still awaited below it.
+    let mut rows = store::outbox_after(&mut conn, cursor.high(), BATCH).await?;
+    let missing = cursor.missing(BATCH as usize);
+    if !missing.is_empty() {
+        rows.extend(store::outbox_by_ids(&mut conn, &missing).await?);
+        rows.sort_by_key(|r| r.id);
+    }
     for row in &rows {
         if cursor.accept(row.id) {
             match WalletEvent::from_outbox(row) {
@@ -230,25 +264,29 @@ mod tests {
     fn the_cursor_waits_for_gaps_then_moves_past_them() {
         let start = Instant::now();
         let grace = Duration::from_secs(10);
+        let at = |secs| start + Duration::from_secs(secs);
         let mut c = Cursor::starting_at(5);
         assert!(c.accept(6));
         assert!(c.accept(8));
         assert!(!c.accept(8));
         assert!(!c.accept(5));
-        c.advance(start, grace);
-        assert_eq!(c.floor, 6);
+        c.advance(at(0), grace);
+        assert_eq!((c.floor, c.high(), c.missing(10)), (6, 8, vec![7]));
         // 7 arrives late: delivered once, then the floor moves over 7 and 8.
-        c.advance(start + Duration::from_secs(3), grace);
+        c.advance(at(3), grace);
         assert_eq!(c.floor, 6);
         assert!(c.accept(7));
-        c.advance(start + Duration::from_secs(4), grace);
+        c.advance(at(4), grace);
+        assert_eq!((c.floor, c.missing(10)), (8, vec![]));
+        // 9, 10 and 11 never commit: after the grace period the floor passes all three at once.
+        assert!(c.accept(12));
+        c.advance(at(5), grace);
+        assert_eq!((c.floor, c.missing(10)), (8, vec![9, 10, 11]));
+        assert!(c.accept(13));
+        c.advance(at(14), grace);
         assert_eq!(c.floor, 8);
-        // 9 never commits: after the grace period the floor passes it.
-        assert!(c.accept(10));
-        c.advance(start + Duration::from_secs(5), grace);
-        assert_eq!(c.floor, 8);
-        c.advance(start + Duration::from_secs(16), grace);
-        assert_eq!(c.floor, 10);
+        c.advance(at(16), grace);
+        assert_eq!((c.floor, c.high(), c.missing(10)), (13, 13, vec![]));
     }
 
     #[test]

@@ -522,6 +522,15 @@ pub async fn project_outbox_after(
     query.load(conn).await
 }
 
+pub async fn outbox_by_ids(conn: &mut Conn, ids: &[u64]) -> QueryResult<Vec<OutboxRow>> {
+    ledger_outbox::table
+        .filter(ledger_outbox::id.eq_any(ids))
+        .select(OutboxRow::as_select())
+        .order(ledger_outbox::id.asc())
+        .load(conn)
+        .await
+}
+
 pub async fn outbox_max_id(conn: &mut Conn) -> QueryResult<u64> {
     let max: Option<u64> = ledger_outbox::table
         .select(diesel::dsl::max(ledger_outbox::id))
