@@ -558,7 +558,7 @@ async fn run(ctx: &Context<'_>, project_id: String, kind: OpKind, request: Money
     let mut conn = db::get(&state(ctx).pool).await?;
     let posted = service::execute(&mut conn, &project_id, &op).await?;
     if !posted.replayed {
-        tracing::info!(
+        tracing::debug!(
             project_id,
             transaction_id = %posted.transaction.id,
             cause = %posted.transaction.cause,
