@@ -92,9 +92,7 @@ impl Principal {
             }
         }
     }
-}
 
-impl Principal {
     /// Like [`Principal::project_for`], for operations that any one of `scopes` allows (a charge
     /// may come from an ingest key or a billing key). `scopes` must not be empty.
     pub fn project_for_any(&self, requested: Option<&str>, field: &str, scopes: &[Scope]) -> Result<String, Error> {
