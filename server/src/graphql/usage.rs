@@ -33,6 +33,13 @@ use crate::{
     },
 };
 
+/// A customer's usage and events are `READ` data, however the `Customer` was reached (a
+/// `createCustomer` answer needs only `BILLING`).
+fn require_read(ctx: &Context<'_>, project_id: &str) -> Result<()> {
+    principal(ctx)?.project_for(Some(project_id), "projectId", Scope::Read)?;
+    Ok(())
+}
+
 /// The project a request acts on, checked to exist when the operator names it.
 async fn resolve_project(ctx: &Context<'_>, requested: &Option<ID>, scope: Scope) -> Result<String> {
     let principal: &Principal = principal(ctx)?;
@@ -93,6 +100,7 @@ impl Customer {
         #[graphql(desc = "End of the period, exclusive.")] to: DateTime<Utc>,
         #[graphql(desc = "A property to group by; defaults to the metric's own group-by.")] group_by: Option<String>,
     ) -> Result<Usage> {
+        require_read(ctx, &self.0.project_id)?;
         let metric = parse_metric_code("metric", &metric)?;
         if from >= to {
             return Err(Error::invalid("to", "must be after `from`").into());
@@ -141,6 +149,7 @@ impl Customer {
         #[graphql(desc = "Only events at or after this time.")] from: Option<DateTime<Utc>>,
         #[graphql(desc = "Only events before this time.")] to: Option<DateTime<Utc>>,
     ) -> Result<Connection<String, UsageEvent>> {
+        require_read(ctx, &self.0.project_id)?;
         let size = pagination::page_size(first)?;
         let cursor = after.as_deref().map(parse_event_cursor).transpose()?;
         let metric = metric.map(|m| parse_metric_code("metric", &m)).transpose()?;
