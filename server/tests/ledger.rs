@@ -395,6 +395,19 @@ async fn overdraft_adjustments_and_ledger_entries_explain_themselves() {
     .await;
     assert_eq!(r.data()["wallet"]["balanceInMoney"], "0.05");
     assert_eq!(r.data()["wallet"]["lots"].as_array().unwrap().len(), 2);
+    // The customer's wallets, from the customer.
+    let r = gql(
+        &s.app,
+        &s.key,
+        "{ customer(externalId: \"acme\") { implicit wallets { id currency balance } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.data()["customer"]["implicit"], true);
+    assert_eq!(
+        r.data()["customer"]["wallets"],
+        json!([{ "id": w, "currency": "CREDITS", "balance": "5" }])
+    );
 
     // The wallet's entries, two at a time, in order, with running balances.
     let query = "query($w: ID, $after: String, $cause: Cause) { ledgerEntries(walletId: $w, first: 2, after: $after, cause: $cause) { pageInfo { hasNextPage endCursor } edges { node { amount cause balanceAfter transaction { id } account { kind } } } } }";

@@ -97,6 +97,13 @@ impl Wallet {
     }
 }
 
+/// `Customer.wallets`: the customer's wallets, oldest first (the caller checked `READ`).
+pub(super) async fn customer_wallets(ctx: &Context<'_>, project_id: &str, external_id: &str) -> Result<Vec<Wallet>> {
+    let mut conn = db::get(&state(ctx).pool).await?;
+    let rows = ledger_store::list_wallets(&mut conn, project_id, Some(external_id), None, 100).await?;
+    Ok(rows.into_iter().map(Wallet).collect())
+}
+
 /// A paid top-up, free grant or positive adjustment, consumed in the documented order.
 pub struct CreditLot(pub LotRow);
 

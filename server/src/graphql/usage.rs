@@ -139,6 +139,12 @@ impl Customer {
         })
     }
 
+    /// The customer's wallets, one per currency or credit unit (scope `READ`).
+    async fn wallets(&self, ctx: &Context<'_>) -> Result<Vec<super::ledger::Wallet>> {
+        require_read(ctx, &self.0.project_id)?;
+        super::ledger::customer_wallets(ctx, &self.0.project_id, &self.0.external_id).await
+    }
+
     /// The customer's raw events, newest first (by event time, then arrival), a page at a time.
     async fn events(
         &self,
