@@ -935,3 +935,75 @@ async fn an_outbox_row_committed_late_is_still_delivered() {
     assert!(seq(change) < seq(&first["payload"]["data"]["balanceChanged"]));
     quiet(&mut socket, Duration::from_millis(500)).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_writes_off_part_of_a_debt() {
+    let s = setup().await;
+    let wallet = create_wallet(
+        &s,
+        json!({ "customerExternalId": "acme", "currency": "USD", "policy": "ALLOW_UNTIL_LIMIT", "creditLimit": "10" }),
+    )
+    .await;
+    let w = wallet["id"].as_str().unwrap();
+    const WRITE_OFF: &str = "mutation($i: WriteOffInput!) { writeOffDebt(input: $i) { wallet { balance } transaction { cause actor description entries { amount account { kind } } } } }";
+    gql(
+        &s.app,
+        &s.key,
+        CHARGE,
+        json!({ "i": { "walletId": w, "amount": "6", "idempotencyKey": "c1" } }),
+    )
+    .await
+    .data();
+
+    let r = gql(
+        &s.app,
+        &s.key,
+        WRITE_OFF,
+        json!({ "i": { "walletId": w, "amount": "7", "reason": "goodwill", "idempotencyKey": "w1" } }),
+    )
+    .await;
+    assert_eq!(r.body["errors"][0]["extensions"]["field"], "amount", "{}", r.body);
+    let r = gql(
+        &s.app,
+        &s.key,
+        WRITE_OFF,
+        json!({ "i": { "walletId": w, "amount": "4", "reason": "", "idempotencyKey": "w1" } }),
+    )
+    .await;
+    assert_eq!(r.body["errors"][0]["extensions"]["field"], "reason", "{}", r.body);
+    let billing = s.app.create_api_key(&s.project, &["billing"]).await;
+    let r = gql(
+        &s.app,
+        &billing,
+        WRITE_OFF,
+        json!({ "i": { "walletId": w, "amount": "4", "reason": "goodwill", "idempotencyKey": "w1" } }),
+    )
+    .await;
+    assert_eq!(r.error_code(), "FORBIDDEN");
+
+    let r = gql(
+        &s.app,
+        &s.key,
+        WRITE_OFF,
+        json!({ "i": { "walletId": w, "amount": "4", "reason": "goodwill", "idempotencyKey": "w1" } }),
+    )
+    .await;
+    let done = r.data()["writeOffDebt"].clone();
+    assert_eq!(done["wallet"]["balance"], "-2");
+    assert_eq!(done["transaction"]["cause"], "WRITE_OFF");
+    assert_eq!(done["transaction"]["description"], "goodwill");
+    assert_eq!(
+        done["transaction"]["entries"],
+        json!([{ "amount": "-4", "account": { "kind": "WRITE_OFF" } }, { "amount": "4", "account": { "kind": "OVERDRAFT" } }])
+    );
+    // The headroom is back: 8 more reaches the limit exactly.
+    let r = gql(
+        &s.app,
+        &s.key,
+        CHARGE,
+        json!({ "i": { "walletId": w, "amount": "8", "idempotencyKey": "c2" } }),
+    )
+    .await;
+    assert_eq!(r.data()["ingestCharge"]["wallet"]["balance"], "-10");
+    assert_eq!(reconciliation(&s).await["clean"], true);
+}

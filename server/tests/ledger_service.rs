@@ -260,6 +260,7 @@ enum Step {
     Adjust(Decimal),
     Sweep(i64),
     Replay(usize),
+    WriteOff(Decimal),
 }
 
 fn step() -> impl proptest::strategy::Strategy<Value = Step> {
@@ -272,10 +273,11 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
         1 => (amount(), any::<bool>()).prop_map(|(a, neg)| Step::Adjust(if neg { -a } else { a })),
         1 => (1i64..12).prop_map(Step::Sweep),
         1 => (0usize..100).prop_map(Step::Replay),
+        1 => amount().prop_map(Step::WriteOff),
     ]
 }
 
-/// Random sequences of top-ups, grants, charges, adjustments, sweeps and replays on one wallet:
+/// Random sequences of top-ups, grants, charges, adjustments, write-offs, sweeps and replays on one wallet:
 /// the balance follows a model, never passes the policy, and reconciliation stays clean.
 #[test]
 fn random_sequences_keep_every_ledger_invariant() {
@@ -339,6 +341,13 @@ fn random_sequences_keep_every_ledger_invariant() {
                                 ..req(&w, &a.to_string(), &key)
                             },
                         ),
+                        Step::WriteOff(a) => (
+                            OpKind::WriteOff,
+                            MoneyRequest {
+                                description: Some("property test".into()),
+                                ..req(&w, &a.to_string(), &key)
+                            },
+                        ),
                         Step::Sweep(days) => {
                             let mut conn = db::get(&app.pool).await.unwrap();
                             let expired =
@@ -365,10 +374,16 @@ fn random_sequences_keep_every_ledger_invariant() {
                     let signed = match s {
                         Step::Charge(a) => -*a,
                         Step::Adjust(a) => *a,
-                        Step::TopUp(a) | Step::Grant(a, ..) => *a,
+                        Step::TopUp(a) | Step::Grant(a, ..) | Step::WriteOff(a) => *a,
                         _ => unreachable!(),
                     };
-                    let allowed = signed > Decimal::ZERO || balance + signed >= -limit;
+                    // An overdrawn wallet has no lots left (credits repay the overdraft first), so
+                    // what it owes is minus its balance.
+                    let owed = (-balance).max(Decimal::ZERO);
+                    let allowed = match s {
+                        Step::WriteOff(a) => *a <= owed,
+                        _ => signed > Decimal::ZERO || balance + signed >= -limit,
+                    };
                     match op(&app, &project, kind, request.clone()).await {
                         Ok(posted) => {
                             assert!(allowed, "{s:?} on {balance} (limit {limit}) should be refused");
@@ -378,7 +393,12 @@ fn random_sequences_keep_every_ledger_invariant() {
                         }
                         Err(e) => {
                             assert!(!allowed, "{s:?} on {balance} (limit {limit}) refused: {e}");
-                            assert_eq!(e.code(), "INSUFFICIENT_CREDITS");
+                            let expected = if matches!(s, Step::WriteOff(_)) {
+                                "BAD_USER_INPUT"
+                            } else {
+                                "INSUFFICIENT_CREDITS"
+                            };
+                            assert_eq!(e.code(), expected);
                         }
                     }
                     assert!(balance >= -limit);

@@ -559,6 +559,19 @@ pub struct AdjustmentInput {
     pub corrects_transaction_id: Option<ID>,
 }
 
+#[derive(InputObject)]
+pub struct WriteOffInput {
+    pub project_id: Option<ID>,
+    pub idempotency_key: String,
+    pub wallet_id: Option<ID>,
+    pub customer_external_id: Option<String>,
+    pub currency: Option<String>,
+    /// Positive, at most what the wallet owes.
+    pub amount: Decimal,
+    /// Why (required): recorded with the operator's identity.
+    pub reason: String,
+}
+
 async fn run(ctx: &Context<'_>, project_id: String, kind: OpKind, request: MoneyRequest) -> Result<PostedTransaction> {
     let principal = principal(ctx)?;
     let op = Operation::parse(kind, &request, &principal.actor())?;
@@ -667,6 +680,23 @@ impl LedgerMutation {
             ..MoneyRequest::default()
         };
         run(ctx, project_id, OpKind::Adjustment, request).await
+    }
+
+    /// Gives up (part of) what an overdrawn wallet owes (scope `ADMIN` or the operator): the
+    /// overdraft is repaid from the WRITE_OFF account. `amount` is at most what the wallet owes;
+    /// `reason` is required.
+    async fn write_off_debt(&self, ctx: &Context<'_>, input: WriteOffInput) -> Result<PostedTransaction> {
+        let project_id = principal(ctx)?.project_for(opt_id(&input.project_id), "projectId", Scope::Admin)?;
+        let request = MoneyRequest {
+            wallet_id: input.wallet_id.map(|w| w.0),
+            customer_external_id: input.customer_external_id,
+            currency: input.currency,
+            amount: input.amount.0,
+            idempotency_key: input.idempotency_key,
+            description: Some(input.reason),
+            ..MoneyRequest::default()
+        };
+        run(ctx, project_id, OpKind::WriteOff, request).await
     }
 
     /// Expires the unused rest of every lot whose expiry passed (scope `ADMIN`). The server also

@@ -68,6 +68,8 @@ text_enum! {
         Adjustment = "ADJUSTMENT",
         /// The unused remainder of a lot whose expiry passed.
         Expiry = "EXPIRY",
+        /// An operator gave up (part of) what an overdrawn wallet owes.
+        WriteOff = "WRITE_OFF",
         /// Money returned to the customer (reserved: no operation posts it yet).
         Refund = "REFUND",
         /// An invoice (reserved for invoicing).
@@ -90,7 +92,7 @@ text_enum! {
         Promotional = "PROMOTIONAL",
         /// Money received for top-ups, until settled with the payment provider.
         PaymentsClearing = "PAYMENTS_CLEARING",
-        /// Debts given up (reserved).
+        /// Debts given up: the counterpart of write-offs of overdrafts.
         WriteOff = "WRITE_OFF",
         /// Credits that expired unused (breakage).
         Expired = "EXPIRED",
@@ -409,6 +411,21 @@ pub fn credit_lines(amount: Decimal, overdraft_balance: Decimal, source: Account
         });
     }
     (lines, to_lot)
+}
+
+/// The postings of a write-off: the overdraft account is repaid by the WRITE_OFF account. No lot
+/// is made: writing off never gives the customer credits.
+pub fn write_off_lines(amount: Decimal) -> Vec<Line> {
+    vec![
+        Line {
+            target: Target::System(AccountKind::WriteOff),
+            amount: -amount,
+        },
+        Line {
+            target: Target::Overdraft,
+            amount,
+        },
+    ]
 }
 
 /// The postings of a lot's expiry: its remainder leaves the lot for the EXPIRED account.

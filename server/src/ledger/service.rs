@@ -18,7 +18,7 @@ use super::{
     AccountKind, Cause, Line, LotSource, LotView, Policy, Target, WalletEventKind, WalletPolicy, allocate,
     check_balanced, credit_lines, debit_lines, drawable, expiry_lines, outbox::WalletEvent, parse_idempotency_key,
     parse_positive_amount, parse_signed_amount, parse_text, parse_unit, request_hash, running_balances,
-    threshold_transition, wallet_delta,
+    threshold_transition, wallet_delta, write_off_lines,
 };
 use crate::{
     customers::{self, parse_currency, parse_external_id},
@@ -365,6 +365,8 @@ pub enum OpKind {
     TopUp,
     Grant,
     Adjustment,
+    /// Gives up (part of) what an overdrawn wallet owes.
+    WriteOff,
 }
 
 impl OpKind {
@@ -374,6 +376,7 @@ impl OpKind {
             OpKind::TopUp => Cause::TopUp,
             OpKind::Grant => Cause::Grant,
             OpKind::Adjustment => Cause::Adjustment,
+            OpKind::WriteOff => Cause::WriteOff,
         }
     }
 }
@@ -450,7 +453,7 @@ impl Operation {
             _ => parse_positive_amount("amount", &request.amount)?,
         };
         let description = match kind {
-            OpKind::Adjustment => parse_text("reason", request.description.as_deref(), true)?,
+            OpKind::Adjustment | OpKind::WriteOff => parse_text("reason", request.description.as_deref(), true)?,
             _ => parse_text("description", request.description.as_deref(), false)?,
         };
         let credit_lot = matches!(kind, OpKind::TopUp | OpKind::Grant);
@@ -606,6 +609,13 @@ async fn execute_once(
             (lines, Some(LotSource::Adjustment))
         }
         OpKind::Adjustment => (debit(-op.amount, AccountKind::Adjustments)?, None),
+        OpKind::WriteOff => {
+            let owed = -overdraft_balance;
+            if op.amount > owed {
+                return Err(Error::invalid("amount", format!("the wallet owes {}", owed.normalize())).into());
+            }
+            (write_off_lines(op.amount), None)
+        }
     };
     let transaction = post(
         conn,

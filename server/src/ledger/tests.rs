@@ -116,6 +116,15 @@ fn a_credit_repays_the_overdraft_before_making_a_lot() {
 }
 
 #[test]
+fn a_write_off_repays_the_overdraft_from_the_write_off_account() {
+    let lines = write_off_lines(d("4"));
+    check_balanced(&lines).unwrap();
+    assert_eq!(wallet_delta(&lines), d("4"));
+    assert_eq!(lines[0].target, Target::System(AccountKind::WriteOff));
+    assert_eq!(lines[1].target, Target::Overdraft);
+}
+
+#[test]
 fn thresholds_fire_once_per_crossing_and_rearm_above() {
     let th = Some(d("10"));
     assert_eq!(threshold_transition(th, false, d("9.99")), Some(true));
