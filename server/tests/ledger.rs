@@ -537,12 +537,32 @@ async fn http_charges_are_exact_idempotent_and_typed() {
     )
     .await;
     assert_eq!(status, 403);
+    // The operator names the project; without it, the error says which field is missing.
+    let admin = s.app.admin_token.clone();
+    let (status, body) = post_charge(
+        &s.app,
+        &admin,
+        &format!(r#"{{"walletId":"{w}","amount":"0.1","idempotencyKey":"h6"}}"#),
+    )
+    .await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("projectId")));
+    let (status, body) = post_charge(
+        &s.app,
+        &admin,
+        &format!(
+            r#"{{"projectId":"{}","walletId":"{w}","amount":"0.1","idempotencyKey":"h6"}}"#,
+            s.project
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["charge"]["walletBalance"], "0.6");
     let (status, _) = post_charge(&s.app, "nrb_wrong", "{}").await;
     assert_eq!(status, 401);
     let rec = reconciliation(&s).await;
     assert_eq!(
         (rec["clean"].clone(), rec["transactions"].clone()),
-        (json!(true), json!(3))
+        (json!(true), json!(4))
     );
 }
 
