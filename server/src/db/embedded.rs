@@ -75,22 +75,50 @@ impl EmbeddedMariaDb {
             initialise(&install, &dir, &data, as_root).await?;
         }
 
-        let port = match options.port {
-            Some(p) => p,
-            None => match last_port(&dir).filter(|p| port_is_free(*p)) {
+        // A port picked here is only free until mariadbd binds it: when something else took it
+        // in between (tests bind ports all the time), start again on a fresh one.
+        let mut attempt = 1;
+        loop {
+            let port = match options.port {
                 Some(p) => p,
+                None if attempt == 1 => match last_port(&dir).filter(|p| port_is_free(*p)) {
+                    Some(p) => p,
+                    None => free_port().map_err(io(&dir))?,
+                },
                 None => free_port().map_err(io(&dir))?,
-            },
-        };
-        std::fs::write(dir.join("port"), port.to_string()).map_err(io(&dir))?;
+            };
+            match Self::start_on(&server, &dir, &data, port, &options, as_root).await {
+                Err(EmbeddedError::Start { tail, .. })
+                    if options.port.is_none() && attempt < 3 && tail.contains("Address already in use") =>
+                {
+                    tracing::warn!(
+                        port,
+                        "the embedded MariaDB's port was taken before it bound it; trying another"
+                    );
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_on(
+        server: &Path,
+        dir: &Path,
+        data: &Path,
+        port: u16,
+        options: &EmbeddedOptions,
+        as_root: bool,
+    ) -> Result<EmbeddedMariaDb, EmbeddedError> {
+        std::fs::write(dir.join("port"), port.to_string()).map_err(io(dir))?;
 
         let log = dir.join("error.log");
-        let mut cmd = Command::new(&server);
+        let mut cmd = Command::new(server);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--port={port}"))
             .arg("--bind-address=127.0.0.1")
-            .arg(format!("--socket={}", socket_path(&dir).display()))
+            .arg(format!("--socket={}", socket_path(dir).display()))
             .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
             .arg(format!("--log-error={}", log.display()))
             .arg("--skip-name-resolve")
@@ -110,11 +138,11 @@ impl EmbeddedMariaDb {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(false);
-        let child = cmd.spawn().map_err(io(&server))?;
+        let child = cmd.spawn().map_err(io(server))?;
 
         let mut db = EmbeddedMariaDb {
             child: Some(child),
-            dir: dir.clone(),
+            dir: dir.to_path_buf(),
             port,
         };
         db.wait_until_accepting(&log).await?;
