@@ -2,8 +2,8 @@
 //! `.neruba/bench-mariadb` unless `NERUBA_BENCH_DATABASE_URL` names a server) and measures, in one
 //! run on one database server:
 //!
-//! 1. the baseline: the same rows written by plain multi-row `INSERT`s into a copy of the events
-//!    table, with as many connections as there are batch clients;
+//! 1. the baseline: the same rows written by plain multi-row `INSERT`s (text protocol, literal
+//!    values) into a copy of the events table, with as many connections as there are batch clients;
 //! 2. `POST /ingest/usage/batch` with concurrent clients;
 //! 3. a second baseline: single-row autocommit `INSERT`s on one connection;
 //! 4. `POST /ingest/usage` with 32 concurrent clients.
@@ -19,7 +19,7 @@ use std::{
 };
 
 use anyhow::Context;
-use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl, SimpleAsyncConnection};
 use neruba::{
     db::embedded::{EmbeddedMariaDb, EmbeddedOptions},
     testing::{TestApp, TestDb, workspace_root},
@@ -254,7 +254,7 @@ async fn bench(
                 let conns = conns.clone();
                 move || async move {
                     let mut conn = conns.lock().await.pop().context("a connection")?;
-                    let r = diesel::sql_query(sql).execute(&mut conn).await;
+                    let r = conn.batch_execute(&sql).await;
                     conns.lock().await.push(conn);
                     r?;
                     Ok(n)
@@ -308,11 +308,10 @@ async fn bench(
     let started = Instant::now();
     for (i, r) in single_rows.iter().enumerate() {
         let t = Instant::now();
-        diesel::sql_query(format!(
+        conn.batch_execute(&format!(
             "INSERT INTO usage_events_baseline {COLUMNS} VALUES {}",
             values_tuple(&project, batch_events + i, r)
         ))
-        .execute(&mut conn)
         .await?;
         autocommit.latencies.push(t.elapsed());
         autocommit.events += 1;

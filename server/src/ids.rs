@@ -45,6 +45,28 @@ pub fn looks_like(prefix: &str, id: &str) -> bool {
         && id[prefix.len() + 1..].bytes().all(|b| CROCKFORD.contains(&b))
 }
 
+/// A client's idempotency key: 1 to 255 characters, no control characters, and no leading or
+/// trailing whitespace: MariaDB's `utf8mb4_bin` pads with spaces when comparing, so `"k "` and
+/// `"k"` would be one key to the unique index but two to us.
+pub fn parse_idempotency_key(field: &str, raw: &str) -> Result<String, crate::error::Error> {
+    use crate::error::Error;
+    if raw.is_empty() || raw.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
+        return Err(Error::invalid(
+            field,
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
+        ));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    if raw.trim() != raw {
+        return Err(Error::invalid(field, "must not start or end with whitespace"));
+    }
+    Ok(raw.to_string())
+}
+
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ fn event(key: &str) -> Value {
         "idempotencyKey": key,
         "customerExternalId": "acme",
         "metric": "api_calls",
-        "quantity": 2.5,
+        "quantity": "2.5",
         "timestamp": "2026-11-01T10:00:00Z",
         "properties": {"region": "eu"}
     })
@@ -40,8 +40,15 @@ async fn a_single_event_is_stored_once_and_a_replay_returns_the_original() {
     assert_eq!(stored["timestamp"], "2026-11-01T10:00:00.000000Z");
     assert_eq!(stored["properties"], json!({"region": "eu"}));
 
-    // The same payload (quantity written differently) is a replay: the original comes back.
+    // The same payload (quantity written differently: a JSON number here) is a replay.
     let mut again = event("k-1");
+    again["quantity"] = json!(2.5);
+    let (status, replay) = post_json(&app, &key, "/ingest/usage", &again).await;
+    assert_eq!(
+        (status, replay["status"].clone()),
+        (StatusCode::OK, json!("replayed")),
+        "{replay}"
+    );
     again["quantity"] = json!("2.50");
     let (status, replay) = post_json(&app, &key, "/ingest/usage", &again).await;
     assert_eq!(status, StatusCode::OK, "{replay}");
@@ -259,6 +266,14 @@ async fn bad_input_is_refused_naming_the_field_and_nothing_is_stored() {
     let r = gql(&app, &key, INGEST, json!({ "e": with("quantity", json!("-3")) })).await;
     assert_eq!(r.error_code(), "BAD_USER_INPUT");
     assert_eq!(r.body["errors"][0]["extensions"]["field"], "quantity");
+    // A fractional number literal would pass through a float in the GraphQL layer: refused.
+    let r = gql(&app, &key, INGEST, json!({ "e": with("quantity", json!(0.1)) })).await;
+    assert_eq!(r.error_code(), "GRAPHQL_VALIDATION_FAILED");
+    assert!(
+        r.body["errors"][0]["message"].as_str().unwrap().contains("as strings"),
+        "{}",
+        r.body
+    );
     let r = gql(&app, &key, INGEST, json!({ "e": with("unknownField", json!(1)) })).await;
     assert!(
         r.body["errors"][0]["message"]

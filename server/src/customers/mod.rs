@@ -21,8 +21,8 @@ pub const CUSTOMER_ID_PREFIX: &str = "cus";
 pub const MAX_EXTERNAL_ID_CHARS: usize = 255;
 const MAX_METADATA_BYTES: usize = 4096;
 
-/// A project's name for its customer: 1..=255 characters, no control characters, kept exactly as
-/// sent (ids are compared byte for byte).
+/// A project's name for its customer: 1..=255 characters, no control characters, no leading or
+/// trailing whitespace, kept exactly as sent.
 pub fn parse_external_id(field: &str, raw: &str) -> Result<String> {
     if raw.is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
@@ -35,6 +35,10 @@ pub fn parse_external_id(field: &str, raw: &str) -> Result<String> {
     }
     if raw.chars().any(char::is_control) {
         return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    // utf8mb4_bin pads with spaces when comparing: "acme " would be "acme" to the unique index.
+    if raw.trim() != raw {
+        return Err(Error::invalid(field, "must not start or end with whitespace"));
     }
     Ok(raw.to_string())
 }

@@ -2,9 +2,10 @@
 
 use async_graphql::{InputValueError, InputValueResult, Scalar, ScalarType, Value};
 
-/// An exact decimal number. Sent as a string (`"12.5"`), which is exact; a number literal is
-/// accepted on input too, but a string avoids any float in the client. Input is checked by the
-/// field that takes it (precision, sign, range), so errors name that field.
+/// An exact decimal number, sent as a string (`"12.5"`). Whole-number literals (`3`) are accepted
+/// too; a fractional number literal is refused, because the GraphQL layer reads it as a float and
+/// its digits could not be trusted. Input is checked by the field that takes it (precision, sign,
+/// range), so errors name that field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decimal(pub String);
 
@@ -13,7 +14,10 @@ impl ScalarType for Decimal {
     fn parse(value: Value) -> InputValueResult<Self> {
         match value {
             Value::String(s) => Ok(Decimal(s)),
-            Value::Number(n) => Ok(Decimal(n.to_string())),
+            Value::Number(n) if n.is_i64() || n.is_u64() => Ok(Decimal(n.to_string())),
+            Value::Number(n) => Err(InputValueError::custom(format!(
+                "send fractional decimals as strings (\"{n}\"): a number literal is read as a float and may lose digits"
+            ))),
             other => Err(InputValueError::expected_type(other)),
         }
     }

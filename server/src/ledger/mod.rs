@@ -166,16 +166,8 @@ pub fn parse_unit(field: &str, raw: &str) -> Result<String, Error> {
     Ok(code)
 }
 
-/// An idempotency key: 1 to 255 printable characters.
-pub fn parse_idempotency_key(field: &str, raw: &str) -> Result<String, Error> {
-    if raw.is_empty() || raw.chars().count() > 255 {
-        return Err(Error::invalid(field, "must be 1 to 255 characters"));
-    }
-    if raw.chars().any(char::is_control) {
-        return Err(Error::invalid(field, "must not contain control characters"));
-    }
-    Ok(raw.to_string())
-}
+/// An idempotency key: the rules every write shares ([`crate::ids::parse_idempotency_key`]).
+pub use crate::ids::parse_idempotency_key;
 
 /// Free text on a transaction (description, reason): trimmed, at most 1000 characters.
 pub fn parse_text(field: &str, raw: Option<&str>, required: bool) -> Result<Option<String>, Error> {

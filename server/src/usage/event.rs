@@ -13,12 +13,11 @@ use crate::{
     config::IngestLimits,
     customers::parse_external_id,
     error::{Error, Result},
-    ids,
+    ids::{self, parse_idempotency_key},
     money::{self, DecimalLimits},
 };
 
 pub const EVENT_ID_PREFIX: &str = "evt";
-pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 pub const MAX_METRIC_CODE_CHARS: usize = 100;
 pub const MAX_PROPERTY_NAME_CHARS: usize = 64;
 
@@ -51,22 +50,6 @@ pub struct NewEvent {
 
 fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str> {
     value.as_deref().ok_or_else(|| Error::invalid(field, "is required"))
-}
-
-pub fn parse_idempotency_key(field: &str, raw: &str) -> Result<String> {
-    if raw.is_empty() {
-        return Err(Error::invalid(field, "must not be empty"));
-    }
-    if raw.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
-        return Err(Error::invalid(
-            field,
-            format!("must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
-        ));
-    }
-    if raw.chars().any(char::is_control) {
-        return Err(Error::invalid(field, "must not contain control characters"));
-    }
-    Ok(raw.to_string())
 }
 
 /// A metric code: 1..=100 of `A-Z a-z 0-9 _ - . :`.
