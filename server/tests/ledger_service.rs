@@ -566,3 +566,97 @@ async fn a_grant_retried_after_its_expiry_passed_still_replays() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_wallets_for_a_new_customer_both_find_it() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    for round in 0..5 {
+        let customer = format!("new-{round}");
+        let mut tasks = Vec::new();
+        for currency in ["USD", "CREDITS", "EUR", "GPU_HOURS"] {
+            let (pool, project, customer) = (app.pool.clone(), project.clone(), customer.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut conn = db::get(&pool).await.unwrap();
+                service::create_wallet(
+                    &mut conn,
+                    &project,
+                    &WalletInput {
+                        customer_external_id: customer,
+                        currency: currency.into(),
+                        ..WalletInput::default()
+                    },
+                )
+                .await
+            }));
+        }
+        for t in tasks {
+            let created = t.await.unwrap();
+            assert!(created.is_ok(), "round {round}: {created:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn balances_past_what_a_column_keeps_are_refused_not_500() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let w = wallet(&app, &project, "whale", WalletPolicy::Reject, None).await;
+    let top = "99999999999999";
+    let mut refused = None;
+    for i in 0..102 {
+        match op(&app, &project, OpKind::TopUp, req(&w, top, &format!("t{i}"))).await {
+            Ok(_) => {}
+            Err(e) => {
+                refused = Some((i, e));
+                break;
+            }
+        }
+    }
+    let (i, e) = refused.expect("the 101st top-up reaches 10^16");
+    assert_eq!(i, 100, "100 top-ups stay below 10^16");
+    assert_eq!(e.code(), "BAD_USER_INPUT", "{e:?}");
+    let mut conn = db::get(&app.pool).await.unwrap();
+    assert!(reconcile(&mut conn, None).await.unwrap().is_clean());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_in_the_wrong_currency_is_refused_not_replayed() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let w = wallet(&app, &project, "acme", WalletPolicy::Reject, None).await;
+    op(&app, &project, OpKind::TopUp, req(&w, "10", "t1")).await.unwrap();
+    let err = op(
+        &app,
+        &project,
+        OpKind::TopUp,
+        MoneyRequest {
+            currency: Some("EUR".into()),
+            ..req(&w, "10", "t1")
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), "BAD_USER_INPUT", "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conversion_rates_are_capped_so_money_values_always_fit() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let mut conn = db::get(&app.pool).await.unwrap();
+    let input = |rate: &str| WalletInput {
+        customer_external_id: "acme".into(),
+        currency: "CREDITS".into(),
+        rate_to_money: Some(rate.into()),
+        money_currency: Some("USD".into()),
+        ..WalletInput::default()
+    };
+    let err = service::create_wallet(&mut conn, &project, &input("1000001"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "BAD_USER_INPUT");
+    service::create_wallet(&mut conn, &project, &input("1000000"))
+        .await
+        .unwrap();
+}

@@ -57,7 +57,10 @@ impl Wallet {
     }
     /// For a credit unit with a rate: the balance in money, rounded half to even at 12 places.
     async fn balance_in_money(&self) -> Option<Decimal> {
-        self.0.rate_to_money.map(|rate| amount(to_money(self.0.balance, rate)))
+        self.0
+            .rate_to_money
+            .and_then(|rate| to_money(self.0.balance, rate))
+            .map(amount)
     }
     async fn rate_to_money(&self) -> Option<Decimal> {
         self.0.rate_to_money.map(amount)

@@ -203,9 +203,10 @@ pub fn round_amount(value: Decimal) -> Decimal {
         .normalize()
 }
 
-/// The money value of a credit balance at the wallet's rate.
-pub fn to_money(balance: Decimal, rate: Decimal) -> Decimal {
-    round_amount(balance * rate)
+/// The money value of a credit balance at the wallet's rate; `None` if the product does not fit a
+/// `Decimal` (rates are capped so that stored balances always fit).
+pub fn to_money(balance: Decimal, rate: Decimal) -> Option<Decimal> {
+    balance.checked_mul(rate).map(round_amount)
 }
 
 /// A credit lot as the allocation rules see it.

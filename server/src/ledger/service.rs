@@ -133,7 +133,16 @@ impl WalletInput {
         let rate_to_money = self
             .rate_to_money
             .as_deref()
-            .map(|r| parse_positive_amount("rateToMoney", r))
+            .map(|r| {
+                let rate = parse_positive_amount("rateToMoney", r)?;
+                if rate > MAX_RATE_TO_MONEY {
+                    return Err(Error::invalid(
+                        "rateToMoney",
+                        format!("must be at most {MAX_RATE_TO_MONEY}"),
+                    ));
+                }
+                Ok(rate)
+            })
             .transpose()?;
         let money_currency = self
             .money_currency
@@ -202,68 +211,81 @@ impl WalletRow {
     }
 }
 
+/// The largest conversion rate: a balance below 10^16 times it still fits a `Decimal`.
+pub const MAX_RATE_TO_MONEY: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
+
+/// The largest wallet balance (either sign) the `DECIMAL(28, 12)` columns keep: 16 integer digits.
+pub(crate) const MAX_BALANCE: Decimal = Decimal::from_parts(1_874_919_424, 2_328_306, 0, false, 0);
+
 /// Creates a customer's wallet in one unit (creating the customer implicitly when needed). One
 /// wallet per customer and unit: creating it again with the same settings returns it (a replay,
 /// `false`), with other settings is a `WALLET_EXISTS` conflict.
 pub async fn create_wallet(conn: &mut Conn, project_id: &str, input: &WalletInput) -> Result<(WalletRow, bool)> {
     let settings = input.validate()?;
+    with_retry!(conn, |c| create_wallet_once(c, project_id, &settings).await)
+}
+
+async fn create_wallet_once(
+    conn: &mut Conn,
+    project_id: &str,
+    settings: &WalletSettings,
+) -> Result<(WalletRow, bool), Failure> {
     let project_id = project_id.to_string();
-    let result = conn
-        .transaction(async |conn| {
-            customers::ensure_exist(conn, &project_id, &[settings.customer_external_id.as_str()]).await?;
-            let customer = customers::find_customer(conn, &project_id, &settings.customer_external_id).await?;
-            let at = db_now();
-            let id = ids::new_id(WALLET_ID_PREFIX);
-            let overdraft = AccountRow {
-                id: ids::new_id(ACCOUNT_ID_PREFIX),
-                project_id: project_id.clone(),
-                currency: settings.currency.clone(),
-                kind: AccountKind::Overdraft.as_str().into(),
-                code: format!("wallet:{id}:overdraft"),
-                wallet_id: Some(id.clone()),
-                created_at: at,
-            };
-            let below = settings.low_balance_threshold.is_some_and(|t| Decimal::ZERO < t);
-            let row = WalletRow {
-                id: id.clone(),
-                project_id: project_id.clone(),
-                customer_id: customer.id,
-                customer_external_id: settings.customer_external_id.clone(),
-                currency: settings.currency.clone(),
-                rate_to_money: settings.rate_to_money,
-                money_currency: settings.money_currency.clone(),
-                policy: settings.policy.as_str().into(),
-                credit_limit: settings.credit_limit,
-                low_balance_threshold: settings.low_balance_threshold,
-                below_threshold: below,
-                balance: Decimal::ZERO,
-                overdraft_account_id: overdraft.id.clone(),
-                created_at: at,
-                updated_at: at,
-            };
-            if store::insert_wallet(conn, &row).await? == 1 {
-                store::insert_account_missing(conn, &overdraft).await?;
-                return Ok::<_, Error>((row, true));
-            }
-            // A locking read: a wallet another request just created is newer than this snapshot.
-            let existing =
-                store::lock_wallet_by_customer(conn, &project_id, &settings.customer_external_id, &settings.currency)
-                    .await?
-                    .ok_or_else(|| Error::Internal("wallet vanished after insert".into()))?;
-            if existing.settings()? == settings {
-                Ok((existing, false))
-            } else {
-                Err(Error::conflict(
-                    "WALLET_EXISTS",
-                    format!(
-                        "customer '{}' already has a {} wallet with different settings",
-                        settings.customer_external_id, settings.currency
-                    ),
-                ))
-            }
-        })
-        .await?;
-    Ok(result)
+    customers::ensure_exist(conn, &project_id, &[settings.customer_external_id.as_str()]).await?;
+    // A locking read: when a concurrent request created the customer after this
+    // transaction's snapshot, the insert above skipped it and a plain read would not see it.
+    let customer = crate::store::customers::lock_by_external_id(conn, &project_id, &settings.customer_external_id)
+        .await?
+        .ok_or(Error::NotFound("customer"))?;
+    let at = db_now();
+    let id = ids::new_id(WALLET_ID_PREFIX);
+    let overdraft = AccountRow {
+        id: ids::new_id(ACCOUNT_ID_PREFIX),
+        project_id: project_id.clone(),
+        currency: settings.currency.clone(),
+        kind: AccountKind::Overdraft.as_str().into(),
+        code: format!("wallet:{id}:overdraft"),
+        wallet_id: Some(id.clone()),
+        created_at: at,
+    };
+    let below = settings.low_balance_threshold.is_some_and(|t| Decimal::ZERO < t);
+    let row = WalletRow {
+        id: id.clone(),
+        project_id: project_id.clone(),
+        customer_id: customer.id,
+        customer_external_id: settings.customer_external_id.clone(),
+        currency: settings.currency.clone(),
+        rate_to_money: settings.rate_to_money,
+        money_currency: settings.money_currency.clone(),
+        policy: settings.policy.as_str().into(),
+        credit_limit: settings.credit_limit,
+        low_balance_threshold: settings.low_balance_threshold,
+        below_threshold: below,
+        balance: Decimal::ZERO,
+        overdraft_account_id: overdraft.id.clone(),
+        created_at: at,
+        updated_at: at,
+    };
+    if store::insert_wallet(conn, &row).await? == 1 {
+        store::insert_account_missing(conn, &overdraft).await?;
+        return Ok((row, true));
+    }
+    // A locking read: a wallet another request just created is newer than this snapshot.
+    let existing =
+        store::lock_wallet_by_customer(conn, &project_id, &settings.customer_external_id, &settings.currency)
+            .await?
+            .ok_or_else(|| Error::Internal("wallet vanished after insert".into()))?;
+    if existing.settings()? == *settings {
+        Ok((existing, false))
+    } else {
+        Err(Failure::App(Error::conflict(
+            "WALLET_EXISTS",
+            format!(
+                "customer '{}' already has a {} wallet with different settings",
+                settings.customer_external_id, settings.currency
+            ),
+        )))
+    }
 }
 
 /// What `updateWallet` may change; `None` keeps the current value.
@@ -524,19 +546,31 @@ async fn execute_once(
     // its first plain read, so every plain read below sees all that committed before the lock.
     let mut wallet = match &op.wallet {
         WalletRef::Id(id) => {
+            // Absent and another project's answer alike: NOT_FOUND.
             if !ids::looks_like(WALLET_ID_PREFIX, id) {
-                return Err(Error::invalid("walletId", "no such wallet").into());
+                return Err(Error::NotFound("wallet").into());
             }
             store::lock_wallet(conn, project_id, id)
                 .await?
-                .ok_or_else(|| Error::invalid("walletId", "no such wallet"))?
+                .ok_or(Error::NotFound("wallet"))?
         }
         WalletRef::Customer { external_id, currency } => {
             store::lock_wallet_by_customer(conn, project_id, external_id, currency)
                 .await?
-                .ok_or_else(|| Error::invalid("customerExternalId", format!("the customer has no {currency} wallet")))?
+                .ok_or(Error::NotFound("wallet"))?
         }
     };
+    // The currency is checked before the replay: the request hash does not cover it, and a
+    // request in the wrong currency must not be answered with an earlier one's result.
+    if let Some(currency) = &op.currency
+        && *currency != wallet.currency
+    {
+        return Err(Error::invalid(
+            "currency",
+            format!("the wallet holds {}, not {currency}", wallet.currency),
+        )
+        .into());
+    }
     let hash = op.hash(&wallet.id);
     if let Some(existing) = store::find_transaction_by_key(conn, project_id, &op.idempotency_key).await? {
         if existing.request_hash.as_deref() == Some(hash.as_slice()) {
@@ -559,15 +593,6 @@ async fn execute_once(
         && at <= now
     {
         return Err(Error::invalid("expiresAt", "must be in the future").into());
-    }
-    if let Some(currency) = &op.currency
-        && *currency != wallet.currency
-    {
-        return Err(Error::invalid(
-            "currency",
-            format!("the wallet holds {}, not {currency}", wallet.currency),
-        )
-        .into());
     }
     if let Some(corrected) = &op.corrects_transaction_id {
         let found = store::find_transaction(conn, project_id, corrected).await?;
@@ -698,6 +723,13 @@ async fn post(
     let new_lot_id = ids::new_id(LOT_ID_PREFIX);
     let balances = running_balances(wallet.balance, &p.lines);
     let new_balance = wallet.balance + wallet_delta(&p.lines);
+    if new_balance.abs() >= MAX_BALANCE {
+        return Err(Error::invalid(
+            "amount",
+            "would take the wallet's balance to 10^16 or beyond, more than an amount column keeps",
+        )
+        .into());
+    }
 
     let mut postings = Vec::with_capacity(p.lines.len());
     let mut new_lot_row = None;

@@ -154,7 +154,17 @@ fn amounts_and_units_are_checked() {
 
 #[test]
 fn conversion_rounds_half_to_even_at_twelve_places() {
-    assert_eq!(to_money(d("3"), d("0.333333333333")), d("0.999999999999"));
+    assert_eq!(to_money(d("3"), d("0.333333333333")), Some(d("0.999999999999")));
+    // Rounded half to even at 12 places: 0.5e-12 goes down to even, 1.5e-12 up to even.
+    assert_eq!(to_money(d("0.0000000000005"), d("1")), Some(d("0")));
+    assert_eq!(to_money(d("0.0000000000015"), d("1")), Some(d("0.000000000002")));
+    assert_eq!(to_money(d("1.000000000001"), d("0.5")), Some(d("0.5")));
+    // The largest balance at the largest rate still converts; past Decimal's range is None, not a panic.
+    assert_eq!(
+        to_money(d("9999999999999999.999999999999"), d("1000000")),
+        Some(d("9999999999999999999999.999999"))
+    );
+    assert_eq!(to_money(d("79228162514264337593543950335"), d("2")), None);
     assert_eq!(round_amount(d("0.0000000000005")), d("0"));
     assert_eq!(round_amount(d("0.0000000000015")), d("0.000000000002"));
 }

@@ -492,9 +492,19 @@ pub async fn outbox_after(conn: &mut Conn, after: u64, limit: i64) -> QueryResul
 
 /// Deletes outbox rows older than `before` (every tailer polls every 100 ms, so an old row has been
 /// seen by all of them), at most `limit` at a time.
+///
+/// The cut is found by a plain read and the delete goes by primary key: a `DELETE … WHERE
+/// created_at < ?` has no index to use, scans and locks every row and the gap after the last, and
+/// stalls every money transaction's outbox insert while it runs.
 pub async fn delete_outbox_before(conn: &mut Conn, before: NaiveDateTime, limit: i64) -> QueryResult<usize> {
-    diesel::sql_query("DELETE FROM ledger_outbox WHERE created_at < ? ORDER BY id LIMIT ?")
-        .bind::<diesel::sql_types::Datetime, _>(before)
+    let cut: Option<u64> = ledger_outbox::table
+        .filter(ledger_outbox::created_at.lt(before))
+        .select(diesel::dsl::max(ledger_outbox::id))
+        .first(conn)
+        .await?;
+    let Some(cut) = cut else { return Ok(0) };
+    diesel::sql_query("DELETE FROM ledger_outbox WHERE id <= ? ORDER BY id LIMIT ?")
+        .bind::<diesel::sql_types::Unsigned<diesel::sql_types::BigInt>, _>(cut)
         .bind::<diesel::sql_types::BigInt, _>(limit)
         .execute(conn)
         .await
