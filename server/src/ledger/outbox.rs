@@ -168,6 +168,14 @@ impl Cursor {
         self.missing_since.keys().take(max).copied().collect()
     }
 
+    /// Records `id` as already handled without delivering it (rows that committed before the
+    /// tailer started).
+    pub fn mark_seen(&mut self, id: u64) {
+        if id > self.floor {
+            self.delivered.insert(id);
+        }
+    }
+
     /// Whether `id` is new (and records it as delivered).
     pub fn accept(&mut self, id: u64) -> bool {
         if id <= self.floor || !self.delivered.insert(id) {
@@ -209,8 +217,12 @@ impl Cursor {
     }
 }
 
+/// How far below the newest row a starting tailer looks for ids that are not committed yet.
+const START_WINDOW: u64 = 1000;
+
 /// Publishes outbox rows to the bus until the server shuts down. Starts after the newest row:
-/// subscribers want changes from now on.
+/// subscribers want changes from now on. But a row with a lower id may still be in flight when
+/// the tailer starts: the ids missing among the last [`START_WINDOW`] are awaited like any gap.
 pub async fn run_tailer(state: AppState) {
     let mut cursor = None;
     let mut failing = false;
@@ -235,7 +247,18 @@ async fn poll(state: &AppState, cursor: &mut Option<Cursor>) -> Result<(), Error
     let mut conn = db::get(&state.pool).await?;
     let cursor = match cursor {
         Some(c) => c,
-        None => cursor.insert(Cursor::starting_at(store::outbox_max_id(&mut conn).await?)),
+        None => {
+            let newest = store::outbox_max_id(&mut conn).await?;
+            let mut start = Cursor::starting_at(newest.saturating_sub(START_WINDOW));
+            for row in store::outbox_after(&mut conn, start.floor, START_WINDOW as i64).await? {
+                if row.id <= newest {
+                    start.mark_seen(row.id);
+                }
+            }
+            start.mark_seen(newest);
+            start.advance(Instant::now(), GAP_GRACE);
+            cursor.insert(start)
+        }
     };
     // New rows above the highest delivered, and the ids still awaited below it.
     let mut rows = store::outbox_after(&mut conn, cursor.high(), BATCH).await?;
@@ -287,6 +310,25 @@ mod tests {
         assert_eq!(c.floor, 8);
         c.advance(at(16), grace);
         assert_eq!((c.floor, c.high(), c.missing(10)), (13, 13, vec![]));
+    }
+
+    #[test]
+    fn a_starting_cursor_awaits_rows_committed_after_it_started() {
+        let start = Instant::now();
+        let grace = Duration::from_secs(10);
+        // At start the newest id is 10; 7 is still in flight (not visible yet).
+        let mut c = Cursor::starting_at(0);
+        for id in [1, 2, 3, 4, 5, 6, 8, 9, 10] {
+            c.mark_seen(id);
+        }
+        c.advance(start, grace);
+        assert_eq!((c.floor, c.high(), c.missing(10)), (6, 10, vec![7]));
+        // Rows seen at start are not delivered again; 7 is delivered when it commits.
+        assert!(!c.accept(9));
+        assert!(c.accept(7));
+        assert!(c.accept(11));
+        c.advance(start + Duration::from_secs(1), grace);
+        assert_eq!((c.floor, c.missing(10)), (11, vec![]));
     }
 
     #[test]
