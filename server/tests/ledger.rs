@@ -531,6 +531,15 @@ async fn http_charges_are_exact_idempotent_and_typed() {
     )
     .await;
     assert_eq!((status, body["error"]["field"].as_str()), (422, Some("amount")));
+    // A value of the wrong type is named too.
+    let (status, body) = post_charge(&s.app, &ingest, r#"{"walletId":5,"amount":"1","idempotencyKey":"h4"}"#).await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("walletId")),
+        "{body}"
+    );
+    let (status, body) = post_charge(&s.app, &ingest, "[1]").await;
+    assert_eq!(status, 400, "{body}");
 
     let reader = s.app.create_api_key(&s.project, &["read"]).await;
     let (status, _) = post_charge(

@@ -47,13 +47,19 @@ fn amount_text(raw: &RawValue) -> Result<String, Error> {
     Err(Error::invalid("amount", "must be a number or a decimal string"))
 }
 
-/// serde's message names the field between backticks: "unknown field `x`", "missing field `x`".
-fn body_error(e: serde_json::Error) -> Error {
-    let message = e.to_string();
-    let field = message.split('`').nth(1).map(str::to_string);
-    match field {
+/// A body error naming the field: serde's message names unknown and missing fields between
+/// backticks; `serde_path_to_error` gives the path of a value of the wrong type.
+fn body_error(e: serde_path_to_error::Error<serde_json::Error>) -> Error {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let message = inner.to_string();
+    let named = message.split('`').nth(1).map(str::to_string);
+    match named {
         Some(field) if message.starts_with("unknown field") => Error::invalid(field, "unknown field"),
         Some(field) if message.starts_with("missing field") => Error::invalid(field, "is required"),
+        _ if inner.is_data() && path != "." && !path.starts_with('[') => {
+            Error::invalid(path, format!("wrong type: {message}"))
+        }
         _ => Error::BadRequest(format!("body is not a charge: {message}")),
     }
 }
@@ -64,7 +70,8 @@ pub async fn ingest_charge(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), Error> {
     let body = super::body_or_error(body, state.config.max_body_bytes)?;
-    let charge: ChargeBody = serde_json::from_slice(&body).map_err(body_error)?;
+    let charge: ChargeBody =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body)).map_err(body_error)?;
     let project_id = principal.project_for_any(
         charge.project_id.as_deref(),
         "projectId",
@@ -121,17 +128,22 @@ mod tests {
         assert!(amount_text(&raw("null")).is_err());
     }
 
+    fn parse(text: &str) -> Result<ChargeBody, Error> {
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)).map_err(body_error)
+    }
+
     #[test]
-    fn unknown_and_missing_fields_are_named() {
-        let e = serde_json::from_str::<ChargeBody>(r#"{"idempotencyKey":"k","amount":1,"amout":2}"#).unwrap_err();
-        match body_error(e) {
-            Error::Invalid { field, .. } => assert_eq!(field, "amout"),
-            other => panic!("{other:?}"),
+    fn unknown_missing_and_mistyped_fields_are_named() {
+        for (text, named) in [
+            (r#"{"idempotencyKey":"k","amount":1,"amout":2}"#, "amout"),
+            (r#"{"idempotencyKey":"k"}"#, "amount"),
+            (r#"{"idempotencyKey":7,"amount":1}"#, "idempotencyKey"),
+        ] {
+            match parse(text) {
+                Err(Error::Invalid { field, .. }) => assert_eq!(field, named),
+                other => panic!("{text}: {other:?}"),
+            }
         }
-        let e = serde_json::from_str::<ChargeBody>(r#"{"idempotencyKey":"k"}"#).unwrap_err();
-        match body_error(e) {
-            Error::Invalid { field, .. } => assert_eq!(field, "amount"),
-            other => panic!("{other:?}"),
-        }
+        assert!(matches!(parse("[1]"), Err(Error::BadRequest(_))));
     }
 }
