@@ -65,8 +65,7 @@ pub fn parse_decimal(field: &str, text: &str, limits: DecimalLimits) -> Result<D
             format!("has more than {} decimal places", limits.scale),
         ));
     }
-    let integer_digits = value.trunc().abs().to_string().trim_start_matches('0').len() as u32;
-    if integer_digits > limits.integer_digits {
+    if value.abs() >= Decimal::from_i128_with_scale(10i128.pow(limits.integer_digits), 0) {
         return Err(Error::invalid(
             field,
             format!(

@@ -219,5 +219,12 @@ mod tests {
         assert!(!sql.contains("DROP"), "{sql}");
         assert_eq!(sql.matches('\'').count(), 2 * 9, "only the literals' own quotes: {sql}");
         assert!(sql.contains(", -1.5, '1970-01-01 00:00:00.000000', "), "{sql}");
+        let t = chrono::NaiveDate::from_ymd_opt(2026, 11, 5)
+            .unwrap()
+            .and_hms_micro_opt(9, 7, 3, 4005)
+            .unwrap();
+        let mut out = String::new();
+        push_time(&mut out, t);
+        assert_eq!(out, "'2026-11-05 09:07:03.004005'");
     }
 }

@@ -197,16 +197,28 @@ fn request_hash(
     timestamp: Option<NaiveDateTime>,
     properties: Option<&str>,
 ) -> [u8; 32] {
-    let canonical = serde_json::json!([
-        "usage/v1",
-        key,
-        customer,
-        metric,
-        money::canonical(quantity),
-        timestamp.map(|t| t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
-        properties,
-    ]);
-    Sha256::digest(canonical.to_string().as_bytes()).into()
+    // Each field is length-prefixed, so no two payloads feed the hash the same bytes; absent
+    // fields are marked apart from empty ones.
+    fn field(hasher: &mut Sha256, value: Option<&[u8]>) {
+        match value {
+            Some(bytes) => {
+                hasher.update([1]);
+                hasher.update((bytes.len() as u64).to_be_bytes());
+                hasher.update(bytes);
+            }
+            None => hasher.update([0]),
+        }
+    }
+    let mut hasher = Sha256::new();
+    field(&mut hasher, Some(b"usage/v1"));
+    field(&mut hasher, Some(key.as_bytes()));
+    field(&mut hasher, Some(customer.as_bytes()));
+    field(&mut hasher, Some(metric.as_bytes()));
+    field(&mut hasher, Some(money::canonical(quantity).as_bytes()));
+    let micros = timestamp.map(|t| t.and_utc().timestamp_micros().to_be_bytes());
+    field(&mut hasher, micros.as_ref().map(|m| m.as_slice()));
+    field(&mut hasher, properties.map(str::as_bytes));
+    hasher.finalize().into()
 }
 
 #[cfg(test)]
