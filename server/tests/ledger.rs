@@ -583,7 +583,11 @@ async fn http_charges_are_exact_idempotent_and_typed() {
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn subscribe(app: &TestApp, key: &str, query: &str, variables: Value) -> Socket {
-    let mut request = format!("ws://{}/graphql/ws", app.addr).into_client_request().unwrap();
+    subscribe_at(&app.addr.to_string(), key, query, variables).await
+}
+
+async fn subscribe_at(addr: &str, key: &str, query: &str, variables: Value) -> Socket {
+    let mut request = format!("ws://{addr}/graphql/ws").into_client_request().unwrap();
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static("graphql-transport-ws"),
@@ -766,6 +770,63 @@ async fn a_subscriber_on_server_b_sees_a_charge_made_through_server_a() {
     .data();
     quiet(&mut socket, Duration::from_millis(500)).await;
     b.stop().await;
+}
+
+/// The same through a separate OS process: `neruba serve` (the real binary) on the same database.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscriber_on_another_server_process_sees_a_charge_made_here() {
+    let a = setup().await;
+    let url = a.app.db.as_ref().unwrap().url.clone();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut other = Command::new(env!("CARGO_BIN_EXE_neruba"))
+        .arg("serve")
+        .env_remove("NERUBA_CONFIG")
+        .env("DATABASE_URL", &url)
+        .env("NERUBA_BIND", format!("127.0.0.1:{port}"))
+        .env("NERUBA_ADMIN_TOKEN", "other-process-admin-token")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = format!("http://127.0.0.1:{port}/health/ready");
+    let started = std::time::Instant::now();
+    while !reqwest::get(&ready).await.is_ok_and(|r| r.status().is_success()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the other server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let wallet = create_wallet(&a, json!({ "customerExternalId": "acme", "currency": "USD" })).await;
+    let w = wallet["id"].as_str().unwrap();
+    let mut socket = subscribe_at(&format!("127.0.0.1:{port}"), &a.key, LIVE, json!({ "w": w })).await;
+    gql(
+        &a.app,
+        &a.key,
+        TOP_UP,
+        json!({ "i": { "walletId": w, "amount": "4.25", "idempotencyKey": "t" } }),
+    )
+    .await
+    .data();
+    let message = next(&mut socket).await;
+    let change = &message["payload"]["data"]["balanceChanged"];
+    assert_eq!(
+        (change["walletId"].as_str(), change["balance"].as_str()),
+        (Some(w), Some("4.25")),
+        "{message}"
+    );
+    assert_eq!(change["cause"], "TOP_UP");
+
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(other.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let _ = other.wait();
 }
 
 // ---- reconcile
