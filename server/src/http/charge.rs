@@ -34,19 +34,6 @@ struct ChargeBody {
     description: Option<String>,
 }
 
-/// A JSON number's literal text, or a string's content; anything else is refused.
-fn amount_text(raw: &RawValue) -> Result<String, Error> {
-    let text = raw.get().trim();
-    if text.starts_with('"') {
-        return serde_json::from_str::<String>(text)
-            .map_err(|_| Error::invalid("amount", "must be a number or a decimal string"));
-    }
-    if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
-        return Ok(text.to_string());
-    }
-    Err(Error::invalid("amount", "must be a number or a decimal string"))
-}
-
 /// A body error naming the field: serde's message names unknown and missing fields between
 /// backticks; `serde_path_to_error` gives the path of a value of the wrong type.
 fn body_error(e: serde_path_to_error::Error<serde_json::Error>) -> Error {
@@ -81,7 +68,7 @@ pub async fn ingest_charge(
         wallet_id: charge.wallet_id,
         customer_external_id: charge.customer_external_id,
         currency: charge.currency,
-        amount: amount_text(&charge.amount)?,
+        amount: super::decimal_text("amount", &charge.amount)?,
         idempotency_key: charge.idempotency_key,
         description: charge.description,
         ..MoneyRequest::default()
@@ -120,12 +107,13 @@ mod tests {
     #[test]
     fn amounts_come_from_the_literal_text() {
         let raw = |s: &str| RawValue::from_string(s.to_string()).unwrap();
-        assert_eq!(amount_text(&raw("0.1")).unwrap(), "0.1");
-        assert_eq!(amount_text(&raw("1e-3")).unwrap(), "1e-3");
-        assert_eq!(amount_text(&raw("\"12.50\"")).unwrap(), "12.50");
-        assert_eq!(amount_text(&raw("-1")).unwrap(), "-1");
-        assert!(amount_text(&raw("true")).is_err());
-        assert!(amount_text(&raw("null")).is_err());
+        let text = |s: &str| super::super::decimal_text("amount", &raw(s));
+        assert_eq!(text("0.1").unwrap(), "0.1");
+        assert_eq!(text("1e-3").unwrap(), "1e-3");
+        assert_eq!(text("\"12.50\"").unwrap(), "12.50");
+        assert_eq!(text("-1").unwrap(), "-1");
+        assert!(text("true").is_err());
+        assert!(text("null").is_err());
     }
 
     fn parse(text: &str) -> Result<ChargeBody, Error> {

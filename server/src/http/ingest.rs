@@ -142,7 +142,7 @@ pub(crate) fn parse_event(raw: &RawValue) -> Result<RawEvent, Error> {
             "customerExternalId" => event.customer_external_id = Some(string(name, value)?),
             "metric" => event.metric = Some(string(name, value)?),
             "timestamp" => event.timestamp = Some(string(name, value)?),
-            "quantity" => event.quantity = Some(decimal_text(name, value)?),
+            "quantity" => event.quantity = Some(super::decimal_text(name, value)?),
             "properties" => {
                 event.properties =
                     Some(serde_json::from_str(text).map_err(|_| Error::invalid(name, "must be a JSON object"))?)
@@ -155,19 +155,6 @@ pub(crate) fn parse_event(raw: &RawValue) -> Result<RawEvent, Error> {
 
 fn string(field: &str, value: &RawValue) -> Result<String, Error> {
     serde_json::from_str(value.get()).map_err(|_| Error::invalid(field, "must be a string"))
-}
-
-/// A decimal's text: a JSON number's literal as written, or a string's content.
-fn decimal_text(field: &str, value: &RawValue) -> Result<String, Error> {
-    let text = value.get();
-    match text.as_bytes().first() {
-        Some(b'"') => string(field, value),
-        Some(b'-' | b'0'..=b'9') => Ok(text.to_string()),
-        _ => Err(Error::invalid(
-            field,
-            "must be a decimal number or a string holding one",
-        )),
-    }
 }
 
 fn event_json(e: &IngestedEvent) -> Value {

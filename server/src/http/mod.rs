@@ -28,3 +28,19 @@ pub fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Resul
         _ => Error::BadRequest(rejection.body_text()),
     })
 }
+
+/// A decimal's text from a JSON body: a number's literal exactly as written, or a string's
+/// content; anything else is refused naming `field`. Parsing the text (not a float) is what keeps
+/// money exact; `money::parse_decimal` checks it afterwards.
+pub(crate) fn decimal_text(field: &str, value: &serde_json::value::RawValue) -> Result<String, Error> {
+    let text = value.get().trim();
+    match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(text)
+            .map_err(|_| Error::invalid(field, "must be a decimal number or a string holding one")),
+        Some(b'-' | b'0'..=b'9') => Ok(text.to_string()),
+        _ => Err(Error::invalid(
+            field,
+            "must be a decimal number or a string holding one",
+        )),
+    }
+}
