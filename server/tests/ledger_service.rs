@@ -660,3 +660,41 @@ async fn conversion_rates_are_capped_so_money_values_always_fit() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_names_a_posting_filed_under_another_wallet() {
+    use diesel_async::RunQueryDsl;
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let a = wallet(&app, &project, "a", WalletPolicy::Reject, None).await;
+    let b = wallet(&app, &project, "b", WalletPolicy::Reject, None).await;
+    op(&app, &project, OpKind::TopUp, req(&a, "10", "ta")).await.unwrap();
+    op(&app, &project, OpKind::TopUp, req(&b, "10", "tb")).await.unwrap();
+    let mut conn = db::get(&app.pool).await.unwrap();
+    assert!(reconcile(&mut conn, None).await.unwrap().is_clean());
+
+    // Move a's lot posting under b and make both stored balances agree with that lie: the
+    // balance checks (which sum by the posting's wallet) pass; the posting check does not.
+    diesel::sql_query(format!(
+        "UPDATE ledger_postings SET wallet_id = '{}' WHERE wallet_id = '{}'",
+        b.id, a.id
+    ))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    diesel::sql_query(format!("UPDATE wallets SET balance = 0 WHERE id = '{}'", a.id))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    diesel::sql_query(format!("UPDATE wallets SET balance = 20 WHERE id = '{}'", b.id))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let report = reconcile(&mut conn, None).await.unwrap();
+    let checks: Vec<&str> = report.breaks.iter().map(|b| b.check).collect();
+    assert!(checks.contains(&"POSTING_MISMATCH"), "{report:?}");
+    assert!(
+        !checks.contains(&"WALLET_BALANCE_MISMATCH"),
+        "the lie is consistent there: {report:?}"
+    );
+}

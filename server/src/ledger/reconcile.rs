@@ -7,6 +7,9 @@
 //! 3. Every lot's `remaining` equals its account's balance, which is between zero and the lot's
 //!    original amount (no lot is over-consumed or overfilled).
 //! 4. No wallet is overdrawn past its credit limit (the overdraft account is never positive).
+//! 5. Every posting agrees with its account and its transaction: same project and unit, the
+//!    account's wallet (none for system accounts), the transaction's cause. Without this, a
+//!    posting filed under the wrong wallet would pass check 2, which sums by the posting's wallet.
 
 use diesel::{
     QueryableByName,
@@ -22,7 +25,7 @@ use crate::{error::Result, store::Conn};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Break {
     /// Which invariant: `TRANSACTION_UNBALANCED`, `WALLET_BALANCE_MISMATCH`,
-    /// `RUNNING_BALANCE_MISMATCH`, `LOT_MISMATCH`, `OVERDRAFT_EXCEEDED`.
+    /// `RUNNING_BALANCE_MISMATCH`, `LOT_MISMATCH`, `OVERDRAFT_EXCEEDED`, `POSTING_MISMATCH`.
     pub check: &'static str,
     pub project_id: String,
     /// The transaction, wallet or lot that breaks it.
@@ -117,6 +120,18 @@ const CHECKS: &[(&str, &str)] = &[
           WHERE (? IS NULL OR w.project_id = ?)
           GROUP BY w.project_id, w.id, w.overdraft_account_id, w.credit_limit
          HAVING COALESCE(SUM(p.amount), 0) > 0 OR COALESCE(SUM(p.amount), 0) < -w.credit_limit",
+    ),
+    (
+        "POSTING_MISMATCH",
+        "SELECT p.project_id, CAST(p.id AS CHAR) AS subject, p.account_id AS accounts,
+                NULL AS expected, NULL AS actual
+           FROM ledger_postings p
+           LEFT JOIN ledger_accounts a ON a.id = p.account_id
+           LEFT JOIN ledger_transactions t ON t.id = p.transaction_id
+          WHERE (? IS NULL OR p.project_id = ?)
+            AND NOT (a.id IS NOT NULL AND t.id IS NOT NULL
+                     AND a.project_id = p.project_id AND a.currency = p.currency AND a.wallet_id <=> p.wallet_id
+                     AND t.project_id = p.project_id AND t.currency = p.currency AND t.cause = p.cause)",
     ),
 ];
 

@@ -943,7 +943,9 @@ pub async fn sweep_expired(
 ) -> Result<Vec<TransactionRow>> {
     let mut posted = Vec::new();
     for (project_id, wallet_id) in store::wallets_with_expired_lots(conn, project_id, now).await? {
-        let mut done: Vec<TransactionRow> = with_retry!(conn, |c| {
+        // Each wallet is its own attempt: one that fails (and is retried at the next sweep) does
+        // not keep the others' lots from expiring.
+        let done: Result<Vec<TransactionRow>> = with_retry!(conn, |c| {
             let Some(mut wallet) = store::lock_wallet(c, &project_id, &wallet_id).await? else {
                 return Ok(Vec::new());
             };
@@ -951,8 +953,14 @@ pub async fn sweep_expired(
             let done = expire_wallet_lots(c, &mut wallet, now, &mut outbox).await?;
             store::insert_outbox(c, &outbox).await?;
             Ok(done)
-        })?;
-        posted.append(&mut done);
+        });
+        match done {
+            Ok(mut done) => posted.append(&mut done),
+            Err(e @ Error::Unavailable(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(%wallet_id, error = %e, "expiring this wallet's lots failed; the next sweep retries")
+            }
+        }
     }
     Ok(posted)
 }
