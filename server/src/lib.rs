@@ -24,4 +24,5 @@ pub mod store;
 pub mod telemetry;
 #[doc(hidden)]
 pub mod testing;
+mod text_enum;
 pub mod usage;

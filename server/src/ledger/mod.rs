@@ -12,7 +12,7 @@ pub mod reconcile;
 pub mod service;
 pub mod sweeper;
 
-use std::{cmp::Ordering, fmt, str::FromStr};
+use std::cmp::Ordering;
 
 use chrono::NaiveDateTime;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -21,39 +21,8 @@ use sha2::{Digest, Sha256};
 use crate::{
     error::{Error, INSUFFICIENT_CREDITS},
     money::{DecimalLimits, MONEY_SCALE, parse_decimal},
+    text_enum::text_enum,
 };
-
-macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, async_graphql::Enum)]
-        pub enum $name { $($(#[$vmeta])* $variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self, Error> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(Error::Internal(format!("unknown {} `{other}` in the database", stringify!($name)))),
-                }
-            }
-        }
-    };
-}
 
 text_enum! {
     /// Why a ledger transaction exists. Every posting carries its transaction's cause.

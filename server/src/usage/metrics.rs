@@ -22,6 +22,7 @@ use crate::{
         billable_metrics::{self, AggregateRow, Bind, MetricRow, NewMetric},
         now,
     },
+    text_enum::text_enum,
     usage::event::{parse_metric_code, parse_property_name},
 };
 
@@ -32,41 +33,19 @@ const MAX_FILTER_VALUE_CHARS: usize = 255;
 /// Most customers aggregated by one query (the data loader splits larger sets).
 pub const MAX_CUSTOMERS_PER_QUERY: usize = 500;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, async_graphql::Enum)]
-pub enum Aggregation {
-    /// Number of events.
-    Count,
-    /// Sum of quantities.
-    Sum,
-    /// Largest quantity.
-    Max,
-    /// Number of distinct values of `property`.
-    UniqueCount,
-    /// Quantity of the latest event (by timestamp, then arrival).
-    Latest,
-}
-
-impl Aggregation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Aggregation::Count => "COUNT",
-            Aggregation::Sum => "SUM",
-            Aggregation::Max => "MAX",
-            Aggregation::UniqueCount => "UNIQUE_COUNT",
-            Aggregation::Latest => "LATEST",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Aggregation> {
-        [
-            Aggregation::Count,
-            Aggregation::Sum,
-            Aggregation::Max,
-            Aggregation::UniqueCount,
-            Aggregation::Latest,
-        ]
-        .into_iter()
-        .find(|a| a.as_str() == s)
+text_enum! {
+    /// How a metric turns its events into one number.
+    Aggregation {
+        /// Number of events.
+        Count = "COUNT",
+        /// Sum of quantities.
+        Sum = "SUM",
+        /// Largest quantity.
+        Max = "MAX",
+        /// Number of distinct values of `property`.
+        UniqueCount = "UNIQUE_COUNT",
+        /// Quantity of the latest event (by timestamp, then arrival).
+        Latest = "LATEST",
     }
 }
 
@@ -165,8 +144,7 @@ impl MetricInput {
 
 impl MetricDef {
     pub fn from_row(row: &MetricRow) -> Result<MetricDef> {
-        let aggregation = Aggregation::parse(&row.aggregation)
-            .ok_or_else(|| Error::Internal(format!("stored aggregation '{}' is unknown", row.aggregation)))?;
+        let aggregation: Aggregation = row.aggregation.parse()?;
         let filters = match &row.filters {
             Some(text) => serde_json::from_str(text)
                 .map_err(|e| Error::Internal(format!("stored filters of metric {} unreadable: {e}", row.code)))?,
