@@ -228,6 +228,25 @@ async fn another_projects_wallet_is_out_of_reach() {
     )
     .await
     .data();
+    // The operator names projects; one that does not exist is NOT_FOUND, never a database error.
+    let ghost = "prj_01JZZZZZZZZZZZZZZZZZZZZZZZ";
+    let r = gql(
+        &s.app,
+        &s.app.admin_token,
+        WALLET,
+        json!({ "i": { "projectId": ghost, "customerExternalId": "acme", "currency": "USD" } }),
+    )
+    .await;
+    assert_eq!(r.error_code(), "NOT_FOUND", "{}", r.body);
+    assert_eq!(r.body["errors"][0]["message"], "project not found", "{}", r.body);
+    let r = gql(
+        &s.app,
+        &s.app.admin_token,
+        CHARGE,
+        json!({ "i": { "projectId": ghost, "walletId": w, "amount": "1", "idempotencyKey": "g" } }),
+    )
+    .await;
+    assert_eq!(r.error_code(), "NOT_FOUND", "{}", r.body);
     let other = s.app.create_project("Other").await;
     let intruder = s
         .app

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::{Decimal, opt_id, pagination, principal, state, utc};
+use super::{Decimal, opt_id, pagination, principal, resolve_project, state, utc};
 use crate::{
     auth::Scope,
     db,
@@ -599,7 +599,7 @@ impl LedgerMutation {
     /// Creates a customer's wallet in one unit (scope `BILLING`). Creating the same wallet again
     /// returns it; with other settings it is a `WALLET_EXISTS` conflict.
     async fn create_wallet(&self, ctx: &Context<'_>, input: CreateWalletInput) -> Result<Wallet> {
-        let project_id = principal(ctx)?.project_for(opt_id(&input.project_id), "projectId", Scope::Billing)?;
+        let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
         let mut conn = db::get(&state(ctx).pool).await?;
         let (row, _) = service::create_wallet(
             &mut conn,

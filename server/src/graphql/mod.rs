@@ -68,3 +68,20 @@ pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
 pub(crate) fn opt_id(id: &Option<async_graphql::ID>) -> Option<&str> {
     id.as_ref().map(|id| id.as_str())
 }
+
+/// The project a request acts on (see [`Principal::project_for`]), checked to exist when the
+/// operator names it: rows keyed by a project that does not exist would otherwise be written (usage
+/// events have no foreign key) or fail with a misleading error.
+pub(crate) async fn resolve_project(
+    ctx: &Context<'_>,
+    requested: &Option<async_graphql::ID>,
+    scope: crate::auth::Scope,
+) -> crate::error::GraphqlResult<String> {
+    let principal = principal(ctx)?;
+    let project_id = principal.project_for(opt_id(requested), "projectId", scope)?;
+    if principal.is_operator() {
+        let mut conn = crate::db::get(&state(ctx).pool).await?;
+        crate::projects::find_project(&mut conn, &project_id).await?;
+    }
+    Ok(project_id)
+}

@@ -12,14 +12,13 @@ use async_graphql::{
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-use super::{Decimal, opt_id, pagination, principal, state, utc};
+use super::{Decimal, pagination, principal, resolve_project, state, utc};
 use crate::{
     app::AppState,
-    auth::{Principal, Scope},
+    auth::Scope,
     customers::{self, CustomerInput},
     db,
     error::{Error, GraphqlResult as Result},
-    projects,
     store::{
         billable_metrics::MetricRow,
         customers::{self as customer_store, CustomerRow},
@@ -38,17 +37,6 @@ use crate::{
 fn require_read(ctx: &Context<'_>, project_id: &str) -> Result<()> {
     principal(ctx)?.project_for(Some(project_id), "projectId", Scope::Read)?;
     Ok(())
-}
-
-/// The project a request acts on, checked to exist when the operator names it.
-async fn resolve_project(ctx: &Context<'_>, requested: &Option<ID>, scope: Scope) -> Result<String> {
-    let principal: &Principal = principal(ctx)?;
-    let project_id = principal.project_for(opt_id(requested), "projectId", scope)?;
-    if principal.is_operator() {
-        let mut conn = db::get(&state(ctx).pool).await?;
-        projects::find_project(&mut conn, &project_id).await?;
-    }
-    Ok(project_id)
 }
 
 // ---------------------------------------------------------------------------------------------
