@@ -21,7 +21,7 @@ pub struct CustomerRow {
     pub updated_at: NaiveDateTime,
 }
 
-#[derive(Debug, Insertable, AsChangeset)]
+#[derive(Debug, Insertable)]
 #[diesel(table_name = customers)]
 pub struct NewCustomer<'a> {
     pub id: &'a str,
@@ -34,14 +34,6 @@ pub struct NewCustomer<'a> {
     pub implicit: bool,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
-}
-
-pub async fn insert(conn: &mut Conn, row: &NewCustomer<'_>) -> QueryResult<()> {
-    diesel::insert_into(customers::table)
-        .values(row)
-        .execute(conn)
-        .await
-        .map(|_| ())
 }
 
 /// Inserts the rows whose external id the project does not have yet; returns how many were new.

@@ -47,15 +47,6 @@ pub enum Outcome {
     Rejected(Error),
 }
 
-impl Outcome {
-    pub fn event(&self) -> Option<&IngestedEvent> {
-        match self {
-            Outcome::Accepted(e) | Outcome::Replayed(e) => Some(e),
-            Outcome::Rejected(_) => None,
-        }
-    }
-}
-
 fn from_new(e: &NewEvent, received_at: NaiveDateTime) -> IngestedEvent {
     IngestedEvent {
         id: e.id.clone(),
