@@ -53,7 +53,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     Router::new()
         .route("/graphql", post(http::graphql::execute).get(http::graphql::graphiql))
-        .route("/graphql/ws", get(http::graphql::websocket))
+        .route("/graphql/ws", get(http::websocket::websocket))
         .route("/ingest/usage", post(http::ingest::usage))
         .route("/ingest/usage/batch", post(http::ingest::usage_batch))
         .route("/ingest/charge", post(http::charge::ingest_charge))

@@ -248,13 +248,14 @@ impl Config {
             file.graphql_max_depth,
             12,
             2,
-            100,
+            // Well inside the nesting every document is held to before parsing (graphql::limits).
+            32,
         )?;
         let graphql_max_complexity = parse_num(
             "NERUBA_GRAPHQL_MAX_COMPLEXITY",
             get("NERUBA_GRAPHQL_MAX_COMPLEXITY"),
             file.graphql_max_complexity,
-            500,
+            5000,
             10,
             1_000_000,
         )?;

@@ -11,6 +11,12 @@ use crate::{ledger::outbox::WalletEvent, store::api_keys::ApiKeyRow};
 pub enum DomainEvent {
     ApiKeyCreated(ApiKeyRow),
     ApiKeyRevoked(ApiKeyRow),
+    /// An API key was revoked on some server (published by the outbox tailer on every server):
+    /// open websockets of the key close.
+    KeyRevoked {
+        project_id: String,
+        key_id: String,
+    },
     /// A wallet's balance changed (published by the outbox tailer, after commit, on every server).
     BalanceChanged(WalletEvent),
     /// A wallet's balance fell below its low-balance threshold (once per crossing).
@@ -21,6 +27,7 @@ impl DomainEvent {
     pub fn project_id(&self) -> &str {
         match self {
             DomainEvent::ApiKeyCreated(k) | DomainEvent::ApiKeyRevoked(k) => &k.project_id,
+            DomainEvent::KeyRevoked { project_id, .. } => project_id,
             DomainEvent::BalanceChanged(w) | DomainEvent::ThresholdCrossed(w) => &w.project_id,
         }
     }

@@ -25,4 +25,5 @@ pub mod telemetry;
 #[doc(hidden)]
 pub mod testing;
 mod text_enum;
+pub mod time;
 pub mod usage;

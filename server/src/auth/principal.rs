@@ -74,6 +74,27 @@ impl Principal {
         }
     }
 
+    /// Whether this caller may create a key with `scopes`: a key only with a subset of its own (an
+    /// `ADMIN` key cannot mint a key that reads or spends what it cannot), the operator any.
+    pub fn may_grant(&self, scopes: &[Scope]) -> Result<(), Error> {
+        let Principal::ApiKey { scopes: own, .. } = self else {
+            return Ok(());
+        };
+        let beyond: Vec<String> = scopes
+            .iter()
+            .filter(|s| !own.contains(s))
+            .map(|s| format!("`{s}`"))
+            .collect();
+        if beyond.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "a key can only create keys with scopes it holds itself; this key lacks {}",
+                beyond.join(", ")
+            )))
+        }
+    }
+
     /// Resolves which project a request acts on. The operator names one; a key acts on its own
     /// project and, when it names another, gets `NOT_FOUND`, exactly as for a project that
     /// does not exist, so ids reveal nothing across tenants.

@@ -68,10 +68,29 @@ fn parse_email(field: &str, raw: &str) -> Result<String> {
     Ok(email.to_string())
 }
 
+/// How deep metadata may nest: every reader (serde_json, MariaDB's JSON functions) has a limit.
+const MAX_METADATA_DEPTH: usize = 16;
+
+/// How deep objects and lists nest in `value` (a scalar is 0). The value was parsed under
+/// serde_json's own recursion limit, so this recursion is bounded too.
+fn json_depth(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
+        serde_json::Value::Object(members) => 1 + members.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Metadata: a JSON object of at most 4 KiB, stored as its canonical text (keys sorted).
 fn parse_metadata(field: &str, value: &serde_json::Value) -> Result<String> {
     if !value.is_object() {
         return Err(Error::invalid(field, "must be a JSON object"));
+    }
+    if json_depth(value) > MAX_METADATA_DEPTH {
+        return Err(Error::invalid(
+            field,
+            format!("must nest at most {MAX_METADATA_DEPTH} levels of objects and lists"),
+        ));
     }
     let text = value.to_string();
     if text.len() > MAX_METADATA_BYTES {
@@ -340,6 +359,15 @@ mod tests {
             (
                 CustomerInput {
                     metadata: Some(serde_json::json!({"k": "x".repeat(5000)})),
+                    ..ok.clone()
+                },
+                "metadata",
+            ),
+            (
+                CustomerInput {
+                    metadata: Some(
+                        serde_json::from_str(&format!("{}1{}", "{\"a\":".repeat(17), "}".repeat(17))).unwrap(),
+                    ),
                     ..ok.clone()
                 },
                 "metadata",

@@ -43,6 +43,7 @@ impl AdminQuery {
     }
 
     /// All projects, oldest first (operator only), a page at a time.
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
     async fn projects(
         &self,
         ctx: &Context<'_>,
@@ -113,10 +114,12 @@ impl AdminMutation {
         Ok(Project(row))
     }
 
-    /// Creates an API key. The response carries the secret; it is never shown again.
+    /// Creates an API key. The response carries the secret; it is never shown again. A key
+    /// (with `ADMIN`) may create keys with a subset of its own scopes; the operator, any.
     async fn create_api_key(&self, ctx: &Context<'_>, input: CreateApiKeyInput) -> Result<CreatedApiKey> {
         let principal = principal(ctx)?;
         let project_id = principal.project_for(opt_id(&input.project_id), "projectId", Scope::Admin)?;
+        principal.may_grant(&input.scopes)?;
         let state = state(ctx);
         let mut conn = db::get(&state.pool).await?;
         let created =
@@ -183,7 +186,9 @@ fn to_project_event(event: &DomainEvent) -> Option<ProjectEvent> {
     let (kind, key) = match event {
         DomainEvent::ApiKeyCreated(k) => (ProjectEventKind::ApiKeyCreated, k),
         DomainEvent::ApiKeyRevoked(k) => (ProjectEventKind::ApiKeyRevoked, k),
-        DomainEvent::BalanceChanged(_) | DomainEvent::ThresholdCrossed(_) => return None,
+        DomainEvent::BalanceChanged(_) | DomainEvent::ThresholdCrossed(_) | DomainEvent::KeyRevoked { .. } => {
+            return None;
+        }
     };
     Some(ProjectEvent {
         kind,

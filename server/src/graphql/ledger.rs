@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::{Decimal, opt_id, pagination, principal, resolve_project, state, utc};
+use super::{Decimal, opt_id, pagination, principal, require_read, resolve_project, state, utc};
 use crate::{
     auth::Scope,
     db,
@@ -26,6 +26,7 @@ use crate::{
         self,
         ledger::{self as ledger_store, AccountRow, EntryFilter, LotRow, PostingRow, TransactionRow, WalletRow},
     },
+    time,
 };
 
 fn amount(value: rust_decimal::Decimal) -> Decimal {
@@ -84,7 +85,9 @@ impl Wallet {
     }
     /// The lots that still hold credits, oldest first. Debits draw them by `expiresAt`, then
     /// `priority`, then age (docs/ledger.md).
+    #[graphql(complexity = "super::pagination::LIST_COST * child_complexity")]
     async fn lots(&self, ctx: &Context<'_>) -> Result<Vec<CreditLot>> {
+        require_read(ctx, &self.0.project_id)?;
         let mut conn = db::get(&state(ctx).pool).await?;
         Ok(ledger_store::open_lots(&mut conn, &self.0.id)
             .await?
@@ -187,7 +190,9 @@ impl LedgerTransaction {
         utc(self.0.created_at)
     }
     /// The postings, in order.
+    #[graphql(complexity = "super::pagination::LIST_COST * child_complexity")]
     async fn entries(&self, ctx: &Context<'_>) -> Result<Vec<LedgerEntry>> {
+        require_read(ctx, &self.0.project_id)?;
         let mut conn = db::get(&state(ctx).pool).await?;
         let filter = EntryFilter {
             transaction_id: Some(self.0.id.clone()),
@@ -302,7 +307,7 @@ impl LedgerEntry {
 #[derive(SimpleObject)]
 pub struct ReconciliationBreak {
     /// `TRANSACTION_UNBALANCED`, `WALLET_BALANCE_MISMATCH`, `RUNNING_BALANCE_MISMATCH`,
-    /// `LOT_MISMATCH` or `OVERDRAFT_EXCEEDED`.
+    /// `LOT_MISMATCH`, `OVERDRAFT_EXCEEDED`, `POSTING_MISMATCH` or `UNREADABLE_ROW`.
     pub check: String,
     pub project_id: ID,
     /// The transaction, wallet or lot concerned.
@@ -396,6 +401,7 @@ impl LedgerQuery {
     }
 
     /// The project's wallets, or one customer's, oldest first (scope `READ`).
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
     async fn wallets(
         &self,
         ctx: &Context<'_>,
@@ -427,6 +433,7 @@ impl LedgerQuery {
     /// Ledger entries (postings) in posting order, filtered by wallet, account, transaction, cause
     /// and time (`from` inclusive, `until` exclusive). Scope `READ`.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
     async fn ledger_entries(
         &self,
         ctx: &Context<'_>,
@@ -454,8 +461,8 @@ impl LedgerQuery {
             account_id: account_id.map(|a| a.0),
             transaction_id: transaction_id.map(|t| t.0),
             cause: cause.map(|c| c.as_str().to_string()),
-            from: from.map(|t| t.naive_utc()),
-            until: until.map(|t| t.naive_utc()),
+            from: time::opt_to_column("from", from)?,
+            until: time::opt_to_column("until", until)?,
         };
         let mut conn = db::get(&state(ctx).pool).await?;
         let rows = ledger_store::list_entries(&mut conn, &project_id, &filter, after_id, size + 1).await?;
@@ -479,6 +486,7 @@ impl LedgerQuery {
     }
 
     /// Checks every ledger invariant of the project (scope `ADMIN`); see docs/ledger.md.
+    #[graphql(complexity = "super::pagination::WHOLE_LEDGER_COST")]
     async fn reconciliation(&self, ctx: &Context<'_>, project_id: Option<ID>) -> Result<Reconciliation> {
         let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Admin)?;
         let mut conn = db::get(&state(ctx).pool).await?;
@@ -660,13 +668,13 @@ impl LedgerMutation {
     /// Credits a wallet with a paid top-up (scope `BILLING`); repays any overdraft first.
     async fn top_up_wallet(&self, ctx: &Context<'_>, input: CreditInput) -> Result<PostedTransaction> {
         let project_id = principal(ctx)?.project_for(opt_id(&input.project_id), "projectId", Scope::Billing)?;
-        run(ctx, project_id, OpKind::TopUp, credit_request(input)).await
+        run(ctx, project_id, OpKind::TopUp, credit_request(input)?).await
     }
 
     /// Grants free credits (scope `BILLING`), optionally expiring; repays any overdraft first.
     async fn grant_credits(&self, ctx: &Context<'_>, input: CreditInput) -> Result<PostedTransaction> {
         let project_id = principal(ctx)?.project_for(opt_id(&input.project_id), "projectId", Scope::Billing)?;
-        run(ctx, project_id, OpKind::Grant, credit_request(input)).await
+        run(ctx, project_id, OpKind::Grant, credit_request(input)?).await
     }
 
     /// A manual correction with a required reason (scope `ADMIN` or the operator).
@@ -712,18 +720,18 @@ impl LedgerMutation {
     }
 }
 
-fn credit_request(input: CreditInput) -> MoneyRequest {
-    MoneyRequest {
+fn credit_request(input: CreditInput) -> std::result::Result<MoneyRequest, Error> {
+    Ok(MoneyRequest {
         wallet_id: input.wallet_id.map(|w| w.0),
         customer_external_id: input.customer_external_id,
         currency: input.currency,
         amount: input.amount.0,
         idempotency_key: input.idempotency_key,
         description: input.description,
-        expires_at: input.expires_at.map(|t| t.naive_utc()),
+        expires_at: time::opt_to_column("expiresAt", input.expires_at)?,
         priority: input.priority,
         corrects_transaction_id: None,
-    }
+    })
 }
 
 #[derive(Default)]

@@ -3,6 +3,7 @@
 
 mod admin;
 mod ledger;
+pub mod limits;
 pub mod pagination;
 mod scalars;
 mod types;
@@ -41,6 +42,7 @@ pub fn schema(state: AppState) -> NerubaSchema {
     builder()
         .limit_depth(config.graphql_max_depth)
         .limit_complexity(config.graphql_max_complexity)
+        .extension(limits::NestingLimit)
         .data(async_graphql::dataloader::DataLoader::new(
             UsageLoader { state: state.clone() },
             tokio::spawn,
@@ -62,6 +64,13 @@ pub(crate) fn principal<'a>(ctx: &Context<'a>) -> Result<&'a Principal, Error> {
 
 pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
     ctx.data_unchecked::<AppState>()
+}
+
+/// Nested money and usage data needs `READ`, however its parent was reached (a charge's payload
+/// reached with an `INGEST` key shows the wallet's balance, not its lots or postings).
+pub(crate) fn require_read(ctx: &Context<'_>, project_id: &str) -> crate::error::GraphqlResult<()> {
+    principal(ctx)?.project_for(Some(project_id), "projectId", crate::auth::Scope::Read)?;
+    Ok(())
 }
 
 /// An optional `ID` argument as a string slice.

@@ -13,6 +13,21 @@ use crate::error::Error;
 pub const DEFAULT_PAGE: i32 = 50;
 pub const MAX_PAGE: i32 = 100;
 
+/// What a page costs against the complexity limit: its rows times what each row selects, so
+/// fifty aliases of a 100-row page cannot pass for fifty cheap fields.
+pub fn cost(first: Option<i32>, child_complexity: usize) -> usize {
+    let rows = first.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize;
+    1 + rows * child_complexity
+}
+
+/// What a list without paging costs per selected field (wallets of a customer, lots of a wallet,
+/// postings of a transaction: usually a few rows, at most a few hundred).
+pub const LIST_COST: usize = 10;
+
+/// What a field that scans a whole project's ledger costs (`reconciliation`): more than half the
+/// default limit, so one request runs it once.
+pub const WHOLE_LEDGER_COST: usize = 3000;
+
 /// Validated `first`: the page size, 1 to [`MAX_PAGE`].
 pub fn page_size(first: Option<i32>) -> Result<i64, Error> {
     let first = first.unwrap_or(DEFAULT_PAGE);

@@ -12,7 +12,7 @@ use async_graphql::{
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-use super::{Decimal, pagination, principal, resolve_project, state, utc};
+use super::{Decimal, pagination, require_read, resolve_project, state, utc};
 use crate::{
     app::AppState,
     auth::Scope,
@@ -25,6 +25,7 @@ use crate::{
         now,
         usage_events::{self, EventCursor, EventFilter},
     },
+    time,
     usage::{
         event::{RawEvent, parse_metric_code, parse_property_name},
         ingest::{self, IngestedEvent, Outcome, check_batch_size},
@@ -34,11 +35,6 @@ use crate::{
 
 /// A customer's usage and events are `READ` data, however the `Customer` was reached (a
 /// `createCustomer` answer needs only `BILLING`).
-fn require_read(ctx: &Context<'_>, project_id: &str) -> Result<()> {
-    principal(ctx)?.project_for(Some(project_id), "projectId", Scope::Read)?;
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------------
 // Output types
 
@@ -90,15 +86,16 @@ impl Customer {
     ) -> Result<Usage> {
         require_read(ctx, &self.0.project_id)?;
         let metric = parse_metric_code("metric", &metric)?;
-        if from >= to {
+        let (from_at, to_at) = (time::to_column("from", from)?, time::to_column("to", to)?);
+        if from_at >= to_at {
             return Err(Error::invalid("to", "must be after `from`").into());
         }
         let group_by = group_by.map(|g| parse_property_name("groupBy", &g)).transpose()?;
         let key = UsageKey {
             project_id: self.0.project_id.clone(),
             metric,
-            from: from.naive_utc(),
-            to: to.naive_utc(),
+            from: from_at,
+            to: to_at,
             group_by,
             customer: self.0.external_id.clone(),
         };
@@ -128,12 +125,14 @@ impl Customer {
     }
 
     /// The customer's wallets, one per currency or credit unit (scope `READ`).
+    #[graphql(complexity = "super::pagination::LIST_COST * child_complexity")]
     async fn wallets(&self, ctx: &Context<'_>) -> Result<Vec<super::ledger::Wallet>> {
         require_read(ctx, &self.0.project_id)?;
         super::ledger::customer_wallets(ctx, &self.0.project_id, &self.0.external_id).await
     }
 
     /// The customer's raw events, newest first (by event time, then arrival), a page at a time.
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -149,8 +148,8 @@ impl Customer {
         let metric = metric.map(|m| parse_metric_code("metric", &m)).transpose()?;
         let filter = EventFilter {
             metric: metric.as_deref(),
-            from: from.map(|t| t.naive_utc()),
-            to: to.map(|t| t.naive_utc()),
+            from: time::opt_to_column("from", from)?,
+            to: time::opt_to_column("to", to)?,
         };
         let mut conn = db::get(&state(ctx).pool).await?;
         let rows = usage_events::list_for_customer(
@@ -181,7 +180,8 @@ fn parse_event_cursor(raw: &str) -> std::result::Result<EventCursor, Error> {
     let (micros, seq) = raw.split_once('.').ok_or_else(bad)?;
     let micros: i64 = micros.parse().map_err(|_| bad())?;
     let seq: u64 = seq.parse().map_err(|_| bad())?;
-    let occurred_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?.naive_utc();
+    let occurred_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+    let occurred_at = time::to_column("after", occurred_at).map_err(|_| bad())?;
     Ok(EventCursor { occurred_at, seq })
 }
 
@@ -488,6 +488,7 @@ impl UsageQuery {
     }
 
     /// The project's customers, oldest first, a page at a time (scope `READ`).
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
     async fn customers(
         &self,
         ctx: &Context<'_>,

@@ -1,21 +1,20 @@
-//! The GraphQL transport: `POST /graphql`, GraphiQL at `GET /graphql`, and the
-//! graphql-transport-ws websocket at `/graphql/ws`.
+//! The GraphQL transport: `POST /graphql` and GraphiQL at `GET /graphql` (the websocket is in
+//! [`super::websocket`]).
 
-use async_graphql::{Data, http::GraphiQLSource};
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use async_graphql::http::GraphiQLSource;
 use axum::{
     Extension, Json,
     body::Bytes,
-    extract::{State, WebSocketUpgrade, rejection::BytesRejection},
+    extract::{State, rejection::BytesRejection},
     http::HeaderMap,
     response::{Html, IntoResponse, Response},
 };
 
 use crate::{
     app::AppState,
-    auth::{self, Principal},
+    auth,
     error::Error,
-    graphql::NerubaSchema,
+    graphql::{NerubaSchema, limits},
 };
 
 /// Executes one GraphQL request. Credentials are checked first (401 without a valid one); a body
@@ -33,19 +32,29 @@ pub async fn execute(
             "body is not a GraphQL request (JSON with a `query` string): {e}"
         ))
     })?;
+    // Before any parse: the parser recurses per nesting level.
+    limits::check_nesting(&request.query, limits::MAX_NESTING)?;
     if let Err(e) = async_graphql::parser::parse_query(&request.query) {
-        return Err(Error::BadRequest(format!("query does not parse: {e}")));
+        let mut message = format!("query does not parse: {e}");
+        limits::cut_echo(&mut message);
+        return Err(Error::BadRequest(message));
     }
     let mut response = schema.execute(request.data(principal)).await;
+    finish_response(&mut response);
+    Ok(Json(response).into_response())
+}
+
+/// Gives every error a code and cuts messages that echo the document. Our resolvers always set a
+/// code; an error without one comes from async-graphql's own checks of the document and variables
+/// (unknown field, wrong type, limits exceeded).
+pub(crate) fn finish_response(response: &mut async_graphql::Response) {
     for error in &mut response.errors {
-        // Our resolvers always set a code; an error without one comes from async-graphql's own
-        // checks of the document and variables (unknown field, wrong type, limits exceeded).
+        limits::cut_echo(&mut error.message);
         let extensions = error.extensions.get_or_insert_with(Default::default);
         if extensions.get("code").is_none() {
             extensions.set("code", "GRAPHQL_VALIDATION_FAILED");
         }
     }
-    Ok(Json(response).into_response())
 }
 
 /// GraphiQL, where enabled (on in development, off in production unless `NERUBA_GRAPHIQL=true`).
@@ -60,45 +69,4 @@ pub async fn graphiql(State(state): State<AppState>) -> Result<Html<String>, Err
             .title("Neruba")
             .finish(),
     ))
-}
-
-/// Subscriptions over graphql-transport-ws. Credentials come in the `connection_init` payload
-/// (`{"authorization": "Bearer …"}`) or, for non-browser clients, the upgrade request's header.
-pub async fn websocket(
-    State(state): State<AppState>,
-    Extension(schema): Extension<NerubaSchema>,
-    protocol: GraphQLProtocol,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    let header_token = auth::principal::token_from_headers(&headers).map(str::to_string);
-    let shutdown = state.shutdown.clone();
-    upgrade
-        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| async move {
-            let connection = GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let token = init_token(&payload).or(header_token);
-                    let principal: Principal = auth::authenticate(&state, token.as_deref()).await?;
-                    let mut data = Data::default();
-                    data.insert(principal);
-                    Ok(data)
-                })
-                .serve();
-            // A subscription lives until the client leaves; on shutdown, drop it so the server
-            // can stop (clients reconnect to another replica).
-            tokio::select! {
-                () = connection => {},
-                () = shutdown.cancelled() => {},
-            }
-        })
-        .into_response()
-}
-
-fn init_token(payload: &serde_json::Value) -> Option<String> {
-    ["authorization", "Authorization", "apiKey"]
-        .iter()
-        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
-        .and_then(auth::principal::bearer)
-        .map(str::to_string)
 }

@@ -7,8 +7,6 @@
 //! answers 200 with one result per item (`index`, `status`, and the event `id` or the `error`):
 //! one bad item does not keep the others out.
 
-use std::collections::BTreeMap;
-
 use axum::{
     Json,
     body::Bytes,
@@ -129,11 +127,10 @@ fn parse_json(body: &[u8]) -> Result<&RawValue, Error> {
 /// One event object, field by field, into a [`RawEvent`]. Unknown fields and wrong JSON types are
 /// errors naming the field.
 pub(crate) fn parse_event(raw: &RawValue) -> Result<RawEvent, Error> {
-    let fields: BTreeMap<&str, &RawValue> =
-        serde_json::from_str(raw.get()).map_err(|_| Error::invalid("event", "must be a JSON object"))?;
+    let fields = super::object_members("event", raw)?;
     let mut event = RawEvent::default();
     for (name, value) in fields {
-        let text = value.get();
+        let (name, text) = (name.as_str(), value.get());
         if text == "null" {
             continue;
         }
@@ -144,6 +141,7 @@ pub(crate) fn parse_event(raw: &RawValue) -> Result<RawEvent, Error> {
             "timestamp" => event.timestamp = Some(string(name, value)?),
             "quantity" => event.quantity = Some(super::decimal_text(name, value)?),
             "properties" => {
+                super::object_members("properties", value)?;
                 event.properties =
                     Some(serde_json::from_str(text).map_err(|_| Error::invalid(name, "must be a JSON object"))?)
             }

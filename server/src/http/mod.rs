@@ -7,6 +7,7 @@ pub mod graphql;
 pub mod health;
 pub mod ingest;
 pub mod portal;
+pub mod websocket;
 
 use axum::{
     body::Bytes,
@@ -43,4 +44,50 @@ pub(crate) fn decimal_text(field: &str, value: &serde_json::value::RawValue) -> 
             "must be a decimal number or a string holding one",
         )),
     }
+}
+
+/// A JSON object's members in order, duplicates included (serde_json's maps keep the last of a
+/// key given twice, silently).
+struct Members<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// The members of the JSON object `raw` (named `field` in errors). A key given twice is refused
+/// by name: which of the two values would count is not something a client should have to guess.
+pub(crate) fn object_members<'a>(
+    field: &str,
+    raw: &'a serde_json::value::RawValue,
+) -> Result<Vec<(String, &'a serde_json::value::RawValue)>, Error> {
+    let Members(members) =
+        serde_json::from_str(raw.get()).map_err(|_| Error::invalid(field, "must be a JSON object"))?;
+    let mut seen = std::collections::HashSet::with_capacity(members.len());
+    for (name, _) in &members {
+        if !seen.insert(name.as_str()) {
+            let path = if field == "event" {
+                name.clone()
+            } else {
+                format!("{field}.{name}")
+            };
+            return Err(Error::invalid(path, "is given twice in the same object"));
+        }
+    }
+    Ok(members)
 }

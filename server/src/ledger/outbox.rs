@@ -33,6 +33,21 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 pub const GAP_GRACE: Duration = Duration::from_secs(10);
 const BATCH: i64 = 500;
 
+/// The kind of the outbox rows that are not wallet events: an API key was revoked, so every
+/// server closes the key's open websockets. Such a row's `wallet_id` holds the key's id.
+pub const API_KEY_REVOKED: &str = "API_KEY_REVOKED";
+
+/// The outbox row that tells every server that `key_id` was revoked.
+pub fn key_revoked(project_id: &str, key_id: &str, at: NaiveDateTime) -> NewOutbox {
+    NewOutbox {
+        project_id: project_id.to_string(),
+        wallet_id: key_id.to_string(),
+        kind: API_KEY_REVOKED.to_string(),
+        payload: "{}".to_string(),
+        created_at: at,
+    }
+}
+
 /// A committed change of a wallet, as stored in the outbox and published to subscribers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -269,6 +284,13 @@ async fn poll(state: &AppState, cursor: &mut Option<Cursor>) -> Result<(), Error
     }
     for row in &rows {
         if cursor.accept(row.id) {
+            if row.kind == API_KEY_REVOKED {
+                state.events.publish(DomainEvent::KeyRevoked {
+                    project_id: row.project_id.clone(),
+                    key_id: row.wallet_id.clone(),
+                });
+                continue;
+            }
             match WalletEvent::from_outbox(row) {
                 Ok(event) => state.events.publish(event.into_domain_event()),
                 Err(e) => tracing::error!(error = %e, "unreadable outbox row skipped"),

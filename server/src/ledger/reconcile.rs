@@ -10,6 +10,9 @@
 //! 5. Every posting agrees with its account and its transaction: same project and unit, the
 //!    account's wallet (none for system accounts), the transaction's cause. Without this, a
 //!    posting filed under the wrong wallet would pass check 2, which sums by the posting's wallet.
+//! 6. Every row can be read back: no stored time is a zero date (`0000-00-00`, which MariaDB
+//!    stores for a year past 9999 and which fails every read of its wallet; it sorts before any
+//!    real date). Reported as `UNREADABLE_ROW` rather than calling such a ledger consistent.
 
 use diesel::{
     QueryableByName,
@@ -25,7 +28,8 @@ use crate::{error::Result, store::Conn};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Break {
     /// Which invariant: `TRANSACTION_UNBALANCED`, `WALLET_BALANCE_MISMATCH`,
-    /// `RUNNING_BALANCE_MISMATCH`, `LOT_MISMATCH`, `OVERDRAFT_EXCEEDED`, `POSTING_MISMATCH`.
+    /// `RUNNING_BALANCE_MISMATCH`, `LOT_MISMATCH`, `OVERDRAFT_EXCEEDED`, `POSTING_MISMATCH`,
+    /// `UNREADABLE_ROW`.
     pub check: &'static str,
     pub project_id: String,
     /// The transaction, wallet or lot that breaks it.
@@ -132,6 +136,28 @@ const CHECKS: &[(&str, &str)] = &[
             AND NOT (a.id IS NOT NULL AND t.id IS NOT NULL
                      AND a.project_id = p.project_id AND a.currency = p.currency AND a.wallet_id <=> p.wallet_id
                      AND t.project_id = p.project_id AND t.currency = p.currency AND t.cause = p.cause)",
+    ),
+    (
+        "UNREADABLE_ROW",
+        "SELECT l.project_id, l.id AS subject, l.account_id AS accounts, NULL AS expected, NULL AS actual
+           FROM credit_lots l WHERE (? IS NULL OR l.project_id = ?)
+            AND (l.expires_at < '1000-01-01' OR l.expired_at < '1000-01-01' OR l.created_at < '1000-01-01')",
+    ),
+    (
+        "UNREADABLE_ROW",
+        "SELECT w.project_id, w.id AS subject, NULL AS accounts, NULL AS expected, NULL AS actual
+           FROM wallets w WHERE (? IS NULL OR w.project_id = ?)
+            AND (w.created_at < '1000-01-01' OR w.updated_at < '1000-01-01')",
+    ),
+    (
+        "UNREADABLE_ROW",
+        "SELECT t.project_id, t.id AS subject, NULL AS accounts, NULL AS expected, NULL AS actual
+           FROM ledger_transactions t WHERE (? IS NULL OR t.project_id = ?) AND t.created_at < '1000-01-01'",
+    ),
+    (
+        "UNREADABLE_ROW",
+        "SELECT p.project_id, CAST(p.id AS CHAR) AS subject, p.account_id AS accounts, NULL AS expected, NULL AS actual
+           FROM ledger_postings p WHERE (? IS NULL OR p.project_id = ?) AND p.created_at < '1000-01-01'",
     ),
 ];
 

@@ -357,12 +357,17 @@ pub async fn update_wallet(
             )
             .into());
         }
+        let before = wallet.clone();
         if let Some(t) = threshold {
             wallet.low_balance_threshold = t;
         }
         wallet.below_threshold = wallet.low_balance_threshold.is_some_and(|t| wallet.balance < t);
         wallet.policy = policy.as_str().into();
         wallet.credit_limit = limit;
+        if wallet == before {
+            // Nothing changes, so nothing is written: `updatedAt` keeps meaning "last changed".
+            return Ok(wallet);
+        }
         wallet.updated_at = db_now();
         store::update_wallet_settings(c, &wallet).await?;
         Ok(wallet)

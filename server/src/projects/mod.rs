@@ -6,10 +6,11 @@ use crate::{
     auth::{Scope, keys},
     error::{Error, Result},
     ids,
+    ledger::outbox,
     store::{
         Conn,
         api_keys::{self, ApiKeyRow, NewApiKey},
-        now,
+        ledger as ledger_store, now,
         projects::{self, NewProject, ProjectRow},
     },
 };
@@ -122,28 +123,33 @@ pub async fn create_api_key(
 }
 
 /// Revokes a key of `project_id` (`None`: any project, for the operator). Revoking twice is a no-op
-/// that returns the key as it is. Returns whether this call revoked it.
+/// that returns the key as it is. Returns whether this call revoked it. The revocation and its
+/// outbox row commit together, so every server learns of it and closes the key's websockets.
 pub async fn revoke_api_key(conn: &mut Conn, project_id: Option<&str>, key_id: &str) -> Result<(ApiKeyRow, bool)> {
     if !ids::looks_like(API_KEY_ID_PREFIX, key_id) {
         return Err(Error::NotFound("API key"));
     }
-    let found = match project_id {
-        Some(p) => api_keys::find_in_project(conn, p, key_id).await?,
-        None => api_keys::find(conn, key_id).await?,
-    };
-    let mut key = found.ok_or(Error::NotFound("API key"))?;
-    if key.revoked_at.is_some() {
-        return Ok((key, false));
-    }
-    let at = now();
-    let changed = api_keys::revoke(conn, key_id, at).await?;
-    if changed == 0 {
-        // Revoked concurrently: report the stored time.
-        key = api_keys::find(conn, key_id).await?.ok_or(Error::NotFound("API key"))?;
-        return Ok((key, false));
-    }
-    key.revoked_at = Some(at);
-    Ok((key, true))
+    conn.transaction(async |conn| {
+        let found = match project_id {
+            Some(p) => api_keys::find_in_project(conn, p, key_id).await?,
+            None => api_keys::find(conn, key_id).await?,
+        };
+        let mut key = found.ok_or(Error::NotFound("API key"))?;
+        if key.revoked_at.is_some() {
+            return Ok((key, false));
+        }
+        let at = now();
+        let changed = api_keys::revoke(conn, key_id, at).await?;
+        if changed == 0 {
+            // Revoked concurrently: report the stored time.
+            key = api_keys::find(conn, key_id).await?.ok_or(Error::NotFound("API key"))?;
+            return Ok((key, false));
+        }
+        ledger_store::insert_outbox(conn, &[outbox::key_revoked(&key.project_id, &key.id, at)]).await?;
+        key.revoked_at = Some(at);
+        Ok::<_, Error>((key, true))
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -6,10 +6,9 @@ use chrono::NaiveDateTime;
 use diesel::{
     mysql::Mysql,
     prelude::*,
-    sql_types::{Datetime, Nullable, Numeric, Text, Varchar},
+    sql_types::{Datetime, Nullable, Text, Varchar},
 };
 use diesel_async::RunQueryDsl;
-use rust_decimal::Decimal;
 
 use super::{Conn, schema::billable_metrics};
 
@@ -76,8 +75,10 @@ pub struct AggregateRow {
     pub customer: String,
     #[diesel(sql_type = Nullable<Varchar>)]
     pub group_key: Option<String>,
-    #[diesel(sql_type = Nullable<Numeric>)]
-    pub value: Option<Decimal>,
+    /// The aggregate as the database's exact text (a `Numeric` would be rounded to what
+    /// `rust_decimal` holds on decode; the caller refuses that instead).
+    #[diesel(sql_type = Nullable<Varchar>)]
+    pub value: Option<String>,
 }
 
 /// A bound parameter of a hand-built aggregation query.

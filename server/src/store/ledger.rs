@@ -510,7 +510,7 @@ pub async fn delete_outbox_before(conn: &mut Conn, before: NaiveDateTime, limit:
         .await
 }
 
-/// A project's outbox rows after `after` (optionally one wallet's), oldest first: what a
+/// A project's wallet events after `after` (optionally one wallet's), oldest first: what a
 /// reconnecting subscriber missed.
 pub async fn project_outbox_after(
     conn: &mut Conn,
@@ -522,6 +522,7 @@ pub async fn project_outbox_after(
     let mut query = ledger_outbox::table
         .filter(ledger_outbox::project_id.eq(project_id.to_string()))
         .filter(ledger_outbox::id.gt(after))
+        .filter(ledger_outbox::kind.ne(crate::ledger::outbox::API_KEY_REVOKED))
         .select(OutboxRow::as_select())
         .order(ledger_outbox::id.asc())
         .limit(limit)

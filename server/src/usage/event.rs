@@ -4,7 +4,7 @@
 //! [`RawEvent`] and calls [`RawEvent::validate`], so the rules and the error names are the same
 //! everywhere. Field names in errors are the API's (`idempotencyKey`, `quantity`, …).
 
-use chrono::{DateTime, NaiveDateTime, SubsecRound, TimeDelta};
+use chrono::{NaiveDateTime, TimeDelta};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -86,10 +86,9 @@ pub fn parse_property_name(field: &str, raw: &str) -> Result<String> {
 }
 
 /// RFC 3339 to UTC at microsecond precision (what `DATETIME(6)` keeps; finer digits are dropped).
+/// Leap seconds are refused (see [`crate::time`]).
 pub fn parse_timestamp(field: &str, raw: &str) -> Result<NaiveDateTime> {
-    let parsed = DateTime::parse_from_rfc3339(raw.trim())
-        .map_err(|_| Error::invalid(field, "must be an RFC 3339 timestamp such as 2026-11-25T10:00:00Z"))?;
-    let utc = parsed.naive_utc().trunc_subsecs(6);
+    let utc = crate::time::parse_rfc3339(field, raw)?;
     if utc.and_utc().timestamp() < 0 {
         return Err(Error::invalid(field, "must not be before 1970-01-01"));
     }

@@ -272,7 +272,7 @@ pub fn aggregate_sql(
             };
             let sql = format!(
                 "SELECT customer, group_key, value FROM (SELECT customer_external_id AS customer, \
-                 {group_expr} AS group_key, CAST(quantity AS DECIMAL(38, 12)) AS value, \
+                 {group_expr} AS group_key, CAST(quantity AS CHAR) AS value, \
                  ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY occurred_at DESC, seq DESC) AS rn \
                  FROM usage_events WHERE {where_sql}) ranked WHERE rn = 1"
             );
@@ -293,13 +293,34 @@ pub fn aggregate_sql(
             };
             let sql = format!(
                 "SELECT customer_external_id AS customer, {group_expr} AS group_key, \
-                 CAST({value} AS DECIMAL(38, 12)) AS value FROM usage_events WHERE {where_sql} GROUP BY {grouping}"
+                 CAST(CAST({value} AS DECIMAL(65, 12)) AS CHAR) AS value FROM usage_events WHERE {where_sql} GROUP BY {grouping}"
             );
             (sql, binds)
         }
     };
     binds.extend(where_binds);
     (sql, binds)
+}
+
+/// An aggregate's text as an exact decimal. A SUM of many large quantities can have more digits
+/// than a `Decimal` holds (28): that is refused, never answered rounded.
+fn exact(text: Option<&str>) -> Result<Decimal> {
+    let Some(text) = text else {
+        return Ok(Decimal::ZERO);
+    };
+    let digits = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        text
+    };
+    Decimal::from_str_exact(digits).map(|d| d.normalize()).map_err(|_| {
+        Error::invalid(
+            "metric",
+            format!(
+                "the aggregate ({text}) has more digits than Neruba computes exactly (28); ask for a shorter period"
+            ),
+        )
+    })
 }
 
 /// A customer's aggregate over a period: the total, and per group when grouped.
@@ -329,7 +350,7 @@ pub async fn aggregate(
         let (sql, binds) = aggregate_sql(project_id, def, chunk, from, to, None);
         for row in billable_metrics::aggregate(conn, &sql, binds).await? {
             if let Some(v) = out.get_mut(&row.customer) {
-                v.value = row.value.unwrap_or_default().normalize();
+                v.value = exact(row.value.as_deref())?;
             }
         }
         if let Some(g) = group_by {
@@ -338,8 +359,8 @@ pub async fn aggregate(
             rows.sort_by(|a, b| a.group_key.cmp(&b.group_key));
             for row in rows {
                 if let Some(v) = out.get_mut(&row.customer) {
-                    v.groups
-                        .push((row.group_key, row.value.unwrap_or_default().normalize()));
+                    let value = exact(row.value.as_deref())?;
+                    v.groups.push((row.group_key, value));
                 }
             }
         }
