@@ -89,6 +89,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub graphql_max_depth: usize,
     pub graphql_max_complexity: usize,
+    /// How long a websocket may stay open without a `connection_init` (then it closes with 4408).
+    /// Not a setting: tests shorten it.
+    pub ws_init_timeout: std::time::Duration,
     /// Usage ingest limits.
     pub ingest: IngestLimits,
 }
@@ -303,6 +306,7 @@ impl Config {
             max_body_bytes,
             graphql_max_depth,
             graphql_max_complexity,
+            ws_init_timeout: std::time::Duration::from_secs(10),
             ingest,
         })
     }

@@ -156,33 +156,47 @@ pub struct AdminSubscription;
 #[Subscription]
 impl AdminSubscription {
     /// Changes to a project's API keys, pushed after they commit. A key needs `READ` and watches
-    /// its own project; the operator names the project.
+    /// its own project; the operator names the project. The key itself (`apiKey`) is shown to
+    /// holders of `ADMIN` only, as `Project.apiKeys` is. A subscription ends when its own key is
+    /// revoked (the socket then closes).
     async fn project_events(
         &self,
         ctx: &Context<'_>,
         project_id: Option<ID>,
     ) -> Result<impl Stream<Item = ProjectEvent> + use<>> {
-        let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Read)?;
+        let principal = principal(ctx)?;
+        let project_id = principal.project_for(opt_id(&project_id), "projectId", Scope::Read)?;
+        let shows_keys = principal.scopes().contains(&Scope::Admin);
+        let own_key = match principal {
+            Principal::ApiKey { key, .. } => Some(key.id.clone()),
+            Principal::Operator => None,
+        };
         let state = state(ctx);
         {
             // The operator may name a project that does not exist: say so rather than wait forever.
             let mut conn = db::get(&state.pool).await?;
             projects::find_project(&mut conn, &project_id).await?;
         }
-        let stream = BroadcastStream::new(state.events.subscribe()).filter_map(move |event| {
-            let event = match event {
-                Ok(e) if e.project_id() == project_id => to_project_event(&e),
-                // A lagging subscriber skips what it missed rather than ending the stream.
-                _ => None,
-            };
-            async move { event }
-        });
+        let stream = BroadcastStream::new(state.events.subscribe())
+            .take_while(move |event| {
+                let own_revoked = matches!(event, Ok(e) if matches!(&**e,
+                    DomainEvent::ApiKeyRevoked(k) if Some(&k.id) == own_key.as_ref()));
+                futures_util::future::ready(!own_revoked)
+            })
+            .filter_map(move |event| {
+                let event = match event {
+                    Ok(e) if e.project_id() == project_id => to_project_event(&e, shows_keys),
+                    // A lagging subscriber skips what it missed rather than ending the stream.
+                    _ => None,
+                };
+                async move { event }
+            });
         Ok(stream)
     }
 }
 
 /// API key events only; wallet events have their own subscription (`balanceChanged`).
-fn to_project_event(event: &DomainEvent) -> Option<ProjectEvent> {
+fn to_project_event(event: &DomainEvent, shows_keys: bool) -> Option<ProjectEvent> {
     let (kind, key) = match event {
         DomainEvent::ApiKeyCreated(k) => (ProjectEventKind::ApiKeyCreated, k),
         DomainEvent::ApiKeyRevoked(k) => (ProjectEventKind::ApiKeyRevoked, k),
@@ -193,6 +207,6 @@ fn to_project_event(event: &DomainEvent) -> Option<ProjectEvent> {
     Some(ProjectEvent {
         kind,
         project_id: ID(key.project_id.clone()),
-        api_key: Some(key.clone().into()),
+        api_key: shows_keys.then(|| key.clone().into()),
     })
 }

@@ -86,14 +86,17 @@ impl Wallet {
     /// The lots that still hold credits, oldest first. Debits draw them by `expiresAt`, then
     /// `priority`, then age (docs/ledger.md).
     #[graphql(complexity = "super::pagination::LIST_COST * child_complexity")]
-    async fn lots(&self, ctx: &Context<'_>) -> Result<Vec<CreditLot>> {
+    /// Needs `READ` (a charge's answer reached with an `INGEST` key has `null` here, with an error).
+    async fn lots(&self, ctx: &Context<'_>) -> Result<Option<Vec<CreditLot>>> {
         require_read(ctx, &self.0.project_id)?;
         let mut conn = db::get(&state(ctx).pool).await?;
-        Ok(ledger_store::open_lots(&mut conn, &self.0.id)
-            .await?
-            .into_iter()
-            .map(CreditLot)
-            .collect())
+        Ok(Some(
+            ledger_store::open_lots(&mut conn, &self.0.id)
+                .await?
+                .into_iter()
+                .map(CreditLot)
+                .collect(),
+        ))
     }
     async fn created_at(&self) -> DateTime<Utc> {
         utc(self.0.created_at)
@@ -191,7 +194,8 @@ impl LedgerTransaction {
     }
     /// The postings, in order.
     #[graphql(complexity = "super::pagination::LIST_COST * child_complexity")]
-    async fn entries(&self, ctx: &Context<'_>) -> Result<Vec<LedgerEntry>> {
+    /// Needs `READ` (a charge's answer reached with an `INGEST` key has `null` here, with an error).
+    async fn entries(&self, ctx: &Context<'_>) -> Result<Option<Vec<LedgerEntry>>> {
         require_read(ctx, &self.0.project_id)?;
         let mut conn = db::get(&state(ctx).pool).await?;
         let filter = EntryFilter {
@@ -199,7 +203,7 @@ impl LedgerTransaction {
             ..EntryFilter::default()
         };
         let rows = ledger_store::list_entries(&mut conn, &self.0.project_id, &filter, None, 1000).await?;
-        Ok(rows.into_iter().map(LedgerEntry::from).collect())
+        Ok(Some(rows.into_iter().map(LedgerEntry::from).collect()))
     }
 }
 

@@ -32,8 +32,9 @@ pub async fn execute(
             "body is not a GraphQL request (JSON with a `query` string): {e}"
         ))
     })?;
-    // Before any parse: the parser recurses per nesting level.
-    limits::check_nesting(&request.query, limits::MAX_NESTING)?;
+    // Before any parse: the parser recurses per nesting level. Like a document that does not
+    // parse, this is a 400.
+    limits::check_nesting(&request.query, limits::MAX_NESTING).map_err(|e| Error::BadRequest(e.to_string()))?;
     if let Err(e) = async_graphql::parser::parse_query(&request.query) {
         let mut message = format!("query does not parse: {e}");
         limits::cut_echo(&mut message);

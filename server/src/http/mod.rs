@@ -76,8 +76,13 @@ pub(crate) fn object_members<'a>(
     field: &str,
     raw: &'a serde_json::value::RawValue,
 ) -> Result<Vec<(String, &'a serde_json::value::RawValue)>, Error> {
-    let Members(members) =
-        serde_json::from_str(raw.get()).map_err(|_| Error::invalid(field, "must be a JSON object"))?;
+    let Members(members) = serde_json::from_str(raw.get()).map_err(|e| {
+        if e.to_string().contains("recursion limit") {
+            Error::invalid(field, "nests more than 128 levels")
+        } else {
+            Error::invalid(field, "must be a JSON object")
+        }
+    })?;
     let mut seen = std::collections::HashSet::with_capacity(members.len());
     for (name, _) in &members {
         if !seen.insert(name.as_str()) {

@@ -5,7 +5,9 @@
 //!   says) and again before every operation, so a revoked key cannot start anything;
 //! - a revoked key's socket is closed (4403) on every server: the revocation reaches this process
 //!   at once when it was made here, and through the outbox when it was made on another replica;
-//! - every error carries `extensions.code`.
+//! - every error carries `extensions.code`;
+//! - a socket that does not send `connection_init` in time is closed (4408), so unauthenticated
+//!   sockets cannot pile up.
 
 use std::sync::{
     Arc, Mutex,
@@ -37,6 +39,7 @@ use crate::{
 
 /// graphql-transport-ws close codes.
 const CLOSE_FORBIDDEN: u16 = 4403;
+const CLOSE_INIT_TIMEOUT: u16 = 4408;
 const CLOSE_BAD_MESSAGE: u16 = 4400;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -73,6 +76,8 @@ struct SocketAuth {
     token: Mutex<Option<String>>,
     /// The API key behind it (none for the operator).
     key_id: Mutex<Option<String>>,
+    /// `connection_init` was accepted.
+    accepted: AtomicBool,
     /// `connection_init` was refused: the close that follows is a 4403.
     refused: AtomicBool,
     /// The key was revoked: stop every operation and close the socket.
@@ -86,6 +91,7 @@ impl SocketAuth {
             Principal::ApiKey { key, .. } => Some(key.id.clone()),
             Principal::Operator => None,
         };
+        self.accepted.store(true, Ordering::Relaxed);
     }
 
     fn is_key(&self, id: &str) -> bool {
@@ -187,6 +193,9 @@ async fn serve(
         () = shutdown.cancelled() => Some(close(CLOSE_GOING_AWAY, "server shutting down")),
         () = auth.revoked.cancelled() => Some(close(CLOSE_FORBIDDEN, "API key revoked")),
         () = watch_revocations(&state, &auth, &mut events) => Some(close(CLOSE_FORBIDDEN, "API key revoked")),
+        () = init_deadline(state.config.ws_init_timeout, &auth) => {
+            Some(close(CLOSE_INIT_TIMEOUT, "connection_init was not sent in time"))
+        }
     };
     let ending = ending.or_else(|| {
         too_big
@@ -204,6 +213,14 @@ fn close(code: u16, reason: &str) -> Message {
         code,
         reason: reason.into(),
     }))
+}
+
+/// Returns when `timeout` passed without an accepted `connection_init`; otherwise never.
+async fn init_deadline(timeout: std::time::Duration, auth: &SocketAuth) {
+    tokio::time::sleep(timeout).await;
+    if auth.accepted.load(Ordering::Relaxed) {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Returns when the socket's key is revoked, here or on another server.
