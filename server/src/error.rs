@@ -2,7 +2,7 @@
 
 use axum::{
     Json,
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header::RETRY_AFTER},
     response::{IntoResponse, Response},
 };
 use serde_json::json;
@@ -115,16 +115,27 @@ impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Unavailable(m) | DbError::Connect(m) => Error::Unavailable(m),
+            DbError::Query(e) => e.into(),
             other => Error::Internal(other.to_string()),
         }
     }
 }
 
+/// A statement that failed because the database is out of reach is `Unavailable` (the client
+/// retries with the same idempotency key and gets the stored answer); anything else is a bug.
 impl From<diesel::result::Error> for Error {
     fn from(e: diesel::result::Error) -> Self {
-        Error::Internal(e.to_string())
+        if crate::db::is_unavailable(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            Error::Unavailable("the database is unavailable; retry later".into())
+        } else {
+            Error::Internal(e.to_string())
+        }
     }
 }
+
+/// What `Retry-After` says on a 503, in seconds.
+pub const RETRY_AFTER_SECS: u32 = 1;
 
 impl Error {
     /// The JSON form: `{"code", "message", "field"?}`.
@@ -141,7 +152,13 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         self.log();
-        (self.status(), Json(json!({ "error": self.body() }))).into_response()
+        let mut response = (self.status(), Json(json!({ "error": self.body() }))).into_response();
+        if let Error::Unavailable(_) = self {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
     }
 }
 
