@@ -194,3 +194,35 @@ impl From<GraphqlError> for async_graphql::Error {
 pub type GraphqlResult<T> = std::result::Result<T, GraphqlError>;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use axum::response::IntoResponse;
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_a_503_with_retry_after_and_a_bug_stays_internal() {
+        let lost = DieselError::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("Input/output error: Connection reset by peer (os error 104)".to_string()),
+        );
+        let e = Error::from(lost);
+        assert_eq!(e.code(), "SERVICE_UNAVAILABLE");
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+        // The same through the pool's error type.
+        let lost = DieselError::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("Server shutdown in progress".to_string()),
+        );
+        assert_eq!(Error::from(DbError::Query(lost)).code(), "SERVICE_UNAVAILABLE");
+
+        let bug = DieselError::DatabaseError(DatabaseErrorKind::Unknown, Box::new("Unknown column 'x'".to_string()));
+        let response = Error::from(bug).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response.headers().get(RETRY_AFTER).is_none());
+    }
+}

@@ -162,3 +162,48 @@ pub async fn backoff(attempt: u32) {
     let jitter = rand::rng().random_range(0..=base);
     tokio::time::sleep(std::time::Duration::from_millis(base + jitter)).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    use super::is_unavailable;
+
+    fn unknown(message: &str) -> Error {
+        Error::DatabaseError(DatabaseErrorKind::Unknown, Box::new(message.to_string()))
+    }
+
+    #[test]
+    fn lost_connections_and_server_shutdowns_are_unavailable() {
+        for message in [
+            "Input/output error: Input/output error: can't parse: buf doesn't have enough data",
+            "Input/output error: Connection reset by peer (os error 104)",
+            "Input/output error: Connection refused (os error 111)",
+            "Driver error: `Connection to the server is closed.'",
+            "Driver error: `Packet out of order.'",
+            "Server shutdown in progress",
+            "Connection was killed",
+            "Query execution was interrupted",
+            "Lost connection to MySQL server during query",
+        ] {
+            assert!(is_unavailable(&unknown(message)), "{message}");
+        }
+    }
+
+    #[test]
+    fn statement_errors_and_bugs_are_not_unavailable() {
+        for message in [
+            "Table 'neruba.nope' doesn't exist",
+            "You have an error in your SQL syntax",
+            "Driver error: `Missing named parameter `x'.'",
+            "Deadlock found when trying to get lock; try restarting transaction",
+        ] {
+            assert!(!is_unavailable(&unknown(message)), "{message}");
+        }
+        assert!(!is_unavailable(&Error::DatabaseError(
+            DatabaseErrorKind::UniqueViolation,
+            Box::new("Duplicate entry".to_string())
+        )));
+        assert!(!is_unavailable(&Error::NotFound));
+    }
+}
