@@ -18,8 +18,9 @@ use std::{
 
 use tokio::sync::watch;
 
-/// How long the background check waits for a fresh connection and `SELECT 1`.
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the background check waits for a fresh connection and `SELECT 1`: generous, since
+/// only its failure opens the breaker, and a loaded server may be slow to accept.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the background check runs while the breaker is open.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -56,7 +57,7 @@ pub struct Breaker {
     state: AtomicU8,
     /// `true` while open: lets checkouts already waiting give up when it opens.
     open: watch::Sender<bool>,
-    /// Why it opened and since when.
+    /// Why it opened (for the log) and since when.
     cause: Mutex<Option<(String, Instant)>>,
 }
 
@@ -84,14 +85,14 @@ impl Breaker {
         if self.state() != BreakerState::Open {
             return None;
         }
+        // The cause (addresses, driver text) is logged when the breaker opens, not returned.
         let cause = self.cause.lock().unwrap_or_else(|e| e.into_inner());
         Some(match &*cause {
-            Some((why, since)) => format!(
-                "database unavailable for {:.1}s ({why}); checking every {}ms",
-                since.elapsed().as_secs_f64(),
-                CHECK_INTERVAL.as_millis()
+            Some((_, since)) => format!(
+                "the database has been unreachable for {:.1}s; retry later",
+                since.elapsed().as_secs_f64()
             ),
-            None => "database unavailable".to_string(),
+            None => "the database is unreachable; retry later".to_string(),
         })
     }
 
@@ -103,7 +104,7 @@ impl Breaker {
             let _ = open.wait_for(|open| *open).await;
             me.upgrade()
                 .and_then(|b| b.open_reason())
-                .unwrap_or_else(|| "database unavailable".to_string())
+                .unwrap_or_else(|| "the database is unreachable; retry later".to_string())
         }
     }
 

@@ -17,10 +17,13 @@ use diesel_async::{
     pooled_connection::{AsyncDieselConnectionManager, PoolError},
 };
 
-use super::{Breaker, DbError, breaker::CHECK_TIMEOUT, is_unavailable};
+use super::{Breaker, DbError, is_unavailable};
 
 /// How long a checkout waits for a connection before it answers "unavailable".
 pub const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a pooled connection's `SELECT 1` at checkout may take before the connection is
+/// dropped (bb8 then tries another) and the breaker checks the database.
+pub const VALIDATE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The request pool and the breaker its checkouts consult. Cheap to clone.
 #[derive(Clone)]
@@ -109,7 +112,7 @@ impl ManageConnection for Manager {
     /// for the whole checkout timeout. A check cut short leaves its statement unfinished, so
     /// the connection is discarded ([`Manager::has_broken`]) and bb8 tries another.
     async fn is_valid(&self, conn: &mut AsyncMysqlConnection) -> Result<(), PoolError> {
-        let checked = match tokio::time::timeout(CHECK_TIMEOUT, self.inner.is_valid(conn)).await {
+        let checked = match tokio::time::timeout(VALIDATE_TIMEOUT, self.inner.is_valid(conn)).await {
             Ok(checked) => checked,
             Err(_) => {
                 self.breaker.suspect("a pooled connection did not answer its check");
@@ -117,7 +120,7 @@ impl ManageConnection for Manager {
                     diesel::result::DatabaseErrorKind::Unknown,
                     Box::new(format!(
                         "connection check: no answer within {}ms",
-                        CHECK_TIMEOUT.as_millis()
+                        VALIDATE_TIMEOUT.as_millis()
                     )),
                 )));
             }
