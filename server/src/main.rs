@@ -143,11 +143,25 @@ async fn open_database(config: &Config) -> anyhow::Result<(String, Option<Embedd
 
 async fn serve(config: Config, demo: bool) -> anyhow::Result<ExitCode> {
     let (url, embedded) = open_database(&config).await?;
-    let result = serve_with(config, &url, demo).await;
-    if let Some(embedded) = embedded {
-        tracing::info!("stopping the embedded MariaDB");
-        embedded.stop().await;
-    }
+    let Some(mut embedded) = embedded else {
+        return serve_with(config, &url, demo).await;
+    };
+    // The embedded MariaDB is this process's own: if it dies, serving on would only answer 503s
+    // until someone noticed. Exit non-zero instead, so a supervisor restarts both.
+    let result = tokio::select! {
+        result = serve_with(config, &url, demo) => result,
+        status = embedded.exited() => {
+            let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+            tracing::error!(%status, log = %embedded.log_tail(), "the embedded MariaDB exited unexpectedly; stopping");
+            eprintln!(
+                "error: the embedded MariaDB exited unexpectedly ({status}); see {}",
+                embedded.dir().join("error.log").display()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    };
+    tracing::info!("stopping the embedded MariaDB");
+    embedded.stop().await;
     result
 }
 

@@ -276,3 +276,33 @@ fn embedded_db_exits_non_zero_when_its_mariadb_dies() {
     assert!(stderr.contains("exited unexpectedly"), "{stderr}");
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_exits_non_zero_when_its_embedded_mariadb_dies() {
+    let data = std::env::temp_dir().join(format!("neruba-embedded-serve-dies-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let port = free_port();
+    let mut child = serve(port, None, |cmd| cmd.env("NERUBA_DATA_DIR", &data));
+    wait_ready(port, Duration::from_secs(90)).await;
+    let pid: i32 = std::fs::read_to_string(data.join("mariadb/mysqld.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: killing the mariadbd this test's child started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!("serve kept running after its embedded mariadbd died");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&data);
+}
