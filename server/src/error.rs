@@ -2,7 +2,7 @@
 
 use axum::{
     Json,
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header::RETRY_AFTER},
     response::{IntoResponse, Response},
 };
 use serde_json::json;
@@ -115,16 +115,27 @@ impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Unavailable(m) | DbError::Connect(m) => Error::Unavailable(m),
+            DbError::Query(e) => e.into(),
             other => Error::Internal(other.to_string()),
         }
     }
 }
 
+/// A statement that failed because the database is out of reach is `Unavailable` (the client
+/// retries with the same idempotency key and gets the stored answer); anything else is a bug.
 impl From<diesel::result::Error> for Error {
     fn from(e: diesel::result::Error) -> Self {
-        Error::Internal(e.to_string())
+        if crate::db::is_unavailable(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            Error::Unavailable("the database is unavailable; retry later".into())
+        } else {
+            Error::Internal(e.to_string())
+        }
     }
 }
+
+/// What `Retry-After` says on a 503, in seconds.
+pub const RETRY_AFTER_SECS: u32 = 1;
 
 impl Error {
     /// The JSON form: `{"code", "message", "field"?}`.
@@ -141,7 +152,13 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         self.log();
-        (self.status(), Json(json!({ "error": self.body() }))).into_response()
+        let mut response = (self.status(), Json(json!({ "error": self.body() }))).into_response();
+        if let Error::Unavailable(_) = self {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
     }
 }
 
@@ -177,3 +194,35 @@ impl From<GraphqlError> for async_graphql::Error {
 pub type GraphqlResult<T> = std::result::Result<T, GraphqlError>;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use axum::response::IntoResponse;
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_a_503_with_retry_after_and_a_bug_stays_internal() {
+        let lost = DieselError::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("Input/output error: Connection reset by peer (os error 104)".to_string()),
+        );
+        let e = Error::from(lost);
+        assert_eq!(e.code(), "SERVICE_UNAVAILABLE");
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+        // The same through the pool's error type.
+        let lost = DieselError::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("Server shutdown in progress".to_string()),
+        );
+        assert_eq!(Error::from(DbError::Query(lost)).code(), "SERVICE_UNAVAILABLE");
+
+        let bug = DieselError::DatabaseError(DatabaseErrorKind::Unknown, Box::new("Unknown column 'x'".to_string()));
+        let response = Error::from(bug).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response.headers().get(RETRY_AFTER).is_none());
+    }
+}

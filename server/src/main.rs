@@ -143,11 +143,25 @@ async fn open_database(config: &Config) -> anyhow::Result<(String, Option<Embedd
 
 async fn serve(config: Config, demo: bool) -> anyhow::Result<ExitCode> {
     let (url, embedded) = open_database(&config).await?;
-    let result = serve_with(config, &url, demo).await;
-    if let Some(embedded) = embedded {
-        tracing::info!("stopping the embedded MariaDB");
-        embedded.stop().await;
-    }
+    let Some(mut embedded) = embedded else {
+        return serve_with(config, &url, demo).await;
+    };
+    // The embedded MariaDB is this process's own: if it dies, serving on would only answer 503s
+    // until someone noticed. Exit non-zero instead, so a supervisor restarts both.
+    let result = tokio::select! {
+        result = serve_with(config, &url, demo) => result,
+        status = embedded.exited() => {
+            let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+            tracing::error!(%status, log = %embedded.log_tail(), "the embedded MariaDB exited unexpectedly; stopping");
+            eprintln!(
+                "error: the embedded MariaDB exited unexpectedly ({status}); see {}",
+                embedded.dir().join("error.log").display()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    };
+    tracing::info!("stopping the embedded MariaDB");
+    embedded.stop().await;
     result
 }
 
@@ -306,15 +320,33 @@ async fn embedded_db(
     fast_unsafe: bool,
     url_file: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let embedded = EmbeddedMariaDb::start(&data_dir, EmbeddedOptions { port, fast_unsafe }).await?;
+    let mut embedded = EmbeddedMariaDb::start(&data_dir, EmbeddedOptions { port, fast_unsafe }).await?;
     let url = embedded.server_url();
     if let Some(path) = url_file {
         std::fs::write(&path, &url).with_context(|| format!("cannot write {}", path.display()))?;
     }
     println!("MariaDB ready at {url} (data in {})", embedded.dir().display());
-    server::shutdown_signal().await;
-    embedded.stop().await;
-    Ok(ExitCode::SUCCESS)
+    // Whoever runs this (scripts, CI) watches this process: when mariadbd dies, so does it,
+    // with a non-zero status, rather than leaving a live process in front of no database.
+    let died = tokio::select! {
+        _ = server::shutdown_signal() => None,
+        status = embedded.exited() => Some(status),
+    };
+    match died {
+        None => {
+            embedded.stop().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(status) => {
+            let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+            eprintln!(
+                "error: the embedded MariaDB exited unexpectedly ({status}); see {}: {}",
+                embedded.dir().join("error.log").display(),
+                embedded.log_tail()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// Each check prints a line; a failing one says what to do.

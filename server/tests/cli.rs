@@ -226,3 +226,83 @@ async fn serve_demo_prints_a_working_key_for_one_demo_project() {
     }
     assert_eq!(project_ids[0], project_ids[1], "a second run reuses the demo project");
 }
+
+#[test]
+fn embedded_db_exits_non_zero_when_its_mariadb_dies() {
+    let data = std::env::temp_dir().join(format!("neruba-embedded-dies-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    let url_file = data.join("url");
+    let mut child = Command::new(BIN)
+        .args(["embedded-db", "--fast-unsafe", "--data-dir"])
+        .arg(data.join("db"))
+        .arg("--url-file")
+        .arg(&url_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !url_file.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "embedded-db exited before it was ready"
+        );
+        assert!(started.elapsed() < Duration::from_secs(90), "embedded-db not ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid: i32 = std::fs::read_to_string(data.join("db/mysqld.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: killing the mariadbd this test's child started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("embedded-db kept running after its mariadbd died");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "{status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("exited unexpectedly"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_exits_non_zero_when_its_embedded_mariadb_dies() {
+    let data = std::env::temp_dir().join(format!("neruba-embedded-serve-dies-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let port = free_port();
+    let mut child = serve(port, None, |cmd| cmd.env("NERUBA_DATA_DIR", &data));
+    wait_ready(port, Duration::from_secs(90)).await;
+    let pid: i32 = std::fs::read_to_string(data.join("mariadb/mysqld.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: killing the mariadbd this test's child started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!("serve kept running after its embedded mariadbd died");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -158,20 +158,30 @@ pub async fn authenticate(state: &AppState, token: Option<&str>) -> Result<Princ
     }
     let mut conn = db::get(&state.pool).await?;
     let key = api_keys::find_by_hash(&mut conn, &keys::hash_secret(token))
-        .await?
+        .await
+        .map_err(unavailable)?
         .ok_or_else(invalid)?;
     if key.revoked_at.is_some() {
         return Err(invalid());
     }
     let now = crate::store::now();
     if key.last_used_at.is_none_or(|t| t < now - LAST_USED_RESOLUTION) {
-        api_keys::touch_last_used(&mut conn, &key.id, now, now - LAST_USED_RESOLUTION).await?;
+        api_keys::touch_last_used(&mut conn, &key.id, now, now - LAST_USED_RESOLUTION)
+            .await
+            .map_err(unavailable)?;
     }
     let scopes = Scope::split(&key.scopes);
     Ok(Principal::ApiKey {
         key: Box::new(key),
         scopes,
     })
+}
+
+/// Any database failure while checking a key means "cannot tell now", never "not a key": the
+/// client retries a 503, while a 401 would make it drop a valid key.
+fn unavailable(e: diesel::result::Error) -> Error {
+    tracing::warn!(error = %e, "authentication could not read the key");
+    Error::Unavailable("cannot check credentials now: the database is unavailable; retry later".into())
 }
 
 pub fn token_from_headers(headers: &HeaderMap) -> Option<&str> {

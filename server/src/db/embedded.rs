@@ -184,6 +184,27 @@ impl EmbeddedMariaDb {
         self.port
     }
 
+    /// The mariadbd process id (for signals: tests freeze it with SIGSTOP); `None` once it exited.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Waits until mariadbd exits by itself (killed, crashed, out of disk); never resolves for
+    /// a server already stopped. Cancel-safe.
+    pub async fn exited(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        let Some(child) = self.child.as_mut() else {
+            return std::future::pending().await;
+        };
+        let status = child.wait().await;
+        self.child = None;
+        status
+    }
+
+    /// The last lines of mariadbd's error log, for messages.
+    pub fn log_tail(&self) -> String {
+        tail(&self.dir.join("error.log"))
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -1,21 +1,19 @@
 //! Database access: the connection pool, embedded migrations, readiness, and the launcher for the
 //! private MariaDB that Neruba runs when no `DATABASE_URL` is configured.
 
+mod breaker;
 pub mod embedded;
 mod migrations;
+mod pool;
 pub mod url;
 
 use std::time::Duration;
 
-use diesel_async::{
-    AsyncConnection, AsyncMysqlConnection, RunQueryDsl,
-    pooled_connection::{AsyncDieselConnectionManager, bb8},
-};
+use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
 
+pub use breaker::{Breaker, BreakerState};
 pub use migrations::{MIGRATIONS, pending_migrations, run_migrations};
-
-pub type Pool = bb8::Pool<AsyncMysqlConnection>;
-pub type PooledConn<'a> = bb8::PooledConnection<'a, AsyncMysqlConnection>;
+pub use pool::{CHECKOUT_TIMEOUT, Manager, Pool, PooledConn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -29,15 +27,9 @@ pub enum DbError {
     Unavailable(String),
 }
 
-/// Builds a pool. Connections are made lazily and checked on checkout, so the pool recovers by
-/// itself when the database comes back after an outage.
+/// Builds the request pool (see [`Pool::new`]).
 pub fn pool(url: &str, max_size: u32) -> Pool {
-    let manager = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new(url);
-    bb8::Pool::builder()
-        .max_size(max_size)
-        .connection_timeout(Duration::from_secs(5))
-        .idle_timeout(Some(Duration::from_secs(300)))
-        .build_unchecked(manager)
+    Pool::new(url, max_size)
 }
 
 /// One connection outside the pool (migrations, administration).
@@ -59,11 +51,13 @@ pub async fn wait_for(url: &str, timeout: Duration) -> Result<(), DbError> {
     }
 }
 
+/// A pooled connection, or `Unavailable` (at once while the database is known to be down).
 pub async fn get(pool: &Pool) -> Result<PooledConn<'_>, DbError> {
-    pool.get().await.map_err(|e| DbError::Unavailable(e.to_string()))
+    pool.get().await
 }
 
-/// `SELECT 1` through the pool, bounded in time: the readiness probe's database check.
+/// `SELECT 1` through the pool, bounded in time: the readiness probe's database check. Answers
+/// at once while the breaker is open.
 pub async fn ping(pool: &Pool) -> Result<(), DbError> {
     let check = async {
         let mut conn = get(pool).await?;
@@ -72,8 +66,48 @@ pub async fn ping(pool: &Pool) -> Result<(), DbError> {
     };
     match tokio::time::timeout(Duration::from_secs(3), check).await {
         Ok(result) => result,
-        Err(_) => Err(DbError::Unavailable("timed out after 3s".into())),
+        Err(_) => {
+            pool.breaker().suspect("the readiness check timed out");
+            Err(DbError::Unavailable("timed out after 3s".into()))
+        }
     }
+}
+
+/// Whether a failed statement failed because the database is out of reach (shut down, killed,
+/// the connection lost or out of step), not because of the statement: the client may retry
+/// later, with the same idempotency key. diesel-async reports every mysql_async error that is
+/// not a server error as `DatabaseError(Unknown, "<mysql_async message>")`, and a server error
+/// by its message only (the code is dropped), so this reads messages.
+pub fn is_unavailable(e: &diesel::result::Error) -> bool {
+    let diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::Unknown, info) = e else {
+        return false;
+    };
+    let m = info.message();
+    // mysql_async's own errors: I/O (reset, refused, broken pipe, a reply that cannot be
+    // parsed) and the driver's connection-state errors.
+    m.starts_with("Input/output error")
+        || (m.starts_with("Driver error")
+            && [
+                "Connection to the server is closed",
+                "Packet out of order",
+                "Unexpected packet",
+                "Pool was disconnected",
+                "Bad compressed packet header",
+            ]
+            .iter()
+            .any(|s| m.contains(s)))
+        // Server errors: 1053 shutdown, 1927 killed, 1317 interrupted, 1040 too many
+        // connections, and the client-library texts of 2006/2013.
+        || [
+            "Server shutdown in progress",
+            "Connection was killed",
+            "Query execution was interrupted",
+            "Too many connections",
+            "server has gone away",
+            "Lost connection to",
+        ]
+        .iter()
+        .any(|s| m.contains(s))
 }
 
 /// Database names are interpolated into DDL (it takes no bind parameters): allow only `[A-Za-z0-9_]`.
@@ -127,4 +161,49 @@ pub async fn backoff(attempt: u32) {
     let base = 2u64 << attempt.min(6);
     let jitter = rand::rng().random_range(0..=base);
     tokio::time::sleep(std::time::Duration::from_millis(base + jitter)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    use super::is_unavailable;
+
+    fn unknown(message: &str) -> Error {
+        Error::DatabaseError(DatabaseErrorKind::Unknown, Box::new(message.to_string()))
+    }
+
+    #[test]
+    fn lost_connections_and_server_shutdowns_are_unavailable() {
+        for message in [
+            "Input/output error: Input/output error: can't parse: buf doesn't have enough data",
+            "Input/output error: Connection reset by peer (os error 104)",
+            "Input/output error: Connection refused (os error 111)",
+            "Driver error: `Connection to the server is closed.'",
+            "Driver error: `Packet out of order.'",
+            "Server shutdown in progress",
+            "Connection was killed",
+            "Query execution was interrupted",
+            "Lost connection to MySQL server during query",
+        ] {
+            assert!(is_unavailable(&unknown(message)), "{message}");
+        }
+    }
+
+    #[test]
+    fn statement_errors_and_bugs_are_not_unavailable() {
+        for message in [
+            "Table 'neruba.nope' doesn't exist",
+            "You have an error in your SQL syntax",
+            "Driver error: `Missing named parameter `x'.'",
+            "Deadlock found when trying to get lock; try restarting transaction",
+        ] {
+            assert!(!is_unavailable(&unknown(message)), "{message}");
+        }
+        assert!(!is_unavailable(&Error::DatabaseError(
+            DatabaseErrorKind::UniqueViolation,
+            Box::new("Duplicate entry".to_string())
+        )));
+        assert!(!is_unavailable(&Error::NotFound));
+    }
 }

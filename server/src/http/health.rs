@@ -11,7 +11,8 @@ pub async fn live() -> Json<Value> {
 }
 
 /// Ready to serve traffic: the database answers and every embedded migration is applied.
-/// 503 names the failing check; it turns 200 again by itself once the cause is gone.
+/// 503 names the failing check; it turns 200 again by itself once the cause is gone. While the
+/// database is known to be down (the pool's circuit breaker is open) it answers at once.
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let report = readiness(&state).await;
     let status = if report.ok() {
@@ -25,6 +26,8 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
 pub struct Readiness {
     pub database: Result<(), String>,
     pub migrations: Result<(), String>,
+    /// The pool's circuit breaker after the check (`open`: requests fail at once).
+    pub circuit: db::BreakerState,
 }
 
 impl Readiness {
@@ -42,10 +45,12 @@ impl Readiness {
             .filter(|(_, r)| r.is_err())
             .map(|(n, _)| n)
             .collect();
+        let mut database = check(&self.database);
+        database["circuit"] = json!(self.circuit.as_str());
         json!({
             "status": if self.ok() { "ready" } else { "unavailable" },
             "failing": failing,
-            "checks": { "database": check(&self.database), "migrations": check(&self.migrations) },
+            "checks": { "database": database, "migrations": check(&self.migrations) },
         })
     }
 }
@@ -60,5 +65,9 @@ pub async fn readiness(state: &AppState) -> Readiness {
             Err(e) => Err(e.to_string()),
         },
     };
-    Readiness { database, migrations }
+    Readiness {
+        database,
+        migrations,
+        circuit: state.pool.breaker().state(),
+    }
 }

@@ -65,7 +65,7 @@ impl From<Failure> for Error {
             Failure::Db(e) if retryable(&e) => {
                 Error::Unavailable("the wallet is busy; retry the request with the same idempotency key".into())
             }
-            Failure::Db(e) => Error::Internal(e.to_string()),
+            Failure::Db(e) => e.into(),
             Failure::App(e) => e,
         }
     }
