@@ -604,8 +604,9 @@ const DECIMAL_POOL: [&str; 10] = [
     "1.5",
     "\"abc\"",
 ];
-const DATETIME_POOL: [&str; 10] = [
-    "\"9999-12-31T23:59:59-23:59\"",
+// "9999-12-31T23:59:59-23:59" (year 10000 in UTC) is left out until the lead's timestamp fix:
+// see `an_expiry_beyond_the_datetime_range_is_refused_and_the_wallet_keeps_working`.
+const DATETIME_POOL: [&str; 9] = [
     "\"0001-01-01T00:00:00Z\"",
     "\"1000-01-01T00:00:00Z\"",
     "\"2026-11-25T10:00:00Z\"",
@@ -1009,4 +1010,33 @@ proptest! {
         let header = format!("Bearer {token}");
         prop_assert_eq!(bearer(&header), Some(token.as_str()));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A value beyond a column's range (the lead's timestamp fix).
+
+/// An expiry that is in range as written but not in UTC (`9999-12-31T23:59:59-23:59` is year
+/// 10000) must be refused naming `expiresAt`. Today it is accepted, and from then on every read of
+/// the wallet's lots (`wallet { lots }`, `topUpWallet`, `createWallet`) is an `INTERNAL` error.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "issue 11: fixed by lead's branch"]
+async fn an_expiry_beyond_the_datetime_range_is_refused_and_the_wallet_keeps_working() {
+    let w = world().await;
+    let r = common::gql(
+        &w.app,
+        &w.key,
+        "mutation($w: ID) { grantCredits(input: { walletId: $w, amount: \"1\", expiresAt: \"9999-12-31T23:59:59-23:59\", idempotencyKey: \"year-10000\" }) { replayed } }",
+        json!({ "w": w.wallet }),
+    )
+    .await;
+    assert_eq!(r.error_code(), "BAD_USER_INPUT", "{}", r.body);
+    assert_eq!(r.body["errors"][0]["extensions"]["field"], "expiresAt", "{}", r.body);
+    let r = common::gql(
+        &w.app,
+        &w.key,
+        "mutation($w: ID) { topUpWallet(input: { walletId: $w, amount: \"1\", idempotencyKey: \"after-year-10000\" }) { wallet { lots { expiresAt } } } }",
+        json!({ "w": w.wallet }),
+    )
+    .await;
+    r.data();
 }
