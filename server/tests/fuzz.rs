@@ -25,7 +25,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// Cases per property unless `PROPTEST_CASES` says otherwise.
-const DEFAULT_CASES: u32 = 96;
+const DEFAULT_CASES: u32 = 256;
 
 fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
