@@ -1,0 +1,1672 @@
+//! The hostile suite (issue 11): every root field of the schema, called with another project's ids
+//! and with keys that lack the needed scope, is refused and changes nothing.
+//!
+//! Project A (the victim) has customers, a metric, usage events, a wallet with a top-up, a grant
+//! and a charge, and keys of every single scope. Project B (the attacker) has a key of every single
+//! scope, an all-scope key and a wallet of its own. [`table`] names, for every root field of
+//! `Query`, `Mutation` and `Subscription`, the scope it needs, a document that uses it on A's own
+//! data, and the documents B tries with A's ids. The test enumerates the root fields from the
+//! schema itself and fails when a field has no entry (a new resolver cannot be forgotten) or an
+//! entry names a field that is gone.
+//!
+//! The rule for what "refused" means across tenants, decided per field in the table:
+//! - an object named by id (wallet, transaction, key, project, customer, or `projectId` itself) is
+//!   `NOT_FOUND`, the same answer as for an id that does not exist;
+//! - a filter over a list (`wallets(customerExternalId:)`, `ledgerEntries(walletId:)`) answers
+//!   from B's own project: an empty list, proven meaningful by A seeing rows with the same filter;
+//! - fields about the caller (`viewer`, `serverInfo`) answer about B and show nothing of A;
+//! - the operator's fields (`projects`, `createProject`) are `FORBIDDEN` to every key;
+//! - a key that lacks the scope is `FORBIDDEN`, before any id is looked at.
+//!
+//! Every refused attempt is bracketed by a checksum of every table of the test database
+//! ([`snapshot`]) that must not move, and the `data` of every refusal must not contain any of A's
+//! ids. The plain HTTP routes get the same treatment in their own test. Known holes are their
+//! own `#[ignore]`d tests at the end: those the lead's branch fixes, and those found while
+//! writing this suite.
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use async_graphql::parser::types::{DocumentOperations, Selection, TypeKind, TypeSystemDefinition};
+use futures_util::{SinkExt, StreamExt};
+use neruba::testing::TestApp;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, connect_async,
+    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
+};
+
+use common::gql;
+
+// ---------------------------------------------------------------------------------------------
+// The world: a victim and an attacker.
+
+const VICTIM_CUSTOMER: &str = "victim-acme";
+const SCOPES: [&str; 4] = ["INGEST", "READ", "BILLING", "ADMIN"];
+
+struct Victim {
+    project: String,
+    /// The all-scope key.
+    all: String,
+    /// One key per single scope, by GraphQL scope name.
+    single: BTreeMap<&'static str, String>,
+    wallet: String,
+    top_up_txn: String,
+    charge_txn: String,
+    account: String,
+    /// A key of A that the positive control of `revokeApiKey` revokes at the very end.
+    spare_key_id: String,
+    /// Every id of A's objects: none may appear in what B is answered.
+    ids: Vec<String>,
+}
+
+struct Attacker {
+    all: String,
+    single: BTreeMap<&'static str, String>,
+    wallet: String,
+}
+
+async fn key_id(app: &TestApp, key: &str) -> String {
+    let r = gql(app, key, "{ viewer { apiKey { id } } }", json!({})).await;
+    r.data()["viewer"]["apiKey"]["id"].as_str().unwrap().to_string()
+}
+
+async fn single_scope_keys(app: &TestApp, project: &str) -> BTreeMap<&'static str, String> {
+    let mut keys = BTreeMap::new();
+    for scope in SCOPES {
+        keys.insert(scope, app.create_api_key(project, &[&scope.to_lowercase()]).await);
+    }
+    keys
+}
+
+fn str_at(value: &Value, pointer: &str) -> String {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string at {pointer} in {value}"))
+        .to_string()
+}
+
+async fn victim(app: &TestApp) -> Victim {
+    let (project, all) = common::project_with_key(app, "Victim").await;
+    let single = single_scope_keys(app, &project).await;
+    let spare = app.create_api_key(&project, &["read"]).await;
+    let ok = |r: &common::Gql| r.data().clone();
+
+    let customer = ok(&gql(
+        app,
+        &all,
+        "mutation($c: String!) { createCustomer(input: { externalId: $c, name: \"Acme\", currency: \"USD\" }) { id } }",
+        json!({ "c": VICTIM_CUSTOMER }),
+    )
+    .await);
+    ok(&gql(
+        app,
+        &all,
+        "mutation { createBillableMetric(input: { code: \"api_calls\", name: \"API calls\", aggregation: SUM }) { id } }",
+        json!({}),
+    )
+    .await);
+    let events: Vec<Value> = (0..3)
+        .map(|i| json!({ "idempotencyKey": format!("victim-evt-{i}"), "customerExternalId": VICTIM_CUSTOMER, "metric": "api_calls", "quantity": "2.5" }))
+        .collect();
+    let batch = ok(&gql(
+        app,
+        &all,
+        "mutation($es: [UsageEventInput!]!) { ingestUsageBatch(events: $es) { accepted results { event { id } } } }",
+        json!({ "es": events }),
+    )
+    .await);
+    assert_eq!(batch["ingestUsageBatch"]["accepted"], 3);
+    let wallet = ok(&gql(
+        app,
+        &all,
+        "mutation($c: String!) { createWallet(input: { customerExternalId: $c, currency: \"USD\", policy: ALLOW_UNTIL_LIMIT, creditLimit: \"50\", lowBalanceThreshold: \"10\" }) { id } }",
+        json!({ "c": VICTIM_CUSTOMER }),
+    )
+    .await);
+    let wallet = str_at(&wallet, "/createWallet/id");
+    let posted = "replayed transaction { id entries { id account { id } lotId } }";
+    let top_up = ok(&gql(
+        app,
+        &all,
+        &format!("mutation($w: ID) {{ topUpWallet(input: {{ walletId: $w, amount: \"100\", idempotencyKey: \"victim-top-up\" }}) {{ {posted} }} }}"),
+        json!({ "w": wallet }),
+    )
+    .await);
+    let grant = ok(&gql(
+        app,
+        &all,
+        &format!("mutation($w: ID) {{ grantCredits(input: {{ walletId: $w, amount: \"20\", expiresAt: \"2099-01-01T00:00:00Z\", priority: -1, idempotencyKey: \"victim-grant\" }}) {{ {posted} }} }}"),
+        json!({ "w": wallet }),
+    )
+    .await);
+    let charge = ok(&gql(
+        app,
+        &all,
+        &format!("mutation($w: ID) {{ ingestCharge(input: {{ walletId: $w, amount: \"3\", idempotencyKey: \"victim-charge\", description: \"GPU minutes\" }}) {{ {posted} }} }}"),
+        json!({ "w": wallet }),
+    )
+    .await);
+
+    let mut ids = vec![project.clone(), wallet.clone()];
+    ids.push(str_at(&customer, "/createCustomer/id"));
+    for e in batch["ingestUsageBatch"]["results"].as_array().unwrap() {
+        ids.push(str_at(e, "/event/id"));
+    }
+    for posted in [&top_up["topUpWallet"], &grant["grantCredits"], &charge["ingestCharge"]] {
+        ids.push(str_at(posted, "/transaction/id"));
+        for entry in posted["transaction"]["entries"].as_array().unwrap() {
+            ids.push(str_at(entry, "/id"));
+            ids.push(str_at(entry, "/account/id"));
+            if let Some(lot) = entry["lotId"].as_str() {
+                ids.push(lot.to_string());
+            }
+        }
+    }
+    let spare_key_id = key_id(app, &spare).await;
+    ids.push(spare_key_id.clone());
+    ids.push(key_id(app, &all).await);
+    for key in single.values() {
+        ids.push(key_id(app, key).await);
+    }
+    // Posting ids are small integers: searching B's answers for them would find anything.
+    ids.retain(|id| id.parse::<u64>().is_err());
+    ids.sort();
+    ids.dedup();
+
+    Victim {
+        top_up_txn: str_at(&top_up, "/topUpWallet/transaction/id"),
+        charge_txn: str_at(&charge, "/ingestCharge/transaction/id"),
+        account: str_at(&charge, "/ingestCharge/transaction/entries/0/account/id"),
+        project,
+        all,
+        single,
+        wallet,
+        spare_key_id,
+        ids,
+    }
+}
+
+async fn attacker(app: &TestApp) -> Attacker {
+    let (project, all) = common::project_with_key(app, "Attacker").await;
+    let single = single_scope_keys(app, &project).await;
+    let wallet = gql(
+        app,
+        &all,
+        "mutation { createWallet(input: { customerExternalId: \"attacker-own\", currency: \"USD\" }) { id } }",
+        json!({}),
+    )
+    .await;
+    let wallet = str_at(wallet.data(), "/createWallet/id");
+    Attacker { all, single, wallet }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checksum of every table.
+
+/// One line per table of the test database: its name, row count and an MD5 over its rows (each
+/// row hashed over all its columns, as text, NULL told apart from the empty string), sorted so
+/// that row order does not matter. `api_keys.last_used_at` is left out: authenticating writes it
+/// (at most once a minute per key), which is a use, not a change.
+async fn snapshot(app: &TestApp) -> BTreeMap<String, String> {
+    use diesel::{QueryableByName, sql_types::Text};
+    use diesel_async::RunQueryDsl;
+    #[derive(QueryableByName)]
+    struct Col {
+        #[diesel(sql_type = Text)]
+        t: String,
+        #[diesel(sql_type = Text)]
+        c: String,
+    }
+    #[derive(QueryableByName)]
+    struct Sum {
+        #[diesel(sql_type = Text)]
+        s: String,
+    }
+    let mut conn = neruba::db::get(&app.pool).await.expect("db");
+    diesel::sql_query("SET SESSION group_concat_max_len = 1073741824")
+        .execute(&mut *conn)
+        .await
+        .expect("set group_concat_max_len");
+    let cols: Vec<Col> = diesel::sql_query(
+        "SELECT CAST(table_name AS CHAR) AS t, CAST(column_name AS CHAR) AS c FROM information_schema.columns \
+         WHERE table_schema = DATABASE() ORDER BY table_name, ordinal_position",
+    )
+    .load(&mut *conn)
+    .await
+    .expect("columns");
+    let mut tables: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for col in cols {
+        if col.t == "api_keys" && col.c == "last_used_at" {
+            continue;
+        }
+        tables.entry(col.t).or_default().push(col.c);
+    }
+    assert!(
+        tables.len() >= 10,
+        "expected the migrated tables, got {:?}",
+        tables.keys()
+    );
+    let mut out = BTreeMap::new();
+    for (table, columns) in tables {
+        let row = columns
+            .iter()
+            .map(|c| format!("IFNULL(HEX(CAST(`{c}` AS BINARY)), 'N')"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT CONCAT(COUNT(*), ':', IFNULL(MD5(GROUP_CONCAT(r ORDER BY r SEPARATOR '')), '-')) AS s \
+             FROM (SELECT MD5(CONCAT_WS('|', {row})) AS r FROM `{table}`) rows_"
+        );
+        let sum: Vec<Sum> = diesel::sql_query(sql).load(&mut *conn).await.expect("checksum");
+        out.insert(table, sum[0].s.clone());
+    }
+    out
+}
+
+fn assert_unchanged(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>, what: &str) {
+    let changed: Vec<&String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|t| before.get(*t) != after.get(*t))
+        .collect();
+    assert!(changed.is_empty(), "{what}: tables changed: {changed:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table: every root field.
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Root {
+    Query,
+    Mutation,
+    Subscription,
+}
+
+/// What a root field needs.
+#[derive(Clone, Copy, Debug)]
+enum Need {
+    /// Any valid credential (it answers about the caller).
+    Anyone,
+    /// The admin token.
+    Operator,
+    /// A key with any one of these scopes.
+    Scope(&'static [&'static str]),
+}
+
+impl Need {
+    fn allows(self, scopes: &[&str]) -> bool {
+        match self {
+            Need::Anyone => true,
+            Need::Operator => false,
+            Need::Scope(needed) => needed.iter().any(|s| scopes.contains(s)),
+        }
+    }
+}
+
+/// How B's attempt with A's ids must be refused.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    NotFound,
+    Forbidden,
+    /// Answered from B's own project: the list at this JSON pointer (under `data`) is empty,
+    /// while A, with the same document, sees rows.
+    Empty(&'static str),
+    /// Answers about the caller; only the "no A ids in data" check applies.
+    OwnOnly,
+    /// Refused with this code (a cross-tenant reference inside B's own request).
+    Code(&'static str),
+}
+
+struct Doc {
+    query: String,
+    variables: Value,
+    expect: Expect,
+}
+
+struct Case {
+    root: Root,
+    field: &'static str,
+    need: Need,
+    /// Uses A's data as A would: sent with A's keys that lack the scope (each must be
+    /// `FORBIDDEN`), and at the very end with A's all-scope key as the positive control.
+    own: Doc,
+    /// B's attempts with A's ids, sent with B's all-scope key and B's single-scope keys.
+    cross: Vec<Doc>,
+}
+
+fn doc(query: &str, variables: Value, expect: Expect) -> Doc {
+    Doc {
+        query: query.to_string(),
+        variables,
+        expect,
+    }
+}
+
+const READ: Need = Need::Scope(&["READ"]);
+const INGEST: Need = Need::Scope(&["INGEST"]);
+const BILLING: Need = Need::Scope(&["BILLING"]);
+const ADMIN: Need = Need::Scope(&["ADMIN"]);
+const CHARGE: Need = Need::Scope(&["INGEST", "BILLING"]);
+
+/// Money data selected under every wallet and transaction, so a refusal that leaks through a
+/// nested field is caught by the "no A ids in data" check.
+const WALLET: &str = "id customerExternalId currency balance balanceInMoney policy creditLimit lowBalanceThreshold belowThreshold lots { id accountId originalAmount remaining } createdAt updatedAt";
+const TXN: &str = "id walletId cause causeId amount idempotencyKey description actor balanceAfter entries { id amount balanceAfter walletId lotId account { id kind code } }";
+
+fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
+    use Expect::*;
+    use Root::*;
+    let posted = format!("replayed wallet {{ {WALLET} }} transaction {{ {TXN} }}");
+    let p = json!({ "p": a.project });
+    let w = json!({ "w": a.wallet });
+    let c = json!({ "c": VICTIM_CUSTOMER });
+    let event = |key: &str| json!({ "idempotencyKey": key, "customerExternalId": VICTIM_CUSTOMER, "metric": "api_calls", "quantity": "1" });
+    let customer_sel = format!(
+        "id externalId name metadata wallets {{ {WALLET} }} events(first: 10) {{ edges {{ node {{ id quantity properties }} }} }} usage(metric: \"api_calls\", from: \"2000-01-01T00:00:00Z\", to: \"2100-01-01T00:00:00Z\") {{ value }}"
+    );
+    let entries =
+        format!("edges {{ node {{ id amount balanceAfter account {{ id code }} transaction {{ {TXN} }} }} }}");
+    vec![
+        // ---- Query
+        Case {
+            root: Query,
+            field: "viewer",
+            need: Need::Anyone,
+            own: doc(
+                "{ viewer { kind scopes project { id name } apiKey { id prefix } } }",
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                "{ viewer { kind scopes project { id name } apiKey { id prefix } } }",
+                json!({}),
+                OwnOnly,
+            )],
+        },
+        Case {
+            root: Query,
+            field: "serverInfo",
+            need: Need::Anyone,
+            own: doc("{ serverInfo { version environment } }", json!({}), OwnOnly),
+            cross: vec![doc("{ serverInfo { version environment } }", json!({}), OwnOnly)],
+        },
+        Case {
+            root: Query,
+            field: "project",
+            need: READ,
+            own: doc("{ project { id name createdAt } }", json!({}), OwnOnly),
+            cross: vec![doc(
+                "query($p: ID) { project(id: $p) { id name apiKeys { id prefix scopes } } }",
+                p.clone(),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Query,
+            field: "projects",
+            need: Need::Operator,
+            own: doc(
+                "{ projects(first: 100) { edges { node { id name } } } }",
+                json!({}),
+                Forbidden,
+            ),
+            cross: vec![doc(
+                "{ projects(first: 100) { edges { node { id name apiKeys { id } } } } }",
+                json!({}),
+                Forbidden,
+            )],
+        },
+        Case {
+            root: Query,
+            field: "customer",
+            need: READ,
+            own: doc(
+                &format!("query($c: String!) {{ customer(externalId: $c) {{ {customer_sel} }} }}"),
+                c.clone(),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    &format!("query($c: String!) {{ customer(externalId: $c) {{ {customer_sel} }} }}"),
+                    c.clone(),
+                    NotFound,
+                ),
+                doc(
+                    &format!(
+                        "query($p: ID, $c: String!) {{ customer(projectId: $p, externalId: $c) {{ {customer_sel} }} }}"
+                    ),
+                    json!({ "p": a.project, "c": VICTIM_CUSTOMER }),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Query,
+            field: "customers",
+            need: READ,
+            own: doc(
+                &format!("{{ customers(first: 100) {{ edges {{ node {{ {customer_sel} }} }} }} }}"),
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                &format!(
+                    "query($p: ID) {{ customers(projectId: $p, first: 100) {{ edges {{ node {{ {customer_sel} }} }} }} }}"
+                ),
+                p.clone(),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Query,
+            field: "billableMetrics",
+            need: READ,
+            own: doc("{ billableMetrics { id code aggregation } }", json!({}), OwnOnly),
+            cross: vec![doc(
+                "query($p: ID) { billableMetrics(projectId: $p) { id code } }",
+                p.clone(),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Query,
+            field: "wallet",
+            need: READ,
+            own: doc(
+                &format!("query($w: ID!) {{ wallet(id: $w) {{ {WALLET} }} }}"),
+                w.clone(),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    &format!("query($w: ID!) {{ wallet(id: $w) {{ {WALLET} }} }}"),
+                    w.clone(),
+                    NotFound,
+                ),
+                doc(
+                    &format!("query($w: ID!, $p: ID) {{ wallet(id: $w, projectId: $p) {{ {WALLET} }} }}"),
+                    json!({ "w": a.wallet, "p": a.project }),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Query,
+            field: "wallets",
+            need: READ,
+            own: doc(
+                &format!("{{ wallets(first: 100) {{ edges {{ node {{ {WALLET} }} }} }} }}"),
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    &format!(
+                        "query($c: String) {{ wallets(customerExternalId: $c, first: 100) {{ edges {{ node {{ {WALLET} }} }} }} }}"
+                    ),
+                    c.clone(),
+                    Empty("/wallets/edges"),
+                ),
+                doc(
+                    &format!(
+                        "query($p: ID) {{ wallets(projectId: $p, first: 100) {{ edges {{ node {{ {WALLET} }} }} }} }}"
+                    ),
+                    p.clone(),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Query,
+            field: "ledgerEntries",
+            need: READ,
+            own: doc(
+                &format!("{{ ledgerEntries(first: 100) {{ {entries} }} }}"),
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    &format!("query($w: ID) {{ ledgerEntries(walletId: $w, first: 100) {{ {entries} }} }}"),
+                    w.clone(),
+                    Empty("/ledgerEntries/edges"),
+                ),
+                doc(
+                    &format!("query($t: ID) {{ ledgerEntries(transactionId: $t, first: 100) {{ {entries} }} }}"),
+                    json!({ "t": a.charge_txn }),
+                    Empty("/ledgerEntries/edges"),
+                ),
+                doc(
+                    &format!("query($a: ID) {{ ledgerEntries(accountId: $a, first: 100) {{ {entries} }} }}"),
+                    json!({ "a": a.account }),
+                    Empty("/ledgerEntries/edges"),
+                ),
+                doc(
+                    &format!("query($p: ID) {{ ledgerEntries(projectId: $p, first: 100) {{ {entries} }} }}"),
+                    p.clone(),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Query,
+            field: "ledgerTransaction",
+            need: READ,
+            own: doc(
+                &format!("query($t: ID!) {{ ledgerTransaction(id: $t) {{ {TXN} }} }}"),
+                json!({ "t": a.top_up_txn }),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    &format!("query($t: ID!) {{ ledgerTransaction(id: $t) {{ {TXN} }} }}"),
+                    json!({ "t": a.top_up_txn }),
+                    NotFound,
+                ),
+                doc(
+                    &format!("query($t: ID!, $p: ID) {{ ledgerTransaction(id: $t, projectId: $p) {{ {TXN} }} }}"),
+                    json!({ "t": a.charge_txn, "p": a.project }),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Query,
+            field: "reconciliation",
+            need: ADMIN,
+            own: doc(
+                "{ reconciliation { clean transactions wallets lots breaks { subject accountIds } } }",
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                "query($p: ID) { reconciliation(projectId: $p) { clean transactions wallets lots breaks { subject accountIds } } }",
+                p.clone(),
+                NotFound,
+            )],
+        },
+        // ---- Mutation
+        Case {
+            root: Mutation,
+            field: "createProject",
+            need: Need::Operator,
+            own: doc(
+                "mutation { createProject(input: { name: \"hostile\" }) { id } }",
+                json!({}),
+                Forbidden,
+            ),
+            cross: vec![doc(
+                "mutation { createProject(input: { name: \"hostile\" }) { id } }",
+                json!({}),
+                Forbidden,
+            )],
+        },
+        Case {
+            root: Mutation,
+            field: "createApiKey",
+            need: ADMIN,
+            own: doc(
+                "mutation { createApiKey(input: { name: \"hostile\", scopes: [READ] }) { secret apiKey { id } } }",
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                "mutation($p: ID) { createApiKey(input: { projectId: $p, name: \"hostile\", scopes: [INGEST, READ, BILLING, ADMIN] }) { secret apiKey { id projectId } } }",
+                p.clone(),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Mutation,
+            field: "revokeApiKey",
+            need: ADMIN,
+            own: doc(
+                "mutation($k: ID!) { revokeApiKey(id: $k) { id revokedAt } }",
+                json!({ "k": a.spare_key_id }),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                "mutation($k: ID!) { revokeApiKey(id: $k) { id projectId revokedAt } }",
+                json!({ "k": a.spare_key_id }),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Mutation,
+            field: "ingestUsage",
+            need: INGEST,
+            own: doc(
+                "mutation($e: UsageEventInput!) { ingestUsage(event: $e) { replayed event { id quantity } } }",
+                json!({ "e": event("hostile-own-1") }),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "mutation($p: ID, $e: UsageEventInput!) { ingestUsage(projectId: $p, event: $e) { replayed event { id quantity } } }",
+                    json!({ "p": a.project, "e": event("hostile-cross-1") }),
+                    NotFound,
+                ),
+                // A's own idempotency key, into A's project: must not replay A's event to B.
+                doc(
+                    "mutation($p: ID, $e: UsageEventInput!) { ingestUsage(projectId: $p, event: $e) { replayed event { id quantity } } }",
+                    json!({ "p": a.project, "e": { "idempotencyKey": "victim-evt-0", "customerExternalId": VICTIM_CUSTOMER, "metric": "api_calls", "quantity": "2.5" } }),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Mutation,
+            field: "ingestUsageBatch",
+            need: INGEST,
+            own: doc(
+                "mutation($es: [UsageEventInput!]!) { ingestUsageBatch(events: $es) { accepted results { event { id } } } }",
+                json!({ "es": [event("hostile-own-2")] }),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                "mutation($p: ID, $es: [UsageEventInput!]!) { ingestUsageBatch(projectId: $p, events: $es) { accepted results { event { id } } } }",
+                json!({ "p": a.project, "es": [event("hostile-cross-2"), event("victim-evt-1")] }),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Mutation,
+            field: "createCustomer",
+            need: BILLING,
+            own: doc(
+                &format!(
+                    "mutation {{ createCustomer(input: {{ externalId: \"hostile-new\" }}) {{ {customer_sel} }} }}"
+                ),
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "mutation($p: ID) { createCustomer(input: { projectId: $p, externalId: \"hostile-new\" }) { id } }",
+                    p.clone(),
+                    NotFound,
+                ),
+                // The victim's existing customer: neither changed nor returned.
+                doc(
+                    &format!(
+                        "mutation($p: ID, $c: String!) {{ createCustomer(input: {{ projectId: $p, externalId: $c, name: \"Acme\", currency: \"USD\" }}) {{ {customer_sel} }} }}"
+                    ),
+                    json!({ "p": a.project, "c": VICTIM_CUSTOMER }),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Mutation,
+            field: "createBillableMetric",
+            need: BILLING,
+            own: doc(
+                "mutation { createBillableMetric(input: { code: \"hostile_metric\", name: \"h\", aggregation: COUNT }) { id } }",
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                "mutation($p: ID) { createBillableMetric(input: { projectId: $p, code: \"api_calls\", name: \"API calls\", aggregation: SUM }) { id code } }",
+                p.clone(),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Mutation,
+            field: "createWallet",
+            need: BILLING,
+            own: doc(
+                &format!(
+                    "mutation($c: String!) {{ createWallet(input: {{ customerExternalId: $c, currency: \"EUR\" }}) {{ {WALLET} }} }}"
+                ),
+                c.clone(),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                &format!(
+                    "mutation($p: ID, $c: String!) {{ createWallet(input: {{ projectId: $p, customerExternalId: $c, currency: \"USD\", policy: ALLOW_UNTIL_LIMIT, creditLimit: \"50\", lowBalanceThreshold: \"10\" }}) {{ {WALLET} }} }}"
+                ),
+                json!({ "p": a.project, "c": VICTIM_CUSTOMER }),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Mutation,
+            field: "updateWallet",
+            need: BILLING,
+            own: doc(
+                &format!(
+                    "mutation($w: ID!) {{ updateWallet(input: {{ walletId: $w, lowBalanceThreshold: \"7\" }}) {{ {WALLET} }} }}"
+                ),
+                w.clone(),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    &format!(
+                        "mutation($w: ID!) {{ updateWallet(input: {{ walletId: $w, policy: ALLOW_UNTIL_LIMIT, creditLimit: \"1000000\" }}) {{ {WALLET} }} }}"
+                    ),
+                    w.clone(),
+                    NotFound,
+                ),
+                doc(
+                    &format!(
+                        "mutation($w: ID!, $p: ID) {{ updateWallet(input: {{ projectId: $p, walletId: $w, lowBalanceThreshold: null }}) {{ {WALLET} }} }}"
+                    ),
+                    json!({ "w": a.wallet, "p": a.project }),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Mutation,
+            field: "ingestCharge",
+            need: CHARGE,
+            own: doc(
+                &format!(
+                    "mutation($w: ID) {{ ingestCharge(input: {{ walletId: $w, amount: \"1\", idempotencyKey: \"hostile-own-charge\" }}) {{ {posted} }} }}"
+                ),
+                w.clone(),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    &format!(
+                        "mutation($w: ID) {{ ingestCharge(input: {{ walletId: $w, amount: \"1\", idempotencyKey: \"hostile-cross-charge\" }}) {{ {posted} }} }}"
+                    ),
+                    w.clone(),
+                    NotFound,
+                ),
+                doc(
+                    &format!(
+                        "mutation($c: String) {{ ingestCharge(input: {{ customerExternalId: $c, currency: \"USD\", amount: \"1\", idempotencyKey: \"hostile-cross-charge-2\" }}) {{ {posted} }} }}"
+                    ),
+                    json!({ "c": VICTIM_CUSTOMER }),
+                    NotFound,
+                ),
+                // A's own idempotency key into A's project: must not replay A's charge to B.
+                doc(
+                    &format!(
+                        "mutation($w: ID, $p: ID) {{ ingestCharge(input: {{ projectId: $p, walletId: $w, amount: \"3\", idempotencyKey: \"victim-charge\", description: \"GPU minutes\" }}) {{ {posted} }} }}"
+                    ),
+                    json!({ "w": a.wallet, "p": a.project }),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Mutation,
+            field: "topUpWallet",
+            need: BILLING,
+            own: doc(
+                &format!(
+                    "mutation($w: ID) {{ topUpWallet(input: {{ walletId: $w, amount: \"5\", idempotencyKey: \"hostile-own-top-up\" }}) {{ {posted} }} }}"
+                ),
+                w.clone(),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    &format!(
+                        "mutation($w: ID) {{ topUpWallet(input: {{ walletId: $w, amount: \"5\", idempotencyKey: \"hostile-cross-top-up\" }}) {{ {posted} }} }}"
+                    ),
+                    w.clone(),
+                    NotFound,
+                ),
+                doc(
+                    &format!(
+                        "mutation($p: ID, $w: ID) {{ topUpWallet(input: {{ projectId: $p, walletId: $w, amount: \"100\", idempotencyKey: \"victim-top-up\" }}) {{ {posted} }} }}"
+                    ),
+                    json!({ "w": a.wallet, "p": a.project }),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Mutation,
+            field: "grantCredits",
+            need: BILLING,
+            own: doc(
+                &format!(
+                    "mutation($w: ID) {{ grantCredits(input: {{ walletId: $w, amount: \"5\", idempotencyKey: \"hostile-own-grant\" }}) {{ {posted} }} }}"
+                ),
+                w.clone(),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                &format!(
+                    "mutation($w: ID) {{ grantCredits(input: {{ walletId: $w, amount: \"5\", idempotencyKey: \"hostile-cross-grant\" }}) {{ {posted} }} }}"
+                ),
+                w.clone(),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Mutation,
+            field: "adjustWallet",
+            need: ADMIN,
+            own: doc(
+                &format!(
+                    "mutation($w: ID, $t: ID) {{ adjustWallet(input: {{ walletId: $w, amount: \"-1\", reason: \"hostile\", correctsTransactionId: $t, idempotencyKey: \"hostile-own-adjust\" }}) {{ {posted} }} }}"
+                ),
+                json!({ "w": a.wallet, "t": a.charge_txn }),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    &format!(
+                        "mutation($w: ID) {{ adjustWallet(input: {{ walletId: $w, amount: \"-50\", reason: \"hostile\", idempotencyKey: \"hostile-cross-adjust\" }}) {{ {posted} }} }}"
+                    ),
+                    w.clone(),
+                    NotFound,
+                ),
+                // B's own wallet, "correcting" A's transaction: the reference is refused.
+                doc(
+                    &format!(
+                        "mutation($w: ID, $t: ID) {{ adjustWallet(input: {{ walletId: $w, amount: \"5\", reason: \"hostile\", correctsTransactionId: $t, idempotencyKey: \"hostile-cross-adjust-2\" }}) {{ {posted} }} }}"
+                    ),
+                    json!({ "w": b.wallet, "t": a.charge_txn }),
+                    Code("BAD_USER_INPUT"),
+                ),
+            ],
+        },
+        Case {
+            root: Mutation,
+            field: "writeOffDebt",
+            need: ADMIN,
+            own: doc(
+                &format!(
+                    "mutation($w: ID) {{ writeOffDebt(input: {{ walletId: $w, amount: \"1\", reason: \"hostile\", idempotencyKey: \"hostile-own-write-off\" }}) {{ {posted} }} }}"
+                ),
+                w.clone(),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                &format!(
+                    "mutation($w: ID) {{ writeOffDebt(input: {{ walletId: $w, amount: \"1\", reason: \"hostile\", idempotencyKey: \"hostile-cross-write-off\" }}) {{ {posted} }} }}"
+                ),
+                w.clone(),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Mutation,
+            field: "sweepExpiredCredits",
+            need: ADMIN,
+            own: doc(
+                &format!("mutation {{ sweepExpiredCredits {{ {TXN} }} }}"),
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                &format!("mutation($p: ID) {{ sweepExpiredCredits(projectId: $p) {{ {TXN} }} }}"),
+                p.clone(),
+                NotFound,
+            )],
+        },
+        // ---- Subscription
+        Case {
+            root: Subscription,
+            field: "projectEvents",
+            need: READ,
+            own: doc(
+                "subscription { projectEvents { kind projectId apiKey { id } } }",
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                "subscription($p: ID) { projectEvents(projectId: $p) { kind projectId apiKey { id } } }",
+                p.clone(),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Subscription,
+            field: "balanceChanged",
+            need: READ,
+            own: doc(
+                "subscription($w: ID) { balanceChanged(walletId: $w) { walletId balance } }",
+                w.clone(),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "subscription($w: ID) { balanceChanged(walletId: $w) { walletId balance delta transactionId } }",
+                    w.clone(),
+                    NotFound,
+                ),
+                doc(
+                    "subscription($p: ID) { balanceChanged(projectId: $p, afterSequence: \"0\") { walletId balance delta transactionId } }",
+                    p.clone(),
+                    NotFound,
+                ),
+            ],
+        },
+    ]
+}
+
+/// The root fields of the schema, from its SDL.
+fn schema_root_fields() -> BTreeSet<(Root, String)> {
+    let sdl = neruba::graphql::sdl();
+    let document = async_graphql::parser::parse_schema(&sdl).expect("the SDL parses");
+    let mut roots = BTreeMap::new();
+    for def in &document.definitions {
+        if let TypeSystemDefinition::Schema(schema) = def {
+            let s = &schema.node;
+            for (root, name) in [
+                (Root::Query, &s.query),
+                (Root::Mutation, &s.mutation),
+                (Root::Subscription, &s.subscription),
+            ] {
+                if let Some(name) = name {
+                    roots.insert(name.node.to_string(), root);
+                }
+            }
+        }
+    }
+    assert_eq!(roots.len(), 3, "the schema has query, mutation and subscription roots");
+    let mut fields = BTreeSet::new();
+    for def in &document.definitions {
+        if let TypeSystemDefinition::Type(ty) = def
+            && let Some(root) = roots.get(ty.node.name.node.as_str())
+            && let TypeKind::Object(object) = &ty.node.kind
+        {
+            for field in &object.fields {
+                fields.insert((*root, field.node.name.node.to_string()));
+            }
+        }
+    }
+    fields
+}
+
+/// The one root field a document selects (so a table entry cannot test the wrong field).
+fn selected_root_field(query: &str) -> String {
+    let document = async_graphql::parser::parse_query(query).unwrap_or_else(|e| panic!("{query}: {e}"));
+    let DocumentOperations::Single(op) = &document.operations else {
+        panic!("one anonymous operation per document: {query}");
+    };
+    let fields: Vec<String> = op
+        .node
+        .selection_set
+        .node
+        .items
+        .iter()
+        .map(|s| match &s.node {
+            Selection::Field(f) => f.node.name.node.to_string(),
+            _ => panic!("no fragments at the root: {query}"),
+        })
+        .collect();
+    assert_eq!(fields.len(), 1, "one root field per document: {query}");
+    fields[0].clone()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending a document over HTTP or a websocket.
+
+/// The answer to one document: the GraphQL response body (`data`, `errors`), however it came.
+async fn send(app: &TestApp, root: Root, key: &str, d: &Doc) -> Value {
+    match root {
+        Root::Subscription => ws_first(app, key, &d.query, &d.variables, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("no answer to {}", d.query)),
+        _ => {
+            let r = gql(app, key, &d.query, d.variables.clone()).await;
+            assert_eq!(r.status, StatusCode::OK, "{}: {}", d.query, r.body);
+            r.body
+        }
+    }
+}
+
+fn error_codes(body: &Value) -> Vec<String> {
+    body["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| e["extensions"]["code"].as_str().unwrap_or("?").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn assert_refused(body: &Value, expect: Expect, a: &Victim, what: &str) {
+    let data = body.get("data").cloned().unwrap_or(Value::Null).to_string();
+    for id in &a.ids {
+        assert!(!data.contains(id.as_str()), "{what}: the answer shows A's {id}: {body}");
+    }
+    let codes = error_codes(body);
+    match expect {
+        Expect::NotFound => assert_eq!(codes.first().map(String::as_str), Some("NOT_FOUND"), "{what}: {body}"),
+        Expect::Forbidden => assert_eq!(codes.first().map(String::as_str), Some("FORBIDDEN"), "{what}: {body}"),
+        Expect::Code(code) => assert_eq!(codes.first().map(String::as_str), Some(code), "{what}: {body}"),
+        Expect::Empty(pointer) => {
+            assert!(codes.is_empty(), "{what}: {body}");
+            let list = body["data"]
+                .pointer(pointer)
+                .unwrap_or_else(|| panic!("{what}: no {pointer}: {body}"));
+            assert_eq!(list, &json!([]), "{what}: {body}");
+        }
+        Expect::OwnOnly => assert!(codes.is_empty(), "{what}: {body}"),
+    }
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_open(app: &TestApp) -> Socket {
+    let mut request = format!("ws://{}/graphql/ws", app.addr).into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    connect_async(request).await.expect("websocket connects").0
+}
+
+async fn ws_send(socket: &mut Socket, value: Value) {
+    socket.send(Message::text(value.to_string())).await.unwrap();
+}
+
+/// The next protocol message within `wait` (pings skipped). `Ok(None)` when nothing came;
+/// `Err` with the close code and reason when the server closed the socket.
+async fn ws_next(socket: &mut Socket, wait: Duration) -> Result<Option<Value>, (u16, String)> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let Ok(message) = tokio::time::timeout_at(deadline, socket.next()).await else {
+            return Ok(None);
+        };
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["type"] == "ping" {
+                    continue;
+                }
+                return Ok(Some(value));
+            }
+            Some(Ok(Message::Close(frame))) => {
+                return Err(frame
+                    .map(|f| (u16::from(f.code), f.reason.to_string()))
+                    .unwrap_or_default());
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err((0, e.to_string())),
+            None => return Err((0, "closed".into())),
+        }
+    }
+}
+
+/// Opens a socket, authenticates (`connection_ack` expected) and subscribes. Returns the first
+/// answer to the subscription as a GraphQL response (`{"data"}` or `{"errors"}`), or `None` when
+/// nothing came within `wait` (the subscription is open and waiting for events).
+async fn ws_first(app: &TestApp, key: &str, query: &str, variables: &Value, wait: Duration) -> Option<Value> {
+    let mut socket = ws_open(app).await;
+    ws_send(
+        &mut socket,
+        json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {key}") } }),
+    )
+    .await;
+    let ack = ws_next(&mut socket, Duration::from_secs(10)).await;
+    assert!(matches!(&ack, Ok(Some(m)) if m["type"] == "connection_ack"), "{ack:?}");
+    ws_send(
+        &mut socket,
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": variables } }),
+    )
+    .await;
+    let answer = match ws_next(&mut socket, wait).await {
+        Ok(Some(m)) if m["type"] == "next" => Some(m["payload"].clone()),
+        // graphql-transport-ws sends `error` with the list of errors for a refused operation.
+        Ok(Some(m)) if m["type"] == "error" => Some(json!({ "data": null, "errors": m["payload"] })),
+        Ok(Some(m)) => panic!("unexpected message {m}"),
+        Ok(None) => None,
+        Err(closed) => panic!("the socket closed: {closed:?}"),
+    };
+    socket.close(None).await.ok();
+    answer
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests.
+
+#[test]
+fn every_root_field_of_the_schema_has_an_entry_in_the_hostile_table() {
+    // The table needs ids, not a database: build it over placeholders.
+    let a = Victim {
+        project: "prj_a".into(),
+        all: String::new(),
+        single: BTreeMap::new(),
+        wallet: "wal_a".into(),
+        top_up_txn: "txn_a".into(),
+        charge_txn: "txn_b".into(),
+        account: "acc_a".into(),
+        spare_key_id: "key_a".into(),
+        ids: vec![],
+    };
+    let b = Attacker {
+        all: String::new(),
+        single: BTreeMap::new(),
+        wallet: "wal_b".into(),
+    };
+    let cases = table(&a, &b);
+    let listed: BTreeSet<(Root, String)> = cases.iter().map(|c| (c.root, c.field.to_string())).collect();
+    assert_eq!(listed.len(), cases.len(), "a root field is listed twice");
+    let schema = schema_root_fields();
+    let missing: Vec<_> = schema.difference(&listed).collect();
+    let stale: Vec<_> = listed.difference(&schema).collect();
+    assert!(
+        missing.is_empty(),
+        "root fields without a hostile entry (add them to `table` in server/tests/hostile.rs): {missing:?}"
+    );
+    assert!(
+        stale.is_empty(),
+        "hostile entries for fields the schema no longer has: {stale:?}"
+    );
+    for case in &cases {
+        for d in std::iter::once(&case.own).chain(&case.cross) {
+            assert_eq!(selected_root_field(&d.query), case.field, "{}", d.query);
+        }
+        if case.root != Root::Query && !matches!(case.need, Need::Anyone) {
+            assert!(!case.cross.is_empty(), "{}: no cross-tenant attempt", case.field);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_projects_ids_and_missing_scopes_are_refused_with_nothing_changed() {
+    let app = TestApp::spawn().await;
+    let a = victim(&app).await;
+    let b = attacker(&app).await;
+    let cases = table(&a, &b);
+    assert_eq!(
+        cases
+            .iter()
+            .map(|c| (c.root, c.field.to_string()))
+            .collect::<BTreeSet<_>>(),
+        schema_root_fields()
+    );
+
+    let mut attempts = 0;
+    for case in &cases {
+        // (i) B's keys with A's ids: the all-scope key gets the table's answer; a single-scope
+        // key gets it too when its scope suffices, and FORBIDDEN otherwise.
+        let mut b_keys: Vec<(String, Vec<&str>)> = vec![(b.all.clone(), SCOPES.to_vec())];
+        b_keys.extend(b.single.iter().map(|(s, k)| (k.clone(), vec![*s])));
+        for d in &case.cross {
+            for (key, scopes) in &b_keys {
+                let expect = match (case.need, case.need.allows(scopes)) {
+                    (Need::Operator, _) => Expect::Forbidden,
+                    (_, true) => d.expect,
+                    (_, false) => Expect::Forbidden,
+                };
+                let what = format!("{} as B {scopes:?}: {}", case.field, d.query);
+                let before = snapshot(&app).await;
+                let body = send(&app, case.root, key, d).await;
+                assert_refused(&body, expect, &a, &what);
+                assert_unchanged(&before, &snapshot(&app).await, &what);
+                attempts += 1;
+            }
+            if let Expect::Empty(pointer) = d.expect {
+                // The filter is real: A, with the same document, sees rows.
+                let body = send(&app, case.root, &a.all, d).await;
+                assert!(error_codes(&body).is_empty(), "{}: {body}", case.field);
+                let rows = body["data"]
+                    .pointer(pointer)
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
+                assert!(rows > 0, "{}: A sees nothing with {}: {body}", case.field, d.query);
+            }
+        }
+        // (ii) A's own keys that lack the scope: FORBIDDEN, whatever the ids.
+        for (scope, key) in &a.single {
+            if case.need.allows(&[scope]) {
+                continue;
+            }
+            let what = format!("{} as A [{scope}]: {}", case.field, case.own.query);
+            let before = snapshot(&app).await;
+            let body = send(&app, case.root, key, &case.own).await;
+            let codes = error_codes(&body);
+            assert_eq!(codes.first().map(String::as_str), Some("FORBIDDEN"), "{what}: {body}");
+            assert!(
+                body["data"].is_null(),
+                "{what}: a refused root field answers no data: {body}"
+            );
+            assert_unchanged(&before, &snapshot(&app).await, &what);
+            attempts += 1;
+        }
+    }
+
+    // The positive control, last (it changes A's data): each `own` document, sent with A's
+    // all-scope key, gets past authorization, so the refusals above were about scope and tenancy
+    // and not about a broken document.
+    let before_control = snapshot(&app).await;
+    for case in &cases {
+        let what = format!("{} as A (all scopes): {}", case.field, case.own.query);
+        let body = match case.root {
+            Root::Subscription => {
+                match ws_first(
+                    &app,
+                    &a.all,
+                    &case.own.query,
+                    &case.own.variables,
+                    Duration::from_millis(500),
+                )
+                .await
+                {
+                    None => continue, // open and waiting for events: accepted
+                    Some(body) => body,
+                }
+            }
+            _ => send(&app, case.root, &a.all, &case.own).await,
+        };
+        let codes = error_codes(&body);
+        let refused = [
+            "UNAUTHENTICATED",
+            "FORBIDDEN",
+            "NOT_FOUND",
+            "GRAPHQL_VALIDATION_FAILED",
+            "BAD_REQUEST",
+            "INTERNAL",
+        ];
+        match case.need {
+            Need::Operator => assert_eq!(codes.first().map(String::as_str), Some("FORBIDDEN"), "{what}: {body}"),
+            _ => assert!(!codes.iter().any(|c| refused.contains(&c.as_str())), "{what}: {body}"),
+        }
+    }
+    // And the checksum sees the writes they made: "unchanged" above meant something.
+    let after_control = snapshot(&app).await;
+    for table in [
+        "customers",
+        "billable_metrics",
+        "usage_events",
+        "wallets",
+        "ledger_transactions",
+        "ledger_postings",
+        "credit_lots",
+        "api_keys",
+    ] {
+        assert_ne!(
+            before_control.get(table),
+            after_control.get(table),
+            "the checksum missed writes to {table}"
+        );
+    }
+    assert!(attempts > 100, "only {attempts} refused attempts");
+}
+
+/// `POST /ingest/usage`, `/ingest/usage/batch` and `/ingest/charge`: B's keys with A's ids are
+/// refused (404 for a named object, 422 for a field the route does not take), keys without
+/// `INGEST` (or `BILLING`, for charges) are 403, all with nothing changed.
+#[tokio::test(flavor = "multi_thread")]
+async fn http_routes_refuse_another_projects_ids_and_missing_scopes_with_nothing_changed() {
+    let app = TestApp::spawn().await;
+    let a = victim(&app).await;
+    let b = attacker(&app).await;
+    let event = json!({ "idempotencyKey": "victim-evt-0", "customerExternalId": VICTIM_CUSTOMER, "metric": "api_calls", "quantity": "2.5", "projectId": a.project });
+    let cross: Vec<(&str, Value, StatusCode, &str)> = vec![
+        (
+            "/ingest/charge",
+            json!({ "walletId": a.wallet, "amount": "1", "idempotencyKey": "http-cross-1" }),
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        (
+            "/ingest/charge",
+            json!({ "projectId": a.project, "customerExternalId": VICTIM_CUSTOMER, "currency": "USD", "amount": "1", "idempotencyKey": "http-cross-2" }),
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        (
+            "/ingest/charge",
+            json!({ "customerExternalId": VICTIM_CUSTOMER, "currency": "USD", "amount": "1", "idempotencyKey": "http-cross-3" }),
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        // A's own idempotency key, into A's project: neither replayed nor posted.
+        (
+            "/ingest/charge",
+            json!({ "projectId": a.project, "walletId": a.wallet, "amount": "3", "idempotencyKey": "victim-charge", "description": "GPU minutes" }),
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        (
+            "/ingest/usage",
+            event.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "BAD_USER_INPUT",
+        ),
+        (
+            "/ingest/usage/batch",
+            json!({ "events": [event], "projectId": a.project }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "BAD_USER_INPUT",
+        ),
+    ];
+    for (path, body, status, code) in &cross {
+        let before = snapshot(&app).await;
+        let (got, answer) = common::post_json(&app, &b.all, path, body).await;
+        let what = format!("{path} as B with {body}");
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (*status, Some(*code)),
+            "{what}: {answer}"
+        );
+        let shown = answer.to_string();
+        for id in &a.ids {
+            assert!(!shown.contains(id.as_str()), "{what}: shows A's {id}: {answer}");
+        }
+        assert_unchanged(&before, &snapshot(&app).await, &what);
+    }
+    // Without the scope, with a valid body, in either project: 403.
+    let own_charge = json!({ "walletId": a.wallet, "amount": "1", "idempotencyKey": "http-own" });
+    let own_event =
+        json!({ "idempotencyKey": "http-own", "customerExternalId": VICTIM_CUSTOMER, "metric": "api_calls" });
+    let routes = [
+        ("/ingest/charge", own_charge, &["INGEST", "BILLING"][..]),
+        ("/ingest/usage", own_event.clone(), &["INGEST"][..]),
+        ("/ingest/usage/batch", json!({ "events": [own_event] }), &["INGEST"][..]),
+    ];
+    for (path, body, needs) in &routes {
+        for (who, keys) in [("A", &a.single), ("B", &b.single)] {
+            for (scope, key) in keys.iter().filter(|(s, _)| !needs.contains(*s)) {
+                let before = snapshot(&app).await;
+                let (got, answer) = common::post_json(&app, key, path, body).await;
+                let what = format!("{path} as {who} [{scope}]");
+                assert_eq!(got, StatusCode::FORBIDDEN, "{what}: {answer}");
+                assert_eq!(answer["error"]["code"], "FORBIDDEN", "{what}: {answer}");
+                assert_unchanged(&before, &snapshot(&app).await, &what);
+            }
+        }
+        // The same body with A's all-scope key goes through: the refusals were about scope.
+        let (got, answer) = common::post_json(&app, &a.all, path, body).await;
+        assert!(got.is_success(), "{path} as A: {got} {answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_keys_get_401_everywhere_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    let a = victim(&app).await;
+    let revoked = app
+        .create_api_key(&a.project, &["ingest", "read", "billing", "admin"])
+        .await;
+    app.revoke_api_key_by_secret(&revoked).await;
+
+    let before = snapshot(&app).await;
+    let graphql = [
+        json!({ "query": "{ viewer { kind } }" }),
+        json!({ "query": format!("query($w: ID!) {{ wallet(id: $w) {{ {WALLET} }} }}"), "variables": { "w": a.wallet } }),
+        json!({ "query": "mutation($w: ID) { topUpWallet(input: { walletId: $w, amount: \"5\", idempotencyKey: \"revoked-top-up\" }) { replayed } }", "variables": { "w": a.wallet } }),
+        json!({ "query": "mutation { createApiKey(input: { name: \"revived\", scopes: [ADMIN] }) { secret } }" }),
+    ];
+    let mut requests: Vec<(&str, Value)> = graphql.into_iter().map(|b| ("/graphql", b)).collect();
+    requests.push((
+        "/ingest/usage",
+        json!({ "idempotencyKey": "revoked-1", "customerExternalId": VICTIM_CUSTOMER, "metric": "api_calls" }),
+    ));
+    requests.push((
+        "/ingest/usage/batch",
+        json!({ "events": [{ "idempotencyKey": "revoked-2", "customerExternalId": VICTIM_CUSTOMER, "metric": "api_calls" }] }),
+    ));
+    requests.push((
+        "/ingest/charge",
+        json!({ "walletId": a.wallet, "amount": "1", "idempotencyKey": "revoked-charge" }),
+    ));
+    for (path, body) in &requests {
+        let (status, answer) = common::post_json(&app, &revoked, path, body).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} {body}: {answer}");
+        assert_eq!(answer["error"]["code"], "UNAUTHENTICATED", "{path}: {answer}");
+    }
+    // A websocket with the revoked key is closed at `connection_init`.
+    let mut socket = ws_open(&app).await;
+    ws_send(
+        &mut socket,
+        json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {revoked}") } }),
+    )
+    .await;
+    match ws_next(&mut socket, Duration::from_secs(10)).await {
+        Err((_, reason)) => assert!(reason.contains("invalid or revoked"), "{reason}"),
+        other => panic!("expected the socket to close, got {other:?}"),
+    }
+    assert_unchanged(&before, &snapshot(&app).await, "revoked key");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscriber_in_another_project_hears_nothing_of_the_victims_wallet() {
+    let app = TestApp::spawn().await;
+    let a = victim(&app).await;
+    let b = attacker(&app).await;
+    // B watches "its" customer with A's external id, and all of its own wallets.
+    let mut sockets = Vec::new();
+    for query in [
+        "subscription($c: String) { balanceChanged(customerExternalId: $c) { walletId balance } }",
+        "subscription { balanceChanged(afterSequence: \"0\") { walletId balance } }",
+        "subscription { projectEvents { kind apiKey { id } } }",
+    ] {
+        let mut socket = ws_open(&app).await;
+        ws_send(
+            &mut socket,
+            json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {}", b.single["READ"]) } }),
+        )
+        .await;
+        assert!(
+            matches!(ws_next(&mut socket, Duration::from_secs(10)).await, Ok(Some(m)) if m["type"] == "connection_ack")
+        );
+        ws_send(
+            &mut socket,
+            json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": { "c": VICTIM_CUSTOMER } } }),
+        )
+        .await;
+        sockets.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A's wallet moves and A's keys change.
+    let r = gql(
+        &app,
+        &a.all,
+        "mutation($w: ID) { ingestCharge(input: { walletId: $w, amount: \"1\", idempotencyKey: \"heard-by-no-one\" }) { replayed } }",
+        json!({ "w": a.wallet }),
+    )
+    .await;
+    r.data();
+    app.create_api_key(&a.project, &["read"]).await;
+    let r = gql(
+        &app,
+        &a.all,
+        "mutation { createApiKey(input: { name: \"unheard\", scopes: [READ] }) { secret } }",
+        json!({}),
+    )
+    .await;
+    r.data();
+    for mut socket in sockets {
+        let heard = ws_next(&mut socket, Duration::from_millis(1500)).await;
+        assert!(matches!(heard, Ok(None)), "B heard: {heard:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Known holes (issue 11), fixed on the lead's branch: the right assertion, ignored until merged.
+
+/// An `INGEST`-only key may post a charge, but the answer must not show what needs `READ`: the
+/// wallet's lots and the transaction's postings.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "issue 11: fixed by lead's branch"]
+async fn an_ingest_only_key_cannot_read_lots_or_postings_through_ingest_charge() {
+    let app = TestApp::spawn().await;
+    let a = victim(&app).await;
+    let body = gql(
+        &app,
+        &a.single["INGEST"],
+        "mutation($w: ID) { ingestCharge(input: { walletId: $w, amount: \"1\", idempotencyKey: \"ingest-peek\" }) { replayed wallet { id lots { id remaining originalAmount } } transaction { id entries { id amount account { id code } } } } }",
+        json!({ "w": a.wallet }),
+    )
+    .await
+    .body;
+    assert!(
+        error_codes(&body).iter().any(|c| c == "FORBIDDEN"),
+        "the nested READ fields are refused: {body}"
+    );
+    let charge = &body["data"]["ingestCharge"];
+    for pointer in ["/wallet/lots", "/transaction/entries"] {
+        let shown = charge
+            .pointer(pointer)
+            .and_then(Value::as_array)
+            .is_some_and(|l| !l.is_empty());
+        assert!(!shown, "{pointer} is shown to an INGEST-only key: {body}");
+    }
+}
+
+/// A key cannot hand out more than it holds: an `ADMIN`-only key creating a key with `READ` and
+/// `BILLING` is `FORBIDDEN`, and nothing is written.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "issue 11: fixed by lead's branch"]
+async fn an_admin_only_key_cannot_create_a_key_with_more_scopes_than_it_holds() {
+    let app = TestApp::spawn().await;
+    let a = victim(&app).await;
+    let admin = &a.single["ADMIN"];
+    gql(&app, admin, "{ viewer { kind } }", json!({})).await.data();
+    let before = snapshot(&app).await;
+    let r = gql(
+        &app,
+        admin,
+        "mutation { createApiKey(input: { name: \"escalated\", scopes: [READ, BILLING] }) { secret apiKey { scopes } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.error_code(), "FORBIDDEN", "{}", r.body);
+    assert!(r.body["data"].is_null(), "{}", r.body);
+    assert_unchanged(&before, &snapshot(&app).await, "escalating createApiKey");
+    // What it holds, it may hand out.
+    let r = gql(
+        &app,
+        admin,
+        "mutation { createApiKey(input: { name: \"peer\", scopes: [ADMIN] }) { apiKey { scopes } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.data()["createApiKey"]["apiKey"]["scopes"], json!(["ADMIN"]));
+}
+
+/// `updateWallet` with the values the wallet already has is a no-op: no row changes, `updatedAt`
+/// included.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "issue 11: fixed by lead's branch"]
+async fn a_no_op_update_wallet_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let a = victim(&app).await;
+    let billing = &a.single["BILLING"];
+    let current = gql(
+        &app,
+        &a.all,
+        "query($w: ID!) { wallet(id: $w) { policy creditLimit lowBalanceThreshold updatedAt } }",
+        json!({ "w": a.wallet }),
+    )
+    .await;
+    let current = current.data()["wallet"].clone();
+    gql(&app, billing, "{ viewer { kind } }", json!({})).await.data();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let before = snapshot(&app).await;
+    let r = gql(
+        &app,
+        billing,
+        "mutation($w: ID!, $p: WalletPolicy, $l: Decimal, $t: Decimal) { updateWallet(input: { walletId: $w, policy: $p, creditLimit: $l, lowBalanceThreshold: $t }) { updatedAt } }",
+        json!({ "w": a.wallet, "p": current["policy"], "l": current["creditLimit"], "t": current["lowBalanceThreshold"] }),
+    )
+    .await;
+    assert_eq!(
+        r.data()["updateWallet"]["updatedAt"],
+        current["updatedAt"],
+        "{}",
+        r.body
+    );
+    assert_unchanged(&before, &snapshot(&app).await, "no-op updateWallet");
+}
+
+/// Per-operation re-authentication on websockets: once a key is revoked, a socket it opened may
+/// not start another subscription, and nothing more is delivered to it.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "issue 11: fixed by lead's branch"]
+async fn a_key_revoked_while_its_socket_is_open_starts_nothing_more() {
+    let app = TestApp::spawn().await;
+    let a = victim(&app).await;
+    let key = app.create_api_key(&a.project, &["read"]).await;
+    let mut socket = ws_open(&app).await;
+    ws_send(
+        &mut socket,
+        json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {key}") } }),
+    )
+    .await;
+    assert!(
+        matches!(ws_next(&mut socket, Duration::from_secs(10)).await, Ok(Some(m)) if m["type"] == "connection_ack")
+    );
+    app.revoke_api_key_by_secret(&key).await;
+    ws_send(
+        &mut socket,
+        json!({ "id": "2", "type": "subscribe", "payload": { "query": "subscription { balanceChanged { walletId balance } }" } }),
+    )
+    .await;
+    match ws_next(&mut socket, Duration::from_secs(5)).await {
+        // Closed, or the operation refused: both are right.
+        Err(_) => return,
+        Ok(Some(m)) if m["type"] == "error" => {}
+        Ok(Some(m)) if m["type"] == "next" && m["payload"]["data"].is_null() => {
+            let code = &m["payload"]["errors"][0]["extensions"]["code"];
+            assert!(code == "UNAUTHENTICATED" || code == "FORBIDDEN", "{m}");
+        }
+        other => panic!("a revoked key's new subscription was not refused: {other:?}"),
+    }
+    // And nothing of A's reaches the socket afterwards.
+    gql(
+        &app,
+        &a.all,
+        "mutation($w: ID) { topUpWallet(input: { walletId: $w, amount: \"5\", idempotencyKey: \"after-revoke\" }) { replayed } }",
+        json!({ "w": a.wallet }),
+    )
+    .await
+    .data();
+    let heard = ws_next(&mut socket, Duration::from_secs(2)).await;
+    assert!(
+        !matches!(&heard, Ok(Some(m)) if m["type"] == "next" && !m["payload"]["data"].is_null()),
+        "delivered after revocation: {heard:?}"
+    );
+}
+
+/// `Project.apiKeys` needs `ADMIN`; `projectEvents` needs only `READ` but pushes each new key's
+/// id, name, prefix, scopes and creator. A `READ` key must not learn through the subscription
+/// what it may not query. Not on the lead's list: found while writing this suite.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "issue 11: found by the hostile suite, not fixed yet (see the report)"]
+async fn a_read_key_does_not_learn_api_keys_through_project_events() {
+    let app = TestApp::spawn().await;
+    let a = victim(&app).await;
+    let mut socket = ws_open(&app).await;
+    ws_send(
+        &mut socket,
+        json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {}", a.single["READ"]) } }),
+    )
+    .await;
+    assert!(
+        matches!(ws_next(&mut socket, Duration::from_secs(10)).await, Ok(Some(m)) if m["type"] == "connection_ack")
+    );
+    ws_send(
+        &mut socket,
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { projectEvents { kind apiKey { id name prefix scopes createdBy } } }" } }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gql(
+        &app,
+        &a.all,
+        "mutation { createApiKey(input: { name: \"new admin\", scopes: [ADMIN] }) { secret } }",
+        json!({}),
+    )
+    .await
+    .data();
+    if let Ok(Some(m)) = ws_next(&mut socket, Duration::from_secs(3)).await {
+        let key = &m["payload"]["data"]["projectEvents"]["apiKey"];
+        assert!(key.is_null(), "a READ key sees a new key: {m}");
+    }
+}
