@@ -920,7 +920,6 @@ async fn generated_graphql_documents_never_get_a_5xx() {
 /// object and 5,000-deep JSON bodies: each is refused as a 4xx or a GraphQL error, and the server
 /// lives.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "issue 11: lead's nesting fix"]
 async fn very_deep_nesting_is_refused_and_the_server_lives() {
     let w = world().await;
     const DEPTH: usize = 5_000;
@@ -1022,7 +1021,6 @@ proptest! {
 /// 10000) must be refused naming `expiresAt`. Today it is accepted, and from then on every read of
 /// the wallet's lots (`wallet { lots }`, `topUpWallet`, `createWallet`) is an `INTERNAL` error.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "issue 11: fixed by lead's branch"]
 async fn an_expiry_beyond_the_datetime_range_is_refused_and_the_wallet_keeps_working() {
     let w = world().await;
     let r = common::gql(
@@ -1051,7 +1049,6 @@ async fn an_expiry_beyond_the_datetime_range_is_refused_and_the_wallet_keeps_wor
 /// by default): today a 3 MiB `connection_init` is acknowledged and a 3 MiB `subscribe` starts
 /// (the socket's own limit is tungstenite's default, 64 MiB).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "issue 11: found by the hostile suite, not fixed yet (see the report)"]
 async fn a_websocket_message_over_the_body_limit_is_refused() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::{

@@ -22,7 +22,7 @@ pub fn cost(first: Option<i32>, child_complexity: usize) -> usize {
 
 /// What a list without paging costs per selected field (wallets of a customer, lots of a wallet,
 /// postings of a transaction: usually a few rows, at most a few hundred).
-pub const LIST_COST: usize = 10;
+pub const LIST_COST: usize = 5;
 
 /// What a field that scans a whole project's ledger costs (`reconciliation`): more than half the
 /// default limit, so one request runs it once.
