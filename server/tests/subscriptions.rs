@@ -27,13 +27,7 @@ async fn open(app: &TestApp) -> Socket {
 
 /// Opens a socket, authenticates with `key` (acknowledged), and subscribes to `query` as id "1".
 async fn subscribe(app: &TestApp, key: &str, query: &str) -> Socket {
-    let mut socket = open(app).await;
-    send(
-        &mut socket,
-        json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {key}") } }),
-    )
-    .await;
-    assert_eq!(next(&mut socket).await.unwrap().unwrap()["type"], "connection_ack");
+    let mut socket = connect(app, key).await;
     send(
         &mut socket,
         json!({ "id": "1", "type": "subscribe", "payload": { "query": query } }),
