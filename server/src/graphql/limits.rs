@@ -75,7 +75,7 @@ pub fn cut_echo(message: &mut String) {
             .nth(MAX_ECHOED_CHARS)
             .map_or(message.len(), |(i, _)| i);
         message.truncate(end);
-        message.push_str("…");
+        message.push('…');
     }
 }
 

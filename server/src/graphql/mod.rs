@@ -67,7 +67,8 @@ pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
 }
 
 /// Nested money and usage data needs `READ`, however its parent was reached (a charge's payload
-/// reached with an `INGEST` key shows the wallet's balance, not its lots or postings).
+/// reached with an `INGEST` key shows the wallet's balance, not its lots or postings; a
+/// `createCustomer` answer to a `BILLING` key, not the customer's usage or events).
 pub(crate) fn require_read(ctx: &Context<'_>, project_id: &str) -> crate::error::GraphqlResult<()> {
     principal(ctx)?.project_for(Some(project_id), "projectId", crate::auth::Scope::Read)?;
     Ok(())

@@ -33,8 +33,6 @@ use crate::{
     },
 };
 
-/// A customer's usage and events are `READ` data, however the `Customer` was reached (a
-/// `createCustomer` answer needs only `BILLING`).
 // ---------------------------------------------------------------------------------------------
 // Output types
 
