@@ -9,10 +9,40 @@ use serde_json::json;
 
 use crate::db::DbError;
 
-/// The same idempotency key was sent before with a different payload (HTTP 409).
-pub const IDEMPOTENCY_CONFLICT: &str = "IDEMPOTENCY_CONFLICT";
-/// A charge would take a wallet past what its policy allows (HTTP 402).
-pub const INSUFFICIENT_CREDITS: &str = "INSUFFICIENT_CREDITS";
+crate::text_enum::text_enum! {
+    /// Every code the server answers with, as GraphQL `extensions.code`, an `ItemError.code`, and
+    /// `error.code` of an HTTP body. docs/api.md lists each (a test fails when one is missing).
+    ErrorCode {
+        /// Missing, unknown or revoked credentials (HTTP 401).
+        Unauthenticated = "UNAUTHENTICATED",
+        /// The key lacks the scope, or the operation is the operator's (HTTP 403).
+        Forbidden = "FORBIDDEN",
+        /// Absent, or another project's (HTTP 404).
+        NotFound = "NOT_FOUND",
+        /// A field is invalid; nothing changed (HTTP 422).
+        BadUserInput = "BAD_USER_INPUT",
+        /// The document or its variables do not fit the schema or its limits.
+        GraphqlValidationFailed = "GRAPHQL_VALIDATION_FAILED",
+        /// The idempotency key was used before for a different payload (HTTP 409).
+        IdempotencyConflict = "IDEMPOTENCY_CONFLICT",
+        /// A debit the wallet's policy does not allow; nothing posted (HTTP 402).
+        InsufficientCredits = "INSUFFICIENT_CREDITS",
+        /// The customer's external id exists with other details (HTTP 409).
+        CustomerExists = "CUSTOMER_EXISTS",
+        /// The metric code exists with another definition (HTTP 409).
+        MetricExists = "METRIC_EXISTS",
+        /// The customer has a wallet in that unit with other settings (HTTP 409).
+        WalletExists = "WALLET_EXISTS",
+        /// The request body is over the limit (HTTP 413).
+        PayloadTooLarge = "PAYLOAD_TOO_LARGE",
+        /// The body is not JSON, not a GraphQL request, or does not parse (HTTP 400).
+        BadRequest = "BAD_REQUEST",
+        /// The database is out of reach; retry (HTTP 503).
+        ServiceUnavailable = "SERVICE_UNAVAILABLE",
+        /// A bug; details are in the server's log (HTTP 500).
+        Internal = "INTERNAL",
+    }
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -30,7 +60,7 @@ pub enum Error {
     Invalid { field: String, message: String },
     /// Well-formed, but conflicts with what is stored (e.g. an idempotency key reused).
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: ErrorCode, message: String },
     /// The request body is larger than allowed.
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -53,25 +83,29 @@ impl Error {
         }
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Error::Conflict {
             code,
             message: message.into(),
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            Error::Unauthenticated(_) => "UNAUTHENTICATED",
-            Error::Forbidden(_) => "FORBIDDEN",
-            Error::NotFound(_) => "NOT_FOUND",
-            Error::Invalid { .. } => "BAD_USER_INPUT",
-            Error::Conflict { code, .. } => code,
-            Error::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
-            Error::BadRequest(_) => "BAD_REQUEST",
-            Error::Unavailable(_) => "SERVICE_UNAVAILABLE",
-            Error::Internal(_) => "INTERNAL",
+            Error::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            Error::Forbidden(_) => ErrorCode::Forbidden,
+            Error::NotFound(_) => ErrorCode::NotFound,
+            Error::Invalid { .. } => ErrorCode::BadUserInput,
+            Error::Conflict { code, .. } => *code,
+            Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Error::BadRequest(_) => ErrorCode::BadRequest,
+            Error::Unavailable(_) => ErrorCode::ServiceUnavailable,
+            Error::Internal(_) => ErrorCode::Internal,
         }
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
     }
 
     pub fn status(&self) -> StatusCode {
@@ -80,7 +114,10 @@ impl Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::Conflict { code, .. } if *code == INSUFFICIENT_CREDITS => StatusCode::PAYMENT_REQUIRED,
+            Error::Conflict {
+                code: ErrorCode::InsufficientCredits,
+                ..
+            } => StatusCode::PAYMENT_REQUIRED,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -201,6 +238,19 @@ mod tests {
     use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
     use super::*;
+
+    /// The API guide lists every code a client can meet: adding a code to `ErrorCode` without
+    /// documenting it fails here.
+    #[test]
+    fn the_api_guide_lists_every_error_code() {
+        let guide = include_str!("../../docs/api.md");
+        for code in ErrorCode::ALL {
+            assert!(
+                guide.contains(&format!("`{}`", code.as_str())),
+                "docs/api.md does not list the error code `{code}`"
+            );
+        }
+    }
 
     #[test]
     fn a_lost_connection_is_a_503_with_retry_after_and_a_bug_stays_internal() {

@@ -313,7 +313,7 @@ async fn a_frozen_database_opens_the_breaker_and_the_pool_recovers_when_it_resum
 // ---------------------------------------------------------------------------------------------
 // Under load: ingest and charges while the database stops, comes back, and freezes.
 
-const WALLET: &str = "mutation($i: CreateWalletInput!) { createWallet(input: $i) { id } }";
+const WALLET: &str = "mutation($i: CreateWalletInput!) { createWallet(input: $i) { wallet { id } } }";
 const TOP_UP: &str = "mutation($i: CreditInput!) { topUpWallet(input: $i) { wallet { balance } } }";
 const FUNDS: i64 = 1_000_000;
 
@@ -477,7 +477,10 @@ async fn acknowledged_writes_survive_a_stopped_and_a_frozen_database_under_load(
         json!({ "i": { "customerExternalId": "acme", "currency": "USD" } }),
     )
     .await;
-    let wallet = wallet.data()["createWallet"]["id"].as_str().unwrap().to_string();
+    let wallet = wallet.data()["createWallet"]["wallet"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let top_up = json!({ "i": { "walletId": wallet, "amount": FUNDS.to_string(), "idempotencyKey": "funds" } });
     gql(&app, &key, TOP_UP, top_up).await.data();
 

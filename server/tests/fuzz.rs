@@ -85,11 +85,14 @@ async fn world() -> World {
     let wallet = common::gql(
         &app,
         &key,
-        "mutation { createWallet(input: { customerExternalId: \"acme\", currency: \"USD\", policy: ALLOW_UNTIL_LIMIT, creditLimit: \"1000\" }) { id } }",
+        "mutation { createWallet(input: { customerExternalId: \"acme\", currency: \"USD\", policy: ALLOW_UNTIL_LIMIT, creditLimit: \"1000\" }) { wallet { id } } }",
         json!({}),
     )
     .await;
-    let wallet = wallet.data()["createWallet"]["id"].as_str().unwrap().to_string();
+    let wallet = wallet.data()["createWallet"]["wallet"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     common::gql(
         &app,
         &key,
@@ -928,14 +931,14 @@ async fn very_deep_nesting_is_refused_and_the_server_lives() {
         let object = format!("{}1{}", "{a:".repeat(depth), "}".repeat(depth));
         for document in [
             format!(
-                "mutation {{ ingestUsage(event: {{ idempotencyKey: \"deep-{depth}\", customerExternalId: \"acme\", metric: \"api_calls\", properties: {{ p: {object} }} }}) {{ replayed }} }}"
+                "mutation {{ ingestUsage(input: {{ event: {{ idempotencyKey: \"deep-{depth}\", customerExternalId: \"acme\", metric: \"api_calls\", properties: {{ p: {object} }} }} }}) {{ replayed }} }}"
             ),
             format!(
-                "mutation {{ ingestUsage(event: {{ idempotencyKey: \"deep-l-{depth}\", customerExternalId: \"acme\", metric: \"api_calls\", properties: {} }}) {{ replayed }} }}",
+                "mutation {{ ingestUsage(input: {{ event: {{ idempotencyKey: \"deep-l-{depth}\", customerExternalId: \"acme\", metric: \"api_calls\", properties: {} }} }}) {{ replayed }} }}",
                 nest("1", depth, false)
             ),
             format!(
-                "mutation {{ createCustomer(input: {{ externalId: \"deep-{depth}\", metadata: {{ p: {object} }} }}) {{ id }} }}"
+                "mutation {{ createCustomer(input: {{ externalId: \"deep-{depth}\", metadata: {{ p: {object} }} }}) {{ customer {{ id }} }} }}"
             ),
         ] {
             bodies.push(format!("{{\"query\":{}}}", serde_json::to_string(&document).unwrap()));
@@ -943,7 +946,7 @@ async fn very_deep_nesting_is_refused_and_the_server_lives() {
     }
     // Built as text: a 5,000-deep `serde_json::Value` would overflow this test's own stack.
     bodies.push(format!(
-        "{{\"query\":\"mutation($e: UsageEventInput!) {{ ingestUsage(event: $e) {{ replayed }} }}\",\"variables\":{{\"e\":{{\"idempotencyKey\":\"deep-2\",\"customerExternalId\":\"acme\",\"metric\":\"api_calls\",\"properties\":{}}}}}}}",
+        "{{\"query\":\"mutation($e: UsageEventInput!) {{ ingestUsage(input: {{ event: $e }}) {{ replayed }} }}\",\"variables\":{{\"e\":{{\"idempotencyKey\":\"deep-2\",\"customerExternalId\":\"acme\",\"metric\":\"api_calls\",\"properties\":{}}}}}}}",
         nest("1", DEPTH, true)
     ));
     for body in bodies {

@@ -14,12 +14,12 @@ use tokio_tungstenite::{
     tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
 };
 
-const WALLET: &str = "mutation($i: CreateWalletInput!) { createWallet(input: $i) { id balance currency policy creditLimit belowThreshold } }";
-const CHARGE: &str = "mutation($i: ChargeInput!) { ingestCharge(input: $i) { replayed wallet { balance } transaction { id cause amount balanceAfter actor entries { amount account { kind } balanceAfter } } } }";
+const WALLET: &str = "mutation($i: CreateWalletInput!) { createWallet(input: $i) { wallet { id balance currency policy creditLimit belowThreshold } } }";
+const CHARGE: &str = "mutation($i: IngestChargeInput!) { ingestCharge(input: $i) { replayed wallet { balance } transaction { id cause amount balanceAfter actor { kind apiKeyId } entries { amount account { kind } balanceAfter } } } }";
 const TOP_UP: &str = "mutation($i: CreditInput!) { topUpWallet(input: $i) { replayed wallet { balance } transaction { id causeId balanceAfter } } }";
 const GRANT: &str =
     "mutation($i: CreditInput!) { grantCredits(input: $i) { replayed wallet { balance } transaction { id causeId } } }";
-const ADJUST: &str = "mutation($i: AdjustmentInput!) { adjustWallet(input: $i) { wallet { balance } transaction { id actor description correctsTransactionId } } }";
+const ADJUST: &str = "mutation($i: AdjustWalletInput!) { adjustWallet(input: $i) { wallet { balance } transaction { id actor { kind apiKeyId } description correctsTransactionId } } }";
 const RECONCILE: &str = "query { reconciliation { clean transactions wallets lots breaks { check subject } } }";
 
 struct Setup {
@@ -39,7 +39,7 @@ async fn setup() -> Setup {
 
 async fn create_wallet(s: &Setup, input: Value) -> Value {
     let r = gql(&s.app, &s.key, WALLET, json!({ "i": input })).await;
-    r.data()["createWallet"].clone()
+    r.data()["createWallet"]["wallet"].clone()
 }
 
 async fn reconciliation(s: &Setup) -> Value {
@@ -71,7 +71,13 @@ async fn charges_replay_conflict_and_refuse_when_funds_are_short() {
     assert_eq!(first["wallet"]["balance"], "7.75");
     assert_eq!(first["transaction"]["cause"], "CHARGE");
     assert_eq!(first["transaction"]["balanceAfter"], "7.75");
-    assert!(first["transaction"]["actor"].as_str().unwrap().starts_with("api_key:"));
+    assert_eq!(first["transaction"]["actor"]["kind"], "API_KEY");
+    assert!(
+        first["transaction"]["actor"]["apiKeyId"]
+            .as_str()
+            .unwrap()
+            .starts_with("key_")
+    );
     let entries = first["transaction"]["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[0]["amount"], "-2.25");
@@ -260,7 +266,8 @@ async fn another_projects_wallet_is_out_of_reach() {
         json!({ "w": w }),
     )
     .await;
-    assert_eq!(r.error_code(), "NOT_FOUND");
+    // A lookup answers null for another project's wallet, as for one that does not exist.
+    assert_eq!(r.body, json!({ "data": { "wallet": null } }));
     let r = gql(
         &s.app,
         &intruder,
@@ -288,7 +295,7 @@ async fn another_projects_wallet_is_out_of_reach() {
         json!({ "w": "txn_x" }),
     )
     .await;
-    assert_eq!(r.error_code(), "NOT_FOUND");
+    assert_eq!(r.body, json!({ "data": { "ledgerTransaction": null } }));
     // Naming the project explicitly is the same answer as a project that does not exist.
     let r = gql(
         &s.app,
@@ -297,7 +304,7 @@ async fn another_projects_wallet_is_out_of_reach() {
         json!({ "w": w, "p": s.project }),
     )
     .await;
-    assert_eq!(r.error_code(), "NOT_FOUND");
+    assert_eq!(r.body, json!({ "data": { "wallet": null } }));
     // An ingest-only key may charge but not top up; a read-only key may do neither.
     let ingest = s.app.create_api_key(&s.project, &["ingest"]).await;
     let r = gql(
@@ -311,7 +318,8 @@ async fn another_projects_wallet_is_out_of_reach() {
     let r = gql(
         &s.app,
         &ingest,
-        CHARGE,
+        // Without `entries`: postings need READ.
+        "mutation($i: IngestChargeInput!) { ingestCharge(input: $i) { wallet { balance } transaction { id } } }",
         json!({ "i": { "walletId": w, "amount": "1", "idempotencyKey": "c" } }),
     )
     .await;
@@ -321,7 +329,7 @@ async fn another_projects_wallet_is_out_of_reach() {
     let mine = gql(&s.app, &s.key, query, json!({ "t": charge })).await;
     assert_eq!(mine.data()["ledgerTransaction"]["cause"], "CHARGE");
     let theirs = gql(&s.app, &intruder, query, json!({ "t": charge })).await;
-    assert_eq!(theirs.error_code(), "NOT_FOUND");
+    assert_eq!(theirs.body, json!({ "data": { "ledgerTransaction": null } }));
     let reader = s.app.create_api_key(&s.project, &["read"]).await;
     let r = gql(
         &s.app,
@@ -404,7 +412,10 @@ async fn overdraft_adjustments_and_ledger_entries_explain_themselves() {
     .await;
     let adj = r.data()["adjustWallet"].clone();
     assert_eq!(adj["wallet"]["balance"], "5");
-    assert_eq!(adj["transaction"]["actor"], "operator");
+    assert_eq!(
+        adj["transaction"]["actor"],
+        json!({ "kind": "OPERATOR", "apiKeyId": null })
+    );
     assert_eq!(adj["transaction"]["description"], "disputed minutes");
     assert_eq!(adj["transaction"]["correctsTransactionId"], charge_id);
 
@@ -916,7 +927,7 @@ async fn wallet_settings_change_only_where_the_balance_allows() {
     let s = setup().await;
     let wallet = create_wallet(&s, json!({ "customerExternalId": "acme", "currency": "USD" })).await;
     let w = wallet["id"].as_str().unwrap();
-    const UPDATE: &str = "mutation($i: UpdateWalletInput!) { updateWallet(input: $i) { policy creditLimit lowBalanceThreshold belowThreshold } }";
+    const UPDATE: &str = "mutation($i: UpdateWalletInput!) { updateWallet(input: $i) { wallet { policy creditLimit lowBalanceThreshold belowThreshold } } }";
     let r = gql(
         &s.app,
         &s.key,
@@ -933,7 +944,7 @@ async fn wallet_settings_change_only_where_the_balance_allows() {
         json!({ "i": { "walletId": w, "policy": "ALLOW_UNTIL_LIMIT", "creditLimit": "10" } }),
     )
     .await;
-    assert_eq!(r.data()["updateWallet"]["creditLimit"], "10");
+    assert_eq!(r.data()["updateWallet"]["wallet"]["creditLimit"], "10");
     let r = gql(
         &s.app,
         &s.key,
@@ -968,8 +979,8 @@ async fn wallet_settings_change_only_where_the_balance_allows() {
         json!({ "i": { "walletId": w, "lowBalanceThreshold": "1" } }),
     )
     .await;
-    assert_eq!(r.data()["updateWallet"]["belowThreshold"], true);
-    assert_eq!(r.data()["updateWallet"]["policy"], "ALLOW_UNTIL_LIMIT");
+    assert_eq!(r.data()["updateWallet"]["wallet"]["belowThreshold"], true);
+    assert_eq!(r.data()["updateWallet"]["wallet"]["policy"], "ALLOW_UNTIL_LIMIT");
     let r = gql(
         &s.app,
         &s.key,
@@ -977,8 +988,8 @@ async fn wallet_settings_change_only_where_the_balance_allows() {
         json!({ "i": { "walletId": w, "lowBalanceThreshold": null } }),
     )
     .await;
-    assert_eq!(r.data()["updateWallet"]["lowBalanceThreshold"], Value::Null);
-    assert_eq!(r.data()["updateWallet"]["belowThreshold"], false);
+    assert_eq!(r.data()["updateWallet"]["wallet"]["lowBalanceThreshold"], Value::Null);
+    assert_eq!(r.data()["updateWallet"]["wallet"]["belowThreshold"], false);
 
     let other = s.app.create_project("Other").await;
     let intruder = s.app.create_api_key(&other, &["billing"]).await;
@@ -1057,7 +1068,7 @@ async fn an_operator_writes_off_part_of_a_debt() {
     )
     .await;
     let w = wallet["id"].as_str().unwrap();
-    const WRITE_OFF: &str = "mutation($i: WriteOffInput!) { writeOffDebt(input: $i) { wallet { balance } transaction { cause actor description entries { amount account { kind } } } } }";
+    const WRITE_OFF: &str = "mutation($i: WriteOffDebtInput!) { writeOffDebt(input: $i) { wallet { balance } transaction { cause actor { kind apiKeyId } description entries { amount account { kind } } } } }";
     gql(
         &s.app,
         &s.key,

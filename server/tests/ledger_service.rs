@@ -691,7 +691,7 @@ async fn reconcile_names_a_posting_filed_under_another_wallet() {
         .await
         .unwrap();
     let report = reconcile(&mut conn, None).await.unwrap();
-    let checks: Vec<&str> = report.breaks.iter().map(|b| b.check).collect();
+    let checks: Vec<&str> = report.breaks.iter().map(|b| b.check.as_str()).collect();
     assert!(checks.contains(&"POSTING_MISMATCH"), "{report:?}");
     assert!(
         !checks.contains(&"WALLET_BALANCE_MISMATCH"),

@@ -20,7 +20,7 @@ async fn post_graphql_raw(app: &TestApp, token: &str, body: String) -> (StatusCo
     post_raw(app, token, "/graphql", body.into_bytes()).await
 }
 
-const WALLET: &str = "mutation($i: CreateWalletInput!) { createWallet(input: $i) { id } }";
+const WALLET: &str = "mutation($i: CreateWalletInput!) { createWallet(input: $i) { wallet { id } } }";
 const GRANT: &str = "mutation($i: CreditInput!) { grantCredits(input: $i) { transaction { id } } }";
 
 async fn wallet(app: &TestApp, key: &str) -> String {
@@ -31,7 +31,7 @@ async fn wallet(app: &TestApp, key: &str) -> String {
         json!({ "i": { "customerExternalId": "acme", "currency": "USD" } }),
     )
     .await;
-    r.data()["createWallet"]["id"].as_str().unwrap().to_string()
+    r.data()["createWallet"]["wallet"]["id"].as_str().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -50,7 +50,7 @@ async fn deeply_nested_documents_and_variables_are_refused_and_the_server_lives(
     alive(&app).await;
     // An input object 2,000 deep.
     let query = format!(
-        "mutation {{ createCustomer(input: {{ externalId: \"c\", metadata: {}1{} }}) {{ id }} }}",
+        "mutation {{ createCustomer(input: {{ externalId: \"c\", metadata: {}1{} }}) {{ customer {{ id }} }} }}",
         "{a: ".repeat(2000),
         "}".repeat(2000)
     );
@@ -60,7 +60,7 @@ async fn deeply_nested_documents_and_variables_are_refused_and_the_server_lives(
     // Variables 5,000 deep, as raw JSON text.
     let variables = format!("{}1{}", "{\"a\":".repeat(5000), "}".repeat(5000));
     let body = format!(
-        "{{\"query\":\"mutation($m: JSON) {{ createCustomer(input: {{ externalId: \\\"c\\\", metadata: $m }}) {{ id }} }}\",\"variables\":{{\"m\":{variables}}}}}"
+        "{{\"query\":\"mutation($m: JSON) {{ createCustomer(input: {{ externalId: \\\"c\\\", metadata: $m }}) {{ customer {{ id }} }} }}\",\"variables\":{{\"m\":{variables}}}}}"
     );
     let (status, answer) = post_graphql_raw(&app, &key, body).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
@@ -69,7 +69,7 @@ async fn deeply_nested_documents_and_variables_are_refused_and_the_server_lives(
     let r = gql(
         &app,
         &key,
-        "mutation($m: JSON) { createCustomer(input: { externalId: \"c\", metadata: $m }) { id } }",
+        "mutation($m: JSON) { createCustomer(input: { externalId: \"c\", metadata: $m }) { customer { id } } }",
         json!({ "m": m }),
     )
     .await;
@@ -182,7 +182,10 @@ async fn reconcile_reports_a_row_it_cannot_read() {
         .await
         .unwrap();
     assert!(!report.is_clean());
-    assert!(report.breaks.iter().any(|b| b.check == "UNREADABLE_ROW"), "{report:?}");
+    assert!(
+        report.breaks.iter().any(|b| b.check.as_str() == "UNREADABLE_ROW"),
+        "{report:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -235,7 +238,7 @@ async fn nested_money_data_needs_read_and_a_no_op_update_changes_nothing() {
     let r = gql(
         &app,
         &ingest,
-        "mutation($i: ChargeInput!) { ingestCharge(input: $i) {
+        "mutation($i: IngestChargeInput!) { ingestCharge(input: $i) {
             wallet { balance lots { id remaining } } transaction { id entries { amount } } } }",
         json!({ "i": { "walletId": w, "amount": "1", "idempotencyKey": "c" } }),
     )
@@ -256,7 +259,7 @@ async fn nested_money_data_needs_read_and_a_no_op_update_changes_nothing() {
         r.body
     );
 
-    const UPDATE: &str = "mutation($i: UpdateWalletInput!) { updateWallet(input: $i) { policy creditLimit lowBalanceThreshold updatedAt } }";
+    const UPDATE: &str = "mutation($i: UpdateWalletInput!) { updateWallet(input: $i) { wallet { policy creditLimit lowBalanceThreshold updatedAt } } }";
     let first = gql(
         &app,
         &key,
@@ -264,7 +267,7 @@ async fn nested_money_data_needs_read_and_a_no_op_update_changes_nothing() {
         json!({ "i": { "walletId": w, "lowBalanceThreshold": "2" } }),
     )
     .await;
-    let first = first.data()["updateWallet"].clone();
+    let first = first.data()["updateWallet"]["wallet"].clone();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let again = gql(
         &app,
@@ -273,9 +276,9 @@ async fn nested_money_data_needs_read_and_a_no_op_update_changes_nothing() {
         json!({ "i": { "walletId": w, "lowBalanceThreshold": "2.00" } }),
     )
     .await;
-    assert_eq!(again.data()["updateWallet"], first);
+    assert_eq!(again.data()["updateWallet"]["wallet"], first);
     let noop = gql(&app, &key, UPDATE, json!({ "i": { "walletId": w } })).await;
-    assert_eq!(noop.data()["updateWallet"]["updatedAt"], first["updatedAt"]);
+    assert_eq!(noop.data()["updateWallet"]["wallet"]["updatedAt"], first["updatedAt"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -323,7 +326,7 @@ async fn a_sum_too_large_to_be_exact_is_refused_not_rounded() {
     gql(
         &app,
         &key,
-        "mutation($i: CreateBillableMetricInput!) { createBillableMetric(input: $i) { code } }",
+        "mutation($i: CreateBillableMetricInput!) { createBillableMetric(input: $i) { billableMetric { code } } }",
         json!({ "i": { "code": "big", "name": "Big", "aggregation": "SUM" } }),
     )
     .await

@@ -174,11 +174,11 @@ async fn revoke(app: &TestApp, admin: &str, key_id: &str) {
     let r = common::gql(
         app,
         admin,
-        "mutation($id: ID!) { revokeApiKey(id: $id) { revokedAt } }",
+        "mutation($id: ID!) { revokeApiKey(input: { id: $id }) { apiKey { revokedAt } } }",
         json!({ "id": key_id }),
     )
     .await;
-    assert!(r.data()["revokeApiKey"]["revokedAt"].is_string());
+    assert!(r.data()["revokeApiKey"]["apiKey"]["revokedAt"].is_string());
 }
 
 /// Creates a key through GraphQL so the test knows its id: (id, secret).

@@ -59,7 +59,7 @@ async fn an_oversized_body_is_413_json_and_changes_nothing() {
     let app = TestApp::spawn_with(|c| c.max_body_bytes = 4096).await;
     let name = "x".repeat(5000);
     let body =
-        json!({ "query": format!("mutation {{ createProject(input: {{ name: \"{name}\" }}) {{ id }} }}") }).to_string();
+        json!({ "query": format!("mutation {{ createProject(input: {{ name: \"{name}\" }}) {{ project {{ id }} }} }}") }).to_string();
     let (status, json) = post_raw(&app, &app.admin_token, body).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(json["error"]["code"], "PAYLOAD_TOO_LARGE");

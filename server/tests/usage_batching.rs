@@ -17,7 +17,7 @@ async fn usage_for_a_page_of_customers_is_one_query_per_metric_and_grouping() {
         .flat_map(|c| {
             (0..=c).map(move |i| {
                 json!({ "idempotencyKey": format!("{c}-{i}"), "customerExternalId": format!("c{c}"),
-                        "metric": "calls", "quantity": "1.5", "timestamp": "2026-11-02T00:00:00Z",
+                        "metric": "calls", "quantity": "1.5", "occurredAt": "2026-11-02T00:00:00Z",
                         "properties": {"kind": if i % 2 == 0 { "read" } else { "write" }} })
             })
         })
@@ -25,7 +25,7 @@ async fn usage_for_a_page_of_customers_is_one_query_per_metric_and_grouping() {
     let r = gql(
         &app,
         &key,
-        "mutation($es: [UsageEventInput!]!) { ingestUsageBatch(events: $es) { accepted } }",
+        "mutation($es: [UsageEventInput!]!) { ingestUsageBatch(input: { events: $es }) { accepted } }",
         json!({ "es": events }),
     )
     .await;
@@ -33,7 +33,7 @@ async fn usage_for_a_page_of_customers_is_one_query_per_metric_and_grouping() {
     let r = gql(
         &app,
         &key,
-        "mutation { createBillableMetric(input: {code: \"calls\", name: \"Calls\", aggregation: SUM}) { code } }",
+        "mutation { createBillableMetric(input: {code: \"calls\", name: \"Calls\", aggregation: SUM}) { billableMetric { code } } }",
         json!({}),
     )
     .await;

@@ -19,10 +19,19 @@ fn event(key: &str) -> Value {
     })
 }
 
-const INGEST: &str = "mutation($e: UsageEventInput!) { ingestUsage(event: $e) {
-    replayed event { id idempotencyKey customerExternalId metric quantity timestamp receivedAt properties } } }";
+/// The same event for GraphQL, where the time is `occurredAt` (a `DateTime`).
+fn gql_event(http: Value) -> Value {
+    let mut e = http;
+    if let Some(t) = e.as_object_mut().and_then(|o| o.remove("timestamp")) {
+        e["occurredAt"] = t;
+    }
+    e
+}
 
-const INGEST_BATCH: &str = "mutation($es: [UsageEventInput!]!) { ingestUsageBatch(events: $es) {
+const INGEST: &str = "mutation($e: UsageEventInput!) { ingestUsage(input: { event: $e }) {
+    replayed event { id idempotencyKey customerExternalId metric quantity occurredAt receivedAt properties } } }";
+
+const INGEST_BATCH: &str = "mutation($es: [UsageEventInput!]!) { ingestUsageBatch(input: { events: $es }) {
     accepted replayed rejected
     results { index status event { id quantity } error { code message field } } } }";
 
@@ -56,7 +65,7 @@ async fn a_single_event_is_stored_once_and_a_replay_returns_the_original() {
     assert_eq!(replay["event"], first["event"]);
 
     // The same key through GraphQL is the same write path.
-    let r = gql(&app, &key, INGEST, json!({ "e": again })).await;
+    let r = gql(&app, &key, INGEST, json!({ "e": gql_event(again.clone()) })).await;
     assert_eq!(r.data()["ingestUsage"]["replayed"], true);
     assert_eq!(r.data()["ingestUsage"]["event"]["id"], stored["id"]);
 
@@ -66,7 +75,7 @@ async fn a_single_event_is_stored_once_and_a_replay_returns_the_original() {
     let (status, body) = post_json(&app, &key, "/ingest/usage", &different).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "IDEMPOTENCY_CONFLICT");
-    let r = gql(&app, &key, INGEST, json!({ "e": different })).await;
+    let r = gql(&app, &key, INGEST, json!({ "e": gql_event(different.clone()) })).await;
     assert_eq!(r.error_code(), "IDEMPOTENCY_CONFLICT");
 
     assert_eq!(count_rows(&app, "usage_events", Some(&project)).await, 1);
@@ -77,12 +86,12 @@ async fn an_event_without_timestamp_or_quantity_gets_receipt_time_and_one_and_re
     let app = TestApp::spawn().await;
     let (_, key) = project_with_key(&app, "p").await;
     let bare = json!({"idempotencyKey": "bare", "customerExternalId": "c", "metric": "logins"});
-    let r = gql(&app, &key, INGEST, json!({ "e": bare })).await;
+    let r = gql(&app, &key, INGEST, json!({ "e": gql_event(bare.clone()) })).await;
     let first = r.data()["ingestUsage"]["event"].clone();
     assert_eq!(first["quantity"], "1");
-    assert_eq!(first["timestamp"], first["receivedAt"]);
+    assert_eq!(first["occurredAt"], first["receivedAt"]);
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let r = gql(&app, &key, INGEST, json!({ "e": bare })).await;
+    let r = gql(&app, &key, INGEST, json!({ "e": gql_event(bare.clone()) })).await;
     assert_eq!(r.data()["ingestUsage"]["replayed"], true);
     assert_eq!(
         r.data()["ingestUsage"]["event"],
@@ -162,7 +171,7 @@ async fn a_batch_answers_each_item_and_one_bad_item_does_not_sink_the_rest() {
         &app,
         &key,
         INGEST_BATCH,
-        json!({ "es": [event("g-1"), gbad, event("new-2")] }),
+        json!({ "es": [gql_event(event("g-1")), gql_event(gbad), gql_event(event("new-2"))] }),
     )
     .await;
     let result = &r.data()["ingestUsageBatch"];
@@ -263,18 +272,36 @@ async fn bad_input_is_refused_naming_the_field_and_nothing_is_stored() {
     }
 
     // GraphQL: typed errors with the field.
-    let r = gql(&app, &key, INGEST, json!({ "e": with("quantity", json!("-3")) })).await;
+    let r = gql(
+        &app,
+        &key,
+        INGEST,
+        json!({ "e": gql_event(with("quantity", json!("-3"))) }),
+    )
+    .await;
     assert_eq!(r.error_code(), "BAD_USER_INPUT");
     assert_eq!(r.body["errors"][0]["extensions"]["field"], "quantity");
     // A fractional number literal would pass through a float in the GraphQL layer: refused.
-    let r = gql(&app, &key, INGEST, json!({ "e": with("quantity", json!(0.1)) })).await;
+    let r = gql(
+        &app,
+        &key,
+        INGEST,
+        json!({ "e": gql_event(with("quantity", json!(0.1))) }),
+    )
+    .await;
     assert_eq!(r.error_code(), "GRAPHQL_VALIDATION_FAILED");
     assert!(
         r.body["errors"][0]["message"].as_str().unwrap().contains("as strings"),
         "{}",
         r.body
     );
-    let r = gql(&app, &key, INGEST, json!({ "e": with("unknownField", json!(1)) })).await;
+    let r = gql(
+        &app,
+        &key,
+        INGEST,
+        json!({ "e": gql_event(with("unknownField", json!(1))) }),
+    )
+    .await;
     assert!(
         r.body["errors"][0]["message"]
             .as_str()
@@ -285,7 +312,13 @@ async fn bad_input_is_refused_naming_the_field_and_nothing_is_stored() {
     );
     assert_eq!(r.error_code(), "GRAPHQL_VALIDATION_FAILED");
     let many: Vec<Value> = (0..1001).map(|i| event(&format!("g{i}"))).collect();
-    let r = gql(&app, &key, INGEST_BATCH, json!({ "es": many })).await;
+    let r = gql(
+        &app,
+        &key,
+        INGEST_BATCH,
+        json!({ "es": many.into_iter().map(gql_event).collect::<Vec<_>>() }),
+    )
+    .await;
     assert_eq!(r.error_code(), "BAD_USER_INPUT");
     assert_eq!(r.body["errors"][0]["extensions"]["field"], "events");
 
@@ -364,7 +397,7 @@ async fn events_create_customers_that_a_later_create_fills_in() {
         &app,
         &key,
         INGEST_BATCH,
-        json!({ "es": [event("a"), {
+        json!({ "es": [gql_event(event("a")), {
         "idempotencyKey": "b", "customerExternalId": "newcomer", "metric": "api_calls"
     }] }),
     )
@@ -378,17 +411,17 @@ async fn events_create_customers_that_a_later_create_fills_in() {
     assert_eq!(r.data()["customer"]["implicit"], true);
     assert_eq!(r.data()["customer"]["name"], Value::Null);
 
-    let create = "mutation($i: CreateCustomerInput!) { createCustomer(input: $i) { externalId implicit name currency metadata } }";
+    let create = "mutation($i: CreateCustomerInput!) { createCustomer(input: $i) { customer { externalId implicit name currency metadata } } }";
     let input =
         json!({ "externalId": "newcomer", "name": "Newcomer Ltd", "currency": "eur", "metadata": {"plan": "pro"} });
     let r = gql(&app, &key, create, json!({ "i": input })).await;
     assert_eq!(
-        r.data()["createCustomer"],
+        r.data()["createCustomer"]["customer"],
         json!({"externalId": "newcomer", "implicit": false, "name": "Newcomer Ltd", "currency": "EUR", "metadata": {"plan": "pro"}})
     );
     // Again with the same details: the same customer, nothing changes.
     let r = gql(&app, &key, create, json!({ "i": input })).await;
-    assert_eq!(r.data()["createCustomer"]["name"], "Newcomer Ltd");
+    assert_eq!(r.data()["createCustomer"]["customer"]["name"], "Newcomer Ltd");
     // Different details for an existing customer: a conflict.
     let r = gql(
         &app,
@@ -441,8 +474,8 @@ async fn ingest_needs_the_ingest_scope_and_stays_in_the_keys_project() {
     let r = gql(
         &app,
         &a_key,
-        "mutation($p: ID, $e: UsageEventInput!) { ingestUsage(projectId: $p, event: $e) { replayed } }",
-        json!({ "p": b, "e": event("k") }),
+        "mutation($p: ID, $e: UsageEventInput!) { ingestUsage(input: { projectId: $p, event: $e }) { replayed } }",
+        json!({ "p": b, "e": gql_event(event("k")) }),
     )
     .await;
     assert_eq!(r.error_code(), "NOT_FOUND");
@@ -450,16 +483,16 @@ async fn ingest_needs_the_ingest_scope_and_stays_in_the_keys_project() {
     let r = gql(
         &app,
         &app.admin_token,
-        "mutation($p: ID, $e: UsageEventInput!) { ingestUsage(projectId: $p, event: $e) { replayed } }",
-        json!({ "p": "prj_01JZZZZZZZZZZZZZZZZZZZZZZZ", "e": event("k") }),
+        "mutation($p: ID, $e: UsageEventInput!) { ingestUsage(input: { projectId: $p, event: $e }) { replayed } }",
+        json!({ "p": "prj_01JZZZZZZZZZZZZZZZZZZZZZZZ", "e": gql_event(event("k")) }),
     )
     .await;
     assert_eq!(r.error_code(), "NOT_FOUND");
     let r = gql(
         &app,
         &app.admin_token,
-        "mutation($p: ID, $e: UsageEventInput!) { ingestUsage(projectId: $p, event: $e) { replayed } }",
-        json!({ "p": b, "e": event("k") }),
+        "mutation($p: ID, $e: UsageEventInput!) { ingestUsage(input: { projectId: $p, event: $e }) { replayed } }",
+        json!({ "p": b, "e": gql_event(event("k")) }),
     )
     .await;
     assert_eq!(r.data()["ingestUsage"]["replayed"], false);

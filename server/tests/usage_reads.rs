@@ -96,8 +96,8 @@ async fn create_metric(app: &TestApp, key: &str, input: Value) -> Value {
     gql(
         app,
         key,
-        "mutation($i: CreateBillableMetricInput!) { createBillableMetric(input: $i) {
-            code aggregation property groupBy filters { property values } } }",
+        "mutation($i: CreateBillableMetricInput!) { createBillableMetric(input: $i) { billableMetric {
+            code aggregation property groupBy filters { property values } } } }",
         json!({ "i": input }),
     )
     .await
@@ -157,7 +157,10 @@ async fn each_aggregation_filters_groups_and_attributes_late_events_to_their_per
                     "filters": [{"property": "region", "values": ["eu"]}], "groupBy": "tier" }),
         )
         .await;
-        assert_eq!(created["data"]["createBillableMetric"]["groupBy"], "tier", "{created}");
+        assert_eq!(
+            created["data"]["createBillableMetric"]["billableMetric"]["groupBy"], "tier",
+            "{created}"
+        );
         ingest_dataset(&app, &key, &code).await;
 
         let u = usage(&app, &key, "alice", &code, NOVEMBER, None).await;
@@ -177,7 +180,7 @@ async fn each_aggregation_filters_groups_and_attributes_late_events_to_their_per
     let r = gql(
         &app,
         &key,
-        "mutation { createCustomer(input: {externalId: \"carol\"}) { externalId } }",
+        "mutation { createCustomer(input: {externalId: \"carol\"}) { customer { externalId } } }",
         json!({}),
     )
     .await;
@@ -279,7 +282,10 @@ async fn a_metric_defined_after_its_events_bills_them_and_definitions_are_idempo
 
     let input = json!({ "code": "later", "name": "Later", "aggregation": "SUM" });
     let first = create_metric(&app, &key, input.clone()).await;
-    assert_eq!(first["data"]["createBillableMetric"]["aggregation"], "SUM", "{first}");
+    assert_eq!(
+        first["data"]["createBillableMetric"]["billableMetric"]["aggregation"], "SUM",
+        "{first}"
+    );
     // All of alice's November events, both regions: 2 + 3.5 + 10 + 1.25 + 4 + 5.
     assert_eq!(
         usage(&app, &key, "alice", "later", NOVEMBER, None).await["value"],
@@ -317,7 +323,7 @@ async fn a_customers_events_page_newest_first_with_filters() {
     ingest_dataset(&app, &key, "other").await;
     let page = "query($after: String, $m: String, $from: DateTime, $to: DateTime) {
         customer(externalId: \"alice\") { events(first: 3, after: $after, metric: $m, from: $from, to: $to) {
-            edges { node { idempotencyKey quantity timestamp properties } } pageInfo { hasNextPage endCursor } } } }";
+            edges { node { idempotencyKey quantity occurredAt properties } } pageInfo { hasNextPage endCursor } } } }";
     let mut keys = Vec::new();
     let mut after = Value::Null;
     loop {
@@ -377,8 +383,28 @@ async fn reads_stay_inside_the_project() {
     assert_eq!(usage(&app, &a_key, "alice", "m", NOVEMBER, None).await["value"], "6");
     assert_eq!(usage(&app, &b_key, "alice", "m", NOVEMBER, None).await["value"], "1");
 
+    // Another project's customer reads as absent: null, by external id or by id.
     let r = gql(&app, &b_key, "{ customer(externalId: \"bob\") { id } }", json!({})).await;
-    assert_eq!(r.error_code(), "NOT_FOUND");
+    assert!(r.data()["customer"].is_null(), "{}", r.body);
+    let bob = gql(&app, &a_key, "{ customer(externalId: \"bob\") { id } }", json!({})).await;
+    let bob_id = bob.data()["customer"]["id"].clone();
+    assert!(bob_id.as_str().unwrap().starts_with("cus_"));
+    let r = gql(
+        &app,
+        &a_key,
+        "query($id: ID) { customer(id: $id) { externalId } }",
+        json!({ "id": bob_id }),
+    )
+    .await;
+    assert_eq!(r.data()["customer"]["externalId"], "bob");
+    let r = gql(
+        &app,
+        &b_key,
+        "query($id: ID) { customer(id: $id) { externalId } }",
+        json!({ "id": bob_id }),
+    )
+    .await;
+    assert!(r.data()["customer"].is_null(), "{}", r.body);
     let r = gql(
         &app,
         &b_key,

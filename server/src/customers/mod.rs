@@ -7,7 +7,7 @@ use std::{collections::HashSet, sync::Mutex};
 use diesel_async::AsyncConnection;
 
 use crate::{
-    error::{Error, Result},
+    error::{Error, ErrorCode, Result},
     ids,
     projects::parse_name,
     store::{
@@ -198,7 +198,7 @@ pub async fn create_customer(
             Ok((existing, Created::Replayed))
         } else {
             Err(Error::conflict(
-                "CUSTOMER_EXISTS",
+                ErrorCode::CustomerExists,
                 format!("customer '{}' already exists with different details", valid.external_id),
             ))
         }
@@ -284,6 +284,16 @@ impl KnownCustomers {
 
 pub async fn find_customer(conn: &mut Conn, project_id: &str, external_id: &str) -> Result<CustomerRow> {
     customers::find_by_external_id(conn, project_id, external_id)
+        .await?
+        .ok_or(Error::NotFound("customer"))
+}
+
+/// A customer by Neruba's id, in `project_id` only.
+pub async fn find_customer_by_id(conn: &mut Conn, project_id: &str, id: &str) -> Result<CustomerRow> {
+    if !ids::looks_like(CUSTOMER_ID_PREFIX, id) {
+        return Err(Error::NotFound("customer"));
+    }
+    customers::find_by_id(conn, project_id, id)
         .await?
         .ok_or(Error::NotFound("customer"))
 }

@@ -113,9 +113,11 @@ impl EmbeddedMariaDb {
         std::fs::write(dir.join("port"), port.to_string()).map_err(io(dir))?;
 
         let log = dir.join("error.log");
+        let tmp = private_tmp(dir)?;
         let mut cmd = Command::new(server);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--port={port}"))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--socket={}", socket_path(dir).display()))
@@ -260,9 +262,11 @@ async fn initialise(install: &Path, dir: &Path, data: &Path, as_root: bool) -> R
     let log = dir.join("install.log");
     let log_file = std::fs::File::create(&log).map_err(io(&log))?;
     let log_err = log_file.try_clone().map_err(io(&log))?;
+    let tmp = private_tmp(dir)?;
     let mut cmd = Command::new(install);
     cmd.arg("--no-defaults")
         .arg(format!("--datadir={}", scratch.display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
         .arg("--auth-root-authentication-method=normal")
         .arg("--skip-test-db")
         // No hostname look-up (`--force` skips the resolveip check): a machine without a
@@ -354,4 +358,13 @@ fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(8)..].join(" | ")
+}
+
+/// A temporary directory of this server's own. With the default (`/tmp`, shared by every
+/// MariaDB on the machine), a bootstrap can meet a stale `#sql-temptable-<pid>-…` file left by
+/// an earlier server that had the same pid, and fail with "Unknown table 'mysql.tmp_user_sys'".
+fn private_tmp(dir: &Path) -> Result<std::path::PathBuf, EmbeddedError> {
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    Ok(tmp)
 }

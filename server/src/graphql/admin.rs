@@ -1,12 +1,11 @@
 //! Projects, API keys and the caller's identity.
 
-use async_graphql::{Context, ID, InputObject, Object, Subscription, connection::Connection};
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject, Subscription, connection::Connection};
 use futures_util::{Stream, StreamExt};
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::{
-    ApiKey, CreatedApiKey, Project, ProjectEvent, ProjectEventKind, ServerInfo, Viewer, opt_id, pagination, principal,
-    state,
+    ApiKey, Project, ProjectEvent, ProjectEventKind, ServerInfo, Viewer, opt_id, pagination, principal, state,
 };
 use crate::{
     auth::{Principal, Scope},
@@ -36,10 +35,14 @@ impl AdminQuery {
     }
 
     /// A project: a key reads its own (scope `READ`; `id` may be omitted); the operator names one.
-    async fn project(&self, ctx: &Context<'_>, id: Option<ID>) -> Result<Project> {
-        let id = principal(ctx)?.project_for(opt_id(&id), "id", Scope::Read)?;
-        let mut conn = db::get(&state(ctx).pool).await?;
-        Ok(Project(projects::find_project(&mut conn, &id).await?))
+    /// `null` when it does not exist or is another project's.
+    async fn project(&self, ctx: &Context<'_>, id: Option<ID>) -> Result<Option<Project>> {
+        super::absent_is_null(async {
+            let id = principal(ctx)?.project_for(opt_id(&id), "id", Scope::Read)?;
+            let mut conn = db::get(&state(ctx).pool).await?;
+            Ok(Project(projects::find_project(&mut conn, &id).await?))
+        })
+        .await
     }
 
     /// All projects, oldest first (operator only), a page at a time.
@@ -68,7 +71,7 @@ impl AdminQuery {
         principal(ctx)?;
         Ok(ServerInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
-            environment: state(ctx).config.env.as_str().to_string(),
+            environment: state(ctx).config.env.into(),
         })
     }
 }
@@ -90,6 +93,31 @@ pub struct CreateProjectInput {
     pub name: String,
 }
 
+#[derive(SimpleObject)]
+pub struct CreateProjectPayload {
+    pub project: Project,
+}
+
+/// A key as created: the only time its secret is shown.
+#[derive(SimpleObject)]
+pub struct CreateApiKeyPayload {
+    pub api_key: ApiKey,
+    /// The bearer secret. Store it now: Neruba keeps only its hash.
+    pub secret: String,
+}
+
+#[derive(InputObject)]
+pub struct RevokeApiKeyInput {
+    /// The key's id (`key_…`).
+    pub id: ID,
+}
+
+#[derive(SimpleObject)]
+pub struct RevokeApiKeyPayload {
+    /// The key, revoked (now or earlier).
+    pub api_key: ApiKey,
+}
+
 #[derive(InputObject)]
 pub struct CreateApiKeyInput {
     /// Required for the operator; a project key may only name its own project.
@@ -106,17 +134,17 @@ pub struct AdminMutation;
 #[Object]
 impl AdminMutation {
     /// Creates a project (operator only).
-    async fn create_project(&self, ctx: &Context<'_>, input: CreateProjectInput) -> Result<Project> {
+    async fn create_project(&self, ctx: &Context<'_>, input: CreateProjectInput) -> Result<CreateProjectPayload> {
         principal(ctx)?.require_operator()?;
         let mut conn = db::get(&state(ctx).pool).await?;
         let row = projects::create_project(&mut conn, &input.name).await?;
         tracing::info!(project_id = %row.id, "project created");
-        Ok(Project(row))
+        Ok(CreateProjectPayload { project: Project(row) })
     }
 
     /// Creates an API key. The response carries the secret; it is never shown again. A key
     /// (with `ADMIN`) may create keys with a subset of its own scopes; the operator, any.
-    async fn create_api_key(&self, ctx: &Context<'_>, input: CreateApiKeyInput) -> Result<CreatedApiKey> {
+    async fn create_api_key(&self, ctx: &Context<'_>, input: CreateApiKeyInput) -> Result<CreateApiKeyPayload> {
         let principal = principal(ctx)?;
         let project_id = principal.project_for(opt_id(&input.project_id), "projectId", Scope::Admin)?;
         principal.may_grant(&input.scopes)?;
@@ -126,14 +154,15 @@ impl AdminMutation {
             projects::create_api_key(&mut conn, &project_id, &input.name, &input.scopes, &principal.actor()).await?;
         tracing::info!(project_id = %project_id, key_id = %created.key.id, "API key created");
         state.events.publish(DomainEvent::ApiKeyCreated(created.key.clone()));
-        Ok(CreatedApiKey {
+        Ok(CreateApiKeyPayload {
             api_key: created.key.into(),
             secret: created.secret,
         })
     }
 
     /// Revokes an API key at once. Revoking a revoked key returns it unchanged.
-    async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> Result<ApiKey> {
+    async fn revoke_api_key(&self, ctx: &Context<'_>, input: RevokeApiKeyInput) -> Result<RevokeApiKeyPayload> {
+        let id = input.id;
         let principal = principal(ctx)?;
         let scope_project = match principal {
             Principal::Operator => None,
@@ -146,7 +175,7 @@ impl AdminMutation {
             tracing::info!(project_id = %row.project_id, key_id = %row.id, "API key revoked");
             state.events.publish(DomainEvent::ApiKeyRevoked(row.clone()));
         }
-        Ok(row.into())
+        Ok(RevokeApiKeyPayload { api_key: row.into() })
     }
 }
 

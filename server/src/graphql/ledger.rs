@@ -177,9 +177,9 @@ impl LedgerTransaction {
     async fn description(&self) -> Option<&str> {
         self.0.description.as_deref()
     }
-    /// Who posted it: `operator`, `api_key:<id>` or `system` (the expiry sweep).
-    async fn actor(&self) -> &str {
-        &self.0.actor
+    /// Who posted it: the operator, a key, or Neruba itself (the expiry sweep).
+    async fn actor(&self) -> super::Actor {
+        super::Actor::parse(&self.0.actor, &self.0.project_id)
     }
     /// The transaction an adjustment corrects.
     async fn corrects_transaction_id(&self) -> Option<ID> {
@@ -207,25 +207,66 @@ impl LedgerTransaction {
     }
 }
 
-/// What a money operation answers.
-#[derive(SimpleObject)]
-pub struct PostedTransaction {
-    pub transaction: LedgerTransaction,
-    /// The wallet as it is now.
-    pub wallet: Wallet,
-    /// True when this request repeated an earlier one with the same idempotency key: nothing new
-    /// was posted and `transaction` is the original.
-    pub replayed: bool,
+/// The payloads of the money operations: the transaction posted (or the original of a replay)
+/// and the wallet as it is now.
+macro_rules! posted_payload {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {$(
+        $(#[$doc])*
+        #[derive(SimpleObject)]
+        pub struct $name {
+            pub transaction: LedgerTransaction,
+            /// The wallet as it is now.
+            pub wallet: Wallet,
+            /// True when this request repeated an earlier one with the same idempotency key:
+            /// nothing new was posted and `transaction` is the original.
+            pub replayed: bool,
+        }
+
+        impl From<Posted> for $name {
+            fn from(p: Posted) -> Self {
+                $name {
+                    transaction: LedgerTransaction(p.transaction),
+                    wallet: Wallet(p.wallet),
+                    replayed: p.replayed,
+                }
+            }
+        }
+    )*};
 }
 
-impl From<Posted> for PostedTransaction {
-    fn from(p: Posted) -> Self {
-        PostedTransaction {
-            transaction: LedgerTransaction(p.transaction),
-            wallet: Wallet(p.wallet),
-            replayed: p.replayed,
-        }
-    }
+posted_payload!(
+    /// What `ingestCharge` answers.
+    IngestChargePayload,
+    /// What `topUpWallet` answers.
+    TopUpWalletPayload,
+    /// What `grantCredits` answers.
+    GrantCreditsPayload,
+    /// What `adjustWallet` answers.
+    AdjustWalletPayload,
+    /// What `writeOffDebt` answers.
+    WriteOffDebtPayload,
+);
+
+#[derive(SimpleObject)]
+pub struct CreateWalletPayload {
+    pub wallet: Wallet,
+}
+
+#[derive(SimpleObject)]
+pub struct UpdateWalletPayload {
+    pub wallet: Wallet,
+}
+
+#[derive(InputObject)]
+pub struct SweepExpiredCreditsInput {
+    /// Required for the operator.
+    pub project_id: Option<ID>,
+}
+
+#[derive(SimpleObject)]
+pub struct SweepExpiredCreditsPayload {
+    /// The expiry transactions posted now, one per lot.
+    pub transactions: Vec<LedgerTransaction>,
 }
 
 /// A ledger account.
@@ -310,9 +351,8 @@ impl LedgerEntry {
 /// One broken invariant found by reconciliation.
 #[derive(SimpleObject)]
 pub struct ReconciliationBreak {
-    /// `TRANSACTION_UNBALANCED`, `WALLET_BALANCE_MISMATCH`, `RUNNING_BALANCE_MISMATCH`,
-    /// `LOT_MISMATCH`, `OVERDRAFT_EXCEEDED`, `POSTING_MISMATCH` or `UNREADABLE_ROW`.
-    pub check: String,
+    /// Which invariant is broken.
+    pub check: reconcile::Check,
     pub project_id: ID,
     /// The transaction, wallet or lot concerned.
     pub subject: String,
@@ -342,7 +382,7 @@ impl From<Report> for Reconciliation {
                 .breaks
                 .into_iter()
                 .map(|b| ReconciliationBreak {
-                    check: b.check.to_string(),
+                    check: b.check,
                     project_id: ID(b.project_id),
                     subject: b.subject,
                     account_ids: b.account_ids.into_iter().map(ID).collect(),
@@ -369,7 +409,8 @@ pub struct WalletChange {
     pub transaction_id: ID,
     /// The wallet's low-balance threshold (for `LOW_BALANCE`).
     pub threshold: Option<Decimal>,
-    pub at: DateTime<Utc>,
+    /// When the change committed.
+    pub occurred_at: DateTime<Utc>,
     /// Increases with every change of a wallet: a client can detect a gap or a duplicate.
     pub sequence: String,
 }
@@ -386,7 +427,7 @@ impl From<&WalletEvent> for WalletChange {
             cause: e.cause,
             transaction_id: ID(e.transaction_id.clone()),
             threshold: e.threshold.map(amount),
-            at: utc(e.at),
+            occurred_at: utc(e.at),
             sequence: e.outbox_id.to_string(),
         }
     }
@@ -397,11 +438,14 @@ pub struct LedgerQuery;
 
 #[Object]
 impl LedgerQuery {
-    /// A wallet by id (scope `READ`).
-    async fn wallet(&self, ctx: &Context<'_>, id: ID, project_id: Option<ID>) -> Result<Wallet> {
-        let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Read)?;
-        let mut conn = db::get(&state(ctx).pool).await?;
-        Ok(Wallet(service::find_wallet(&mut conn, &project_id, &id).await?))
+    /// A wallet by id (scope `READ`); `null` when there is none.
+    async fn wallet(&self, ctx: &Context<'_>, id: ID, project_id: Option<ID>) -> Result<Option<Wallet>> {
+        super::absent_is_null(async {
+            let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Read)?;
+            let mut conn = db::get(&state(ctx).pool).await?;
+            Ok(Wallet(service::find_wallet(&mut conn, &project_id, &id).await?))
+        })
+        .await
     }
 
     /// The project's wallets, or one customer's, oldest first (scope `READ`).
@@ -435,7 +479,7 @@ impl LedgerQuery {
     }
 
     /// Ledger entries (postings) in posting order, filtered by wallet, account, transaction, cause
-    /// and time (`from` inclusive, `until` exclusive). Scope `READ`.
+    /// and time (`[from, to)`). Scope `READ`.
     #[allow(clippy::too_many_arguments)]
     #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
     async fn ledger_entries(
@@ -447,7 +491,7 @@ impl LedgerQuery {
         transaction_id: Option<ID>,
         cause: Option<Cause>,
         from: Option<DateTime<Utc>>,
-        until: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
         #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<Connection<String, LedgerEntry>> {
@@ -466,7 +510,7 @@ impl LedgerQuery {
             transaction_id: transaction_id.map(|t| t.0),
             cause: cause.map(|c| c.as_str().to_string()),
             from: time::opt_to_column("from", from)?,
-            until: time::opt_to_column("until", until)?,
+            until: time::opt_to_column("to", to)?,
         };
         let mut conn = db::get(&state(ctx).pool).await?;
         let rows = ledger_store::list_entries(&mut conn, &project_id, &filter, after_id, size + 1).await?;
@@ -479,14 +523,22 @@ impl LedgerQuery {
         ))
     }
 
-    /// One ledger transaction with its postings (scope `READ`).
-    async fn ledger_transaction(&self, ctx: &Context<'_>, id: ID, project_id: Option<ID>) -> Result<LedgerTransaction> {
-        let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Read)?;
-        let mut conn = db::get(&state(ctx).pool).await?;
-        let row = ledger_store::find_transaction(&mut conn, &project_id, &id)
-            .await?
-            .ok_or(Error::NotFound("ledger transaction"))?;
-        Ok(LedgerTransaction(row))
+    /// One ledger transaction with its postings (scope `READ`); `null` when there is none.
+    async fn ledger_transaction(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        project_id: Option<ID>,
+    ) -> Result<Option<LedgerTransaction>> {
+        super::absent_is_null(async {
+            let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Read)?;
+            let mut conn = db::get(&state(ctx).pool).await?;
+            let row = ledger_store::find_transaction(&mut conn, &project_id, &id)
+                .await?
+                .ok_or(Error::NotFound("ledger transaction"))?;
+            Ok(LedgerTransaction(row))
+        })
+        .await
     }
 
     /// Checks every ledger invariant of the project (scope `ADMIN`); see docs/ledger.md.
@@ -530,7 +582,7 @@ pub struct UpdateWalletInput {
 
 /// Names the wallet: `walletId`, or `customerExternalId` with `currency`.
 #[derive(InputObject)]
-pub struct ChargeInput {
+pub struct IngestChargeInput {
     pub project_id: Option<ID>,
     /// Unique per project for every money write; a retry with the same key and request replays.
     pub idempotency_key: String,
@@ -560,7 +612,7 @@ pub struct CreditInput {
 }
 
 #[derive(InputObject)]
-pub struct AdjustmentInput {
+pub struct AdjustWalletInput {
     pub project_id: Option<ID>,
     pub idempotency_key: String,
     pub wallet_id: Option<ID>,
@@ -575,7 +627,7 @@ pub struct AdjustmentInput {
 }
 
 #[derive(InputObject)]
-pub struct WriteOffInput {
+pub struct WriteOffDebtInput {
     pub project_id: Option<ID>,
     pub idempotency_key: String,
     pub wallet_id: Option<ID>,
@@ -587,7 +639,7 @@ pub struct WriteOffInput {
     pub reason: String,
 }
 
-async fn run(ctx: &Context<'_>, project_id: String, kind: OpKind, request: MoneyRequest) -> Result<PostedTransaction> {
+async fn run<P: From<Posted>>(ctx: &Context<'_>, project_id: String, kind: OpKind, request: MoneyRequest) -> Result<P> {
     let principal = principal(ctx)?;
     let op = Operation::parse(kind, &request, &principal.actor())?;
     let mut conn = db::get(&state(ctx).pool).await?;
@@ -610,7 +662,7 @@ pub struct LedgerMutation;
 impl LedgerMutation {
     /// Creates a customer's wallet in one unit (scope `BILLING`). Creating the same wallet again
     /// returns it; with other settings it is a `WALLET_EXISTS` conflict.
-    async fn create_wallet(&self, ctx: &Context<'_>, input: CreateWalletInput) -> Result<Wallet> {
+    async fn create_wallet(&self, ctx: &Context<'_>, input: CreateWalletInput) -> Result<CreateWalletPayload> {
         let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
         let mut conn = db::get(&state(ctx).pool).await?;
         let (row, _) = service::create_wallet(
@@ -627,12 +679,12 @@ impl LedgerMutation {
             },
         )
         .await?;
-        Ok(Wallet(row))
+        Ok(CreateWalletPayload { wallet: Wallet(row) })
     }
 
     /// Changes a wallet's policy, credit limit or low-balance threshold (scope `BILLING`). A new
     /// threshold re-evaluates `belowThreshold` without an event; later balance changes cross it.
-    async fn update_wallet(&self, ctx: &Context<'_>, input: UpdateWalletInput) -> Result<Wallet> {
+    async fn update_wallet(&self, ctx: &Context<'_>, input: UpdateWalletInput) -> Result<UpdateWalletPayload> {
         let project_id = principal(ctx)?.project_for(opt_id(&input.project_id), "projectId", Scope::Billing)?;
         let changes = service::WalletChanges {
             policy: input.policy,
@@ -644,14 +696,13 @@ impl LedgerMutation {
             },
         };
         let mut conn = db::get(&state(ctx).pool).await?;
-        Ok(Wallet(
-            service::update_wallet(&mut conn, &project_id, &input.wallet_id, &changes).await?,
-        ))
+        let row = service::update_wallet(&mut conn, &project_id, &input.wallet_id, &changes).await?;
+        Ok(UpdateWalletPayload { wallet: Wallet(row) })
     }
 
     /// Debits a wallet (scope `INGEST` or `BILLING`). When the lots do not cover it, the wallet's
     /// policy decides: `INSUFFICIENT_CREDITS` (nothing posted) or overdraft down to the limit.
-    async fn ingest_charge(&self, ctx: &Context<'_>, input: ChargeInput) -> Result<PostedTransaction> {
+    async fn ingest_charge(&self, ctx: &Context<'_>, input: IngestChargeInput) -> Result<IngestChargePayload> {
         let project_id = principal(ctx)?.project_for_any(
             opt_id(&input.project_id),
             "projectId",
@@ -670,19 +721,19 @@ impl LedgerMutation {
     }
 
     /// Credits a wallet with a paid top-up (scope `BILLING`); repays any overdraft first.
-    async fn top_up_wallet(&self, ctx: &Context<'_>, input: CreditInput) -> Result<PostedTransaction> {
+    async fn top_up_wallet(&self, ctx: &Context<'_>, input: CreditInput) -> Result<TopUpWalletPayload> {
         let project_id = principal(ctx)?.project_for(opt_id(&input.project_id), "projectId", Scope::Billing)?;
         run(ctx, project_id, OpKind::TopUp, credit_request(input)?).await
     }
 
     /// Grants free credits (scope `BILLING`), optionally expiring; repays any overdraft first.
-    async fn grant_credits(&self, ctx: &Context<'_>, input: CreditInput) -> Result<PostedTransaction> {
+    async fn grant_credits(&self, ctx: &Context<'_>, input: CreditInput) -> Result<GrantCreditsPayload> {
         let project_id = principal(ctx)?.project_for(opt_id(&input.project_id), "projectId", Scope::Billing)?;
         run(ctx, project_id, OpKind::Grant, credit_request(input)?).await
     }
 
     /// A manual correction with a required reason (scope `ADMIN` or the operator).
-    async fn adjust_wallet(&self, ctx: &Context<'_>, input: AdjustmentInput) -> Result<PostedTransaction> {
+    async fn adjust_wallet(&self, ctx: &Context<'_>, input: AdjustWalletInput) -> Result<AdjustWalletPayload> {
         let project_id = principal(ctx)?.project_for(opt_id(&input.project_id), "projectId", Scope::Admin)?;
         let request = MoneyRequest {
             wallet_id: input.wallet_id.map(|w| w.0),
@@ -700,7 +751,7 @@ impl LedgerMutation {
     /// Gives up (part of) what an overdrawn wallet owes (scope `ADMIN` or the operator): the
     /// overdraft is repaid from the WRITE_OFF account. `amount` is at most what the wallet owes;
     /// `reason` is required.
-    async fn write_off_debt(&self, ctx: &Context<'_>, input: WriteOffInput) -> Result<PostedTransaction> {
+    async fn write_off_debt(&self, ctx: &Context<'_>, input: WriteOffDebtInput) -> Result<WriteOffDebtPayload> {
         let project_id = principal(ctx)?.project_for(opt_id(&input.project_id), "projectId", Scope::Admin)?;
         let request = MoneyRequest {
             wallet_id: input.wallet_id.map(|w| w.0),
@@ -716,11 +767,17 @@ impl LedgerMutation {
 
     /// Expires the unused rest of every lot whose expiry passed (scope `ADMIN`). The server also
     /// does this on its own every minute; returns the expiry transactions posted now.
-    async fn sweep_expired_credits(&self, ctx: &Context<'_>, project_id: Option<ID>) -> Result<Vec<LedgerTransaction>> {
-        let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Admin)?;
+    async fn sweep_expired_credits(
+        &self,
+        ctx: &Context<'_>,
+        input: SweepExpiredCreditsInput,
+    ) -> Result<SweepExpiredCreditsPayload> {
+        let project_id = principal(ctx)?.project_for(opt_id(&input.project_id), "projectId", Scope::Admin)?;
         let mut conn = db::get(&state(ctx).pool).await?;
         let posted = service::sweep_expired(&mut conn, Some(&project_id), store::now()).await?;
-        Ok(posted.into_iter().map(LedgerTransaction).collect())
+        Ok(SweepExpiredCreditsPayload {
+            transactions: posted.into_iter().map(LedgerTransaction).collect(),
+        })
     }
 }
 

@@ -18,12 +18,15 @@ pub use types::*;
 pub use usage::UsageLoader;
 
 #[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
 pub struct QueryRoot(admin::AdminQuery, usage::UsageQuery, ledger::LedgerQuery);
 
 #[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
 pub struct MutationRoot(admin::AdminMutation, usage::UsageMutation, ledger::LedgerMutation);
 
 #[derive(MergedSubscription, Default)]
+#[graphql(name = "Subscription")]
 pub struct SubscriptionRoot(admin::AdminSubscription, ledger::LedgerSubscription);
 
 pub type NerubaSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
@@ -72,6 +75,19 @@ pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
 pub(crate) fn require_read(ctx: &Context<'_>, project_id: &str) -> crate::error::GraphqlResult<()> {
     principal(ctx)?.project_for(Some(project_id), "projectId", crate::auth::Scope::Read)?;
     Ok(())
+}
+
+/// A single-object lookup: absent and invisible (another project's) objects are `null`, not an
+/// error that would wipe the sibling fields of a dashboard query. Other errors (a missing scope,
+/// bad input, an unavailable database) stay errors.
+pub(crate) async fn absent_is_null<T>(
+    lookup: impl std::future::Future<Output = crate::error::GraphqlResult<T>>,
+) -> crate::error::GraphqlResult<Option<T>> {
+    match lookup.await {
+        Ok(found) => Ok(Some(found)),
+        Err(crate::error::GraphqlError(Error::NotFound(_))) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// An optional `ID` argument as a string slice.

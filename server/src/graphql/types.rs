@@ -54,9 +54,9 @@ impl ApiKey {
     async fn scopes(&self) -> Vec<Scope> {
         Scope::split(&self.row.scopes)
     }
-    /// `operator` or `api_key:<id>`.
-    async fn created_by(&self) -> &str {
-        &self.row.created_by
+    /// Who created it: the operator, or a key of the project.
+    async fn created_by(&self) -> Actor {
+        Actor::parse(&self.row.created_by, &self.row.project_id)
     }
     async fn created_at(&self) -> DateTime<Utc> {
         utc(self.row.created_at)
@@ -115,14 +115,6 @@ impl Viewer {
     }
 }
 
-/// A key as created: the only time its secret is shown.
-#[derive(SimpleObject)]
-pub struct CreatedApiKey {
-    pub api_key: ApiKey,
-    /// The bearer secret. Store it now: Neruba keeps only its hash.
-    pub secret: String,
-}
-
 #[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ProjectEventKind {
     ApiKeyCreated,
@@ -141,5 +133,82 @@ pub struct ProjectEvent {
 #[derive(SimpleObject)]
 pub struct ServerInfo {
     pub version: String,
-    pub environment: String,
+    pub environment: Environment,
+}
+
+/// Where the server runs (`NERUBA_ENV`).
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+impl From<crate::config::Environment> for Environment {
+    fn from(e: crate::config::Environment) -> Self {
+        match e {
+            crate::config::Environment::Development => Environment::Development,
+            crate::config::Environment::Production => Environment::Production,
+        }
+    }
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ActorKind {
+    /// The holder of the admin token.
+    Operator,
+    /// A project's API key.
+    ApiKey,
+    /// Neruba itself (the expiry sweep).
+    System,
+}
+
+/// Who did something: recorded with keys and ledger transactions.
+pub struct Actor {
+    kind: ActorKind,
+    api_key_id: Option<String>,
+    project_id: String,
+}
+
+impl Actor {
+    /// From the stored text: `operator`, `system`, or `api_key:<id>` (see `Principal::actor`).
+    pub fn parse(text: &str, project_id: &str) -> Actor {
+        let (kind, api_key_id) = match text.strip_prefix("api_key:") {
+            Some(id) => (ActorKind::ApiKey, Some(id.to_string())),
+            None if text == "operator" => (ActorKind::Operator, None),
+            None => (ActorKind::System, None),
+        };
+        Actor {
+            kind,
+            api_key_id,
+            project_id: project_id.to_string(),
+        }
+    }
+}
+
+#[Object]
+impl Actor {
+    async fn kind(&self) -> ActorKind {
+        self.kind
+    }
+    /// The key's id, for `API_KEY`.
+    async fn api_key_id(&self) -> Option<ID> {
+        self.api_key_id.clone().map(ID)
+    }
+    /// The key itself, for `API_KEY`: shown to the operator and keys with `ADMIN` (as
+    /// `Project.apiKeys` is), `null` to others.
+    async fn api_key(&self, ctx: &async_graphql::Context<'_>) -> crate::error::GraphqlResult<Option<ApiKey>> {
+        let Some(id) = &self.api_key_id else {
+            return Ok(None);
+        };
+        let principal = super::principal(ctx)?;
+        if principal
+            .project_for(Some(&self.project_id), "projectId", Scope::Admin)
+            .is_err()
+        {
+            return Ok(None);
+        }
+        let mut conn = crate::db::get(&super::state(ctx).pool).await?;
+        let row = crate::store::api_keys::find_in_project(&mut conn, &self.project_id, id).await?;
+        Ok(row.map(ApiKey::from))
+    }
 }

@@ -18,7 +18,7 @@ use crate::{
     auth::Scope,
     customers::{self, CustomerInput},
     db,
-    error::{Error, GraphqlResult as Result},
+    error::{Error, ErrorCode, GraphqlResult as Result},
     store::{
         billable_metrics::MetricRow,
         customers::{self as customer_store, CustomerRow},
@@ -225,7 +225,7 @@ impl UsageEvent {
         self.0.quantity.into()
     }
     /// When the usage happened (the event's timestamp, or its receipt time when it had none).
-    async fn timestamp(&self) -> DateTime<Utc> {
+    async fn occurred_at(&self) -> DateTime<Utc> {
         utc(self.0.occurred_at)
     }
     /// When Neruba first received it.
@@ -309,7 +309,7 @@ pub enum IngestStatus {
 #[derive(SimpleObject)]
 pub struct ItemError {
     /// `BAD_USER_INPUT` or `IDEMPOTENCY_CONFLICT`.
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
     /// The input field at fault, for `BAD_USER_INPUT`.
     pub field: Option<String>,
@@ -318,7 +318,7 @@ pub struct ItemError {
 impl From<&Error> for ItemError {
     fn from(e: &Error) -> Self {
         ItemError {
-            code: e.code().to_string(),
+            code: e.error_code(),
             message: e.public_message(),
             field: match e {
                 Error::Invalid { field, .. } => Some(field.clone()),
@@ -338,7 +338,7 @@ pub struct IngestItemResult {
 }
 
 #[derive(SimpleObject)]
-pub struct IngestBatchResult {
+pub struct IngestUsageBatchPayload {
     pub accepted: i32,
     pub replayed: i32,
     pub rejected: i32,
@@ -348,9 +348,20 @@ pub struct IngestBatchResult {
 
 /// A single ingested event: stored now, or the original of a replay.
 #[derive(SimpleObject)]
-pub struct IngestedUsageEvent {
+pub struct IngestUsagePayload {
     pub event: UsageEvent,
+    /// True when this request repeated an earlier one: `event` is the original.
     pub replayed: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct CreateCustomerPayload {
+    pub customer: Customer,
+}
+
+#[derive(SimpleObject)]
+pub struct CreateBillableMetricPayload {
+    pub billable_metric: BillableMetric,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -366,9 +377,9 @@ pub struct UsageEventInput {
     pub metric: String,
     /// Non-negative, at most 12 decimal places; default 1.
     pub quantity: Option<Decimal>,
-    /// RFC 3339; default the time of receipt. Late events are accepted; events too far in the
-    /// future are refused.
-    pub timestamp: Option<String>,
+    /// When the usage happened; default the time of receipt. Late events are accepted; events
+    /// too far in the future are refused.
+    pub occurred_at: Option<DateTime<Utc>>,
     /// A flat JSON object of strings, numbers, booleans and nulls.
     pub properties: Option<Json<serde_json::Value>>,
 }
@@ -380,10 +391,28 @@ impl From<UsageEventInput> for RawEvent {
             customer_external_id: Some(i.customer_external_id),
             metric: Some(i.metric),
             quantity: i.quantity.map(|q| q.0),
-            timestamp: i.timestamp,
+            // The exact instant as RFC 3339 text, checked by the same rules as HTTP's `timestamp`.
+            timestamp: i
+                .occurred_at
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
             properties: i.properties.map(|p| p.0),
         }
     }
+}
+
+#[derive(InputObject)]
+pub struct IngestUsageInput {
+    /// Required for the operator.
+    pub project_id: Option<ID>,
+    pub event: UsageEventInput,
+}
+
+#[derive(InputObject)]
+pub struct IngestUsageBatchInput {
+    /// Required for the operator.
+    pub project_id: Option<ID>,
+    /// At most the configured batch size (`NERUBA_INGEST_MAX_BATCH`, default 1000).
+    pub events: Vec<UsageEventInput>,
 }
 
 #[derive(InputObject)]
@@ -476,13 +505,26 @@ pub struct UsageQuery;
 
 #[Object]
 impl UsageQuery {
-    /// A customer by the project's external id (scope `READ`).
-    async fn customer(&self, ctx: &Context<'_>, project_id: Option<ID>, external_id: String) -> Result<Customer> {
-        let project_id = resolve_project(ctx, &project_id, Scope::Read).await?;
-        let mut conn = db::get(&state(ctx).pool).await?;
-        Ok(Customer(
-            customers::find_customer(&mut conn, &project_id, &external_id).await?,
-        ))
+    /// A customer by Neruba's `id` or the project's `externalId` (one of them; scope `READ`);
+    /// `null` when there is none.
+    async fn customer(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Option<ID>,
+        id: Option<ID>,
+        external_id: Option<String>,
+    ) -> Result<Option<Customer>> {
+        super::absent_is_null(async {
+            let project_id = resolve_project(ctx, &project_id, Scope::Read).await?;
+            let mut conn = db::get(&state(ctx).pool).await?;
+            let row = match (id, external_id) {
+                (Some(id), None) => customers::find_customer_by_id(&mut conn, &project_id, &id).await?,
+                (None, Some(external_id)) => customers::find_customer(&mut conn, &project_id, &external_id).await?,
+                _ => return Err(Error::invalid("id", "give exactly one of `id` and `externalId`").into()),
+            };
+            Ok(Customer(row))
+        })
+        .await
     }
 
     /// The project's customers, oldest first, a page at a time (scope `READ`).
@@ -527,27 +569,23 @@ impl UsageMutation {
     /// Records one usage event (scope `INGEST`). Returns after it is committed. A replay returns
     /// the original with `replayed: true`; the key with a different payload is
     /// `IDEMPOTENCY_CONFLICT`.
-    async fn ingest_usage(
-        &self,
-        ctx: &Context<'_>,
-        project_id: Option<ID>,
-        event: UsageEventInput,
-    ) -> Result<IngestedUsageEvent> {
+    async fn ingest_usage(&self, ctx: &Context<'_>, input: IngestUsageInput) -> Result<IngestUsagePayload> {
+        let IngestUsageInput { project_id, event } = input;
         let project_id = resolve_project(ctx, &project_id, Scope::Ingest).await?;
         let state = state(ctx);
         let received_at = now();
         let item = RawEvent::from(event).validate(&state.config.ingest, received_at);
         let outcome = state.group_commit.ingest_one(&project_id, item, received_at).await?;
         match outcome {
-            Outcome::Accepted(e) => Ok(IngestedUsageEvent {
+            Outcome::Accepted(e) => Ok(IngestUsagePayload {
                 event: UsageEvent(e),
                 replayed: false,
             }),
-            Outcome::Replayed(e) => Ok(IngestedUsageEvent {
+            Outcome::Replayed(e) => Ok(IngestUsagePayload {
                 event: UsageEvent(e),
                 replayed: true,
             }),
-            Outcome::Rejected(e) => Err(e.into()),
+            Outcome::Rejected(e) => Err(graphql_names(e).into()),
         }
     }
 
@@ -556,9 +594,9 @@ impl UsageMutation {
     async fn ingest_usage_batch(
         &self,
         ctx: &Context<'_>,
-        project_id: Option<ID>,
-        events: Vec<UsageEventInput>,
-    ) -> Result<IngestBatchResult> {
+        input: IngestUsageBatchInput,
+    ) -> Result<IngestUsageBatchPayload> {
+        let IngestUsageBatchInput { project_id, events } = input;
         let project_id = resolve_project(ctx, &project_id, Scope::Ingest).await?;
         let state = state(ctx);
         check_batch_size(events.len(), state.config.ingest.max_batch)?;
@@ -574,7 +612,7 @@ impl UsageMutation {
     /// Creates a customer (scope `BILLING`). Creating the same customer again returns it; an
     /// implicit customer (made by an event) gets the details; different details for an existing
     /// external id are `CUSTOMER_EXISTS`.
-    async fn create_customer(&self, ctx: &Context<'_>, input: CreateCustomerInput) -> Result<Customer> {
+    async fn create_customer(&self, ctx: &Context<'_>, input: CreateCustomerInput) -> Result<CreateCustomerPayload> {
         let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
         let mut conn = db::get(&state(ctx).pool).await?;
         let (row, _) = customers::create_customer(
@@ -589,7 +627,9 @@ impl UsageMutation {
             },
         )
         .await?;
-        Ok(Customer(row))
+        Ok(CreateCustomerPayload {
+            customer: Customer(row),
+        })
     }
 
     /// Defines a billable metric (scope `BILLING`). The same definition again returns it; a
@@ -598,7 +638,7 @@ impl UsageMutation {
         &self,
         ctx: &Context<'_>,
         input: CreateBillableMetricInput,
-    ) -> Result<BillableMetric> {
+    ) -> Result<CreateBillableMetricPayload> {
         let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
         let mut conn = db::get(&state(ctx).pool).await?;
         let row = metrics::create_metric(
@@ -619,12 +659,25 @@ impl UsageMutation {
             },
         )
         .await?;
-        Ok(BillableMetric::try_from(row)?)
+        Ok(CreateBillableMetricPayload {
+            billable_metric: BillableMetric::try_from(row)?,
+        })
     }
 }
 
-fn batch_result(outcomes: Vec<Outcome>) -> IngestBatchResult {
-    let mut result = IngestBatchResult {
+/// The shared event validation names HTTP's fields; GraphQL's `occurredAt` is HTTP's `timestamp`.
+fn graphql_names(e: Error) -> Error {
+    match e {
+        Error::Invalid { field, message } if field == "timestamp" => Error::Invalid {
+            field: "occurredAt".into(),
+            message,
+        },
+        other => other,
+    }
+}
+
+fn batch_result(outcomes: Vec<Outcome>) -> IngestUsageBatchPayload {
+    let mut result = IngestUsageBatchPayload {
         accepted: 0,
         replayed: 0,
         rejected: 0,
@@ -642,7 +695,7 @@ fn batch_result(outcomes: Vec<Outcome>) -> IngestBatchResult {
             }
             Outcome::Rejected(err) => {
                 result.rejected += 1;
-                (IngestStatus::Rejected, None, Some(ItemError::from(&err)))
+                (IngestStatus::Rejected, None, Some(ItemError::from(&graphql_names(err))))
             }
         };
         result.results.push(IngestItemResult {

@@ -53,7 +53,7 @@ pub(crate) fn finish_response(response: &mut async_graphql::Response) {
         limits::cut_echo(&mut error.message);
         let extensions = error.extensions.get_or_insert_with(Default::default);
         if extensions.get("code").is_none() {
-            extensions.set("code", "GRAPHQL_VALIDATION_FAILED");
+            extensions.set("code", crate::error::ErrorCode::GraphqlValidationFailed.as_str());
         }
     }
 }

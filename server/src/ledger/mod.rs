@@ -19,7 +19,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    error::{Error, INSUFFICIENT_CREDITS},
+    error::{Error, ErrorCode},
     money::{DecimalLimits, MONEY_SCALE, parse_decimal},
     text_enum::text_enum,
 };
@@ -281,7 +281,7 @@ pub fn allocate(
             WalletPolicy::AllowUntilLimit => available + policy.credit_limit,
         };
         return Err(Error::conflict(
-            INSUFFICIENT_CREDITS,
+            ErrorCode::InsufficientCredits,
             format!(
                 "the wallet can cover {} of the {} requested",
                 headroom.normalize(),

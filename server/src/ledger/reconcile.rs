@@ -24,13 +24,36 @@ use serde::Serialize;
 
 use crate::{error::Result, store::Conn};
 
+crate::text_enum::text_enum! {
+    /// Which invariant a break breaks (the module's list says what each checks).
+    Check {
+        /// 1. A transaction's postings do not sum to zero, or it has fewer than two.
+        TransactionUnbalanced = "TRANSACTION_UNBALANCED",
+        /// 2. A wallet's balance is not the sum of its postings.
+        WalletBalanceMismatch = "WALLET_BALANCE_MISMATCH",
+        /// 2. A wallet's last posting's running balance is not the wallet's balance.
+        RunningBalanceMismatch = "RUNNING_BALANCE_MISMATCH",
+        /// 3. A lot's remaining amount is not its account's balance, or is out of range.
+        LotMismatch = "LOT_MISMATCH",
+        /// 4. A wallet is overdrawn past its credit limit.
+        OverdraftExceeded = "OVERDRAFT_EXCEEDED",
+        /// 5. A posting disagrees with its account or transaction.
+        PostingMismatch = "POSTING_MISMATCH",
+        /// 6. A row cannot be read back (a zero date).
+        UnreadableRow = "UNREADABLE_ROW",
+    }
+}
+
+impl Serialize for Check {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Break {
-    /// Which invariant: `TRANSACTION_UNBALANCED`, `WALLET_BALANCE_MISMATCH`,
-    /// `RUNNING_BALANCE_MISMATCH`, `LOT_MISMATCH`, `OVERDRAFT_EXCEEDED`, `POSTING_MISMATCH`,
-    /// `UNREADABLE_ROW`.
-    pub check: &'static str,
+    pub check: Check,
     pub project_id: String,
     /// The transaction, wallet or lot that breaks it.
     pub subject: String,
@@ -74,23 +97,23 @@ struct Count {
     n: i64,
 }
 
-const CHECKS: &[(&str, &str)] = &[
+const CHECKS: &[(Check, &str)] = &[
     (
-        "TRANSACTION_UNBALANCED",
+        Check::TransactionUnbalanced,
         "SELECT p.project_id, p.transaction_id AS subject, GROUP_CONCAT(DISTINCT p.account_id ORDER BY p.account_id) AS accounts,
                 CAST(0 AS DECIMAL(38, 12)) AS expected, SUM(p.amount) AS actual
            FROM ledger_postings p WHERE (? IS NULL OR p.project_id = ?)
           GROUP BY p.project_id, p.transaction_id, p.currency HAVING SUM(p.amount) <> 0 OR COUNT(*) < 2",
     ),
     (
-        "TRANSACTION_UNBALANCED",
+        Check::TransactionUnbalanced,
         "SELECT t.project_id, t.id AS subject, NULL AS accounts,
                 CAST(0 AS DECIMAL(38, 12)) AS expected, NULL AS actual
            FROM ledger_transactions t LEFT JOIN ledger_postings p ON p.transaction_id = t.id
           WHERE (? IS NULL OR t.project_id = ?) AND p.id IS NULL",
     ),
     (
-        "WALLET_BALANCE_MISMATCH",
+        Check::WalletBalanceMismatch,
         "SELECT w.project_id, w.id AS subject, GROUP_CONCAT(DISTINCT p.account_id ORDER BY p.account_id) AS accounts,
                 COALESCE(SUM(p.amount), 0) AS expected, w.balance AS actual
            FROM wallets w LEFT JOIN ledger_postings p ON p.wallet_id = w.id
@@ -98,7 +121,7 @@ const CHECKS: &[(&str, &str)] = &[
           GROUP BY w.project_id, w.id, w.balance HAVING w.balance <> COALESCE(SUM(p.amount), 0)",
     ),
     (
-        "RUNNING_BALANCE_MISMATCH",
+        Check::RunningBalanceMismatch,
         "SELECT w.project_id, w.id AS subject, p.account_id AS accounts,
                 w.balance AS expected, p.wallet_balance_after AS actual
            FROM wallets w
@@ -106,7 +129,7 @@ const CHECKS: &[(&str, &str)] = &[
           WHERE (? IS NULL OR w.project_id = ?) AND NOT (p.wallet_balance_after <=> w.balance)",
     ),
     (
-        "LOT_MISMATCH",
+        Check::LotMismatch,
         "SELECT l.project_id, l.id AS subject, l.account_id AS accounts,
                 COALESCE(SUM(p.amount), 0) AS expected, l.remaining AS actual
            FROM credit_lots l LEFT JOIN ledger_postings p ON p.account_id = l.account_id
@@ -117,7 +140,7 @@ const CHECKS: &[(&str, &str)] = &[
              OR COALESCE(SUM(p.amount), 0) > l.original_amount",
     ),
     (
-        "OVERDRAFT_EXCEEDED",
+        Check::OverdraftExceeded,
         "SELECT w.project_id, w.id AS subject, w.overdraft_account_id AS accounts,
                 -w.credit_limit AS expected, COALESCE(SUM(p.amount), 0) AS actual
            FROM wallets w LEFT JOIN ledger_postings p ON p.account_id = w.overdraft_account_id
@@ -126,7 +149,7 @@ const CHECKS: &[(&str, &str)] = &[
          HAVING COALESCE(SUM(p.amount), 0) > 0 OR COALESCE(SUM(p.amount), 0) < -w.credit_limit",
     ),
     (
-        "POSTING_MISMATCH",
+        Check::PostingMismatch,
         "SELECT p.project_id, CAST(p.id AS CHAR) AS subject, p.account_id AS accounts,
                 NULL AS expected, NULL AS actual
            FROM ledger_postings p
@@ -138,24 +161,24 @@ const CHECKS: &[(&str, &str)] = &[
                      AND t.project_id = p.project_id AND t.currency = p.currency AND t.cause = p.cause)",
     ),
     (
-        "UNREADABLE_ROW",
+        Check::UnreadableRow,
         "SELECT l.project_id, l.id AS subject, l.account_id AS accounts, NULL AS expected, NULL AS actual
            FROM credit_lots l WHERE (? IS NULL OR l.project_id = ?)
             AND (l.expires_at < '1000-01-01' OR l.expired_at < '1000-01-01' OR l.created_at < '1000-01-01')",
     ),
     (
-        "UNREADABLE_ROW",
+        Check::UnreadableRow,
         "SELECT w.project_id, w.id AS subject, NULL AS accounts, NULL AS expected, NULL AS actual
            FROM wallets w WHERE (? IS NULL OR w.project_id = ?)
             AND (w.created_at < '1000-01-01' OR w.updated_at < '1000-01-01')",
     ),
     (
-        "UNREADABLE_ROW",
+        Check::UnreadableRow,
         "SELECT t.project_id, t.id AS subject, NULL AS accounts, NULL AS expected, NULL AS actual
            FROM ledger_transactions t WHERE (? IS NULL OR t.project_id = ?) AND t.created_at < '1000-01-01'",
     ),
     (
-        "UNREADABLE_ROW",
+        Check::UnreadableRow,
         "SELECT p.project_id, CAST(p.id AS CHAR) AS subject, p.account_id AS accounts, NULL AS expected, NULL AS actual
            FROM ledger_postings p WHERE (? IS NULL OR p.project_id = ?) AND p.created_at < '1000-01-01'",
     ),
@@ -192,7 +215,7 @@ pub async fn reconcile(conn: &mut Conn, project_id: Option<&str>) -> Result<Repo
             .await?;
         report.breaks.extend(found.into_iter().map(|f| {
             Break {
-                check,
+                check: *check,
                 project_id: f.project_id,
                 subject: f.subject,
                 account_ids: f

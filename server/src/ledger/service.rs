@@ -23,7 +23,7 @@ use super::{
 use crate::{
     customers::{self, parse_currency, parse_external_id},
     db,
-    error::{Error, IDEMPOTENCY_CONFLICT, Result},
+    error::{Error, ErrorCode, Result},
     ids,
     money::{DecimalLimits, canonical, parse_decimal},
     store::{
@@ -279,7 +279,7 @@ async fn create_wallet_once(
         Ok((existing, false))
     } else {
         Err(Failure::App(Error::conflict(
-            "WALLET_EXISTS",
+            ErrorCode::WalletExists,
             format!(
                 "customer '{}' already has a {} wallet with different settings",
                 settings.customer_external_id, settings.currency
@@ -586,7 +586,7 @@ async fn execute_once(
             });
         }
         return Err(Error::conflict(
-            IDEMPOTENCY_CONFLICT,
+            ErrorCode::IdempotencyConflict,
             format!(
                 "idempotency key '{}' was already used for a different request",
                 op.idempotency_key

@@ -79,6 +79,16 @@ pub async fn existing_external_ids(
         .await
 }
 
+pub async fn find_by_id(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<CustomerRow>> {
+    customers::table
+        .filter(customers::project_id.eq(project_id))
+        .filter(customers::id.eq(id))
+        .select(CustomerRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
 pub async fn find_by_external_id(
     conn: &mut Conn,
     project_id: &str,

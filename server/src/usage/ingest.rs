@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 use crate::{
     customers::{self, KnownCustomers},
     db::{self, Pool},
-    error::{Error, IDEMPOTENCY_CONFLICT, Result},
+    error::{Error, ErrorCode, Result},
     store::{
         Conn,
         usage_events::{self, EventRow, NewEventRow},
@@ -91,7 +91,7 @@ pub fn check_batch_size(len: usize, max: usize) -> Result<()> {
 
 fn conflict(key: &str) -> Error {
     Error::conflict(
-        IDEMPOTENCY_CONFLICT,
+        ErrorCode::IdempotencyConflict,
         format!("idempotency key '{key}' was already used for a different event"),
     )
 }

@@ -14,7 +14,7 @@ use diesel_async::AsyncConnection;
 use rust_decimal::Decimal;
 
 use crate::{
-    error::{Error, Result},
+    error::{Error, ErrorCode, Result},
     ids,
     projects::parse_name,
     store::{
@@ -189,7 +189,7 @@ pub async fn create_metric(conn: &mut Conn, project_id: &str, input: &MetricInpu
             .ok_or_else(|| Error::Internal("metric vanished after insert".into()))?;
         if MetricDef::from_row(&stored)? != def {
             return Err(Error::conflict(
-                "METRIC_EXISTS",
+                ErrorCode::MetricExists,
                 format!("metric '{}' already exists with a different definition", def.code),
             ));
         }
