@@ -90,6 +90,16 @@ impl Currency {
         }
     }
 
+    /// A declared credit unit as stored: the code was checked when it was declared (or carried
+    /// over from an older wallet by the migration), so only the decimals are checked again.
+    pub(crate) fn stored_credit_unit(code: &str, decimals: u32) -> Option<Currency> {
+        (decimals <= MAX_CREDIT_DECIMALS).then(|| Currency {
+            code: code.to_string(),
+            decimals,
+            kind: CurrencyKind::Credit,
+        })
+    }
+
     /// The code: `USD`, `CREDITS`.
     pub fn code(&self) -> &str {
         &self.code

@@ -2,8 +2,10 @@
 //! [`Principal`] in the request data and the [`AppState`] in the schema data.
 
 mod admin;
+mod credit_units;
 mod ledger;
 pub mod limits;
+pub mod money;
 pub mod pagination;
 mod scalars;
 mod types;
@@ -13,15 +15,26 @@ use async_graphql::{Context, MergedObject, MergedSubscription, Schema, SchemaBui
 
 use crate::{app::AppState, auth::Principal, error::Error};
 
+pub use money::Money;
 pub use scalars::Decimal;
 pub use types::*;
 pub use usage::UsageLoader;
 
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(admin::AdminQuery, usage::UsageQuery, ledger::LedgerQuery);
+pub struct QueryRoot(
+    admin::AdminQuery,
+    usage::UsageQuery,
+    ledger::LedgerQuery,
+    credit_units::CreditUnitQuery,
+);
 
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(admin::AdminMutation, usage::UsageMutation, ledger::LedgerMutation);
+pub struct MutationRoot(
+    admin::AdminMutation,
+    usage::UsageMutation,
+    ledger::LedgerMutation,
+    credit_units::CreditUnitMutation,
+);
 
 #[derive(MergedSubscription, Default)]
 pub struct SubscriptionRoot(admin::AdminSubscription, ledger::LedgerSubscription);
