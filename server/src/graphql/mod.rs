@@ -64,9 +64,12 @@ pub fn schema(state: AppState) -> NerubaSchema {
         .finish()
 }
 
-/// The SDL of the schema, as checked in at `schema.graphql`.
+/// The SDL of the schema, as checked in at `schema.graphql`, with the `@specifiedBy` URLs of
+/// custom scalars (async-graphql leaves them out by default; introspection always has them).
 pub fn sdl() -> String {
-    builder().finish().sdl()
+    builder()
+        .finish()
+        .sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by())
 }
 
 /// The authenticated caller of this request (set by the HTTP and websocket entry points).
