@@ -33,6 +33,8 @@ crate::text_enum::text_enum! {
         MetricExists = "METRIC_EXISTS",
         /// The customer has a wallet in that unit with other settings (HTTP 409).
         WalletExists = "WALLET_EXISTS",
+        /// The credit unit's code exists with another definition (HTTP 409).
+        CreditUnitExists = "CREDIT_UNIT_EXISTS",
         /// The request body is over the limit (HTTP 413).
         PayloadTooLarge = "PAYLOAD_TOO_LARGE",
         /// The body is not JSON, not a GraphQL request, or does not parse (HTTP 400).

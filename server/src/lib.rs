@@ -9,6 +9,8 @@ pub use mimalloc::MiMalloc as Allocator;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod credit_units;
+pub mod currency;
 pub mod customers;
 pub mod db;
 pub mod error;

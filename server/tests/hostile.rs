@@ -111,6 +111,13 @@ async fn victim(app: &TestApp) -> Victim {
         json!({}),
     )
     .await);
+    ok(&gql(
+        app,
+        &all,
+        "mutation { createCreditUnit(input: { code: \"VICTIM_CREDITS\", name: \"Credits\", decimals: 2 }) { creditUnit { id } } }",
+        json!({}),
+    )
+    .await);
     let events: Vec<Value> = (0..3)
         .map(|i| json!({ "idempotencyKey": format!("victim-evt-{i}"), "customerExternalId": VICTIM_CUSTOMER, "metric": "api_calls", "quantity": "2.5" }))
         .collect();
@@ -479,6 +486,17 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
         },
         Case {
             root: Query,
+            field: "creditUnits",
+            need: READ,
+            own: doc("{ creditUnits { id code decimals } }", json!({}), OwnOnly),
+            cross: vec![doc(
+                "query($p: ID) { creditUnits(projectId: $p) { id code } }",
+                p.clone(),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Query,
             field: "wallet",
             need: READ,
             own: doc(
@@ -716,6 +734,21 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
             ),
             cross: vec![doc(
                 "mutation($p: ID) { createBillableMetric(input: { projectId: $p, code: \"api_calls\", name: \"API calls\", aggregation: SUM }) { billableMetric { id code } } }",
+                p.clone(),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Mutation,
+            field: "createCreditUnit",
+            need: BILLING,
+            own: doc(
+                "mutation { createCreditUnit(input: { code: \"HOSTILE\", name: \"h\", decimals: 0 }) { creditUnit { id } } }",
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                "mutation($p: ID) { createCreditUnit(input: { projectId: $p, code: \"VICTIM_CREDITS\", name: \"Credits\", decimals: 2 }) { creditUnit { id code } } }",
                 p.clone(),
                 NotFound,
             )],

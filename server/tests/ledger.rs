@@ -352,6 +352,7 @@ async fn another_projects_wallet_is_out_of_reach() {
 #[tokio::test(flavor = "multi_thread")]
 async fn overdraft_adjustments_and_ledger_entries_explain_themselves() {
     let s = setup().await;
+    common::declare_credit_unit(&s.app, &s.project, "CREDITS", 2).await;
     let wallet = create_wallet(
         &s,
         json!({ "customerExternalId": "acme", "currency": "credits", "policy": "ALLOW_UNTIL_LIMIT", "creditLimit": "10", "rateToMoney": "0.01", "moneyCurrency": "USD" }),

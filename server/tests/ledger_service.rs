@@ -1,6 +1,8 @@
 //! The ledger service against a real database: invariants after random sequences of operations
 //! (proptest), grant consumption order, the expiry sweep, and concurrent charges.
 
+mod common;
+
 use chrono::{Duration, NaiveDateTime};
 use neruba::{
     db,
@@ -19,13 +21,24 @@ fn d(text: &str) -> Decimal {
 }
 
 async fn wallet(app: &TestApp, project: &str, customer: &str, policy: WalletPolicy, limit: Option<&str>) -> WalletRow {
+    wallet_in(app, project, customer, "USD", policy, limit).await
+}
+
+async fn wallet_in(
+    app: &TestApp,
+    project: &str,
+    customer: &str,
+    unit: &str,
+    policy: WalletPolicy,
+    limit: Option<&str>,
+) -> WalletRow {
     let mut conn = db::get(&app.pool).await.unwrap();
     service::create_wallet(
         &mut conn,
         project,
         &WalletInput {
             customer_external_id: customer.into(),
-            currency: "USD".into(),
+            currency: unit.into(),
             policy: Some(policy),
             credit_limit: limit.map(str::to_string),
             ..WalletInput::default()
@@ -291,6 +304,8 @@ fn random_sequences_keep_every_ledger_invariant() {
         .unwrap();
     let app = rt.block_on(TestApp::spawn());
     let project = rt.block_on(app.create_project("Prop"));
+    // The amounts have up to 12 decimal places: a credit unit that keeps them all.
+    rt.block_on(common::declare_credit_unit(&app, &project, "MICRO", 12));
     let mut runner = TestRunner::new(Config {
         cases: 16,
         failure_persistence: None,
@@ -304,16 +319,17 @@ fn random_sequences_keep_every_ledger_invariant() {
             rt.block_on(async {
                 let limit = Decimal::from(limit);
                 let w = if allow {
-                    wallet(
+                    wallet_in(
                         &app,
                         &project,
                         &format!("c{n}"),
+                        "MICRO",
                         WalletPolicy::AllowUntilLimit,
                         Some(&limit.to_string()),
                     )
                     .await
                 } else {
-                    wallet(&app, &project, &format!("c{n}"), WalletPolicy::Reject, None).await
+                    wallet_in(&app, &project, &format!("c{n}"), "MICRO", WalletPolicy::Reject, None).await
                 };
                 let limit = if allow { limit } else { Decimal::ZERO };
                 let mut balance = Decimal::ZERO;
@@ -571,6 +587,8 @@ async fn a_grant_retried_after_its_expiry_passed_still_replays() {
 async fn concurrent_wallets_for_a_new_customer_both_find_it() {
     let app = TestApp::spawn().await;
     let project = app.create_project("P").await;
+    common::declare_credit_unit(&app, &project, "CREDITS", 2).await;
+    common::declare_credit_unit(&app, &project, "GPU_HOURS", 6).await;
     for round in 0..5 {
         let customer = format!("new-{round}");
         let mut tasks = Vec::new();
@@ -644,6 +662,7 @@ async fn a_replay_in_the_wrong_currency_is_refused_not_replayed() {
 async fn conversion_rates_are_capped_so_money_values_always_fit() {
     let app = TestApp::spawn().await;
     let project = app.create_project("P").await;
+    common::declare_credit_unit(&app, &project, "CREDITS", 0).await;
     let mut conn = db::get(&app.pool).await.unwrap();
     let input = |rate: &str| WalletInput {
         customer_external_id: "acme".into(),

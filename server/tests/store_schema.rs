@@ -61,6 +61,7 @@ async fn the_hand_written_schema_matches_the_migrated_tables() {
         ledger_postings,
         credit_lots,
         ledger_outbox,
+        credit_units,
     );
     let tables: Vec<Count> = diesel::sql_query(format!(
         "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = '{}' \

@@ -7,6 +7,7 @@ use std::{collections::HashSet, sync::Mutex};
 use diesel_async::AsyncConnection;
 
 use crate::{
+    currency::Currency,
     error::{Error, ErrorCode, Result},
     ids,
     projects::parse_name,
@@ -43,16 +44,9 @@ pub fn parse_external_id(field: &str, raw: &str) -> Result<String> {
     Ok(raw.to_string())
 }
 
-/// An ISO 4217-shaped currency code: three letters, upper-cased.
+/// A customer's currency: a known ISO 4217 code with a minor unit ([`Currency::parse_iso`]).
 pub fn parse_currency(field: &str, raw: &str) -> Result<String> {
-    let code = raw.trim().to_ascii_uppercase();
-    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(Error::invalid(
-            field,
-            "must be a three-letter currency code such as USD",
-        ));
-    }
-    Ok(code)
+    Ok(Currency::parse_iso(field, raw)?.code().to_string())
 }
 
 fn parse_email(field: &str, raw: &str) -> Result<String> {

@@ -2,8 +2,10 @@
 //! [`Principal`] in the request data and the [`AppState`] in the schema data.
 
 mod admin;
+mod credit_units;
 mod ledger;
 pub mod limits;
+pub mod money;
 pub mod pagination;
 mod scalars;
 mod types;
@@ -13,17 +15,28 @@ use async_graphql::{Context, MergedObject, MergedSubscription, Schema, SchemaBui
 
 use crate::{app::AppState, auth::Principal, error::Error};
 
+pub use money::Money;
 pub use scalars::Decimal;
 pub use types::*;
 pub use usage::UsageLoader;
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(admin::AdminQuery, usage::UsageQuery, ledger::LedgerQuery);
+pub struct QueryRoot(
+    admin::AdminQuery,
+    usage::UsageQuery,
+    ledger::LedgerQuery,
+    credit_units::CreditUnitQuery,
+);
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct MutationRoot(admin::AdminMutation, usage::UsageMutation, ledger::LedgerMutation);
+pub struct MutationRoot(
+    admin::AdminMutation,
+    usage::UsageMutation,
+    ledger::LedgerMutation,
+    credit_units::CreditUnitMutation,
+);
 
 #[derive(MergedSubscription, Default)]
 #[graphql(name = "Subscription")]
@@ -54,9 +67,12 @@ pub fn schema(state: AppState) -> NerubaSchema {
         .finish()
 }
 
-/// The SDL of the schema, as checked in at `schema.graphql`.
+/// The SDL of the schema, as checked in at `schema.graphql`, with the `@specifiedBy` URLs of
+/// custom scalars (async-graphql leaves them out by default; introspection always has them).
 pub fn sdl() -> String {
-    builder().finish().sdl()
+    builder()
+        .finish()
+        .sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by())
 }
 
 /// The authenticated caller of this request (set by the HTTP and websocket entry points).

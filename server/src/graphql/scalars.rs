@@ -9,7 +9,15 @@ use async_graphql::{InputValueError, InputValueResult, Scalar, ScalarType, Value
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decimal(pub String);
 
-#[Scalar(name = "Decimal")]
+/// An exact decimal number as a string: an optional `-`, digits, an optional `.` and fraction
+/// (`"12.5"`, `"-0.000001"`, `"1000"`), never a float. Answers are normalized (`"12.50"` is
+/// answered `"12.5"`). Input may also be a whole-number literal (`3`); a fractional number literal
+/// is refused. At most 12 decimal places and 14 integer digits per amount sent; an amount in a
+/// currency may not have more places than its minor units. See the URL for the full rules.
+#[Scalar(
+    name = "Decimal",
+    specified_by_url = "https://github.com/neruba/neruba/blob/main/docs/api.md#decimal"
+)]
 impl ScalarType for Decimal {
     fn parse(value: Value) -> InputValueResult<Self> {
         match value {

@@ -21,7 +21,9 @@ use super::{
     threshold_transition, wallet_delta, write_off_lines,
 };
 use crate::{
-    customers::{self, parse_currency, parse_external_id},
+    credit_units::{self, parse_money_rate},
+    currency::Currency,
+    customers::{self, parse_external_id},
     db,
     error::{Error, ErrorCode, Result},
     ids,
@@ -130,35 +132,11 @@ struct WalletSettings {
 impl WalletInput {
     fn validate(&self) -> Result<WalletSettings> {
         let currency = parse_unit("currency", &self.currency)?;
-        let rate_to_money = self
-            .rate_to_money
-            .as_deref()
-            .map(|r| {
-                let rate = parse_positive_amount("rateToMoney", r)?;
-                if rate > MAX_RATE_TO_MONEY {
-                    return Err(Error::invalid(
-                        "rateToMoney",
-                        format!("must be at most {MAX_RATE_TO_MONEY}"),
-                    ));
-                }
-                Ok(rate)
-            })
-            .transpose()?;
-        let money_currency = self
-            .money_currency
-            .as_deref()
-            .map(|c| parse_currency("moneyCurrency", c))
-            .transpose()?;
-        if rate_to_money.is_some() != money_currency.is_some() {
-            return Err(Error::invalid(
-                if rate_to_money.is_some() {
-                    "moneyCurrency"
-                } else {
-                    "rateToMoney"
-                },
-                "rateToMoney and moneyCurrency go together",
-            ));
-        }
+        let money_rate = parse_money_rate(self.rate_to_money.as_deref(), self.money_currency.as_deref())?;
+        let (rate_to_money, money_currency) = match money_rate {
+            Some(r) => (Some(r.rate), Some(r.currency.code().to_string())),
+            None => (None, None),
+        };
         let policy = self.policy.unwrap_or(WalletPolicy::Reject);
         let credit_limit = match self.credit_limit.as_deref() {
             None => Decimal::ZERO,
@@ -220,8 +198,26 @@ pub(crate) const MAX_BALANCE: Decimal = Decimal::from_parts(1_874_919_424, 2_328
 /// Creates a customer's wallet in one unit (creating the customer implicitly when needed). One
 /// wallet per customer and unit: creating it again with the same settings returns it (a replay,
 /// `false`), with other settings is a `WALLET_EXISTS` conflict.
+///
+/// The unit must be an ISO 4217 currency or a credit unit the project declared (`currency` input
+/// error otherwise); the credit limit and threshold may not have more decimal places than the
+/// unit's minor units. A credit unit's declared money rate is the wallet's unless the input names
+/// its own `rateToMoney` and `moneyCurrency`.
 pub async fn create_wallet(conn: &mut Conn, project_id: &str, input: &WalletInput) -> Result<(WalletRow, bool)> {
-    let settings = input.validate()?;
+    let mut settings = input.validate()?;
+    // Units are insert-only, so reading one outside the transaction below cannot go stale.
+    let (unit, declared_rate) = credit_units::resolve_unit(conn, project_id, "currency", &settings.currency).await?;
+    settings.currency = unit.code().to_string();
+    if settings.rate_to_money.is_none()
+        && let Some(rate) = declared_rate
+    {
+        settings.rate_to_money = Some(rate.rate);
+        settings.money_currency = Some(rate.currency.code().to_string());
+    }
+    unit.check_precision("creditLimit", settings.credit_limit)?;
+    if let Some(t) = settings.low_balance_threshold {
+        unit.check_precision("lowBalanceThreshold", t)?;
+    }
     with_retry!(conn, |c| create_wallet_once(c, project_id, &settings).await)
 }
 
@@ -333,6 +329,13 @@ pub async fn update_wallet(
         let mut wallet = store::lock_wallet(c, &project_id, &wallet_id)
             .await?
             .ok_or(Error::NotFound("wallet"))?;
+        let unit = credit_units::stored_unit(c, &project_id, &wallet.currency).await?;
+        if let Some(l) = credit_limit {
+            unit.check_precision("creditLimit", l)?;
+        }
+        if let Some(Some(t)) = threshold {
+            unit.check_precision("lowBalanceThreshold", t)?;
+        }
         let policy = policy_text.unwrap_or(wallet.policy()?);
         let limit = match (policy, credit_limit) {
             (WalletPolicy::Reject, Some(l)) if !l.is_zero() => {
@@ -594,6 +597,9 @@ async fn execute_once(
         )
         .into());
     }
+    // After the replay check, like the expiry: a request that was stored stays answerable.
+    let unit: Currency = credit_units::stored_unit(conn, project_id, &wallet.currency).await?;
+    unit.check_precision("amount", op.amount)?;
     if let Some(at) = op.expires_at
         && at <= now
     {

@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod billable_metrics;
+pub mod credit_units;
 pub mod customers;
 pub mod ledger;
 pub mod projects;

@@ -164,9 +164,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    credit_units (id) {
+        id -> Varchar,
+        project_id -> Varchar,
+        code -> Varchar,
+        name -> Varchar,
+        decimals -> Unsigned<Tinyint>,
+        rate_to_money -> Nullable<Decimal>,
+        money_currency -> Nullable<Char>,
+        created_at -> Datetime,
+    }
+}
+
 diesel::joinable!(api_keys -> projects (project_id));
 diesel::joinable!(customers -> projects (project_id));
 diesel::joinable!(billable_metrics -> projects (project_id));
+diesel::joinable!(credit_units -> projects (project_id));
 diesel::joinable!(ledger_postings -> ledger_transactions (transaction_id));
 diesel::joinable!(ledger_postings -> ledger_accounts (account_id));
 diesel::joinable!(credit_lots -> wallets (wallet_id));
@@ -182,4 +196,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     ledger_postings,
     credit_lots,
     ledger_outbox,
+    credit_units,
 );

@@ -106,3 +106,20 @@ pub async fn project_with_key(app: &TestApp, name: &str) -> (String, String) {
         .await;
     (project, key)
 }
+
+/// Declares a credit unit in a project through `createCreditUnit` (as the operator), as a
+/// project must before its wallets may hold the unit. Panics unless it is declared.
+pub async fn declare_credit_unit(app: &TestApp, project_id: &str, code: &str, decimals: i32) {
+    let r = gql(
+        app,
+        &app.admin_token,
+        "mutation($i: CreateCreditUnitInput!) { createCreditUnit(input: $i) { creditUnit { code decimals } } }",
+        json!({ "i": { "projectId": project_id, "code": code, "name": code, "decimals": decimals } }),
+    )
+    .await;
+    assert_eq!(
+        r.body["data"]["createCreditUnit"]["creditUnit"]["decimals"], decimals,
+        "{}",
+        r.body
+    );
+}
