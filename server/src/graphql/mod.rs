@@ -63,6 +63,10 @@ pub fn schema(state: AppState) -> NerubaSchema {
             UsageLoader { state: state.clone() },
             tokio::spawn,
         ))
+        .data(async_graphql::dataloader::DataLoader::new(
+            money::UnitLoader { state: state.clone() },
+            tokio::spawn,
+        ))
         .data(state)
         .finish()
 }
