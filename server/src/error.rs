@@ -37,6 +37,9 @@ pub enum Error {
     /// Malformed request (not JSON, not GraphQL).
     #[error("{0}")]
     BadRequest(String),
+    /// The client accepts no media type the answer can be sent in.
+    #[error("{0}")]
+    NotAcceptable(String),
     /// A dependency (the database) is down; retrying later may succeed.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -69,6 +72,7 @@ impl Error {
             Error::Conflict { code, .. } => code,
             Error::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Error::BadRequest(_) => "BAD_REQUEST",
+            Error::NotAcceptable(_) => "NOT_ACCEPTABLE",
             Error::Unavailable(_) => "SERVICE_UNAVAILABLE",
             Error::Internal(_) => "INTERNAL",
         }
@@ -84,6 +88,7 @@ impl Error {
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -145,6 +150,19 @@ impl Error {
             body["field"] = json!(field);
         }
         body
+    }
+}
+
+impl Error {
+    /// The GraphQL form, for `/graphql`'s answers before execution:
+    /// `{"errors": [{"message", "extensions": {"code", "field"?}}]}`.
+    pub fn graphql_body(&self) -> serde_json::Value {
+        self.log();
+        let mut extensions = json!({ "code": self.code() });
+        if let Some(field) = self.field() {
+            extensions["field"] = json!(field);
+        }
+        json!({ "errors": [{ "message": self.public_message(), "extensions": extensions }] })
     }
 }
 

@@ -8,50 +8,136 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 async fn post_raw(app: &TestApp, token: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
-    let r = reqwest::Client::new()
+    let (status, _, body) = post_accepting(app, token, None, body).await;
+    (status, body)
+}
+
+/// POSTs to `/graphql` with an optional `Accept`; returns status, content type and JSON body.
+async fn post_accepting(
+    app: &TestApp,
+    token: &str,
+    accept: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> (StatusCode, String, Value) {
+    let mut request = reqwest::Client::new()
         .post(format!("{}/graphql", app.base_url))
         .bearer_auth(token)
         .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+        .body(body);
+    if let Some(accept) = accept {
+        request = request.header("accept", accept);
+    }
+    let r = request.send().await.unwrap();
     let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
+    let content_type = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, content_type, r.json().await.unwrap_or(Value::Null))
+}
+
+/// What Apollo Client sends.
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json,application/json;q=0.9";
+
+/// The `extensions.code` of the only error of a GraphQL response without `data`.
+fn request_error_code(body: &Value) -> &str {
+    assert!(body.get("data").is_none(), "a request error has no data: {body}");
+    assert_eq!(body["errors"].as_array().map(Vec::len), Some(1), "{body}");
+    body["errors"][0]["extensions"]["code"].as_str().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn malformed_graphql_is_400_with_the_parsers_message() {
+async fn malformed_graphql_is_a_graphql_error_with_the_parsers_message() {
     let app = TestApp::spawn().await;
-    let (status, body) = post_raw(
-        &app,
-        &app.admin_token,
-        json!({ "query": "mutation { createProject(input: { name: \"x\" } { id }" }).to_string(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body["error"]["code"], "BAD_REQUEST");
-    let message = body["error"]["message"].as_str().unwrap();
+    let unparsable = json!({ "query": "mutation { createProject(input: { name: \"x\" } { id }" }).to_string();
+    // application/json (also no Accept): a well-formed request is a 200, the error in the body.
+    let (status, body) = post_raw(&app, &app.admin_token, unparsable.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(request_error_code(&body), "GRAPHQL_PARSE_FAILED");
+    let message = body["errors"][0]["message"].as_str().unwrap();
     assert!(
         message.contains("query does not parse") && message.contains("1:"),
         "{message}"
     );
+    // application/graphql-response+json: a request error is a 400, with the same body.
+    let (status, content_type, same) = post_accepting(&app, &app.admin_token, Some(GRAPHQL_RESPONSE), unparsable).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        content_type.starts_with("application/graphql-response+json"),
+        "{content_type}"
+    );
+    assert_eq!(same, body);
 
-    let (status, body) = post_raw(&app, &app.admin_token, "{not json").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body["error"]["code"], "BAD_REQUEST");
-    let (status, _) = post_raw(
-        &app,
-        &app.admin_token,
-        json!({ "qery": "{ viewer { kind } }" }).to_string(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Not a GraphQL request at all: 400 in either media type, still a GraphQL-shaped body.
+    for accept in [None, Some(GRAPHQL_RESPONSE)] {
+        let (status, _, body) = post_accepting(&app, &app.admin_token, accept, "{not json").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(request_error_code(&body), "BAD_REQUEST");
+        let (status, _, body) = post_accepting(
+            &app,
+            &app.admin_token,
+            accept,
+            json!({ "qery": "{ viewer { kind } }" }).to_string(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(request_error_code(&body), "BAD_REQUEST");
+        for not_a_request in [
+            json!([{ "query": "{ viewer { kind } }" }]),
+            json!({ "query": 7 }),
+            json!({ "query": "{ viewer { kind } }", "variables": [7] }),
+            json!({ "query": "{ viewer { kind } }", "operationName": {} }),
+        ] {
+            let (status, _, body) = post_accepting(&app, &app.admin_token, accept, not_a_request.to_string()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{not_a_request}: {body}");
+            assert_eq!(request_error_code(&body), "BAD_REQUEST");
+        }
+    }
     assert_eq!(count_projects(&app).await, 0);
 
     // Unknown fields are GraphQL validation errors, also typed.
     let r = gql(&app, &app.admin_token, "{ viewer { nope } }", json!({})).await;
     assert!(r.body["errors"][0]["message"].as_str().unwrap().contains("nope"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statuses_follow_graphql_over_http_for_each_media_type() {
+    let app = TestApp::spawn().await;
+    let invalid = json!({ "query": "{ viewer { nope } }" }).to_string();
+    let ambiguous = json!({ "query": "query A { viewer { kind } } query B { viewer { scopes } }" }).to_string();
+    let field_error = json!({ "query": "{ project(id: \"prj_nope\") { id } }" }).to_string();
+    let fine = json!({ "query": "{ viewer { kind } }" }).to_string();
+    for (body, json_status, graphql_status) in [
+        (&invalid, 200, 400),
+        (&ambiguous, 200, 400),
+        (&field_error, 200, 200),
+        (&fine, 200, 200),
+    ] {
+        let (status, content_type, answer) = post_accepting(&app, &app.admin_token, None, body.clone()).await;
+        assert_eq!(
+            (status.as_u16(), content_type.as_str()),
+            (json_status, "application/json"),
+            "{body}: {answer}"
+        );
+        let (status, content_type, answer) =
+            post_accepting(&app, &app.admin_token, Some(GRAPHQL_RESPONSE), body.clone()).await;
+        assert_eq!(status.as_u16(), graphql_status, "{body}: {answer}");
+        assert_eq!(content_type, "application/graphql-response+json; charset=utf-8");
+        if graphql_status == 400 {
+            assert_eq!(request_error_code(&answer), "GRAPHQL_VALIDATION_FAILED");
+        } else {
+            assert!(answer.get("data").is_some(), "{answer}");
+        }
+    }
+    // A field error keeps `data` (null where the field failed) and its code.
+    let (_, _, answer) = post_accepting(&app, &app.admin_token, Some(GRAPHQL_RESPONSE), field_error).await;
+    assert_eq!(answer["errors"][0]["extensions"]["code"], "NOT_FOUND", "{answer}");
+    // An Accept that names neither type: 406, explained in a GraphQL-shaped JSON body.
+    let (status, content_type, answer) = post_accepting(&app, &app.admin_token, Some("text/html"), fine).await;
+    assert_eq!(status, StatusCode::NOT_ACCEPTABLE);
+    assert_eq!(content_type, "application/json");
+    assert_eq!(request_error_code(&answer), "NOT_ACCEPTABLE");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -62,7 +148,7 @@ async fn an_oversized_body_is_413_json_and_changes_nothing() {
         json!({ "query": format!("mutation {{ createProject(input: {{ name: \"{name}\" }}) {{ id }} }}") }).to_string();
     let (status, json) = post_raw(&app, &app.admin_token, body).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(json["error"]["code"], "PAYLOAD_TOO_LARGE");
+    assert_eq!(request_error_code(&json), "PAYLOAD_TOO_LARGE");
     assert_eq!(count_projects(&app).await, 0);
 }
 
@@ -118,7 +204,7 @@ async fn graphiql_is_served_in_development_and_hidden_in_production() {
     let r = reqwest::get(format!("{}/graphql", prod.base_url)).await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "NOT_FOUND");
+    assert_eq!(request_error_code(&body), "NOT_FOUND");
 }
 
 #[tokio::test(flavor = "multi_thread")]
