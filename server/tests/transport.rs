@@ -280,3 +280,72 @@ async fn the_portal_is_served_with_client_side_routes_falling_back_to_index() {
     let body: Value = r.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("trunk build"));
 }
+
+/// A CORS preflight for `path` from `origin`: the response's allow-origin and allow-headers.
+async fn preflight(app: &TestApp, path: &str, origin: &str) -> (StatusCode, Option<String>, Option<String>) {
+    let r = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, format!("{}{path}", app.base_url))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization, content-type")
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| r.headers().get(name).map(|v| v.to_str().unwrap().to_string());
+    (
+        r.status(),
+        header("access-control-allow-origin"),
+        header("access-control-allow-headers"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_answers_listed_origins_only_and_is_off_by_default() {
+    let allowed = "https://app.example.com";
+    let app = TestApp::spawn_with(|c| c.cors_origins = vec![allowed.into(), "http://localhost:5173".into()]).await;
+    for path in ["/graphql", "/ingest/usage", "/ingest/usage/batch", "/ingest/charge"] {
+        let (status, origin, headers) = preflight(&app, path, allowed).await;
+        assert!(status.is_success(), "{path}: {status}");
+        assert_eq!(origin.as_deref(), Some(allowed), "{path}");
+        let headers = headers.unwrap_or_default().to_lowercase();
+        assert!(
+            headers.contains("authorization") && headers.contains("content-type"),
+            "{path}: {headers}"
+        );
+        let (_, origin, _) = preflight(&app, path, "https://evil.example.com").await;
+        assert_eq!(origin, None, "{path}: another origin is not allowed");
+    }
+    // The request itself carries the header too, also when it is refused (the browser lets the
+    // app read the 401's reason).
+    let r = reqwest::Client::new()
+        .post(format!("{}/graphql", app.base_url))
+        .header("origin", allowed)
+        .json(&json!({ "query": "{ viewer { kind } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["access-control-allow-origin"], allowed);
+    // Health and the portal are not for other origins.
+    let (_, origin, _) = preflight(&app, "/health/ready", allowed).await;
+    assert_eq!(origin, None);
+
+    // Off (the default): nothing is added, not even for a well-known origin.
+    let off = TestApp::spawn().await;
+    let (_, origin, headers) = preflight(&off, "/graphql", allowed).await;
+    assert_eq!((origin, headers), (None, None));
+    let r = reqwest::Client::new()
+        .post(format!("{}/graphql", off.base_url))
+        .header("origin", allowed)
+        .bearer_auth(&off.admin_token)
+        .json(&json!({ "query": "{ viewer { kind } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        !r.headers().keys().any(|k| k.as_str().starts_with("access-control-")),
+        "{:?}",
+        r.headers()
+    );
+}
