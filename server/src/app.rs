@@ -61,7 +61,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     // What a browser app on another origin may call (with NERUBA_CORS_ORIGINS).
     let mut api = Router::new()
-        .route("/graphql", post(http::graphql::execute).get(http::graphql::graphiql))
+        .route("/graphql", post(http::graphql::execute).get(http::graphiql::page))
         .route("/ingest/usage", post(http::ingest::usage))
         .route("/ingest/usage/batch", post(http::ingest::usage_batch))
         .route("/ingest/charge", post(http::charge::ingest_charge));
@@ -71,6 +71,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .route("/graphql/ws", get(http::websocket::websocket))
+        .route("/graphql/assets/{file}", get(http::graphiql::asset))
         .route("/health/live", get(http::health::live))
         .route("/health/ready", get(http::health::ready))
         .merge(http::portal::routes(&state.config.portal_dir))

@@ -205,6 +205,75 @@ async fn graphiql_is_served_in_development_and_hidden_in_production() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let body: Value = r.json().await.unwrap();
     assert_eq!(request_error_code(&body), "NOT_FOUND");
+    // Its assets are hidden too.
+    let r = reqwest::get(format!("{}/graphql/assets/graphiql.min.js", prod.base_url))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+/// The `src`/`href` values of a page.
+fn references(html: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for attribute in ["src=\"", "href=\""] {
+        for (at, _) in html.match_indices(attribute) {
+            let rest = &html[at + attribute.len()..];
+            found.push(rest[..rest.find('"').unwrap()].to_string());
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graphiql_loads_everything_from_this_server() {
+    let app = TestApp::spawn().await;
+    let r = reqwest::get(format!("{}/graphql", app.base_url)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    let html = r.text().await.unwrap();
+    // No CDN: nothing the page names leaves this server.
+    assert!(
+        !html.contains("http://") && !html.contains("https://") && !html.contains("//unpkg"),
+        "{html}"
+    );
+    let assets = references(&html);
+    assert_eq!(assets.len(), 5, "{assets:?}");
+    let mut script = String::new();
+    for path in &assets {
+        assert!(path.starts_with("/graphql/assets/"), "{path}");
+        let r = reqwest::get(format!("{}{path}", app.base_url)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let expected = if path.ends_with(".css") {
+            "text/css; charset=utf-8"
+        } else {
+            "text/javascript; charset=utf-8"
+        };
+        assert_eq!(r.headers()["content-type"], expected, "{path}");
+        assert!(
+            r.headers()["cache-control"].to_str().unwrap().contains("max-age"),
+            "{path}"
+        );
+        let body = r.text().await.unwrap();
+        assert!(body.len() > 100, "{path}");
+        if path.ends_with("neruba-graphiql.js") {
+            script = body;
+        }
+    }
+    // Neruba's own script points GraphiQL at this server's endpoint and websocket and opens
+    // with a query that runs as it is.
+    assert!(
+        script.contains("\"/graphql\"") && script.contains("\"/graphql/ws\""),
+        "{script}"
+    );
+    assert!(script.contains("viewer {"), "{script}");
+    let unknown = reqwest::get(format!("{}/graphql/assets/graphiql.min.js.map", app.base_url))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let unknown = reqwest::get(format!("{}/graphql/assets/..%2F..%2FCargo.toml", app.base_url))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -18,7 +18,6 @@
 //! The response is `application/graphql-response+json` when the client prefers it in `Accept`,
 //! `application/json` otherwise (also without `Accept`, or with `*/*`: legacy clients and curl).
 
-use async_graphql::http::GraphiQLSource;
 use axum::{
     Extension,
     body::{Body, Bytes},
@@ -27,7 +26,7 @@ use axum::{
         HeaderMap, HeaderValue, StatusCode,
         header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER, VARY},
     },
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
 
@@ -276,20 +275,9 @@ pub(crate) fn finish_response(response: &mut async_graphql::Response) {
     }
 }
 
-/// GraphiQL, where enabled (on in development, off in production unless `NERUBA_GRAPHIQL=true`).
-/// Where it is off, `GET /graphql` is a 404 in the same GraphQL shape as every other answer here.
-pub async fn graphiql(State(state): State<AppState>) -> Response {
-    if !state.config.graphiql {
-        return refusal_response(Refusal::Transport(Error::NotFound("route")), MediaType::Json);
-    }
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("Neruba")
-            .finish(),
-    )
-    .into_response()
+/// A 404 for `/graphql/…` in the GraphQL shape (GraphiQL where it is off).
+pub(crate) fn not_found() -> Response {
+    refusal_response(Refusal::Transport(Error::NotFound("route")), MediaType::Json)
 }
 
 #[cfg(test)]
