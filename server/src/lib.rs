@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod customers;
 pub mod db;
+pub mod demo;
 pub mod error;
 pub mod events;
 pub mod graphql;
