@@ -73,10 +73,5 @@ async fn seeding_the_demo_twice_stores_it_once_and_it_reconciles() {
     )
     .await;
     // 200 top-up + 25 grant - 42.50 - 12.75.
-    assert_eq!(
-        r.data()["customer"]["wallets"][0]["balance"],
-        "169.75",
-        "{}",
-        r.body
-    );
+    assert_eq!(r.data()["customer"]["wallets"][0]["balance"], "169.75", "{}", r.body);
 }
