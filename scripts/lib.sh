@@ -67,6 +67,27 @@ ensure_wasm_toolchain() {
   grep -q "wasm_bindgen = \"$wbg\"" "$ROOT/Trunk.toml" || die "Trunk.toml must pin [tools] wasm_bindgen = \"$wbg\" (as Cargo.lock)"
 }
 
+# Node.js and npm, for the graphql-js check of the schema and the documented operations.
+# Debian's nodejs (18 on bookworm) is enough: the check pins graphql 16, which supports it.
+ensure_node() {
+  if command -v node >/dev/null && command -v npm >/dev/null; then return 0; fi
+  apt_install nodejs npm
+  command -v node >/dev/null || die "node still not found after installing nodejs"
+}
+
+# graphql-js for tools/graphql-check, exactly as its package-lock.json says.
+ensure_graphql_check() {
+  ensure_node
+  local tool="$ROOT/tools/graphql-check"
+  local want have
+  want="$(sed -n 's/.*"graphql": "\([0-9.]*\)".*/\1/p' "$tool/package.json" | head -1)"
+  have="$(sed -n 's/.*"version": "\([0-9.]*\)".*/\1/p' "$tool/node_modules/graphql/package.json" 2>/dev/null | head -1)"
+  if [ "$want" != "$have" ]; then
+    step "installing graphql-js $want for tools/graphql-check (npm ci)"
+    (cd "$tool" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
 ensure_browser() {
   apt_install chromium chromium-driver
 }

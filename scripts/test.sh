@@ -15,6 +15,9 @@ step "cargo clippy (server, e2e; portal for wasm32)"
 cargo clippy --workspace --exclude neruba-web --all-targets -- -D warnings
 cargo clippy -p neruba-web --target wasm32-unknown-unknown -- -D warnings
 
+step "graphql-js: schema.graphql and every operation in README.md and docs/*.md"
+node "$ROOT/tools/graphql-check/check.mjs" || die "the schema or a documented GraphQL operation fails graphql-js validation (see above)"
+
 build_portal
 build_server
 

@@ -2,13 +2,21 @@
 
 use std::sync::Arc;
 
+use axum::http::{
+    HeaderValue, Method,
+    header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER},
+};
 use axum::{
     Router,
     extract::DefaultBodyLimit,
     routing::{get, post},
 };
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tower_http::trace::TraceLayer;
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    trace::TraceLayer,
+};
 
 use crate::{
     config::Config,
@@ -51,12 +59,19 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let schema: NerubaSchema = graphql::schema(state.clone());
     let max_body = state.config.max_body_bytes;
-    Router::new()
-        .route("/graphql", post(http::graphql::execute).get(http::graphql::graphiql))
-        .route("/graphql/ws", get(http::websocket::websocket))
+    // What a browser app on another origin may call (with NERUBA_CORS_ORIGINS).
+    let mut api = Router::new()
+        .route("/graphql", post(http::graphql::execute).get(http::graphiql::page))
         .route("/ingest/usage", post(http::ingest::usage))
         .route("/ingest/usage/batch", post(http::ingest::usage_batch))
-        .route("/ingest/charge", post(http::charge::ingest_charge))
+        .route("/ingest/charge", post(http::charge::ingest_charge));
+    if let Some(cors) = cors(&state.config.cors_origins) {
+        api = api.layer(cors);
+    }
+    Router::new()
+        .merge(api)
+        .route("/graphql/ws", get(http::websocket::websocket))
+        .route("/graphql/assets/{file}", get(http::graphiql::asset))
         .route("/health/live", get(http::health::live))
         .route("/health/ready", get(http::health::ready))
         .merge(http::portal::routes(&state.config.portal_dir))
@@ -65,4 +80,22 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// CORS for the listed origins, or none at all when the list is empty. Keys travel in the
+/// `Authorization` header, not cookies, so credentials mode stays off. Websockets are not subject
+/// to CORS; their credential is checked at `connection_init` like any other.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let origins = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok());
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::POST])
+            .allow_headers([AUTHORIZATION, CONTENT_TYPE, ACCEPT])
+            .expose_headers([RETRY_AFTER])
+            .max_age(Duration::from_secs(600)),
+    )
 }

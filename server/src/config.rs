@@ -94,6 +94,9 @@ pub struct Config {
     pub ws_init_timeout: std::time::Duration,
     /// Usage ingest limits.
     pub ingest: IngestLimits,
+    /// Browser origins allowed to call `/graphql` and the ingest routes (CORS); empty: none, and
+    /// no CORS headers at all.
+    pub cors_origins: Vec<String>,
 }
 
 /// How much ingest accepts in one request and how far in the future an event may claim to be.
@@ -137,6 +140,7 @@ struct FileConfig {
     ingest_max_batch: Option<usize>,
     ingest_max_future_skew_secs: Option<u32>,
     ingest_max_properties_bytes: Option<usize>,
+    cors_origins: Option<String>,
 }
 
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
@@ -291,6 +295,11 @@ impl Config {
             )?,
         };
 
+        let cors_origins = match get("NERUBA_CORS_ORIGINS").or(file.cors_origins) {
+            Some(list) => parse_origins(&list).map_err(|e| ConfigError::new("NERUBA_CORS_ORIGINS", e))?,
+            None => Vec::new(),
+        };
+
         Ok(Config {
             database_url,
             bind,
@@ -308,8 +317,60 @@ impl Config {
             graphql_max_complexity,
             ws_init_timeout: std::time::Duration::from_secs(10),
             ingest,
+            cors_origins,
         })
     }
+}
+
+/// A comma-separated list of exact origins (`https://app.example.com`, `http://localhost:5173`):
+/// scheme, host and optional port, nothing else. A wildcard is refused: with bearer keys in the
+/// browser, which sites may send them is a decision to write down one by one.
+fn parse_origins(list: &str) -> Result<Vec<String>, String> {
+    let mut origins = Vec::new();
+    for raw in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let bad = |why: &str| format!("`{raw}` is not an origin such as https://app.example.com: {why}");
+        let Some((scheme, rest)) = raw.split_once("://") else {
+            return Err(bad("no scheme"));
+        };
+        if scheme != "http" && scheme != "https" {
+            return Err(bad("the scheme must be http or https"));
+        }
+        if rest.contains(['/', '?', '#', '@', '*']) || rest.is_empty() {
+            return Err(bad("only scheme, host and port, no path, user or wildcard"));
+        }
+        // An IPv6 host is bracketed: `http://[::1]:8000`.
+        let (host, port) = match rest.find(']') {
+            Some(end) if rest.starts_with('[') => match &rest[end + 1..] {
+                "" => (&rest[..=end], None),
+                tail => (&rest[..=end], Some(tail.strip_prefix(':').unwrap_or("x"))),
+            },
+            _ => match rest.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (rest, None),
+            },
+        };
+        if let Some(port) = port
+            && port.parse::<u16>().is_err()
+        {
+            return Err(bad("the port must be a number up to 65535"));
+        }
+        if host.is_empty()
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'))
+        {
+            return Err(bad("the host has characters a host cannot have"));
+        }
+        // Browsers send the origin lower-cased; compare in that form.
+        let origin = raw.to_ascii_lowercase();
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    if origins.is_empty() {
+        return Err("names no origin; leave it unset to allow none".into());
+    }
+    Ok(origins)
 }
 
 fn parse_bool(setting: &str, v: &str) -> Result<bool, ConfigError> {
@@ -394,11 +455,37 @@ mod tests {
             ("NERUBA_LOG_FORMAT", "xml"),
             ("NERUBA_DB_POOL_SIZE", "0"),
             ("NERUBA_MAX_BODY_BYTES", "lots"),
+            ("NERUBA_CORS_ORIGINS", "*"),
+            ("NERUBA_CORS_ORIGINS", "https://app.example.com/"),
+            ("NERUBA_CORS_ORIGINS", "app.example.com"),
+            ("NERUBA_CORS_ORIGINS", "ftp://app.example.com"),
+            ("NERUBA_CORS_ORIGINS", "https://app.example.com:99999"),
+            ("NERUBA_CORS_ORIGINS", "https://*.example.com"),
+            ("NERUBA_CORS_ORIGINS", " , "),
         ] {
             let err = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
             assert_eq!(err.setting, name, "{err}");
             assert!(!err.to_string().contains('\n'));
         }
+    }
+
+    #[test]
+    fn cors_origins_are_exact_origins_and_off_by_default() {
+        assert!(Config::from_vars(&vars(&[])).unwrap().cors_origins.is_empty());
+        let c = Config::from_vars(&vars(&[(
+            "NERUBA_CORS_ORIGINS",
+            "https://App.example.com, http://localhost:5173,https://app.example.com, http://[::1]:8000, http://[::1]",
+        )]))
+        .unwrap();
+        assert_eq!(
+            c.cors_origins,
+            [
+                "https://app.example.com",
+                "http://localhost:5173",
+                "http://[::1]:8000",
+                "http://[::1]"
+            ]
+        );
     }
 
     #[test]

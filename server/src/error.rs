@@ -21,6 +21,8 @@ crate::text_enum::text_enum! {
         NotFound = "NOT_FOUND",
         /// A field is invalid; nothing changed (HTTP 422).
         BadUserInput = "BAD_USER_INPUT",
+        /// The document does not parse, or nests too deep to be parsed safely.
+        GraphqlParseFailed = "GRAPHQL_PARSE_FAILED",
         /// The document or its variables do not fit the schema or its limits.
         GraphqlValidationFailed = "GRAPHQL_VALIDATION_FAILED",
         /// The idempotency key was used before for a different payload (HTTP 409).
@@ -37,8 +39,10 @@ crate::text_enum::text_enum! {
         CreditUnitExists = "CREDIT_UNIT_EXISTS",
         /// The request body is over the limit (HTTP 413).
         PayloadTooLarge = "PAYLOAD_TOO_LARGE",
-        /// The body is not JSON, not a GraphQL request, or does not parse (HTTP 400).
+        /// The body is not JSON, or not a GraphQL request (HTTP 400).
         BadRequest = "BAD_REQUEST",
+        /// `/graphql` cannot answer in a media type the client's `Accept` allows (HTTP 406).
+        NotAcceptable = "NOT_ACCEPTABLE",
         /// The database is out of reach; retry (HTTP 503).
         ServiceUnavailable = "SERVICE_UNAVAILABLE",
         /// A bug; details are in the server's log (HTTP 500).
@@ -69,6 +73,9 @@ pub enum Error {
     /// Malformed request (not JSON, not GraphQL).
     #[error("{0}")]
     BadRequest(String),
+    /// The client accepts no media type the answer can be sent in.
+    #[error("{0}")]
+    NotAcceptable(String),
     /// A dependency (the database) is down; retrying later may succeed.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -101,6 +108,7 @@ impl Error {
             Error::Conflict { code, .. } => *code,
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Error::BadRequest(_) => ErrorCode::BadRequest,
+            Error::NotAcceptable(_) => ErrorCode::NotAcceptable,
             Error::Unavailable(_) => ErrorCode::ServiceUnavailable,
             Error::Internal(_) => ErrorCode::Internal,
         }
@@ -123,6 +131,7 @@ impl Error {
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -184,6 +193,19 @@ impl Error {
             body["field"] = json!(field);
         }
         body
+    }
+}
+
+impl Error {
+    /// The GraphQL form, for `/graphql`'s answers before execution:
+    /// `{"errors": [{"message", "extensions": {"code", "field"?}}]}`.
+    pub fn graphql_body(&self) -> serde_json::Value {
+        self.log();
+        let mut extensions = json!({ "code": self.code() });
+        if let Some(field) = self.field() {
+            extensions["field"] = json!(field);
+        }
+        json!({ "errors": [{ "message": self.public_message(), "extensions": extensions }] })
     }
 }
 

@@ -13,6 +13,7 @@ pub mod credit_units;
 pub mod currency;
 pub mod customers;
 pub mod db;
+pub mod demo;
 pub mod error;
 pub mod events;
 pub mod graphql;

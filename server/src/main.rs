@@ -12,7 +12,7 @@ use neruba::{
         self,
         embedded::{EmbeddedMariaDb, EmbeddedOptions},
     },
-    graphql, http, ledger, projects, server, store, telemetry,
+    demo, graphql, http, ledger, projects, server, telemetry,
 };
 
 #[derive(Parser)]
@@ -193,18 +193,12 @@ async fn serve_with(config: Config, url: &str, demo: bool) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-const DEMO_PROJECT: &str = "Demo project";
-
 async fn print_demo(state: &AppState, base: &str) -> anyhow::Result<()> {
+    let (project, seeded) = demo::seed(&state.pool, &state.known_customers, &state.config.ingest)
+        .await
+        .context("seeding the demo project")?;
+    tracing::info!(?seeded, project = %project.id, "demo project seeded");
     let mut conn = db::get(&state.pool).await?;
-    let existing = store::projects::list(&mut conn, None, 1000)
-        .await?
-        .into_iter()
-        .find(|p| p.name == DEMO_PROJECT);
-    let project = match existing {
-        Some(p) => p,
-        None => projects::create_project(&mut conn, DEMO_PROJECT).await?,
-    };
     let name = format!("demo key {}", chrono::Utc::now().format("%Y-%m-%d %H:%M:%S"));
     let key = projects::create_api_key(&mut conn, &project.id, &name, &Scope::ALL, "operator").await?;
     let secret = key.secret;
@@ -217,6 +211,8 @@ Neruba is running.
 
 Demo project {id} — API key (all scopes, shown once):
   {secret}
+  Customers acme, globex, initech; metrics api_calls (COUNT), compute_seconds (SUM),
+  storage_gb (MAX) with October 2026's usage; wallets with top-ups, grants and charges.
 
 Try:
   curl -s {base}/graphql -H 'Authorization: Bearer {secret}' \

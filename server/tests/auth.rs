@@ -80,7 +80,12 @@ async fn missing_invalid_and_revoked_credentials_are_401_json() {
     let missing = client.post(&url).json(&body).send().await.unwrap();
     assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
     let json: serde_json::Value = missing.json().await.unwrap();
-    assert_eq!(json["error"]["code"], "UNAUTHENTICATED");
+    // A GraphQL response without data, so GraphQL clients show the reason.
+    assert_eq!(json["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{json}");
+    assert!(
+        json["errors"][0]["message"].is_string() && json.get("data").is_none(),
+        "{json}"
+    );
 
     for bad in ["nrb_notakey", "Basic abc", &format!("{secret}x"), "nrb_"] {
         let r = client
@@ -92,7 +97,7 @@ async fn missing_invalid_and_revoked_credentials_are_401_json() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{bad}");
         let json: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(json["error"]["code"], "UNAUTHENTICATED");
+        assert_eq!(json["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
     }
 
     assert_eq!(
@@ -102,7 +107,7 @@ async fn missing_invalid_and_revoked_credentials_are_401_json() {
     app.revoke_api_key_by_secret(&secret).await;
     let r = gql(&app, &secret, "{ viewer { kind } }", json!({})).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(r.body["error"]["code"], "UNAUTHENTICATED");
+    assert_eq!(r.error_code(), "UNAUTHENTICATED");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -118,7 +118,7 @@ async fn a_database_error_while_authenticating_is_503_never_401_or_500() {
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.headers().get("retry-after").is_some(), "{:?}", r.headers());
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "SERVICE_UNAVAILABLE", "{body}");
 
     diesel::sql_query("RENAME TABLE api_keys_away TO api_keys")
         .execute(&mut *conn)

@@ -339,7 +339,7 @@ async fn deep_nesting_over_the_socket_is_a_typed_error_and_the_socket_lives_on()
     let message = next(&mut socket).await.unwrap().unwrap();
     assert_eq!(message["id"], "1", "{message}");
     assert_eq!(
-        message["payload"]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        message["payload"]["errors"][0]["extensions"]["code"], "GRAPHQL_PARSE_FAILED",
         "{message}"
     );
     assert_eq!(next(&mut socket).await.unwrap().unwrap()["type"], "complete");

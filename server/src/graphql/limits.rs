@@ -100,9 +100,13 @@ impl Extension for NestingLimitExtension {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
+        // The same code as over HTTP: a document refused before it is parsed.
         if let Err(e) = check_nesting(query, MAX_NESTING) {
-            let error: async_graphql::Error = crate::error::GraphqlError(e).into();
-            return Err(error.into_server_error(Default::default()));
+            let mut error = async_graphql::ServerError::new(e.to_string(), None);
+            let mut extensions = async_graphql::ErrorExtensionValues::default();
+            extensions.set("code", crate::error::ErrorCode::GraphqlParseFailed.as_str());
+            error.extensions = Some(extensions);
+            return Err(error);
         }
         next.run(ctx, query, variables).await
     }

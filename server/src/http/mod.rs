@@ -3,6 +3,7 @@
 //! Every error leaves as `{"error": {"code", "message", "field"?}}` (see [`crate::error::Error`]).
 
 pub mod charge;
+pub mod graphiql;
 pub mod graphql;
 pub mod health;
 pub mod ingest;
