@@ -599,6 +599,45 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
         },
         Case {
             root: Query,
+            field: "node",
+            need: Need::Anyone,
+            own: doc("{ node(id: \"wal_unknown\") { id } }", json!({}), Null("/node")),
+            cross: vec![
+                doc(
+                    "query($w: ID!) { node(id: $w) { id ... on Wallet { balance } } }",
+                    json!({ "w": a.wallet }),
+                    Null("/node"),
+                ),
+                doc(
+                    "query($t: ID!) { node(id: $t) { id ... on LedgerTransaction { amount } } }",
+                    json!({ "t": a.charge_txn }),
+                    Null("/node"),
+                ),
+                doc(
+                    "query($p: ID!) { node(id: $p) { id ... on Project { name } } }",
+                    json!({ "p": a.project }),
+                    Null("/node"),
+                ),
+                doc(
+                    "query($a: ID!) { node(id: $a) { id } }",
+                    json!({ "a": a.account }),
+                    Null("/node"),
+                ),
+            ],
+        },
+        Case {
+            root: Query,
+            field: "nodes",
+            need: Need::Anyone,
+            own: doc("{ nodes(ids: [\"wal_unknown\"]) { id } }", json!({}), OwnOnly),
+            cross: vec![doc(
+                "query($ids: [ID!]!) { nodes(ids: $ids) { id } }",
+                json!({ "ids": [a.wallet, a.charge_txn, a.project, a.account, a.top_up_txn] }),
+                OwnOnly,
+            )],
+        },
+        Case {
+            root: Query,
             field: "reconciliation",
             need: ADMIN,
             own: doc(

@@ -13,7 +13,9 @@ use crate::{
 
 /// A unit of credits a project declared, which wallets may hold.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct CreditUnit {
+    #[graphql(skip)]
     pub id: ID,
     /// The unit's code (`CREDITS`), what wallets and charges name as their `currency`.
     pub code: String,
@@ -24,6 +26,13 @@ pub struct CreditUnit {
     /// as their `rateToMoney`/`moneyCurrency` unless they name their own.
     pub unit_value: Option<Money>,
     pub created_at: DateTime<Utc>,
+}
+
+#[async_graphql::ComplexObject]
+impl CreditUnit {
+    pub async fn id(&self) -> ID {
+        self.id.clone()
+    }
 }
 
 impl From<credit_units::CreditUnit> for CreditUnit {

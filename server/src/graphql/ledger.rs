@@ -42,7 +42,7 @@ pub struct Wallet(pub WalletRow);
 
 #[Object]
 impl Wallet {
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
     async fn customer_external_id(&self) -> &str {
@@ -118,7 +118,7 @@ pub struct CreditLot(pub LotRow);
 
 #[Object]
 impl CreditLot {
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
     async fn source(&self) -> Result<LotSource> {
@@ -150,7 +150,7 @@ pub struct LedgerTransaction(pub TransactionRow);
 
 #[Object]
 impl LedgerTransaction {
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
     async fn wallet_id(&self) -> Option<ID> {
@@ -271,13 +271,22 @@ pub struct SweepExpiredCreditsPayload {
 
 /// A ledger account.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct LedgerAccount {
+    #[graphql(skip)]
     pub id: ID,
     pub kind: AccountKind,
     /// Unique in the project and unit: `system:REVENUE`, `lot:<lot id>`, `wallet:<id>:overdraft`.
     pub code: String,
     pub currency: String,
     pub wallet_id: Option<ID>,
+}
+
+#[async_graphql::ComplexObject]
+impl LedgerAccount {
+    pub async fn id(&self) -> ID {
+        self.id.clone()
+    }
 }
 
 impl TryFrom<AccountRow> for LedgerAccount {
@@ -314,7 +323,7 @@ impl From<ledger_store::Entry> for LedgerEntry {
 #[Object]
 impl LedgerEntry {
     /// Increasing in posting order.
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         ID(self.posting.id.to_string())
     }
     async fn transaction(&self) -> LedgerTransaction {

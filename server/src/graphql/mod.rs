@@ -6,6 +6,7 @@ mod credit_units;
 mod ledger;
 pub mod limits;
 pub mod money;
+mod node;
 pub mod pagination;
 mod scalars;
 mod types;
@@ -27,6 +28,7 @@ pub struct QueryRoot(
     usage::UsageQuery,
     ledger::LedgerQuery,
     credit_units::CreditUnitQuery,
+    node::NodeQuery,
 );
 
 #[derive(MergedObject, Default)]

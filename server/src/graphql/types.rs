@@ -17,7 +17,7 @@ pub struct Project(pub ProjectRow);
 
 #[Object]
 impl Project {
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
     async fn name(&self) -> &str {
@@ -38,7 +38,7 @@ pub struct ApiKey {
 
 #[Object]
 impl ApiKey {
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
     async fn project_id(&self) -> ID {

@@ -41,7 +41,7 @@ pub struct Customer(pub CustomerRow);
 
 #[Object]
 impl Customer {
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
     /// The project's id for this customer.
@@ -209,7 +209,7 @@ pub struct UsageEvent(pub IngestedEvent);
 
 #[Object]
 impl UsageEvent {
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
     async fn idempotency_key(&self) -> &str {
@@ -245,6 +245,7 @@ impl UsageEvent {
 #[derive(SimpleObject)]
 #[graphql(complex)]
 pub struct BillableMetric {
+    #[graphql(skip)]
     pub id: ID,
     pub code: String,
     pub name: String,
@@ -259,6 +260,9 @@ pub struct BillableMetric {
 
 #[ComplexObject]
 impl BillableMetric {
+    pub async fn id(&self) -> ID {
+        self.id.clone()
+    }
     /// Events count only when each filtered property has one of the listed values.
     async fn filters(&self) -> Vec<MetricFilter> {
         self.filters

@@ -1,0 +1,145 @@
+//! `Node`: every object with an id implements it, and `node(id:)` / `nodes(ids:)` find any of
+//! them by its prefixed id (`wal_…`, `txn_…`). An id the caller may not see (another project's,
+//! or a kind its key's scopes do not read) answers `null`, exactly like an unknown one, so ids
+//! reveal nothing across tenants.
+
+use async_graphql::{Context, ID, Interface, Object};
+
+use super::{
+    ApiKey, Project,
+    credit_units::CreditUnit,
+    ledger::{CreditLot, LedgerAccount, LedgerTransaction, Wallet},
+    principal, state,
+    usage::{BillableMetric, Customer},
+};
+use crate::{
+    auth::{Principal, Scope},
+    credit_units, db,
+    error::{Error, GraphqlResult as Result},
+    store::{
+        self, IdTable, api_keys, billable_metrics, customers as customer_store, ledger as ledger_store,
+        projects as project_store,
+    },
+};
+
+/// The most ids one `nodes` call takes.
+pub const MAX_NODES: usize = 100;
+
+/// An object with a global id.
+#[derive(Interface)]
+#[graphql(field(
+    name = "id",
+    ty = "ID",
+    desc = "Unique across Neruba, prefixed by its kind (`prj_`, `key_`, `cus_`, `bm_`, `cru_`, `wal_`, `lot_`, `acc_`, `txn_`); `node(id:)` finds it."
+))]
+pub enum Node {
+    Project(Project),
+    ApiKey(ApiKey),
+    Customer(Customer),
+    BillableMetric(BillableMetric),
+    CreditUnit(CreditUnit),
+    Wallet(Wallet),
+    CreditLot(CreditLot),
+    LedgerAccount(LedgerAccount),
+    LedgerTransaction(LedgerTransaction),
+}
+
+#[derive(Default)]
+pub struct NodeQuery;
+
+#[Object]
+impl NodeQuery {
+    /// Any object by its id; `null` when it does not exist or the caller may not see it.
+    async fn node(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Node>> {
+        find(ctx, &id).await
+    }
+
+    /// Several objects by id, in the order asked (at most 100); `null` for each one the caller
+    /// may not see.
+    #[graphql(complexity = "ids.len() * child_complexity")]
+    async fn nodes(&self, ctx: &Context<'_>, ids: Vec<ID>) -> Result<Vec<Option<Node>>> {
+        if ids.len() > MAX_NODES {
+            return Err(Error::invalid("ids", format!("at most {MAX_NODES} ids")).into());
+        }
+        let mut found = Vec::with_capacity(ids.len());
+        for id in &ids {
+            found.push(find(ctx, id).await?);
+        }
+        Ok(found)
+    }
+}
+
+/// Whether the caller reads `project_id`'s objects that need `scope`.
+fn sees(principal: &Principal, project_id: &str, scope: Scope) -> bool {
+    principal.project_for(Some(project_id), "id", scope).is_ok()
+}
+
+async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
+    let principal = principal(ctx)?;
+    let Some((prefix, _)) = id.split_once('_') else {
+        return Ok(None);
+    };
+    let table = match prefix {
+        "prj" | "key" => None,
+        "cus" => Some(IdTable::Customers),
+        "bm" => Some(IdTable::BillableMetrics),
+        "cru" => Some(IdTable::CreditUnits),
+        "wal" => Some(IdTable::Wallets),
+        "lot" => Some(IdTable::CreditLots),
+        "acc" => Some(IdTable::LedgerAccounts),
+        "txn" => Some(IdTable::LedgerTransactions),
+        _ => return Ok(None),
+    };
+    let mut conn = db::get(&state(ctx).pool).await?;
+    let conn = &mut *conn;
+    let Some(table) = table else {
+        return Ok(match prefix {
+            "prj" => project_store::find(conn, id)
+                .await?
+                .filter(|p| sees(principal, &p.id, Scope::Read))
+                .map(|p| Node::Project(Project(p))),
+            _ => api_keys::find(conn, id)
+                .await?
+                .filter(|k| sees(principal, &k.project_id, Scope::Admin))
+                .map(|k| Node::ApiKey(k.into())),
+        });
+    };
+    let Some(project_id) = store::project_of(conn, table, id).await? else {
+        return Ok(None);
+    };
+    if !sees(principal, &project_id, Scope::Read) {
+        return Ok(None);
+    }
+    let p = project_id.as_str();
+    Ok(match table {
+        IdTable::Customers => customer_store::find_by_id(conn, p, id)
+            .await?
+            .map(|c| Node::Customer(Customer(c))),
+        IdTable::BillableMetrics => billable_metrics::list(conn, p)
+            .await?
+            .into_iter()
+            .find(|m| m.id == id)
+            .map(BillableMetric::try_from)
+            .transpose()?
+            .map(Node::BillableMetric),
+        IdTable::CreditUnits => credit_units::list(conn, p)
+            .await?
+            .into_iter()
+            .find(|u| u.id == id)
+            .map(|u| Node::CreditUnit(u.into())),
+        IdTable::Wallets => ledger_store::find_wallet(conn, p, id)
+            .await?
+            .map(|w| Node::Wallet(Wallet(w))),
+        IdTable::CreditLots => ledger_store::find_lot(conn, p, id)
+            .await?
+            .map(|l| Node::CreditLot(CreditLot(l))),
+        IdTable::LedgerAccounts => ledger_store::find_account_by_id(conn, p, id)
+            .await?
+            .map(LedgerAccount::try_from)
+            .transpose()?
+            .map(Node::LedgerAccount),
+        IdTable::LedgerTransactions => ledger_store::find_transaction(conn, p, id)
+            .await?
+            .map(|t| Node::LedgerTransaction(LedgerTransaction(t))),
+    })
+}
