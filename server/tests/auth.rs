@@ -59,13 +59,16 @@ async fn operator_creates_a_project_and_a_key_that_reads_it() {
     let r = gql(
         &app,
         &admin,
-        "query($id: ID) { project(id: $id) { apiKeys { name lastUsedAt } } }",
+        "query($id: ID) { project(id: $id) { apiKeys { nodes { name lastUsedAt } } } }",
         json!({ "id": project_id }),
     )
     .await;
     let text = r.body.to_string();
     assert!(!text.contains(&secret));
-    assert!(r.data()["project"]["apiKeys"][0]["lastUsedAt"].is_string(), "{text}");
+    assert!(
+        r.data()["project"]["apiKeys"]["nodes"][0]["lastUsedAt"].is_string(),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -148,11 +151,14 @@ async fn a_key_of_project_a_can_neither_read_nor_change_project_b() {
         let r = gql(
             &app,
             &app.admin_token,
-            "query($id: ID) { project(id: $id) { apiKeys { id } } }",
+            "query($id: ID) { project(id: $id) { apiKeys { nodes { id } } } }",
             json!({ "id": b }),
         )
         .await;
-        r.data()["project"]["apiKeys"][0]["id"].as_str().unwrap().to_string()
+        r.data()["project"]["apiKeys"]["nodes"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let keys_of_b = count_keys(&app, &b).await;
 
@@ -234,7 +240,7 @@ async fn scopes_limit_what_a_key_may_do() {
 
     // Listing and creating keys needs ADMIN.
     assert_eq!(
-        gql(&app, &read, "{ project { apiKeys { id } } }", json!({}))
+        gql(&app, &read, "{ project { apiKeys { nodes { id } } } }", json!({}))
             .await
             .error_code(),
         "FORBIDDEN"
@@ -247,8 +253,11 @@ async fn scopes_limit_what_a_key_may_do() {
         "FORBIDDEN"
     );
     assert_eq!(count_keys(&app, &p).await, before);
-    let r = gql(&app, &admin, "{ project { apiKeys { id } } }", json!({})).await;
-    assert_eq!(r.data()["project"]["apiKeys"].as_array().unwrap().len(), before);
+    let r = gql(&app, &admin, "{ project { apiKeys { nodes { id } } } }", json!({})).await;
+    assert_eq!(
+        r.data()["project"]["apiKeys"]["nodes"].as_array().unwrap().len(),
+        before
+    );
     let r = gql(&app, &admin, CREATE_KEY, json!({ "n": "new", "s": ["READ", "INGEST"] })).await;
     assert_eq!(r.data()["createApiKey"]["apiKey"]["scopes"], json!(["INGEST", "READ"]));
 

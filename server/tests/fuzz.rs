@@ -1051,7 +1051,7 @@ async fn an_expiry_beyond_the_datetime_range_is_refused_and_the_wallet_keeps_wor
     let r = common::gql(
         &w.app,
         &w.key,
-        "mutation($w: ID) { topUpWallet(input: { walletId: $w, amount: \"1\", idempotencyKey: \"after-year-10000\" }) { wallet { lots { expiresAt } } } }",
+        "mutation($w: ID) { topUpWallet(input: { walletId: $w, amount: \"1\", idempotencyKey: \"after-year-10000\" }) { wallet { lots { nodes { expiresAt } } } } }",
         json!({ "w": w.wallet }),
     )
     .await;

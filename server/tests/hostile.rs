@@ -137,7 +137,7 @@ async fn victim(app: &TestApp) -> Victim {
     )
     .await);
     let wallet = str_at(&wallet, "/createWallet/wallet/id");
-    let posted = "replayed transaction { id entries { id account { id } lotId } }";
+    let posted = "replayed transaction { id entries { nodes { id account { id } lotId } } }";
     let top_up = ok(&gql(
         app,
         &all,
@@ -167,7 +167,7 @@ async fn victim(app: &TestApp) -> Victim {
     }
     for posted in [&top_up["topUpWallet"], &grant["grantCredits"], &charge["ingestCharge"]] {
         ids.push(str_at(posted, "/transaction/id"));
-        for entry in posted["transaction"]["entries"].as_array().unwrap() {
+        for entry in posted["transaction"]["entries"]["nodes"].as_array().unwrap() {
             ids.push(str_at(entry, "/id"));
             ids.push(str_at(entry, "/account/id"));
             if let Some(lot) = entry["lotId"].as_str() {
@@ -189,7 +189,7 @@ async fn victim(app: &TestApp) -> Victim {
     Victim {
         top_up_txn: str_at(&top_up, "/topUpWallet/transaction/id"),
         charge_txn: str_at(&charge, "/ingestCharge/transaction/id"),
-        account: str_at(&charge, "/ingestCharge/transaction/entries/0/account/id"),
+        account: str_at(&charge, "/ingestCharge/transaction/entries/nodes/0/account/id"),
         project,
         all,
         single,
@@ -365,9 +365,10 @@ const ADMIN: Need = Need::Scope(&["ADMIN"]);
 const CHARGE: Need = Need::Scope(&["INGEST", "BILLING"]);
 
 /// Money data selected under every wallet and transaction, so a refusal that leaks through a
-/// nested field is caught by the "no A ids in data" check.
-const WALLET: &str = "id customerExternalId currency balance balanceInMoney policy creditLimit lowBalanceThreshold belowThreshold lots { id accountId originalAmount remaining } createdAt updatedAt";
-const TXN: &str = "id walletId cause causeId amount idempotencyKey description actor { kind apiKeyId apiKey { id name } } balanceAfter entries { id amount balanceAfter walletId lotId account { id kind code } }";
+/// nested field is caught by the "no A ids in data" check. Nested pages are small: each is
+/// costed at its size, and the victim has a few rows of each.
+const WALLET: &str = "id customerExternalId currency balance balanceInMoney policy creditLimit lowBalanceThreshold belowThreshold lots(first: 5) { nodes { id accountId originalAmount remaining } } createdAt updatedAt";
+const TXN: &str = "id walletId cause causeId amount idempotencyKey description actor { kind apiKeyId apiKey { id name } } balanceAfter entries(first: 10) { nodes { id amount balanceAfter walletId lotId account { id kind code } } }";
 
 fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
     use Expect::*;
@@ -378,7 +379,7 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
     let c = json!({ "c": VICTIM_CUSTOMER });
     let event = |key: &str| json!({ "idempotencyKey": key, "customerExternalId": VICTIM_CUSTOMER, "metric": "api_calls", "quantity": "1" });
     let customer_sel = format!(
-        "id externalId name metadata wallets {{ {WALLET} }} events(first: 10) {{ edges {{ node {{ id quantity properties }} }} }} usage(metric: \"api_calls\", from: \"2000-01-01T00:00:00Z\", to: \"2100-01-01T00:00:00Z\") {{ value }}"
+        "id externalId name metadata wallets(first: 10) {{ nodes {{ {WALLET} }} }} events(first: 10) {{ edges {{ node {{ id quantity properties }} }} }} usage(metric: \"api_calls\", from: \"2000-01-01T00:00:00Z\", to: \"2100-01-01T00:00:00Z\") {{ value }}"
     );
     let entries =
         format!("edges {{ node {{ id amount balanceAfter account {{ id code }} transaction {{ {TXN} }} }} }}");
@@ -412,7 +413,7 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
             need: READ,
             own: doc("{ project { id name createdAt } }", json!({}), OwnOnly),
             cross: vec![doc(
-                "query($p: ID) { project(id: $p) { id name apiKeys { id prefix scopes } } }",
+                "query($p: ID) { project(id: $p) { id name apiKeys { nodes { id prefix scopes } } } }",
                 p.clone(),
                 Null("/project"),
             )],
@@ -427,7 +428,7 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
                 Forbidden,
             ),
             cross: vec![doc(
-                "{ projects(first: 100) { edges { node { id name apiKeys { id } } } } }",
+                "{ projects(first: 100) { edges { node { id name apiKeys(first: 1) { nodes { id } } } } } }",
                 json!({}),
                 Forbidden,
             )],
@@ -1597,7 +1598,7 @@ async fn an_ingest_only_key_cannot_read_lots_or_postings_through_ingest_charge()
     let body = gql(
         &app,
         &a.single["INGEST"],
-        "mutation($w: ID) { ingestCharge(input: { walletId: $w, amount: \"1\", idempotencyKey: \"ingest-peek\" }) { replayed wallet { id lots { id remaining originalAmount } } transaction { id entries { id amount account { id code } } } } }",
+        "mutation($w: ID) { ingestCharge(input: { walletId: $w, amount: \"1\", idempotencyKey: \"ingest-peek\" }) { replayed wallet { id lots { nodes { id remaining originalAmount } } } transaction { id entries { nodes { id amount account { id code } } } } } }",
         json!({ "w": a.wallet }),
     )
     .await

@@ -15,7 +15,7 @@ use tokio_tungstenite::{
 };
 
 const WALLET: &str = "mutation($i: CreateWalletInput!) { createWallet(input: $i) { wallet { id balance currency policy creditLimit belowThreshold } } }";
-const CHARGE: &str = "mutation($i: IngestChargeInput!) { ingestCharge(input: $i) { replayed wallet { balance } transaction { id cause amount balanceAfter actor { kind apiKeyId } entries { amount account { kind } balanceAfter } } } }";
+const CHARGE: &str = "mutation($i: IngestChargeInput!) { ingestCharge(input: $i) { replayed wallet { balance } transaction { id cause amount balanceAfter actor { kind apiKeyId } entries { nodes { amount account { kind } balanceAfter } } } } }";
 const TOP_UP: &str = "mutation($i: CreditInput!) { topUpWallet(input: $i) { replayed wallet { balance } transaction { id causeId balanceAfter } } }";
 const GRANT: &str =
     "mutation($i: CreditInput!) { grantCredits(input: $i) { replayed wallet { balance } transaction { id causeId } } }";
@@ -78,7 +78,7 @@ async fn charges_replay_conflict_and_refuse_when_funds_are_short() {
             .unwrap()
             .starts_with("key_")
     );
-    let entries = first["transaction"]["entries"].as_array().unwrap();
+    let entries = first["transaction"]["entries"]["nodes"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[0]["amount"], "-2.25");
     assert_eq!(entries[0]["account"]["kind"], "LOT");
@@ -325,7 +325,7 @@ async fn another_projects_wallet_is_out_of_reach() {
     .await;
     assert_eq!(r.data()["ingestCharge"]["wallet"]["balance"], "4");
     let charge = r.data()["ingestCharge"]["transaction"]["id"].clone();
-    let query = "query($t: ID!) { ledgerTransaction(id: $t) { cause amount entries { amount } } }";
+    let query = "query($t: ID!) { ledgerTransaction(id: $t) { cause amount entries { nodes { amount } } } }";
     let mine = gql(&s.app, &s.key, query, json!({ "t": charge })).await;
     assert_eq!(mine.data()["ledgerTransaction"]["cause"], "CHARGE");
     let theirs = gql(&s.app, &intruder, query, json!({ "t": charge })).await;
@@ -377,7 +377,7 @@ async fn overdraft_adjustments_and_ledger_entries_explain_themselves() {
     .await;
     let charge = r.data()["ingestCharge"].clone();
     assert_eq!(charge["wallet"]["balance"], "-7");
-    let kinds: Vec<&str> = charge["transaction"]["entries"]
+    let kinds: Vec<&str> = charge["transaction"]["entries"]["nodes"]
         .as_array()
         .unwrap()
         .iter()
@@ -423,23 +423,23 @@ async fn overdraft_adjustments_and_ledger_entries_explain_themselves() {
     let r = gql(
         &s.app,
         &s.key,
-        "query($w: ID!) { wallet(id: $w) { balance balanceInMoney lots { source remaining } } }",
+        "query($w: ID!) { wallet(id: $w) { balance balanceInMoney lots { nodes { source remaining } } } }",
         json!({ "w": w }),
     )
     .await;
     assert_eq!(r.data()["wallet"]["balanceInMoney"], "0.05");
-    assert_eq!(r.data()["wallet"]["lots"].as_array().unwrap().len(), 2);
+    assert_eq!(r.data()["wallet"]["lots"]["nodes"].as_array().unwrap().len(), 2);
     // The customer's wallets, from the customer.
     let r = gql(
         &s.app,
         &s.key,
-        "{ customer(externalId: \"acme\") { implicit wallets { id currency balance } } }",
+        "{ customer(externalId: \"acme\") { implicit wallets { nodes { id currency balance } } } }",
         json!({}),
     )
     .await;
     assert_eq!(r.data()["customer"]["implicit"], true);
     assert_eq!(
-        r.data()["customer"]["wallets"],
+        r.data()["customer"]["wallets"]["nodes"],
         json!([{ "id": w, "currency": "CREDITS", "balance": "5" }])
     );
 
@@ -1069,7 +1069,7 @@ async fn an_operator_writes_off_part_of_a_debt() {
     )
     .await;
     let w = wallet["id"].as_str().unwrap();
-    const WRITE_OFF: &str = "mutation($i: WriteOffDebtInput!) { writeOffDebt(input: $i) { wallet { balance } transaction { cause actor { kind apiKeyId } description entries { amount account { kind } } } } }";
+    const WRITE_OFF: &str = "mutation($i: WriteOffDebtInput!) { writeOffDebt(input: $i) { wallet { balance } transaction { cause actor { kind apiKeyId } description entries { nodes { amount account { kind } } } } } }";
     gql(
         &s.app,
         &s.key,
@@ -1117,7 +1117,7 @@ async fn an_operator_writes_off_part_of_a_debt() {
     assert_eq!(done["transaction"]["cause"], "WRITE_OFF");
     assert_eq!(done["transaction"]["description"], "goodwill");
     assert_eq!(
-        done["transaction"]["entries"],
+        done["transaction"]["entries"]["nodes"],
         json!([{ "amount": "-4", "account": { "kind": "WRITE_OFF" } }, { "amount": "4", "account": { "kind": "OVERDRAFT" } }])
     );
     // The headroom is back: 8 more reaches the limit exactly.

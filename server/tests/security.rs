@@ -158,15 +158,18 @@ async fn times_a_column_cannot_hold_are_refused_before_anything_is_written() {
     assert_eq!(body["error"]["field"], "timestamp");
     assert_eq!(count_rows(&app, "usage_events", Some(&project)).await, 0);
 
-    // A cursor whose time is out of range is a typed error, not a 500.
+    // A well-formed events cursor whose time is out of range is a typed error, not a 500.
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let cursor = URL_SAFE_NO_PAD.encode("v1:event:-70000000000000000.1");
     let r = gql(
         &app,
         &key,
-        "{ customer(externalId: \"acme\") { events(after: \"-70000000000000000.1\") { edges { cursor } } } }",
-        json!({}),
+        "query($a: String) { customer(externalId: \"acme\") { events(after: $a) { edges { cursor } } } }",
+        json!({ "a": cursor }),
     )
     .await;
     assert_eq!(r.error_code(), "BAD_USER_INPUT", "{}", r.body);
+    assert_eq!(r.body["errors"][0]["extensions"]["field"], "after", "{}", r.body);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -258,7 +261,7 @@ async fn nested_money_data_needs_read_and_a_no_op_update_changes_nothing() {
         &app,
         &ingest,
         "mutation($i: IngestChargeInput!) { ingestCharge(input: $i) {
-            wallet { balance lots { id remaining } } transaction { id entries { amount } } } }",
+            wallet { balance lots { nodes { id remaining } } } transaction { id entries { nodes { amount } } } } }",
         json!({ "i": { "walletId": w, "amount": "1", "idempotencyKey": "c" } }),
     )
     .await;

@@ -119,7 +119,7 @@ async fn usage(
         key,
         "query($c: String!, $m: String!, $from: DateTime!, $to: DateTime!, $g: String) {
             customer(externalId: $c) { usage(metric: $m, from: $from, to: $to, groupBy: $g) {
-                metric aggregation value groupBy groups { key value } } } }",
+                metric aggregation value groupBy groups { nodes { key value } } } } }",
         json!({ "c": customer, "m": metric, "from": period.0, "to": period.1, "g": group_by }),
     )
     .await;
@@ -127,7 +127,7 @@ async fn usage(
 }
 
 fn groups(u: &Value) -> Vec<(Value, String)> {
-    u["groups"]
+    u["groups"]["nodes"]
         .as_array()
         .unwrap()
         .iter()

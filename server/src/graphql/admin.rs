@@ -5,7 +5,9 @@ use futures_util::{Stream, StreamExt};
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::{
-    ApiKey, Project, ProjectEvent, ProjectEventKind, ServerInfo, Viewer, opt_id, pagination, principal, state,
+    ApiKey, Project, ProjectEvent, ProjectEventKind, ServerInfo, Viewer, opt_id,
+    pagination::{self, CursorKind},
+    principal, state,
 };
 use crate::{
     auth::{Principal, Scope},
@@ -56,8 +58,10 @@ impl AdminQuery {
         principal(ctx)?.require_operator()?;
         let size = pagination::page_size(first)?;
         let mut conn = db::get(&state(ctx).pool).await?;
-        let rows = project_store::list(&mut conn, after.as_deref(), size + 1).await?;
+        let after_key = pagination::after_key(CursorKind::Project, after.as_deref())?;
+        let rows = project_store::list(&mut conn, after_key.as_deref(), size + 1).await?;
         Ok(pagination::connection(
+            CursorKind::Project,
             rows,
             size,
             after.as_deref(),
@@ -77,14 +81,28 @@ impl AdminQuery {
 }
 
 /// `Project.apiKeys`: the operator, or a key of that project with `ADMIN`.
-pub(super) async fn project_api_keys(ctx: &Context<'_>, project_id: &str) -> Result<Vec<ApiKey>> {
+pub(super) async fn project_api_keys(
+    ctx: &Context<'_>,
+    project_id: &str,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<Connection<String, ApiKey>> {
     let principal = principal(ctx)?;
     if !principal.is_operator() {
         principal.project_for(Some(project_id), "projectId", Scope::Admin)?;
     }
+    let size = pagination::page_size(first)?;
+    let after_key = pagination::after_key(CursorKind::ApiKey, after.as_deref())?;
     let mut conn = db::get(&state(ctx).pool).await?;
-    let rows = api_keys::list_for_project(&mut conn, project_id).await?;
-    Ok(rows.into_iter().map(ApiKey::from).collect())
+    let rows = api_keys::list_for_project(&mut conn, project_id, after_key.as_deref(), size + 1).await?;
+    Ok(pagination::connection(
+        CursorKind::ApiKey,
+        rows,
+        size,
+        after.as_deref(),
+        |k| k.id.clone(),
+        ApiKey::from,
+    ))
 }
 
 #[derive(InputObject)]

@@ -9,7 +9,11 @@ use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::{Decimal, opt_id, pagination, principal, require_read, resolve_project, state, utc};
+use super::{
+    Decimal, opt_id,
+    pagination::{self, CursorKind},
+    principal, require_read, resolve_project, state, utc,
+};
 use crate::{
     auth::Scope,
     db,
@@ -83,20 +87,30 @@ impl Wallet {
     async fn below_threshold(&self) -> bool {
         self.0.below_threshold
     }
-    /// The lots that still hold credits, oldest first. Debits draw them by `expiresAt`, then
-    /// `priority`, then age (docs/ledger.md).
-    #[graphql(complexity = "super::pagination::LIST_COST * child_complexity")]
+    /// The lots that still hold credits, a page at a time, oldest first (by id, which is
+    /// time-ordered). Debits draw them in another order: by `expiresAt`, then `priority`, then age
+    /// (docs/ledger.md).
     /// Needs `READ` (a charge's answer reached with an `INGEST` key has `null` here, with an error).
-    async fn lots(&self, ctx: &Context<'_>) -> Result<Option<Vec<CreditLot>>> {
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
+    async fn lots(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<Option<Connection<String, CreditLot>>> {
         require_read(ctx, &self.0.project_id)?;
+        let size = pagination::page_size(first)?;
+        let after_key = pagination::after_key(CursorKind::Lot, after.as_deref())?;
         let mut conn = db::get(&state(ctx).pool).await?;
-        Ok(Some(
-            ledger_store::open_lots(&mut conn, &self.0.id)
-                .await?
-                .into_iter()
-                .map(CreditLot)
-                .collect(),
-        ))
+        let rows = ledger_store::list_open_lots(&mut conn, &self.0.id, after_key.as_deref(), size + 1).await?;
+        Ok(Some(pagination::connection(
+            CursorKind::Lot,
+            rows,
+            size,
+            after.as_deref(),
+            |l| l.id.clone(),
+            CreditLot,
+        )))
     }
     async fn created_at(&self) -> DateTime<Utc> {
         utc(self.0.created_at)
@@ -106,11 +120,61 @@ impl Wallet {
     }
 }
 
-/// `Customer.wallets`: the customer's wallets, oldest first (the caller checked `READ`).
-pub(super) async fn customer_wallets(ctx: &Context<'_>, project_id: &str, external_id: &str) -> Result<Vec<Wallet>> {
+/// A page of the project's wallets, or one customer's, oldest first (the caller checked `READ`).
+/// `wallets` and `Customer.wallets` list the same rows in the same order, so they share cursors.
+pub(super) async fn wallet_page(
+    ctx: &Context<'_>,
+    project_id: &str,
+    customer_external_id: Option<&str>,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<Connection<String, Wallet>> {
+    let size = pagination::page_size(first)?;
+    let after_key = pagination::after_key(CursorKind::Wallet, after.as_deref())?;
     let mut conn = db::get(&state(ctx).pool).await?;
-    let rows = ledger_store::list_wallets(&mut conn, project_id, Some(external_id), None, 100).await?;
-    Ok(rows.into_iter().map(Wallet).collect())
+    let rows = ledger_store::list_wallets(
+        &mut conn,
+        project_id,
+        customer_external_id,
+        after_key.as_deref(),
+        size + 1,
+    )
+    .await?;
+    Ok(pagination::connection(
+        CursorKind::Wallet,
+        rows,
+        size,
+        after.as_deref(),
+        |w| w.id.clone(),
+        Wallet,
+    ))
+}
+
+/// A page of postings in posting order (`ledgerEntries`, `LedgerTransaction.entries`).
+async fn entry_page(
+    ctx: &Context<'_>,
+    project_id: &str,
+    filter: &EntryFilter,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<Connection<String, LedgerEntry>> {
+    let size = pagination::page_size(first)?;
+    let after_id = pagination::after_key(CursorKind::LedgerEntry, after.as_deref())?
+        .map(|key| {
+            key.parse::<u64>()
+                .map_err(|_| Error::invalid("after", "is not a cursor from this list"))
+        })
+        .transpose()?;
+    let mut conn = db::get(&state(ctx).pool).await?;
+    let rows = ledger_store::list_entries(&mut conn, project_id, filter, after_id, size + 1).await?;
+    Ok(pagination::connection(
+        CursorKind::LedgerEntry,
+        rows,
+        size,
+        after.as_deref(),
+        |(p, _, _)| p.id.to_string(),
+        LedgerEntry::from,
+    ))
 }
 
 /// A paid top-up, free grant or positive adjustment, consumed in the documented order.
@@ -192,18 +256,22 @@ impl LedgerTransaction {
     async fn created_at(&self) -> DateTime<Utc> {
         utc(self.0.created_at)
     }
-    /// The postings, in order.
-    #[graphql(complexity = "super::pagination::LIST_COST * child_complexity")]
+    /// The postings, a page at a time, in posting order (by entry id). Cursors are shared with
+    /// `ledgerEntries`, which lists postings in the same order.
     /// Needs `READ` (a charge's answer reached with an `INGEST` key has `null` here, with an error).
-    async fn entries(&self, ctx: &Context<'_>) -> Result<Option<Vec<LedgerEntry>>> {
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
+    async fn entries(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<Option<Connection<String, LedgerEntry>>> {
         require_read(ctx, &self.0.project_id)?;
-        let mut conn = db::get(&state(ctx).pool).await?;
         let filter = EntryFilter {
             transaction_id: Some(self.0.id.clone()),
             ..EntryFilter::default()
         };
-        let rows = ledger_store::list_entries(&mut conn, &self.0.project_id, &filter, None, 1000).await?;
-        Ok(Some(rows.into_iter().map(LedgerEntry::from).collect()))
+        Ok(Some(entry_page(ctx, &self.0.project_id, &filter, first, after).await?))
     }
 }
 
@@ -468,23 +536,7 @@ impl LedgerQuery {
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<Connection<String, Wallet>> {
         let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Read)?;
-        let size = pagination::page_size(first)?;
-        let mut conn = db::get(&state(ctx).pool).await?;
-        let rows = ledger_store::list_wallets(
-            &mut conn,
-            &project_id,
-            customer_external_id.as_deref(),
-            after.as_deref(),
-            size + 1,
-        )
-        .await?;
-        Ok(pagination::connection(
-            rows,
-            size,
-            after.as_deref(),
-            |w| w.id.clone(),
-            Wallet,
-        ))
+        wallet_page(ctx, &project_id, customer_external_id.as_deref(), first, after).await
     }
 
     /// Ledger entries (postings) in posting order, filtered by wallet, account, transaction, cause
@@ -505,14 +557,6 @@ impl LedgerQuery {
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<Connection<String, LedgerEntry>> {
         let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Read)?;
-        let size = pagination::page_size(first)?;
-        let after_id = after
-            .as_deref()
-            .map(|a| {
-                a.parse::<u64>()
-                    .map_err(|_| Error::invalid("after", "not a cursor from this list"))
-            })
-            .transpose()?;
         let filter = EntryFilter {
             wallet_id: wallet_id.map(|w| w.0),
             account_id: account_id.map(|a| a.0),
@@ -521,15 +565,7 @@ impl LedgerQuery {
             from: time::opt_to_column("from", from)?,
             until: time::opt_to_column("to", to)?,
         };
-        let mut conn = db::get(&state(ctx).pool).await?;
-        let rows = ledger_store::list_entries(&mut conn, &project_id, &filter, after_id, size + 1).await?;
-        Ok(pagination::connection(
-            rows,
-            size,
-            after.as_deref(),
-            |(p, _, _)| p.id.to_string(),
-            LedgerEntry::from,
-        ))
+        entry_page(ctx, &project_id, &filter, first, after).await
     }
 
     /// One ledger transaction with its postings (scope `READ`); `null` when there is none.

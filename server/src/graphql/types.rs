@@ -26,9 +26,16 @@ impl Project {
     async fn created_at(&self) -> DateTime<Utc> {
         utc(self.0.created_at)
     }
-    /// The project's API keys (operator, or a key with the `ADMIN` scope).
-    async fn api_keys(&self, ctx: &async_graphql::Context<'_>) -> crate::error::GraphqlResult<Vec<ApiKey>> {
-        super::admin::project_api_keys(ctx, &self.0.id).await
+    /// The project's API keys, revoked ones included, oldest first (by id, which is
+    /// time-ordered), a page at a time (operator, or a key with the `ADMIN` scope).
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
+    async fn api_keys(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> crate::error::GraphqlResult<async_graphql::connection::Connection<String, ApiKey>> {
+        super::admin::project_api_keys(ctx, &self.0.id, first, after).await
     }
 }
 

@@ -12,7 +12,11 @@ use async_graphql::{
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-use super::{Decimal, pagination, require_read, resolve_project, state, utc};
+use super::{
+    Decimal,
+    pagination::{self, CursorKind},
+    require_read, resolve_project, state, utc,
+};
 use crate::{
     app::AppState,
     auth::Scope,
@@ -122,11 +126,17 @@ impl Customer {
         })
     }
 
-    /// The customer's wallets, one per currency or credit unit (scope `READ`).
-    #[graphql(complexity = "super::pagination::LIST_COST * child_complexity")]
-    async fn wallets(&self, ctx: &Context<'_>) -> Result<Vec<super::ledger::Wallet>> {
+    /// The customer's wallets, one per currency or credit unit, oldest first (by id, which is
+    /// time-ordered), a page at a time (scope `READ`). Cursors are shared with `wallets`.
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
+    async fn wallets(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<Connection<String, super::ledger::Wallet>> {
         require_read(ctx, &self.0.project_id)?;
-        super::ledger::customer_wallets(ctx, &self.0.project_id, &self.0.external_id).await
+        super::ledger::wallet_page(ctx, &self.0.project_id, Some(&self.0.external_id), first, after).await
     }
 
     /// The customer's raw events, newest first (by event time, then arrival), a page at a time.
@@ -142,7 +152,10 @@ impl Customer {
     ) -> Result<Connection<String, UsageEvent>> {
         require_read(ctx, &self.0.project_id)?;
         let size = pagination::page_size(first)?;
-        let cursor = after.as_deref().map(parse_event_cursor).transpose()?;
+        let cursor = pagination::after_key(CursorKind::Event, after.as_deref())?
+            .as_deref()
+            .map(parse_event_cursor)
+            .transpose()?;
         let metric = metric.map(|m| parse_metric_code("metric", &m)).transpose()?;
         let filter = EventFilter {
             metric: metric.as_deref(),
@@ -160,6 +173,7 @@ impl Customer {
         )
         .await?;
         Ok(pagination::connection(
+            CursorKind::Event,
             rows,
             size,
             after.as_deref(),
@@ -169,6 +183,7 @@ impl Customer {
     }
 }
 
+/// An event's keyset position inside its cursor: `<event time in micros>.<arrival seq>`.
 fn event_cursor(occurred_at: NaiveDateTime, seq: u64) -> String {
     format!("{}.{seq}", occurred_at.and_utc().timestamp_micros())
 }
@@ -185,6 +200,7 @@ fn parse_event_cursor(raw: &str) -> std::result::Result<EventCursor, Error> {
 
 /// A metric's aggregate for one customer and period.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct Usage {
     pub metric: String,
     pub aggregation: Aggregation,
@@ -194,12 +210,63 @@ pub struct Usage {
     pub value: Decimal,
     /// The property the groups are split by, if any.
     pub group_by: Option<String>,
-    /// Per value of `groupBy`, ordered by key; `key` is null for events without the property.
+    /// Per value of `groupBy`, ordered by key (see `groups`).
+    #[graphql(skip)]
     pub groups: Vec<UsageGroup>,
 }
 
-#[derive(SimpleObject)]
+#[ComplexObject]
+impl Usage {
+    /// Per value of `groupBy`, a page at a time, ordered by key: the group without the property
+    /// (`key` null) first, then by the key's bytes. The aggregate is one SQL query over the
+    /// period; its groups are paged here, in memory, by key.
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
+    async fn groups(
+        &self,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<Connection<String, UsageGroup>> {
+        let size = pagination::page_size(first)?;
+        let after_key = pagination::after_key(CursorKind::UsageGroup, after.as_deref())?
+            .as_deref()
+            .map(parse_group_cursor)
+            .transpose()?;
+        // `groups` is sorted by `Option<String>`'s order and its keys are distinct (one SQL group each).
+        let start = match &after_key {
+            Some(after) => self.groups.partition_point(|g| g.key <= *after),
+            None => 0,
+        };
+        let rows: Vec<&UsageGroup> = self.groups[start..].iter().take(size as usize + 1).collect();
+        Ok(pagination::connection(
+            CursorKind::UsageGroup,
+            rows,
+            size,
+            after.as_deref(),
+            |g| group_cursor(&g.key),
+            |g| g.clone(),
+        ))
+    }
+}
+
+/// A group's position inside its cursor: `-` for the group without the property, `=<key>` otherwise.
+fn group_cursor(key: &Option<String>) -> String {
+    match key {
+        None => "-".to_string(),
+        Some(k) => format!("={k}"),
+    }
+}
+
+fn parse_group_cursor(raw: &str) -> std::result::Result<Option<String>, Error> {
+    match raw.strip_prefix('=') {
+        Some(key) => Ok(Some(key.to_string())),
+        None if raw == "-" => Ok(None),
+        None => Err(Error::invalid("after", "is not a cursor from this list")),
+    }
+}
+
+#[derive(SimpleObject, Clone)]
 pub struct UsageGroup {
+    /// The `groupBy` property's value; null for events without the property.
     pub key: Option<String>,
     pub value: Decimal,
 }
@@ -542,9 +609,11 @@ impl UsageQuery {
     ) -> Result<Connection<String, Customer>> {
         let project_id = resolve_project(ctx, &project_id, Scope::Read).await?;
         let size = pagination::page_size(first)?;
+        let after_key = pagination::after_key(CursorKind::Customer, after.as_deref())?;
         let mut conn = db::get(&state(ctx).pool).await?;
-        let rows = customer_store::list(&mut conn, &project_id, after.as_deref(), size + 1).await?;
+        let rows = customer_store::list(&mut conn, &project_id, after_key.as_deref(), size + 1).await?;
         Ok(pagination::connection(
+            CursorKind::Customer,
             rows,
             size,
             after.as_deref(),

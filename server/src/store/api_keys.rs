@@ -70,13 +70,23 @@ pub async fn find(conn: &mut Conn, id: &str) -> QueryResult<Option<ApiKeyRow>> {
         .optional()
 }
 
-pub async fn list_for_project(conn: &mut Conn, project_id: &str) -> QueryResult<Vec<ApiKeyRow>> {
-    api_keys::table
+/// Keyset page of a project's keys, oldest first (ids are time-ordered).
+pub async fn list_for_project(
+    conn: &mut Conn,
+    project_id: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<ApiKeyRow>> {
+    let mut query = api_keys::table
         .filter(api_keys::project_id.eq(project_id))
         .order(api_keys::id.asc())
         .select(ApiKeyRow::as_select())
-        .load(conn)
-        .await
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(api_keys::id.gt(after.to_string()));
+    }
+    query.load(conn).await
 }
 
 /// Sets `revoked_at` once; revoking again keeps the first time. Returns rows changed.

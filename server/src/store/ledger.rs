@@ -450,6 +450,28 @@ pub async fn open_lots(conn: &mut Conn, wallet_id: &str) -> QueryResult<Vec<LotR
         .await
 }
 
+/// Keyset page of the wallet's open lots (as [`open_lots`]), oldest first: by id, which is
+/// time-ordered.
+pub async fn list_open_lots(
+    conn: &mut Conn,
+    wallet_id: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<LotRow>> {
+    let mut query = credit_lots::table
+        .filter(credit_lots::wallet_id.eq(wallet_id.to_string()))
+        .filter(credit_lots::remaining.gt(Decimal::ZERO))
+        .filter(credit_lots::expired_at.is_null())
+        .select(LotRow::as_select())
+        .order(credit_lots::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(credit_lots::id.gt(after.to_string()));
+    }
+    query.load(conn).await
+}
+
 /// The wallet's unexpired lots whose expiry passed at `now`.
 pub async fn expired_lots(conn: &mut Conn, wallet_id: &str, now: NaiveDateTime) -> QueryResult<Vec<LotRow>> {
     credit_lots::table

@@ -52,11 +52,11 @@ pub async fn count_keys(app: &TestApp, project_id: &str) -> usize {
     let r = gql(
         app,
         &app.admin_token,
-        "query($id: ID) { project(id: $id) { apiKeys { id } } }",
+        "query($id: ID) { project(id: $id) { apiKeys(first: 100) { nodes { id } } } }",
         json!({ "id": project_id }),
     )
     .await;
-    r.data()["project"]["apiKeys"].as_array().unwrap().len()
+    r.data()["project"]["apiKeys"]["nodes"].as_array().unwrap().len()
 }
 
 /// POSTs a JSON body (or raw bytes) to a plain HTTP route; returns status and JSON body.
