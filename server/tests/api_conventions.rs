@@ -36,12 +36,12 @@ async fn every_object_with_an_id_is_a_node_its_project_can_find() {
         &app,
         &key,
         "mutation($w: ID) { topUpWallet(input: { walletId: $w, amount: \"10\", idempotencyKey: \"t\" }) {
-            transaction { id entries { account { id } lotId } } } }",
+            transaction { id entries { nodes { account { id } lotId } } } } }",
         json!({ "w": wallet }),
     )
     .await;
     let txn = r.data()["topUpWallet"]["transaction"].clone();
-    let lot_entry = txn["entries"]
+    let lot_entry = txn["entries"]["nodes"]
         .as_array()
         .unwrap()
         .iter()

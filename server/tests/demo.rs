@@ -53,7 +53,7 @@ async fn seeding_the_demo_twice_stores_it_once_and_it_reconciles() {
     let r = gql(
         &app,
         &key,
-        "{ customer(externalId: \"acme\") { usage(metric: \"api_calls\", from: \"2026-10-01T00:00:00Z\", to: \"2026-11-01T00:00:00Z\") { value groups { key value } } } reconciliation { clean } }",
+        "{ customer(externalId: \"acme\") { usage(metric: \"api_calls\", from: \"2026-10-01T00:00:00Z\", to: \"2026-11-01T00:00:00Z\") { value groups { nodes { key value } } } } reconciliation { clean } }",
         json!({}),
     )
     .await;
@@ -62,16 +62,21 @@ async fn seeding_the_demo_twice_stores_it_once_and_it_reconciles() {
     let calls: f64 = data["customer"]["usage"]["value"].as_str().unwrap().parse().unwrap();
     assert!(calls >= 30.0, "{data}");
     assert!(
-        data["customer"]["usage"]["groups"].as_array().unwrap().len() >= 2,
+        data["customer"]["usage"]["groups"]["nodes"].as_array().unwrap().len() >= 2,
         "{data}"
     );
     let r = gql(
         &app,
         &key,
-        "{ customer(externalId: \"acme\") { wallets { currency balance } } }",
+        "{ customer(externalId: \"acme\") { wallets { nodes { currency balance } } } }",
         json!({}),
     )
     .await;
     // 200 top-up + 25 grant - 42.50 - 12.75.
-    assert_eq!(r.data()["customer"]["wallets"][0]["balance"], "169.75", "{}", r.body);
+    assert_eq!(
+        r.data()["customer"]["wallets"]["nodes"][0]["balance"],
+        "169.75",
+        "{}",
+        r.body
+    );
 }

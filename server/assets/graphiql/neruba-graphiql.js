@@ -23,7 +23,7 @@
     "# query CustomerWallets {",
     '#   customer(externalId: "acme") {',
     "#     externalId",
-    "#     wallets { id currency balance }",
+    "#     wallets(first: 10) { nodes { id currency balance } }",
     '#     usage(metric: "api_calls", from: "2026-10-01T00:00:00Z", to: "2026-11-01T00:00:00Z") { value }',
     "#   }",
     "# }",
