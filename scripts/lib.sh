@@ -1,6 +1,8 @@
 # Shared by the scripts in this folder: strict mode, logging, paths, and idempotent installers.
 # Each installer does nothing when the tool is already there at the right version.
-set -euo pipefail
+set -Eeuo pipefail
+# Say where a step failed: `set -e` alone stops silently on a failed command substitution.
+trap 'status=$?; printf "error: %s:%s: a command failed (exit %s)\n" "${BASH_SOURCE[0]}" "$LINENO" "$status" >&2' ERR
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -81,7 +83,10 @@ ensure_graphql_check() {
   local tool="$ROOT/tools/graphql-check"
   local want have
   want="$(sed -n 's/.*"graphql": "\([0-9.]*\)".*/\1/p' "$tool/package.json" | head -1)"
-  have="$(sed -n 's/.*"version": "\([0-9.]*\)".*/\1/p' "$tool/node_modules/graphql/package.json" 2>/dev/null | head -1)"
+  have=""
+  if [ -f "$tool/node_modules/graphql/package.json" ]; then
+    have="$(sed -n 's/.*"version": "\([0-9.]*\)".*/\1/p' "$tool/node_modules/graphql/package.json" | head -1)"
+  fi
   if [ "$want" != "$have" ]; then
     step "installing graphql-js $want for tools/graphql-check (npm ci)"
     (cd "$tool" && npm ci --no-audit --no-fund --loglevel=error)
