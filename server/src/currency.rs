@@ -146,16 +146,21 @@ pub fn is_iso_code(code: &str) -> bool {
     iso_currency::Currency::from_code(code).is_some()
 }
 
+/// The shape of every unit code, ISO or credit: 2 to 16 of `A-Z0-9_` (upper case), starting
+/// with a letter.
+pub fn is_unit_code(code: &str) -> bool {
+    (2..=16).contains(&code.len())
+        && code.as_bytes()[0].is_ascii_uppercase()
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
 /// A credit unit's code: 2 to 16 of `A-Z0-9_`, starting with a letter; upper-cased; and not an
 /// ISO 4217 code (`USD` cannot be redeclared as credits with other decimals).
 pub fn parse_credit_code(field: &str, raw: &str) -> Result<String, Error> {
     let code = raw.trim().to_ascii_uppercase();
-    let valid = (2..=16).contains(&code.len())
-        && code.as_bytes()[0].is_ascii_uppercase()
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
-    if !valid {
+    if !is_unit_code(&code) {
         return Err(Error::invalid(
             field,
             "must be 2-16 of A-Z, 0-9, _ starting with a letter, such as CREDITS",

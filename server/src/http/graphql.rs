@@ -73,8 +73,13 @@ impl MediaType {
             let quality = parts
                 .filter_map(|p| p.split_once('='))
                 .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
-                .and_then(|(_, v)| v.trim().parse::<f32>().ok())
-                .map_or(1000, |q| (q.clamp(0.0, 1.0) * 1000.0) as u16);
+                .and_then(|(_, v)| v.trim().parse::<rust_decimal::Decimal>().ok())
+                .map_or(1000, |q| {
+                    // A quality value has at most three decimals (RFC 9110, 12.4.2): in thousandths.
+                    let thousandths = q.clamp(rust_decimal::Decimal::ZERO, rust_decimal::Decimal::ONE)
+                        * rust_decimal::Decimal::ONE_THOUSAND;
+                    rust_decimal::prelude::ToPrimitive::to_u16(&thousandths.trunc()).unwrap_or(0)
+                });
             let rank = |specificity: u8| Some((quality, specificity, -(position as i64)));
             let (for_json, for_graphql) = match name.as_str() {
                 "application/json" => (rank(2), None),

@@ -121,12 +121,7 @@ pub fn parse_signed_amount(field: &str, text: &str) -> Result<Decimal, Error> {
 /// 2 to 16 of `A-Z0-9_`, starting with a letter; upper-cased.
 pub fn parse_unit(field: &str, raw: &str) -> Result<String, Error> {
     let code = raw.trim().to_ascii_uppercase();
-    let valid = (2..=16).contains(&code.len())
-        && code.as_bytes()[0].is_ascii_uppercase()
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
-    if !valid {
+    if !crate::currency::is_unit_code(&code) {
         return Err(Error::invalid(
             field,
             "must be a currency code such as USD or a credit unit such as CREDITS (2-16 of A-Z, 0-9, _)",
