@@ -429,7 +429,7 @@ impl LedgerEntry {
 #[derive(SimpleObject)]
 pub struct ReconciliationBreak {
     /// Which invariant is broken.
-    pub check: reconcile::Check,
+    pub check: reconcile::ReconciliationCheck,
     pub project_id: ID,
     /// The transaction, wallet or lot concerned.
     pub subject: String,

@@ -26,7 +26,7 @@ use crate::{error::Result, store::Conn};
 
 crate::text_enum::text_enum! {
     /// Which invariant a break breaks (the module's list says what each checks).
-    Check {
+    ReconciliationCheck {
         /// 1. A transaction's postings do not sum to zero, or it has fewer than two.
         TransactionUnbalanced = "TRANSACTION_UNBALANCED",
         /// 2. A wallet's balance is not the sum of its postings.
@@ -44,7 +44,7 @@ crate::text_enum::text_enum! {
     }
 }
 
-impl Serialize for Check {
+impl Serialize for ReconciliationCheck {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
     }
@@ -53,7 +53,7 @@ impl Serialize for Check {
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Break {
-    pub check: Check,
+    pub check: ReconciliationCheck,
     pub project_id: String,
     /// The transaction, wallet or lot that breaks it.
     pub subject: String,
@@ -97,23 +97,23 @@ struct Count {
     n: i64,
 }
 
-const CHECKS: &[(Check, &str)] = &[
+const CHECKS: &[(ReconciliationCheck, &str)] = &[
     (
-        Check::TransactionUnbalanced,
+        ReconciliationCheck::TransactionUnbalanced,
         "SELECT p.project_id, p.transaction_id AS subject, GROUP_CONCAT(DISTINCT p.account_id ORDER BY p.account_id) AS accounts,
                 CAST(0 AS DECIMAL(38, 12)) AS expected, SUM(p.amount) AS actual
            FROM ledger_postings p WHERE (? IS NULL OR p.project_id = ?)
           GROUP BY p.project_id, p.transaction_id, p.currency HAVING SUM(p.amount) <> 0 OR COUNT(*) < 2",
     ),
     (
-        Check::TransactionUnbalanced,
+        ReconciliationCheck::TransactionUnbalanced,
         "SELECT t.project_id, t.id AS subject, NULL AS accounts,
                 CAST(0 AS DECIMAL(38, 12)) AS expected, NULL AS actual
            FROM ledger_transactions t LEFT JOIN ledger_postings p ON p.transaction_id = t.id
           WHERE (? IS NULL OR t.project_id = ?) AND p.id IS NULL",
     ),
     (
-        Check::WalletBalanceMismatch,
+        ReconciliationCheck::WalletBalanceMismatch,
         "SELECT w.project_id, w.id AS subject, GROUP_CONCAT(DISTINCT p.account_id ORDER BY p.account_id) AS accounts,
                 COALESCE(SUM(p.amount), 0) AS expected, w.balance AS actual
            FROM wallets w LEFT JOIN ledger_postings p ON p.wallet_id = w.id
@@ -121,7 +121,7 @@ const CHECKS: &[(Check, &str)] = &[
           GROUP BY w.project_id, w.id, w.balance HAVING w.balance <> COALESCE(SUM(p.amount), 0)",
     ),
     (
-        Check::RunningBalanceMismatch,
+        ReconciliationCheck::RunningBalanceMismatch,
         "SELECT w.project_id, w.id AS subject, p.account_id AS accounts,
                 w.balance AS expected, p.wallet_balance_after AS actual
            FROM wallets w
@@ -129,7 +129,7 @@ const CHECKS: &[(Check, &str)] = &[
           WHERE (? IS NULL OR w.project_id = ?) AND NOT (p.wallet_balance_after <=> w.balance)",
     ),
     (
-        Check::LotMismatch,
+        ReconciliationCheck::LotMismatch,
         "SELECT l.project_id, l.id AS subject, l.account_id AS accounts,
                 COALESCE(SUM(p.amount), 0) AS expected, l.remaining AS actual
            FROM credit_lots l LEFT JOIN ledger_postings p ON p.account_id = l.account_id
@@ -140,7 +140,7 @@ const CHECKS: &[(Check, &str)] = &[
              OR COALESCE(SUM(p.amount), 0) > l.original_amount",
     ),
     (
-        Check::OverdraftExceeded,
+        ReconciliationCheck::OverdraftExceeded,
         "SELECT w.project_id, w.id AS subject, w.overdraft_account_id AS accounts,
                 -w.credit_limit AS expected, COALESCE(SUM(p.amount), 0) AS actual
            FROM wallets w LEFT JOIN ledger_postings p ON p.account_id = w.overdraft_account_id
@@ -149,7 +149,7 @@ const CHECKS: &[(Check, &str)] = &[
          HAVING COALESCE(SUM(p.amount), 0) > 0 OR COALESCE(SUM(p.amount), 0) < -w.credit_limit",
     ),
     (
-        Check::PostingMismatch,
+        ReconciliationCheck::PostingMismatch,
         "SELECT p.project_id, CAST(p.id AS CHAR) AS subject, p.account_id AS accounts,
                 NULL AS expected, NULL AS actual
            FROM ledger_postings p
@@ -161,24 +161,24 @@ const CHECKS: &[(Check, &str)] = &[
                      AND t.project_id = p.project_id AND t.currency = p.currency AND t.cause = p.cause)",
     ),
     (
-        Check::UnreadableRow,
+        ReconciliationCheck::UnreadableRow,
         "SELECT l.project_id, l.id AS subject, l.account_id AS accounts, NULL AS expected, NULL AS actual
            FROM credit_lots l WHERE (? IS NULL OR l.project_id = ?)
             AND (l.expires_at < '1000-01-01' OR l.expired_at < '1000-01-01' OR l.created_at < '1000-01-01')",
     ),
     (
-        Check::UnreadableRow,
+        ReconciliationCheck::UnreadableRow,
         "SELECT w.project_id, w.id AS subject, NULL AS accounts, NULL AS expected, NULL AS actual
            FROM wallets w WHERE (? IS NULL OR w.project_id = ?)
             AND (w.created_at < '1000-01-01' OR w.updated_at < '1000-01-01')",
     ),
     (
-        Check::UnreadableRow,
+        ReconciliationCheck::UnreadableRow,
         "SELECT t.project_id, t.id AS subject, NULL AS accounts, NULL AS expected, NULL AS actual
            FROM ledger_transactions t WHERE (? IS NULL OR t.project_id = ?) AND t.created_at < '1000-01-01'",
     ),
     (
-        Check::UnreadableRow,
+        ReconciliationCheck::UnreadableRow,
         "SELECT p.project_id, CAST(p.id AS CHAR) AS subject, p.account_id AS accounts, NULL AS expected, NULL AS actual
            FROM ledger_postings p WHERE (? IS NULL OR p.project_id = ?) AND p.created_at < '1000-01-01'",
     ),
