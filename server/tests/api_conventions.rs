@@ -117,3 +117,40 @@ async fn every_object_with_an_id_is_a_node_its_project_can_find() {
     // The operator finds anything.
     assert_eq!(node(&app, &app.admin_token, &wallet).await["id"], wallet);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_link_to_each_other() {
+    let app = TestApp::spawn().await;
+    let (_, key) = project_with_key(&app, "A").await;
+    let r = gql(
+        &app,
+        &key,
+        "mutation { createWallet(input: { customerExternalId: \"acme\", currency: \"USD\" }) { wallet { id } } }",
+        json!({}),
+    )
+    .await;
+    let wallet = r.data()["createWallet"]["wallet"]["id"].clone();
+    let r = gql(
+        &app,
+        &key,
+        "mutation($w: ID) { topUpWallet(input: { walletId: $w, amount: \"10\", idempotencyKey: \"t\" }) {
+            wallet { customer { externalId } lots(first: 5) { nodes { wallet { id } } } }
+            transaction { entries(first: 10) { nodes { wallet { id } transaction { cause } lotId } } } } }",
+        json!({ "w": wallet }),
+    )
+    .await;
+    let posted = r.data()["topUpWallet"].clone();
+    assert_eq!(posted["wallet"]["customer"]["externalId"], "acme");
+    assert_eq!(posted["wallet"]["lots"]["nodes"][0]["wallet"]["id"], wallet);
+    let entries = posted["transaction"]["entries"]["nodes"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 2, "{posted}");
+    for e in &entries {
+        assert_eq!(e["transaction"]["cause"], "TOP_UP");
+        // The wallet side links to the wallet; the system side has none.
+        if e["lotId"].is_string() {
+            assert_eq!(e["wallet"]["id"], wallet);
+        } else {
+            assert!(e["wallet"].is_null());
+        }
+    }
+}

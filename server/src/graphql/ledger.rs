@@ -49,6 +49,14 @@ impl Wallet {
     pub async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
+    /// The customer who holds it. Needs `READ` (a charge's answer reached with an `INGEST` key
+    /// has `null` here, with an error).
+    async fn customer(&self, ctx: &Context<'_>) -> Result<Option<super::usage::Customer>> {
+        require_read(ctx, &self.0.project_id)?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let row = crate::customers::find_customer(&mut conn, &self.0.project_id, &self.0.customer_external_id).await?;
+        Ok(Some(super::usage::Customer(row)))
+    }
     async fn customer_external_id(&self) -> &str {
         &self.0.customer_external_id
     }
@@ -180,6 +188,13 @@ async fn entry_page(
 /// A paid top-up, free grant or positive adjustment, consumed in the documented order.
 pub struct CreditLot(pub LotRow);
 
+/// A wallet an object of the same project links to; needs `READ`, however it was reached.
+async fn wallet_of(ctx: &Context<'_>, project_id: &str, wallet_id: &str) -> Result<Wallet> {
+    require_read(ctx, project_id)?;
+    let mut conn = db::get(&state(ctx).pool).await?;
+    Ok(Wallet(service::find_wallet(&mut conn, project_id, wallet_id).await?))
+}
+
 #[Object]
 impl CreditLot {
     pub async fn id(&self) -> ID {
@@ -187,6 +202,10 @@ impl CreditLot {
     }
     async fn source(&self) -> Result<LotSource> {
         parse_or_internal(&self.0.source)
+    }
+    /// The wallet the lot belongs to (scope `READ`).
+    async fn wallet(&self, ctx: &Context<'_>) -> Result<Wallet> {
+        wallet_of(ctx, &self.0.project_id, &self.0.wallet_id).await
     }
     async fn account_id(&self) -> ID {
         ID(self.0.account_id.clone())
@@ -402,6 +421,13 @@ impl LedgerEntry {
     }
     async fn wallet_id(&self) -> Option<ID> {
         self.posting.wallet_id.clone().map(ID)
+    }
+    /// The wallet a wallet-side posting moves (`null` for system accounts; scope `READ`).
+    async fn wallet(&self, ctx: &Context<'_>) -> Result<Option<Wallet>> {
+        match &self.posting.wallet_id {
+            Some(id) => Ok(Some(wallet_of(ctx, &self.posting.project_id, id).await?)),
+            None => Ok(None),
+        }
     }
     async fn lot_id(&self) -> Option<ID> {
         self.posting.lot_id.clone().map(ID)
