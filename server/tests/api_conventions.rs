@@ -36,7 +36,7 @@ async fn every_object_with_an_id_is_a_node_its_project_can_find() {
         &app,
         &key,
         "mutation($w: ID) { topUpWallet(input: { walletId: $w, amount: \"10\", idempotencyKey: \"t\" }) {
-            transaction { id entries { nodes { account { id } lotId } } } } }",
+            transaction { id entries { nodes { id account { id } lotId } } } } }",
         json!({ "w": wallet }),
     )
     .await;
@@ -60,6 +60,7 @@ async fn every_object_with_an_id_is_a_node_its_project_can_find() {
         (lot_entry["lotId"].clone(), "CreditLot"),
         (lot_entry["account"]["id"].clone(), "LedgerAccount"),
         (txn["id"].clone(), "LedgerTransaction"),
+        (lot_entry["id"].clone(), "LedgerEntry"),
     ];
     for (id, typename) in &cases {
         assert!(id.is_string(), "{typename}: no id in {created} {txn}");

@@ -193,7 +193,10 @@ async fn wallet_lots_and_transaction_entries_page_through_more_than_a_page() {
     )
     .await;
     assert_same_rows(&paged, &ids(whole.data()["ledgerEntries"]["nodes"].as_array().unwrap()));
-    let numeric: Vec<u64> = paged.iter().map(|id| id.parse().unwrap()).collect();
+    let numeric: Vec<u64> = paged
+        .iter()
+        .map(|id| id.strip_prefix("pst_").unwrap().parse().unwrap())
+        .collect();
     assert!(numeric.windows(2).all(|p| p[0] < p[1]), "posting order: {numeric:?}");
     let drawn: std::collections::BTreeSet<&str> = nodes.iter().filter_map(|n| n["lotId"].as_str()).collect();
     assert_eq!(drawn.len(), 5, "every lot drawn once: {nodes:?}");

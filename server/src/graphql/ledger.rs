@@ -389,6 +389,9 @@ impl TryFrom<AccountRow> for LedgerAccount {
     }
 }
 
+/// Postings are numbered by the database; their public id is this prefix and the number.
+pub const POSTING_ID_PREFIX: &str = "pst";
+
 /// One posting, explaining itself: its account, its transaction's cause and what it links to,
 /// and the wallet's running balance after it.
 pub struct LedgerEntry {
@@ -409,9 +412,9 @@ impl From<ledger_store::Entry> for LedgerEntry {
 
 #[Object]
 impl LedgerEntry {
-    /// Increasing in posting order.
+    /// `pst_` and the posting's number, increasing in posting order.
     pub async fn id(&self) -> ID {
-        ID(self.posting.id.to_string())
+        ID(format!("{POSTING_ID_PREFIX}_{}", self.posting.id))
     }
     async fn transaction(&self) -> LedgerTransaction {
         LedgerTransaction(self.transaction.clone())

@@ -8,7 +8,7 @@ use async_graphql::{Context, ID, Interface, Object};
 use super::{
     ApiKey, Project,
     credit_units::CreditUnit,
-    ledger::{CreditLot, LedgerAccount, LedgerTransaction, Wallet},
+    ledger::{CreditLot, LedgerAccount, LedgerEntry, LedgerTransaction, POSTING_ID_PREFIX, Wallet},
     principal, state,
     usage::{BillableMetric, Customer},
 };
@@ -26,11 +26,14 @@ use crate::{
 pub const MAX_NODES: usize = 100;
 
 /// An object with a global id.
+// A ledger entry carries its posting, transaction and account; a node lives for one response,
+// so its size does not matter, and async-graphql wants the object types themselves as variants.
+#[allow(clippy::large_enum_variant)]
 #[derive(Interface)]
 #[graphql(field(
     name = "id",
     ty = "ID",
-    desc = "Unique across Neruba, prefixed by its kind (`prj_`, `key_`, `cus_`, `bm_`, `cru_`, `wal_`, `lot_`, `acc_`, `txn_`); `node(id:)` finds it."
+    desc = "Unique across Neruba, prefixed by its kind (`prj_`, `key_`, `cus_`, `bm_`, `cru_`, `wal_`, `lot_`, `acc_`, `txn_`, `pst_`); `node(id:)` finds it."
 ))]
 pub enum Node {
     Project(Project),
@@ -42,6 +45,7 @@ pub enum Node {
     CreditLot(CreditLot),
     LedgerAccount(LedgerAccount),
     LedgerTransaction(LedgerTransaction),
+    LedgerEntry(LedgerEntry),
 }
 
 #[derive(Default)]
@@ -79,6 +83,9 @@ async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
     let Some((prefix, _)) = id.split_once('_') else {
         return Ok(None);
     };
+    if prefix == POSTING_ID_PREFIX {
+        return find_entry(ctx, principal, id).await;
+    }
     let table = match prefix {
         "prj" | "key" => None,
         "cus" => Some(IdTable::Customers),
@@ -142,4 +149,25 @@ async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
             .await?
             .map(|t| Node::LedgerTransaction(LedgerTransaction(t))),
     })
+}
+
+/// A ledger entry by its `pst_<number>` id.
+async fn find_entry(ctx: &Context<'_>, principal: &Principal, id: &str) -> Result<Option<Node>> {
+    let Some(number) = id
+        .strip_prefix(POSTING_ID_PREFIX)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .and_then(|n| n.parse::<u64>().ok())
+    else {
+        return Ok(None);
+    };
+    let mut conn = db::get(&state(ctx).pool).await?;
+    let Some(project_id) = ledger_store::posting_project(&mut conn, number).await? else {
+        return Ok(None);
+    };
+    if !sees(principal, &project_id, Scope::Read) {
+        return Ok(None);
+    }
+    Ok(ledger_store::find_entry(&mut conn, &project_id, number)
+        .await?
+        .map(|entry| Node::LedgerEntry(LedgerEntry::from(entry))))
 }

@@ -373,6 +373,22 @@ pub struct EntryFilter {
     pub until: Option<NaiveDateTime>,
 }
 
+/// The project of posting `id`, if it exists.
+pub async fn posting_project(conn: &mut Conn, id: u64) -> QueryResult<Option<String>> {
+    ledger_postings::table
+        .find(id)
+        .select(ledger_postings::project_id)
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Posting `id` of `project_id`, with its transaction and account.
+pub async fn find_entry(conn: &mut Conn, project_id: &str, id: u64) -> QueryResult<Option<Entry>> {
+    let found = list_entries(conn, project_id, &EntryFilter::default(), id.checked_sub(1), 1).await?;
+    Ok(found.into_iter().find(|(p, _, _)| p.id == id))
+}
+
 /// A posting with its transaction and account: an entry that explains itself.
 pub type Entry = (PostingRow, TransactionRow, AccountRow);
 
