@@ -19,19 +19,14 @@ async fn alive(app: &TestApp) {
 /// POSTs raw text to `/graphql` accepting `application/graphql-response+json`, where a request
 /// error (a document refused before execution) is a 400 rather than a 200 with `errors`.
 async fn post_graphql_raw(app: &TestApp, token: &str, body: String) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{}/graphql", app.base_url))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .header("accept", "application/graphql-response+json")
-        .body(body)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status();
-    let bytes = response.bytes().await.expect("body");
-    let body: Value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| panic!("{status}: not JSON: {}", String::from_utf8_lossy(&bytes)));
+    let (status, body) = common::post_raw_accepting(
+        app,
+        token,
+        "/graphql",
+        Some("application/graphql-response+json"),
+        body.into_bytes(),
+    )
+    .await;
     assert!(
         body["errors"][0]["extensions"]["code"].is_string() || status.is_success(),
         "{status} without a GraphQL error: {body}"

@@ -61,14 +61,25 @@ pub async fn count_keys(app: &TestApp, project_id: &str) -> usize {
 
 /// POSTs a JSON body (or raw bytes) to a plain HTTP route; returns status and JSON body.
 pub async fn post_raw(app: &TestApp, token: &str, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
+    post_raw_accepting(app, token, path, None, body).await
+}
+
+/// [`post_raw`] with an `Accept` header.
+pub async fn post_raw_accepting(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    accept: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let mut request = reqwest::Client::new()
         .post(format!("{}{path}", app.base_url))
         .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request");
+        .header("content-type", "application/json");
+    if let Some(accept) = accept {
+        request = request.header("accept", accept);
+    }
+    let response = request.body(body).send().await.expect("request");
     let status = response.status();
     let bytes = response.bytes().await.expect("body");
     let body = serde_json::from_slice(&bytes)
