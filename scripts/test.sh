@@ -11,9 +11,11 @@ claim_target_dir
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy (server, e2e; portal for wasm32)"
+step "cargo clippy (server, e2e; portal and rating engine for wasm32)"
 cargo clippy --workspace --exclude neruba-web --all-targets -- -D warnings
 cargo clippy -p neruba-web --target wasm32-unknown-unknown -- -D warnings
+# The rating engine must stay pure enough for the portal: it builds for wasm32.
+cargo clippy -p neruba-pricing --target wasm32-unknown-unknown -- -D warnings
 
 step "graphql-js: schema.graphql and every operation in README.md and docs/*.md"
 node "$ROOT/tools/graphql-check/check.mjs" || die "the schema or a documented GraphQL operation fails graphql-js validation (see above)"
