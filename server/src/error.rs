@@ -37,6 +37,8 @@ crate::text_enum::text_enum! {
         WalletExists = "WALLET_EXISTS",
         /// The credit unit's code exists with another definition (HTTP 409).
         CreditUnitExists = "CREDIT_UNIT_EXISTS",
+        /// The plan code exists with another definition; new definitions are new versions (HTTP 409).
+        PlanExists = "PLAN_EXISTS",
         /// The request body is over the limit (HTTP 413).
         PayloadTooLarge = "PAYLOAD_TOO_LARGE",
         /// The body is not JSON, or not a GraphQL request (HTTP 400).

@@ -8,6 +8,7 @@ pub use mimalloc::MiMalloc as Allocator;
 
 pub mod app;
 pub mod auth;
+pub mod billing;
 pub mod config;
 pub mod credit_units;
 pub mod currency;

@@ -58,6 +58,7 @@ struct Victim {
     top_up_txn: String,
     charge_txn: String,
     account: String,
+    plan: String,
     /// A key of A that the positive control of `revokeApiKey` revokes at the very end.
     spare_key_id: String,
     /// Every id of A's objects: none may appear in what B is answered.
@@ -160,7 +161,18 @@ async fn victim(app: &TestApp) -> Victim {
     )
     .await);
 
-    let mut ids = vec![project.clone(), wallet.clone()];
+    let plan = ok(&gql(
+        app,
+        &all,
+        "mutation { createPlan(input: { code: \"victim_plan\", definition: { name: \"Pro\", currency: \"USD\", interval: { unit: MONTH }, fixedFee: \"49\", charges: [{ metric: \"api_calls\", price: { perUnit: { unitAmount: \"0.01\" } } }] } }) { planVersion { id plan { id } charges { id } } } }",
+        json!({}),
+    )
+    .await);
+    let plan_id = str_at(&plan, "/createPlan/planVersion/plan/id");
+
+    let mut ids = vec![project.clone(), wallet.clone(), plan_id.clone()];
+    ids.push(str_at(&plan, "/createPlan/planVersion/id"));
+    ids.push(str_at(&plan, "/createPlan/planVersion/charges/0/id"));
     ids.push(str_at(&customer, "/createCustomer/customer/id"));
     for e in batch["ingestUsageBatch"]["results"].as_array().unwrap() {
         ids.push(str_at(e, "/event/id"));
@@ -191,6 +203,7 @@ async fn victim(app: &TestApp) -> Victim {
         top_up_txn: str_at(&top_up, "/topUpWallet/transaction/id"),
         charge_txn: str_at(&charge, "/ingestCharge/transaction/id"),
         account: str_at(&charge, "/ingestCharge/transaction/entries/nodes/0/account/id"),
+        plan: plan_id,
         project,
         all,
         single,
@@ -499,6 +512,66 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
         },
         Case {
             root: Query,
+            field: "quotePrice",
+            need: READ,
+            own: doc(
+                "{ quotePrice(input: { currency: \"USD\", quantity: \"2\", price: { perUnit: { unitAmount: \"1\" } } }) { total { amount } } }",
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                "query($p: ID) { quotePrice(input: { projectId: $p, currency: \"USD\", quantity: \"2\", price: { perUnit: { unitAmount: \"1\" } } }) { total { amount } } }",
+                p.clone(),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Query,
+            field: "plans",
+            need: READ,
+            own: doc(
+                "{ plans { edges { node { id code latestVersion { id charges { id } } } } } }",
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "{ plans { edges { node { id code } } } }",
+                    json!({}),
+                    Empty("/plans/edges"),
+                ),
+                doc(
+                    "query($p: ID) { plans(projectId: $p) { edges { node { id } } } }",
+                    p.clone(),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Query,
+            field: "plan",
+            need: READ,
+            own: doc(
+                "{ plan(code: \"victim_plan\") { id latestVersion { id } } }",
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc("{ plan(code: \"victim_plan\") { id } }", json!({}), Null("/plan")),
+                doc(
+                    "query($id: ID) { plan(id: $id) { id } }",
+                    json!({ "id": a.plan }),
+                    Null("/plan"),
+                ),
+                doc(
+                    "query($p: ID) { plan(projectId: $p, code: \"victim_plan\") { id } }",
+                    p.clone(),
+                    Null("/plan"),
+                ),
+            ],
+        },
+        Case {
+            root: Query,
             field: "wallet",
             need: READ,
             own: doc(
@@ -791,6 +864,36 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
             cross: vec![doc(
                 "mutation($p: ID) { createCreditUnit(input: { projectId: $p, code: \"VICTIM_CREDITS\", name: \"Credits\", decimals: 2 }) { creditUnit { id code } } }",
                 p.clone(),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Mutation,
+            field: "createPlan",
+            need: BILLING,
+            own: doc(
+                "mutation { createPlan(input: { code: \"hostile\", definition: { name: \"h\", currency: \"USD\", interval: { unit: MONTH } } }) { planVersion { id } } }",
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                "mutation($p: ID) { createPlan(input: { projectId: $p, code: \"victim_plan\", definition: { name: \"h\", currency: \"USD\", interval: { unit: MONTH } } }) { planVersion { id } } }",
+                p.clone(),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Mutation,
+            field: "createPlanVersion",
+            need: BILLING,
+            own: doc(
+                "mutation($id: ID!) { createPlanVersion(input: { planId: $id, definition: { name: \"Pro\", currency: \"USD\", interval: { unit: MONTH }, fixedFee: \"49\", charges: [{ metric: \"api_calls\", price: { perUnit: { unitAmount: \"0.01\" } } }] } }) { created planVersion { id } } }",
+                json!({ "id": a.plan }),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                "mutation($id: ID!) { createPlanVersion(input: { planId: $id, definition: { name: \"h\", currency: \"USD\", interval: { unit: MONTH } } }) { planVersion { id } } }",
+                json!({ "id": a.plan }),
                 NotFound,
             )],
         },
@@ -1225,6 +1328,7 @@ fn every_root_field_of_the_schema_has_an_entry_in_the_hostile_table() {
         top_up_txn: "txn_a".into(),
         charge_txn: "txn_b".into(),
         account: "acc_a".into(),
+        plan: "pln_a".into(),
         spare_key_id: "key_a".into(),
         ids: vec![],
     };

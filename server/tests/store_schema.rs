@@ -62,6 +62,9 @@ async fn the_hand_written_schema_matches_the_migrated_tables() {
         credit_lots,
         ledger_outbox,
         credit_units,
+        plans,
+        plan_versions,
+        plan_charges,
     );
     let tables: Vec<Count> = diesel::sql_query(format!(
         "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = '{}' \

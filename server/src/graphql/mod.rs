@@ -2,6 +2,7 @@
 //! [`Principal`] in the request data and the [`AppState`] in the schema data.
 
 mod admin;
+mod billing;
 mod credit_units;
 mod ledger;
 pub mod limits;
@@ -28,6 +29,8 @@ pub struct QueryRoot(
     usage::UsageQuery,
     ledger::LedgerQuery,
     credit_units::CreditUnitQuery,
+    billing::BillingQuery,
+    billing::PlanQuery,
     node::NodeQuery,
 );
 
@@ -38,6 +41,7 @@ pub struct MutationRoot(
     usage::UsageMutation,
     ledger::LedgerMutation,
     credit_units::CreditUnitMutation,
+    billing::PlanMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -50,6 +50,8 @@ pub enum CursorKind {
     Lot,
     LedgerEntry,
     UsageGroup,
+    Plan,
+    PlanVersion,
 }
 
 impl CursorKind {
@@ -63,6 +65,8 @@ impl CursorKind {
             CursorKind::Lot => "lot",
             CursorKind::LedgerEntry => "entry",
             CursorKind::UsageGroup => "group",
+            CursorKind::Plan => "plan",
+            CursorKind::PlanVersion => "planversion",
         }
     }
 }
@@ -142,6 +146,8 @@ mod tests {
             CursorKind::Lot,
             CursorKind::LedgerEntry,
             CursorKind::UsageGroup,
+            CursorKind::Plan,
+            CursorKind::PlanVersion,
         ];
         for kind in kinds {
             for key in ["wal_01JX", "42", "1764547200000000.7", "", "a:b:c", "ünï/cødé+=?"] {

@@ -104,3 +104,14 @@ pub async fn aggregate(conn: &mut Conn, sql: &str, binds: Vec<Bind>) -> QueryRes
     }
     query.load(conn).await
 }
+
+/// The project's metric with this id.
+pub async fn find_by_id(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<MetricRow>> {
+    billable_metrics::table
+        .filter(billable_metrics::project_id.eq(project_id))
+        .filter(billable_metrics::id.eq(id))
+        .select(MetricRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}

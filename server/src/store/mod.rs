@@ -6,6 +6,7 @@ pub mod billable_metrics;
 pub mod credit_units;
 pub mod customers;
 pub mod ledger;
+pub mod plans;
 pub mod projects;
 pub mod schema;
 pub mod usage_events;

@@ -177,10 +177,54 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    plans (id) {
+        id -> Varchar,
+        project_id -> Varchar,
+        code -> Varchar,
+        latest_version -> Unsigned<Integer>,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    plan_versions (id) {
+        id -> Varchar,
+        plan_id -> Varchar,
+        project_id -> Varchar,
+        version -> Unsigned<Integer>,
+        name -> Varchar,
+        currency -> Varchar,
+        interval_unit -> Varchar,
+        interval_count -> Unsigned<Smallint>,
+        fixed_fee -> Decimal,
+        fixed_fee_timing -> Varchar,
+        minimum_commitment -> Nullable<Decimal>,
+        included_credits -> Nullable<Decimal>,
+        included_credits_currency -> Nullable<Varchar>,
+        trial_days -> Unsigned<Smallint>,
+        definition_hash -> Char,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    plan_charges (id) {
+        id -> Varchar,
+        plan_version_id -> Varchar,
+        position -> Unsigned<Smallint>,
+        metric_id -> Varchar,
+        charge -> Text,
+    }
+}
+
 diesel::joinable!(api_keys -> projects (project_id));
 diesel::joinable!(customers -> projects (project_id));
 diesel::joinable!(billable_metrics -> projects (project_id));
 diesel::joinable!(credit_units -> projects (project_id));
+diesel::joinable!(plans -> projects (project_id));
+diesel::joinable!(plan_versions -> plans (plan_id));
+diesel::joinable!(plan_charges -> plan_versions (plan_version_id));
 diesel::joinable!(ledger_postings -> ledger_transactions (transaction_id));
 diesel::joinable!(ledger_postings -> ledger_accounts (account_id));
 diesel::joinable!(credit_lots -> wallets (wallet_id));
@@ -197,4 +241,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     credit_lots,
     ledger_outbox,
     credit_units,
+    plans,
+    plan_versions,
+    plan_charges,
 );

@@ -1,0 +1,3 @@
+DROP TABLE plan_charges;
+DROP TABLE plan_versions;
+DROP TABLE plans;
