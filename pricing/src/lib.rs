@@ -17,6 +17,7 @@
 mod arith;
 mod charge;
 mod percentage;
+pub mod periods;
 mod price;
 pub mod proration;
 mod rating;
