@@ -39,6 +39,8 @@ crate::text_enum::text_enum! {
         CreditUnitExists = "CREDIT_UNIT_EXISTS",
         /// The plan code exists with another definition; new definitions are new versions (HTTP 409).
         PlanExists = "PLAN_EXISTS",
+        /// The customer has a live subscription to that plan already (HTTP 409).
+        SubscriptionExists = "SUBSCRIPTION_EXISTS",
         /// The request body is over the limit (HTTP 413).
         PayloadTooLarge = "PAYLOAD_TOO_LARGE",
         /// The body is not JSON, or not a GraphQL request (HTTP 400).

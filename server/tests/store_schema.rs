@@ -65,6 +65,8 @@ async fn the_hand_written_schema_matches_the_migrated_tables() {
         plans,
         plan_versions,
         plan_charges,
+        subscriptions,
+        subscription_changes,
     );
     let tables: Vec<Count> = diesel::sql_query(format!(
         "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = '{}' \

@@ -3,3 +3,4 @@
 //! this module validates definitions against the project (metrics, units) and stores them.
 
 pub mod plans;
+pub mod subscriptions;

@@ -9,6 +9,7 @@ pub mod ledger;
 pub mod plans;
 pub mod projects;
 pub mod schema;
+pub mod subscriptions;
 pub mod usage_events;
 
 pub use diesel_async::AsyncMysqlConnection as Conn;

@@ -218,6 +218,38 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    subscriptions (id) {
+        id -> Varchar,
+        project_id -> Varchar,
+        customer_id -> Varchar,
+        plan_id -> Varchar,
+        plan_version_id -> Varchar,
+        billing_anchor -> Varchar,
+        starts_at -> Datetime,
+        trial_ends_at -> Nullable<Datetime>,
+        ends_at -> Nullable<Datetime>,
+        canceled_at -> Nullable<Datetime>,
+        live -> Nullable<Tinyint>,
+        idempotency_key -> Varchar,
+        request_hash -> Binary,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    subscription_changes (seq) {
+        seq -> Unsigned<Bigint>,
+        subscription_id -> Varchar,
+        project_id -> Varchar,
+        kind -> Varchar,
+        plan_version_id -> Varchar,
+        effective_at -> Datetime,
+        actor -> Varchar,
+        created_at -> Datetime,
+    }
+}
+
 diesel::joinable!(api_keys -> projects (project_id));
 diesel::joinable!(customers -> projects (project_id));
 diesel::joinable!(billable_metrics -> projects (project_id));
@@ -244,4 +276,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     plans,
     plan_versions,
     plan_charges,
+    subscriptions,
+    subscription_changes,
 );

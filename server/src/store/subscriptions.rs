@@ -1,0 +1,161 @@
+//! The `subscriptions` and `subscription_changes` tables.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use super::{
+    Conn,
+    schema::{subscription_changes, subscriptions},
+};
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = subscriptions, check_for_backend(diesel::mysql::Mysql))]
+pub struct SubscriptionRow {
+    pub id: String,
+    pub project_id: String,
+    pub customer_id: String,
+    pub plan_id: String,
+    pub plan_version_id: String,
+    pub billing_anchor: String,
+    pub starts_at: NaiveDateTime,
+    pub trial_ends_at: Option<NaiveDateTime>,
+    pub ends_at: Option<NaiveDateTime>,
+    pub canceled_at: Option<NaiveDateTime>,
+    pub live: Option<i8>,
+    pub idempotency_key: String,
+    pub request_hash: Vec<u8>,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = subscription_changes, check_for_backend(diesel::mysql::Mysql))]
+pub struct ChangeRow {
+    pub seq: u64,
+    pub subscription_id: String,
+    pub project_id: String,
+    pub kind: String,
+    pub plan_version_id: String,
+    pub effective_at: NaiveDateTime,
+    pub actor: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = subscription_changes)]
+pub struct NewChange<'a> {
+    pub subscription_id: &'a str,
+    pub project_id: &'a str,
+    pub kind: &'a str,
+    pub plan_version_id: &'a str,
+    pub effective_at: NaiveDateTime,
+    pub actor: &'a str,
+    pub created_at: NaiveDateTime,
+}
+
+pub async fn insert(conn: &mut Conn, row: &SubscriptionRow) -> QueryResult<usize> {
+    diesel::insert_into(subscriptions::table)
+        .values(row)
+        .execute(conn)
+        .await
+}
+
+pub async fn insert_change(conn: &mut Conn, change: &NewChange<'_>) -> QueryResult<usize> {
+    diesel::insert_into(subscription_changes::table)
+        .values(change)
+        .execute(conn)
+        .await
+}
+
+pub async fn find(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<SubscriptionRow>> {
+    subscriptions::table
+        .filter(subscriptions::project_id.eq(project_id))
+        .filter(subscriptions::id.eq(id))
+        .select(SubscriptionRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn lock(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<SubscriptionRow>> {
+    subscriptions::table
+        .filter(subscriptions::project_id.eq(project_id))
+        .filter(subscriptions::id.eq(id))
+        .select(SubscriptionRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn find_by_idempotency_key(
+    conn: &mut Conn,
+    project_id: &str,
+    key: &str,
+) -> QueryResult<Option<SubscriptionRow>> {
+    subscriptions::table
+        .filter(subscriptions::project_id.eq(project_id))
+        .filter(subscriptions::idempotency_key.eq(key))
+        .select(SubscriptionRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn cancel(
+    conn: &mut Conn,
+    id: &str,
+    ends_at: NaiveDateTime,
+    canceled_at: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(subscriptions::table.filter(subscriptions::id.eq(id)))
+        .set((
+            subscriptions::ends_at.eq(Some(ends_at)),
+            subscriptions::canceled_at.eq(Some(canceled_at)),
+            subscriptions::live.eq(None::<i8>),
+        ))
+        .execute(conn)
+        .await
+}
+
+/// A page of the project's subscriptions (a customer's, when given), by id, after `after_id`.
+pub async fn list(
+    conn: &mut Conn,
+    project_id: &str,
+    customer_id: Option<&str>,
+    after_id: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<SubscriptionRow>> {
+    let mut query = subscriptions::table
+        .filter(subscriptions::project_id.eq(project_id))
+        .select(SubscriptionRow::as_select())
+        .order(subscriptions::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(customer) = customer_id {
+        query = query.filter(subscriptions::customer_id.eq(customer.to_string()));
+    }
+    if let Some(after) = after_id {
+        query = query.filter(subscriptions::id.gt(after.to_string()));
+    }
+    query.load(conn).await
+}
+
+/// A page of a subscription's changes, oldest first, after `after_seq`.
+pub async fn changes(
+    conn: &mut Conn,
+    subscription_id: &str,
+    after_seq: Option<u64>,
+    limit: i64,
+) -> QueryResult<Vec<ChangeRow>> {
+    let mut query = subscription_changes::table
+        .filter(subscription_changes::subscription_id.eq(subscription_id))
+        .select(ChangeRow::as_select())
+        .order(subscription_changes::seq.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after_seq {
+        query = query.filter(subscription_changes::seq.gt(after));
+    }
+    query.load(conn).await
+}
