@@ -314,7 +314,7 @@ async fn a_frozen_database_opens_the_breaker_and_the_pool_recovers_when_it_resum
 // Under load: ingest and charges while the database stops, comes back, and freezes.
 
 const WALLET: &str = "mutation($i: CreateWalletInput!) { createWallet(input: $i) { wallet { id } } }";
-const TOP_UP: &str = "mutation($i: CreditInput!) { topUpWallet(input: $i) { wallet { balance } } }";
+const TOP_UP: &str = "mutation($i: CreditInput!) { topUpWallet(input: $i) { wallet { balance { amount } } } }";
 const FUNDS: i64 = 1_000_000;
 
 #[derive(Clone, Debug)]
@@ -622,12 +622,16 @@ async fn acknowledged_writes_survive_a_stopped_and_a_frozen_database_under_load(
     let balance = gql(
         &app,
         &key,
-        "query($id: ID!) { wallet(id: $id) { balance } }",
+        "query($id: ID!) { wallet(id: $id) { balance { amount } } }",
         json!({ "id": wallet }),
     )
     .await;
     let expected = rust_decimal::Decimal::new(FUNDS * 100 - charged_cents, 2);
-    let balance: rust_decimal::Decimal = balance.data()["wallet"]["balance"].as_str().unwrap().parse().unwrap();
+    let balance: rust_decimal::Decimal = balance.data()["wallet"]["balance"]["amount"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(balance, expected);
 
     let mut conn = db::get(&app.pool).await.unwrap();

@@ -368,8 +368,8 @@ const CHARGE: Need = Need::Scope(&["INGEST", "BILLING"]);
 /// Money data selected under every wallet and transaction, so a refusal that leaks through a
 /// nested field is caught by the "no A ids in data" check. Nested pages are small: each is
 /// costed at its size, and the victim has a few rows of each.
-const WALLET: &str = "id customerExternalId currency balance balanceInMoney policy creditLimit lowBalanceThreshold belowThreshold lots(first: 5) { nodes { id accountId originalAmount remaining } } createdAt updatedAt";
-const TXN: &str = "id walletId cause causeId amount idempotencyKey description actor { kind apiKeyId apiKey { id name } } balanceAfter entries(first: 10) { nodes { id amount balanceAfter walletId lotId account { id kind code } } }";
+const WALLET: &str = "id customerExternalId currency balance { amount currency formatted } balanceInMoney { amount currency } unitValue { amount } policy creditLimit { amount } lowBalanceThreshold { amount } belowThreshold lots(first: 5) { nodes { id accountId originalAmount { amount } remaining { amount } } } createdAt updatedAt";
+const TXN: &str = "id walletId cause causeId amount { amount currency } idempotencyKey description actor { kind apiKeyId apiKey { id name } } balanceAfter { amount } entries(first: 10) { nodes { id amount { amount } balanceAfter { amount } walletId lotId account { id kind code } } }";
 
 fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
     use Expect::*;
@@ -382,8 +382,9 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
     let customer_sel = format!(
         "id externalId name metadata wallets(first: 10) {{ nodes {{ {WALLET} }} }} events(first: 10) {{ edges {{ node {{ id quantity properties }} }} }} usage(metric: \"api_calls\", from: \"2000-01-01T00:00:00Z\", to: \"2100-01-01T00:00:00Z\") {{ value }}"
     );
-    let entries =
-        format!("edges {{ node {{ id amount balanceAfter account {{ id code }} transaction {{ {TXN} }} }} }}");
+    let entries = format!(
+        "edges {{ node {{ id amount {{ amount }} balanceAfter {{ amount }} account {{ id code }} transaction {{ {TXN} }} }} }}"
+    );
     vec![
         // ---- Query
         Case {
@@ -606,12 +607,12 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
             own: doc("{ node(id: \"wal_unknown\") { id } }", json!({}), Null("/node")),
             cross: vec![
                 doc(
-                    "query($w: ID!) { node(id: $w) { id ... on Wallet { balance } } }",
+                    "query($w: ID!) { node(id: $w) { id ... on Wallet { balance { amount } } } }",
                     json!({ "w": a.wallet }),
                     Null("/node"),
                 ),
                 doc(
-                    "query($t: ID!) { node(id: $t) { id ... on LedgerTransaction { amount } } }",
+                    "query($t: ID!) { node(id: $t) { id ... on LedgerTransaction { amount { amount } } } }",
                     json!({ "t": a.charge_txn }),
                     Null("/node"),
                 ),
@@ -1010,18 +1011,18 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
             field: "balanceChanged",
             need: READ,
             own: doc(
-                "subscription($w: ID) { balanceChanged(walletId: $w) { walletId balance } }",
+                "subscription($w: ID) { balanceChanged(walletId: $w) { walletId balance { amount } } }",
                 w.clone(),
                 OwnOnly,
             ),
             cross: vec![
                 doc(
-                    "subscription($w: ID) { balanceChanged(walletId: $w) { walletId balance delta transactionId } }",
+                    "subscription($w: ID) { balanceChanged(walletId: $w) { walletId balance { amount } delta { amount } transactionId } }",
                     w.clone(),
                     NotFound,
                 ),
                 doc(
-                    "subscription($p: ID) { balanceChanged(projectId: $p, afterSequence: \"0\") { walletId balance delta transactionId } }",
+                    "subscription($p: ID) { balanceChanged(projectId: $p, afterSequence: \"0\") { walletId balance { amount } delta { amount } transactionId } }",
                     p.clone(),
                     NotFound,
                 ),
@@ -1542,8 +1543,8 @@ async fn a_subscriber_in_another_project_hears_nothing_of_the_victims_wallet() {
     // B watches "its" customer with A's external id, and all of its own wallets.
     let mut sockets = Vec::new();
     for query in [
-        "subscription($c: String) { balanceChanged(customerExternalId: $c) { walletId balance } }",
-        "subscription { balanceChanged(afterSequence: \"0\") { walletId balance } }",
+        "subscription($c: String) { balanceChanged(customerExternalId: $c) { walletId balance { amount } } }",
+        "subscription { balanceChanged(afterSequence: \"0\") { walletId balance { amount } } }",
         "subscription { projectEvents { kind apiKey { id } } }",
     ] {
         let mut socket = ws_open(&app).await;
@@ -1599,7 +1600,7 @@ async fn an_ingest_only_key_cannot_read_lots_or_postings_through_ingest_charge()
     let body = gql(
         &app,
         &a.single["INGEST"],
-        "mutation($w: ID) { ingestCharge(input: { walletId: $w, amount: \"1\", idempotencyKey: \"ingest-peek\" }) { replayed wallet { id lots { nodes { id remaining originalAmount } } } transaction { id entries { nodes { id amount account { id code } } } } } }",
+        "mutation($w: ID) { ingestCharge(input: { walletId: $w, amount: \"1\", idempotencyKey: \"ingest-peek\" }) { replayed wallet { id lots { nodes { id remaining { amount } originalAmount { amount } } } } transaction { id entries { nodes { id amount { amount } account { id code } } } } } }",
         json!({ "w": a.wallet }),
     )
     .await
@@ -1658,7 +1659,7 @@ async fn a_no_op_update_wallet_changes_nothing() {
     let current = gql(
         &app,
         &a.all,
-        "query($w: ID!) { wallet(id: $w) { policy creditLimit lowBalanceThreshold updatedAt } }",
+        "query($w: ID!) { wallet(id: $w) { policy creditLimit { amount } lowBalanceThreshold { amount } updatedAt } }",
         json!({ "w": a.wallet }),
     )
     .await;
@@ -1670,7 +1671,7 @@ async fn a_no_op_update_wallet_changes_nothing() {
         &app,
         billing,
         "mutation($w: ID!, $p: WalletPolicy, $l: Decimal, $t: Decimal) { updateWallet(input: { walletId: $w, policy: $p, creditLimit: $l, lowBalanceThreshold: $t }) { wallet { updatedAt } } }",
-        json!({ "w": a.wallet, "p": current["policy"], "l": current["creditLimit"], "t": current["lowBalanceThreshold"] }),
+        json!({ "w": a.wallet, "p": current["policy"], "l": current["creditLimit"]["amount"], "t": current["lowBalanceThreshold"]["amount"] }),
     )
     .await;
     assert_eq!(
@@ -1701,7 +1702,7 @@ async fn a_key_revoked_while_its_socket_is_open_starts_nothing_more() {
     app.revoke_api_key_by_secret(&key).await;
     ws_send(
         &mut socket,
-        json!({ "id": "2", "type": "subscribe", "payload": { "query": "subscription { balanceChanged { walletId balance } }" } }),
+        json!({ "id": "2", "type": "subscribe", "payload": { "query": "subscription { balanceChanged { walletId balance { amount } } }" } }),
     )
     .await;
     match ws_next(&mut socket, Duration::from_secs(5)).await {

@@ -139,7 +139,7 @@ async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
             .map(|w| Node::Wallet(Wallet(w))),
         IdTable::CreditLots => ledger_store::find_lot(conn, p, id)
             .await?
-            .map(|l| Node::CreditLot(CreditLot(l))),
+            .map(|(lot, currency)| Node::CreditLot(CreditLot { lot, currency })),
         IdTable::LedgerAccounts => ledger_store::find_account_by_id(conn, p, id)
             .await?
             .map(LedgerAccount::try_from)
