@@ -11,7 +11,9 @@ use futures_util::{Stream, StreamExt};
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::{
-    Decimal, Money, opt_id,
+    Decimal, Money,
+    loaders::{CustomerLoader, WalletLoader, load_link},
+    opt_id,
     pagination::{self, CursorKind},
     principal, require_read, resolve_project, state, utc,
 };
@@ -63,8 +65,7 @@ impl Wallet {
     /// has `null` here, with an error).
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<super::usage::Customer>> {
         require_read(ctx, &self.0.project_id)?;
-        let mut conn = db::get(&state(ctx).pool).await?;
-        let row = crate::customers::find_customer(&mut conn, &self.0.project_id, &self.0.customer_external_id).await?;
+        let row = load_link::<CustomerLoader>(ctx, &self.0.project_id, &self.0.customer_id, "customer").await?;
         Ok(Some(super::usage::Customer(row)))
     }
     async fn customer_external_id(&self) -> &str {
@@ -213,10 +214,12 @@ impl CreditLot {
 }
 
 /// A wallet an object of the same project links to; needs `READ`, however it was reached.
+/// Batched: a page of rows linking to wallets is one query.
 async fn wallet_of(ctx: &Context<'_>, project_id: &str, wallet_id: &str) -> Result<Wallet> {
     require_read(ctx, project_id)?;
-    let mut conn = db::get(&state(ctx).pool).await?;
-    Ok(Wallet(service::find_wallet(&mut conn, project_id, wallet_id).await?))
+    Ok(Wallet(
+        load_link::<WalletLoader>(ctx, project_id, wallet_id, "wallet").await?,
+    ))
 }
 
 #[Object]
@@ -448,6 +451,7 @@ impl LedgerEntry {
     pub async fn id(&self) -> ID {
         ID(format!("{POSTING_ID_PREFIX}_{}", self.posting.id))
     }
+    /// The transaction the posting belongs to (read with the entry: no query of its own).
     async fn transaction(&self) -> LedgerTransaction {
         LedgerTransaction(self.transaction.clone())
     }

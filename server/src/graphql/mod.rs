@@ -5,6 +5,7 @@ mod admin;
 mod credit_units;
 mod ledger;
 pub mod limits;
+pub mod loaders;
 pub mod money;
 mod node;
 pub mod pagination;
@@ -57,7 +58,7 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
 /// The executable schema, with limits from the configuration.
 pub fn schema(state: AppState) -> NerubaSchema {
     let config = state.config.clone();
-    builder()
+    loaders::register(builder(), &state)
         .limit_depth(config.graphql_max_depth)
         .limit_complexity(config.graphql_max_complexity)
         .extension(limits::NestingLimit)

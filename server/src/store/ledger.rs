@@ -150,6 +150,20 @@ pub async fn find_wallet(conn: &mut Conn, project_id: &str, id: &str) -> QueryRe
         .optional()
 }
 
+/// The wallets of `project_id` among `ids` (any order; absent ones are left out): the links to
+/// wallets of a page of rows, in one query.
+pub async fn find_wallets(conn: &mut Conn, project_id: &str, ids: &[&str]) -> QueryResult<Vec<WalletRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    wallets::table
+        .filter(wallets::project_id.eq(project_id))
+        .filter(wallets::id.eq_any(ids))
+        .select(WalletRow::as_select())
+        .load(conn)
+        .await
+}
+
 pub async fn find_wallet_by_customer(
     conn: &mut Conn,
     project_id: &str,
