@@ -12,10 +12,12 @@
 //! - [`Charge`] is a price with the terms every usage charge may carry: free units and a minimum;
 //! - [`rate`] turns a charge and its [`Usage`] into a [`Rating`]: exact amount plus [`Step`]s;
 //! - [`Charge::bill`] turns a rating into invoice lines rounded to the currency's minor units;
-//! - [`proration`] splits fixed fees by days.
+//! - [`proration`] splits fixed fees by days, [`periods`] lays out billing periods;
+//! - [`invoice::compute`] puts an invoice together in the documented order.
 
 mod arith;
 mod charge;
+pub mod invoice;
 mod percentage;
 pub mod periods;
 mod price;

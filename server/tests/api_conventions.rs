@@ -26,6 +26,7 @@ async fn every_object_with_an_id_is_a_node_its_project_can_find() {
             metric: createBillableMetric(input: { code: \"calls\", name: \"Calls\", aggregation: COUNT }) { billableMetric { id } }
             customer: createCustomer(input: { externalId: \"acme\" }) { customer { id } }
             wallet: createWallet(input: { customerExternalId: \"acme\", currency: \"USD\" }) { wallet { id } }
+            event: ingestUsage(input: { event: { idempotencyKey: \"e1\", customerExternalId: \"acme\", metric: \"calls\" } }) { event { id } }
         }",
         json!({}),
     )
@@ -55,6 +56,7 @@ async fn every_object_with_an_id_is_a_node_its_project_can_find() {
         (key_id.clone(), "ApiKey"),
         (created["customer"]["customer"]["id"].clone(), "Customer"),
         (created["metric"]["billableMetric"]["id"].clone(), "BillableMetric"),
+        (created["event"]["event"]["id"].clone(), "UsageEvent"),
         (created["unit"]["creditUnit"]["id"].clone(), "CreditUnit"),
         (wallet.clone(), "Wallet"),
         (lot_entry["lotId"].clone(), "CreditLot"),
@@ -111,6 +113,9 @@ async fn every_object_with_an_id_is_a_node_its_project_can_find() {
         "nothing",
         "xyz_123",
         "wal_'; DROP TABLE wallets; --",
+        "evt_",
+        "evt_01ZZZZZZZZZZZZZZZZZZZZZZZZ",
+        "evt_'; DROP TABLE usage_events; --",
         "prj_\u{0}",
     ] {
         assert!(node(&app, &key, &json!(odd)).await.is_null(), "{odd:?}");
@@ -154,4 +159,56 @@ async fn objects_link_to_each_other() {
             assert!(e["wallet"].is_null());
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_usage_event_is_found_by_its_id_in_its_own_project_only() {
+    let app = TestApp::spawn().await;
+    let (project, key) = project_with_key(&app, "A").await;
+    let (_, other) = project_with_key(&app, "B").await;
+    let ingest = "mutation($k: String!) { ingestUsage(input: { event: {
+        idempotencyKey: $k, customerExternalId: \"acme\", metric: \"calls\", quantity: \"2.5\",
+        occurredAt: \"2026-11-10T12:00:00Z\", properties: { region: \"eu\" } } }) { event { id } } }";
+    let mine = gql(&app, &key, ingest, json!({ "k": "same-key" })).await.data()["ingestUsage"]["event"]["id"].clone();
+    // The same idempotency key in another project is another event, with its own id.
+    let theirs =
+        gql(&app, &other, ingest, json!({ "k": "same-key" })).await.data()["ingestUsage"]["event"]["id"].clone();
+    assert_ne!(mine, theirs);
+
+    let r = gql(
+        &app,
+        &key,
+        "query($id: ID!) {
+            node(id: $id) { id ... on UsageEvent { idempotencyKey customerExternalId metric quantity occurredAt properties } }
+            customer(externalId: \"acme\") { events(first: 1) { nodes { id } } } }",
+        json!({ "id": mine }),
+    )
+    .await;
+    assert_eq!(
+        r.data()["node"],
+        json!({ "id": mine, "idempotencyKey": "same-key", "customerExternalId": "acme", "metric": "calls",
+                "quantity": "2.5", "occurredAt": "2026-11-10T12:00:00+00:00", "properties": { "region": "eu" } })
+    );
+    // The id `node` finds is the one the customer's event list shows.
+    assert_eq!(r.data()["customer"]["events"]["nodes"][0]["id"], mine);
+    // Each project sees its own event and not the other's: null, as for an unknown id.
+    assert_eq!(node(&app, &other, &theirs).await["id"], theirs);
+    assert!(node(&app, &other, &mine).await.is_null());
+    assert!(node(&app, &key, &theirs).await.is_null());
+    // `nodes` mixes them in the order asked; the operator sees both.
+    let r = gql(
+        &app,
+        &key,
+        "query($ids: [ID!]!) { nodes(ids: $ids) { __typename id } }",
+        json!({ "ids": [theirs, mine] }),
+    )
+    .await;
+    assert_eq!(
+        r.data()["nodes"],
+        json!([null, { "__typename": "UsageEvent", "id": mine }])
+    );
+    assert_eq!(node(&app, &app.admin_token, &theirs).await["id"], theirs);
+    // An events-only key (INGEST) does not read events back.
+    let ingest_only = app.create_api_key(&project, &["ingest"]).await;
+    assert!(node(&app, &ingest_only, &mine).await.is_null());
 }

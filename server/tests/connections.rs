@@ -149,9 +149,12 @@ async fn wallet_lots_and_transaction_entries_page_through_more_than_a_page() {
     }
 
     let lots = "query($w: ID!, $after: String) { wallet(id: $w) {
-        lots(first: 2, after: $after) { edges { cursor node { id remaining } } pageInfo { hasNextPage hasPreviousPage endCursor } } } }";
+        lots(first: 2, after: $after) { edges { cursor node { id remaining { amount } } } pageInfo { hasNextPage hasPreviousPage endCursor } } } }";
     let (nodes, cursors) = page_through(&s, lots, json!({ "w": w }), "/wallet/lots").await;
-    let remaining: Vec<&str> = nodes.iter().map(|n| n["remaining"].as_str().unwrap()).collect();
+    let remaining: Vec<&str> = nodes
+        .iter()
+        .map(|n| n["remaining"]["amount"].as_str().unwrap())
+        .collect();
     assert_eq!(remaining, ["1", "2", "3", "4", "5"], "oldest first");
     let paged = ids(&nodes);
     let whole = gql(
@@ -171,17 +174,17 @@ async fn wallet_lots_and_transaction_entries_page_through_more_than_a_page() {
     let r = gql(
         &s.app,
         &s.key,
-        "mutation($w: ID) { ingestCharge(input: { walletId: $w, amount: \"15\", idempotencyKey: \"all\" }) { wallet { balance } transaction { id } } }",
+        "mutation($w: ID) { ingestCharge(input: { walletId: $w, amount: \"15\", idempotencyKey: \"all\" }) { wallet { balance { amount } } transaction { id } } }",
         json!({ "w": w }),
     )
     .await;
-    assert_eq!(r.data()["ingestCharge"]["wallet"]["balance"], "0");
+    assert_eq!(r.data()["ingestCharge"]["wallet"]["balance"]["amount"], "0");
     let t = r.data()["ingestCharge"]["transaction"]["id"]
         .as_str()
         .unwrap()
         .to_string();
     let entries = "query($t: ID!, $after: String) { ledgerTransaction(id: $t) {
-        entries(first: 2, after: $after) { edges { cursor node { id amount lotId } } pageInfo { hasNextPage hasPreviousPage endCursor } } } }";
+        entries(first: 2, after: $after) { edges { cursor node { id amount { amount } lotId } } pageInfo { hasNextPage hasPreviousPage endCursor } } } }";
     let (nodes, cursors) = page_through(&s, entries, json!({ "t": t }), "/ledgerTransaction/entries").await;
     assert!(nodes.len() >= 6, "five lot postings and the revenue: {nodes:?}");
     let paged = ids(&nodes);
@@ -203,7 +206,13 @@ async fn wallet_lots_and_transaction_entries_page_through_more_than_a_page() {
     assert_opaque(&cursors, &paged);
     let total: rust_decimal::Decimal = nodes
         .iter()
-        .map(|n| n["amount"].as_str().unwrap().parse::<rust_decimal::Decimal>().unwrap())
+        .map(|n| {
+            n["amount"]["amount"]
+                .as_str()
+                .unwrap()
+                .parse::<rust_decimal::Decimal>()
+                .unwrap()
+        })
         .sum();
     assert!(total.is_zero(), "postings sum to zero: {nodes:?}");
 }

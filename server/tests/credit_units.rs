@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 const CREATE_UNIT: &str = "mutation($i: CreateCreditUnitInput!) { createCreditUnit(input: $i) { creditUnit { id code name decimals unitValue { amount currency decimals formatted } } } }";
 const UNITS: &str = "{ creditUnits { code decimals unitValue { amount currency } } }";
 const WALLET: &str =
-    "mutation($i: CreateWalletInput!) { createWallet(input: $i) { wallet { id currency balanceInMoney } } }";
-const TOP_UP: &str = "mutation($i: CreditInput!) { topUpWallet(input: $i) { wallet { balance } } }";
+    "mutation($i: CreateWalletInput!) { createWallet(input: $i) { wallet { id currency balanceInMoney { amount } } } }";
+const TOP_UP: &str = "mutation($i: CreditInput!) { topUpWallet(input: $i) { wallet { balance { amount } } } }";
 
 fn field(r: &common::Gql) -> &str {
     r.body["errors"][0]["extensions"]["field"].as_str().unwrap_or("")
@@ -176,17 +176,17 @@ async fn wallets_hold_iso_currencies_or_declared_units_only() {
     assert_eq!(w["currency"], "TOKENS");
     let top_up = json!({ "i": { "walletId": w["id"], "amount": "1500", "idempotencyKey": "t1" } });
     assert_eq!(
-        gql(&app, &key, TOP_UP, top_up).await.data()["topUpWallet"]["wallet"]["balance"],
+        gql(&app, &key, TOP_UP, top_up).await.data()["topUpWallet"]["wallet"]["balance"]["amount"],
         "1500"
     );
     let read = gql(
         &app,
         &key,
-        "query($w: ID!) { wallet(id: $w) { balanceInMoney } }",
+        "query($w: ID!) { wallet(id: $w) { balanceInMoney { amount } } }",
         json!({ "w": w["id"] }),
     )
     .await;
-    assert_eq!(read.data()["wallet"]["balanceInMoney"], "3");
+    assert_eq!(read.data()["wallet"]["balanceInMoney"]["amount"], "3");
     let own = gql(
         &app,
         &key,
@@ -271,4 +271,155 @@ async fn amounts_finer_than_the_units_minor_units_are_refused_naming_the_field()
         "lowBalanceThreshold",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wallet_amounts_are_money_formatted_in_their_units_minor_units() {
+    let app = TestApp::spawn().await;
+    let (_, key) = project_with_key(&app, "Money").await;
+    // Another project declares the same code with other decimals: units are per project.
+    let (other_project, other_key) = project_with_key(&app, "Other").await;
+    gql(
+        &app,
+        &key,
+        CREATE_UNIT,
+        json!({ "i": { "code": "TOKENS", "name": "Tokens", "decimals": 0, "rateToMoney": "0.002", "moneyCurrency": "EUR" } }),
+    )
+    .await
+    .data();
+    common::declare_credit_unit(&app, &other_project, "TOKENS", 3).await;
+
+    let create = |key: String, input: Value| {
+        let app = &app;
+        async move {
+            let r = gql(app, &key, WALLET, json!({ "i": input })).await;
+            r.data()["createWallet"]["wallet"]["id"].as_str().unwrap().to_string()
+        }
+    };
+    let jpy = create(
+        key.clone(),
+        json!({ "customerExternalId": "acme", "currency": "JPY", "policy": "ALLOW_UNTIL_LIMIT", "creditLimit": "500", "lowBalanceThreshold": "100" }),
+    )
+    .await;
+    let tokens = create(
+        key.clone(),
+        json!({ "customerExternalId": "acme", "currency": "TOKENS", "lowBalanceThreshold": "10" }),
+    )
+    .await;
+    let others = create(
+        other_key.clone(),
+        json!({ "customerExternalId": "acme", "currency": "TOKENS" }),
+    )
+    .await;
+    let post = |key: String, query: &'static str, input: Value| {
+        let app = &app;
+        async move { gql(app, &key, query, json!({ "i": input })).await.data().clone() }
+    };
+    const CHARGE: &str = "mutation($i: IngestChargeInput!) { ingestCharge(input: $i) { transaction { id } } }";
+    post(
+        key.clone(),
+        TOP_UP,
+        json!({ "walletId": jpy, "amount": "1200", "idempotencyKey": "j1" }),
+    )
+    .await;
+    post(
+        key.clone(),
+        CHARGE,
+        json!({ "walletId": jpy, "amount": "200", "idempotencyKey": "j2" }),
+    )
+    .await;
+    post(
+        key.clone(),
+        TOP_UP,
+        json!({ "walletId": tokens, "amount": "1500", "idempotencyKey": "t1" }),
+    )
+    .await;
+    post(
+        key.clone(),
+        CHARGE,
+        json!({ "walletId": tokens, "amount": "1", "idempotencyKey": "t2" }),
+    )
+    .await;
+    post(
+        other_key.clone(),
+        TOP_UP,
+        json!({ "walletId": others, "amount": "1.5", "idempotencyKey": "o1" }),
+    )
+    .await;
+
+    const READ: &str = "query($w: ID!) { wallet(id: $w) {
+        currency
+        balance { amount currency decimals formatted }
+        creditLimit { formatted } lowBalanceThreshold { formatted }
+        unitValue { amount currency decimals formatted }
+        balanceInMoney { amount currency decimals formatted }
+        lots(first: 5) { nodes { id originalAmount { formatted } remaining { amount currency formatted } } } } }";
+    // Both projects' reads at once: a batch of unit lookups must keep each project's declaration.
+    let (mine, theirs, yen) = tokio::join!(
+        gql(&app, &key, READ, json!({ "w": tokens })),
+        gql(&app, &other_key, READ, json!({ "w": others })),
+        gql(&app, &key, READ, json!({ "w": jpy })),
+    );
+    let mine = &mine.data()["wallet"];
+    assert_eq!(
+        mine["balance"],
+        json!({ "amount": "1499", "currency": "TOKENS", "decimals": 0, "formatted": "1499 TOKENS" })
+    );
+    assert_eq!(mine["lowBalanceThreshold"]["formatted"], "10 TOKENS");
+    assert_eq!(mine["creditLimit"]["formatted"], "0 TOKENS");
+    assert_eq!(
+        mine["unitValue"],
+        json!({ "amount": "0.002", "currency": "EUR", "decimals": 2, "formatted": "0.00 EUR" })
+    );
+    // 1499 × 0.002 = 2.998 EUR exactly; shown rounded half to even at the currency's 2 places.
+    assert_eq!(
+        mine["balanceInMoney"],
+        json!({ "amount": "2.998", "currency": "EUR", "decimals": 2, "formatted": "3.00 EUR" })
+    );
+    let lot = &mine["lots"]["nodes"][0];
+    assert_eq!(lot["originalAmount"]["formatted"], "1500 TOKENS");
+    assert_eq!(
+        lot["remaining"],
+        json!({ "amount": "1499", "currency": "TOKENS", "formatted": "1499 TOKENS" })
+    );
+
+    let theirs = &theirs.data()["wallet"];
+    assert_eq!(
+        theirs["balance"],
+        json!({ "amount": "1.5", "currency": "TOKENS", "decimals": 3, "formatted": "1.500 TOKENS" })
+    );
+    assert_eq!(theirs["unitValue"], Value::Null);
+    assert_eq!(theirs["balanceInMoney"], Value::Null);
+
+    let yen = &yen.data()["wallet"];
+    assert_eq!(
+        yen["balance"],
+        json!({ "amount": "1000", "currency": "JPY", "decimals": 0, "formatted": "1000 JPY" })
+    );
+    assert_eq!(yen["creditLimit"]["formatted"], "500 JPY");
+    assert_eq!(yen["lowBalanceThreshold"]["formatted"], "100 JPY");
+    assert_eq!(yen["unitValue"], Value::Null);
+
+    // The ledger's amounts, and a lot found by `node`, carry the unit too.
+    let r = gql(
+        &app,
+        &key,
+        "query($w: ID, $lot: ID!) {
+            ledgerEntries(walletId: $w) { nodes { amount { amount formatted } balanceAfter { formatted }
+                transaction { amount { currency formatted } balanceAfter { formatted } } } }
+            node(id: $lot) { ... on CreditLot { remaining { formatted } } } }",
+        json!({ "w": tokens, "lot": lot["id"] }),
+    )
+    .await;
+    let entries = &r.data()["ledgerEntries"]["nodes"];
+    assert_eq!(
+        entries,
+        &json!([
+            { "amount": { "amount": "1500", "formatted": "1500 TOKENS" }, "balanceAfter": { "formatted": "1500 TOKENS" },
+              "transaction": { "amount": { "currency": "TOKENS", "formatted": "1500 TOKENS" }, "balanceAfter": { "formatted": "1500 TOKENS" } } },
+            { "amount": { "amount": "-1", "formatted": "-1 TOKENS" }, "balanceAfter": { "formatted": "1499 TOKENS" },
+              "transaction": { "amount": { "currency": "TOKENS", "formatted": "1 TOKENS" }, "balanceAfter": { "formatted": "1499 TOKENS" } } },
+        ])
+    );
+    assert_eq!(r.data()["node"]["remaining"]["formatted"], "1499 TOKENS");
 }

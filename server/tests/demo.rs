@@ -68,13 +68,13 @@ async fn seeding_the_demo_twice_stores_it_once_and_it_reconciles() {
     let r = gql(
         &app,
         &key,
-        "{ customer(externalId: \"acme\") { wallets { nodes { currency balance } } } }",
+        "{ customer(externalId: \"acme\") { wallets { nodes { currency balance { amount } } } } }",
         json!({}),
     )
     .await;
     // 200 top-up + 25 grant - 42.50 - 12.75.
     assert_eq!(
-        r.data()["customer"]["wallets"]["nodes"][0]["balance"],
+        r.data()["customer"]["wallets"]["nodes"][0]["balance"]["amount"],
         "169.75",
         "{}",
         r.body

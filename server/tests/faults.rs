@@ -314,7 +314,7 @@ async fn a_frozen_database_opens_the_breaker_and_the_pool_recovers_when_it_resum
 // Under load: ingest and charges while the database stops, comes back, and freezes.
 
 const WALLET: &str = "mutation($i: CreateWalletInput!) { createWallet(input: $i) { wallet { id } } }";
-const TOP_UP: &str = "mutation($i: CreditInput!) { topUpWallet(input: $i) { wallet { balance } } }";
+const TOP_UP: &str = "mutation($i: CreditInput!) { topUpWallet(input: $i) { wallet { balance { amount } } } }";
 const FUNDS: i64 = 1_000_000;
 
 #[derive(Clone, Debug)]
@@ -488,7 +488,8 @@ async fn acknowledged_writes_survive_a_stopped_and_a_frozen_database_under_load(
     let running = Arc::new(AtomicBool::new(true));
     let next = Arc::new(AtomicUsize::new(0));
     let phase = Arc::new(AtomicUsize::new(0));
-    const MAX_OPS: usize = 3000;
+    // Enough that a fast machine does not run out before the last phase.
+    const MAX_OPS: usize = 20_000;
     let workers: Vec<_> = (0..6)
         .map(|_| {
             let (tally, running, next, phase) = (tally.clone(), running.clone(), next.clone(), phase.clone());
@@ -517,23 +518,39 @@ async fn acknowledged_writes_survive_a_stopped_and_a_frozen_database_under_load(
         .collect();
 
     let set_phase = |p: usize| phase.store(p, Ordering::Relaxed);
+    // One request started in a phase for sure, whatever the workers are doing: under load all six
+    // can be stuck in requests that began before a freeze, and would start nothing during it.
+    let probe = |during: &'static str| {
+        let (tally, next) = (tally.clone(), next.clone());
+        let (base, key, wallet) = (app.base_url.clone(), key.clone(), wallet.clone());
+        tokio::spawn(async move {
+            let op = Op::new(next.fetch_add(1, Ordering::Relaxed));
+            let sent = send(&reqwest::Client::new(), &base, &key, &wallet, &op, &tally).await;
+            *tally.lock().unwrap().sent_during.entry(during).or_default() += 1;
+            record(&tally, &op, sent);
+        })
+    };
     tokio::time::sleep(Duration::from_millis(700)).await;
     set_phase(1);
     db.stop().await;
+    let probes = vec![probe("stopped")];
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let db = restart(&dir, port).await;
     set_phase(2);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     set_phase(3);
     signal(&db, libc::SIGSTOP);
+    let mut probes = probes;
+    probes.push(probe("frozen"));
     // Long enough for the breaker to open (a 1 s checkout check, then its own 2 s check), so
     // that requests also arrive while it is known down, not only while it is being found out.
     tokio::time::sleep(Duration::from_secs(4)).await;
     signal(&db, libc::SIGCONT);
     set_phase(4);
+    probes.push(probe("resumed"));
     tokio::time::sleep(Duration::from_millis(1000)).await;
     running.store(false, Ordering::Relaxed);
-    for w in workers {
+    for w in workers.into_iter().chain(probes) {
         w.await.unwrap();
     }
 
@@ -622,12 +639,16 @@ async fn acknowledged_writes_survive_a_stopped_and_a_frozen_database_under_load(
     let balance = gql(
         &app,
         &key,
-        "query($id: ID!) { wallet(id: $id) { balance } }",
+        "query($id: ID!) { wallet(id: $id) { balance { amount } } }",
         json!({ "id": wallet }),
     )
     .await;
     let expected = rust_decimal::Decimal::new(FUNDS * 100 - charged_cents, 2);
-    let balance: rust_decimal::Decimal = balance.data()["wallet"]["balance"].as_str().unwrap().parse().unwrap();
+    let balance: rust_decimal::Decimal = balance.data()["wallet"]["balance"]["amount"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(balance, expected);
 
     let mut conn = db::get(&app.pool).await.unwrap();

@@ -59,6 +59,7 @@ struct Victim {
     charge_txn: String,
     account: String,
     plan: String,
+    subscription: String,
     /// A key of A that the positive control of `revokeApiKey` revokes at the very end.
     spare_key_id: String,
     /// Every id of A's objects: none may appear in what B is answered.
@@ -169,8 +170,21 @@ async fn victim(app: &TestApp) -> Victim {
     )
     .await);
     let plan_id = str_at(&plan, "/createPlan/planVersion/plan/id");
+    let subscription = ok(&gql(
+        app,
+        &all,
+        "mutation($c: String!, $p: ID!) { createSubscription(input: { customerExternalId: $c, planId: $p, idempotencyKey: \"victim-sub\" }) { subscription { id } } }",
+        json!({ "c": VICTIM_CUSTOMER, "p": plan_id }),
+    )
+    .await);
+    let subscription_id = str_at(&subscription, "/createSubscription/subscription/id");
 
-    let mut ids = vec![project.clone(), wallet.clone(), plan_id.clone()];
+    let mut ids = vec![
+        project.clone(),
+        wallet.clone(),
+        plan_id.clone(),
+        subscription_id.clone(),
+    ];
     ids.push(str_at(&plan, "/createPlan/planVersion/id"));
     ids.push(str_at(&plan, "/createPlan/planVersion/charges/0/id"));
     ids.push(str_at(&customer, "/createCustomer/customer/id"));
@@ -204,6 +218,7 @@ async fn victim(app: &TestApp) -> Victim {
         charge_txn: str_at(&charge, "/ingestCharge/transaction/id"),
         account: str_at(&charge, "/ingestCharge/transaction/entries/nodes/0/account/id"),
         plan: plan_id,
+        subscription: subscription_id,
         project,
         all,
         single,
@@ -381,8 +396,8 @@ const CHARGE: Need = Need::Scope(&["INGEST", "BILLING"]);
 /// Money data selected under every wallet and transaction, so a refusal that leaks through a
 /// nested field is caught by the "no A ids in data" check. Nested pages are small: each is
 /// costed at its size, and the victim has a few rows of each.
-const WALLET: &str = "id customerExternalId currency balance balanceInMoney policy creditLimit lowBalanceThreshold belowThreshold lots(first: 5) { nodes { id accountId originalAmount remaining } } createdAt updatedAt";
-const TXN: &str = "id walletId cause causeId amount idempotencyKey description actor { kind apiKeyId apiKey { id name } } balanceAfter entries(first: 10) { nodes { id amount balanceAfter walletId lotId account { id kind code } } }";
+const WALLET: &str = "id customerExternalId currency balance { amount currency formatted } balanceInMoney { amount currency } unitValue { amount } policy creditLimit { amount } lowBalanceThreshold { amount } belowThreshold lots(first: 5) { nodes { id accountId originalAmount { amount } remaining { amount } } } createdAt updatedAt";
+const TXN: &str = "id walletId cause causeId amount { amount currency } idempotencyKey description actor { kind apiKeyId apiKey { id name } } balanceAfter { amount } entries(first: 10) { nodes { id amount { amount } balanceAfter { amount } walletId lotId account { id kind code } } }";
 
 fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
     use Expect::*;
@@ -395,8 +410,9 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
     let customer_sel = format!(
         "id externalId name metadata wallets(first: 10) {{ nodes {{ {WALLET} }} }} events(first: 10) {{ edges {{ node {{ id quantity properties }} }} }} usage(metric: \"api_calls\", from: \"2000-01-01T00:00:00Z\", to: \"2100-01-01T00:00:00Z\") {{ value }}"
     );
-    let entries =
-        format!("edges {{ node {{ id amount balanceAfter account {{ id code }} transaction {{ {TXN} }} }} }}");
+    let entries = format!(
+        "edges {{ node {{ id amount {{ amount }} balanceAfter {{ amount }} account {{ id code }} transaction {{ {TXN} }} }} }}"
+    );
     vec![
         // ---- Query
         Case {
@@ -572,6 +588,46 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
         },
         Case {
             root: Query,
+            field: "subscriptions",
+            need: READ,
+            own: doc("{ subscriptions { edges { node { id status } } } }", json!({}), OwnOnly),
+            cross: vec![
+                doc(
+                    "{ subscriptions { edges { node { id } } } }",
+                    json!({}),
+                    Empty("/subscriptions/edges"),
+                ),
+                doc(
+                    "query($p: ID) { subscriptions(projectId: $p) { edges { node { id } } } }",
+                    p.clone(),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Query,
+            field: "subscription",
+            need: READ,
+            own: doc(
+                "query($id: ID!) { subscription(id: $id) { id status history { edges { node { kind } } } } }",
+                json!({ "id": a.subscription }),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "query($id: ID!) { subscription(id: $id) { id } }",
+                    json!({ "id": a.subscription }),
+                    Null("/subscription"),
+                ),
+                doc(
+                    "query($id: ID!, $p: ID) { subscription(id: $id, projectId: $p) { id } }",
+                    json!({ "id": a.subscription, "p": a.project }),
+                    Null("/subscription"),
+                ),
+            ],
+        },
+        Case {
+            root: Query,
             field: "wallet",
             need: READ,
             own: doc(
@@ -679,12 +735,12 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
             own: doc("{ node(id: \"wal_unknown\") { id } }", json!({}), Null("/node")),
             cross: vec![
                 doc(
-                    "query($w: ID!) { node(id: $w) { id ... on Wallet { balance } } }",
+                    "query($w: ID!) { node(id: $w) { id ... on Wallet { balance { amount } } } }",
                     json!({ "w": a.wallet }),
                     Null("/node"),
                 ),
                 doc(
-                    "query($t: ID!) { node(id: $t) { id ... on LedgerTransaction { amount } } }",
+                    "query($t: ID!) { node(id: $t) { id ... on LedgerTransaction { amount { amount } } } }",
                     json!({ "t": a.charge_txn }),
                     Null("/node"),
                 ),
@@ -894,6 +950,43 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
             cross: vec![doc(
                 "mutation($id: ID!) { createPlanVersion(input: { planId: $id, definition: { name: \"h\", currency: \"USD\", interval: { unit: MONTH } } }) { planVersion { id } } }",
                 json!({ "id": a.plan }),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Mutation,
+            field: "createSubscription",
+            need: BILLING,
+            own: doc(
+                "mutation($c: String!, $p: ID!) { createSubscription(input: { customerExternalId: $c, planId: $p, idempotencyKey: \"victim-sub\" }) { replayed subscription { id } } }",
+                json!({ "c": VICTIM_CUSTOMER, "p": a.plan }),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "mutation($c: String!, $p: ID!) { createSubscription(input: { customerExternalId: $c, planId: $p, idempotencyKey: \"x\" }) { subscription { id } } }",
+                    json!({ "c": VICTIM_CUSTOMER, "p": a.plan }),
+                    NotFound,
+                ),
+                doc(
+                    "mutation($c: String!, $p: ID!, $pr: ID) { createSubscription(input: { projectId: $pr, customerExternalId: $c, planId: $p, idempotencyKey: \"x\" }) { subscription { id } } }",
+                    json!({ "c": VICTIM_CUSTOMER, "p": a.plan, "pr": a.project }),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Mutation,
+            field: "cancelSubscription",
+            need: BILLING,
+            own: doc(
+                "mutation($id: ID!) { cancelSubscription(input: { subscriptionId: $id }) { subscription { id status } } }",
+                json!({ "id": a.subscription }),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                "mutation($id: ID!) { cancelSubscription(input: { subscriptionId: $id }) { subscription { id } } }",
+                json!({ "id": a.subscription }),
                 NotFound,
             )],
         },
@@ -1113,18 +1206,18 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
             field: "balanceChanged",
             need: READ,
             own: doc(
-                "subscription($w: ID) { balanceChanged(walletId: $w) { walletId balance } }",
+                "subscription($w: ID) { balanceChanged(walletId: $w) { walletId balance { amount } } }",
                 w.clone(),
                 OwnOnly,
             ),
             cross: vec![
                 doc(
-                    "subscription($w: ID) { balanceChanged(walletId: $w) { walletId balance delta transactionId } }",
+                    "subscription($w: ID) { balanceChanged(walletId: $w) { walletId balance { amount } delta { amount } transactionId } }",
                     w.clone(),
                     NotFound,
                 ),
                 doc(
-                    "subscription($p: ID) { balanceChanged(projectId: $p, afterSequence: \"0\") { walletId balance delta transactionId } }",
+                    "subscription($p: ID) { balanceChanged(projectId: $p, afterSequence: \"0\") { walletId balance { amount } delta { amount } transactionId } }",
                     p.clone(),
                     NotFound,
                 ),
@@ -1329,6 +1422,7 @@ fn every_root_field_of_the_schema_has_an_entry_in_the_hostile_table() {
         charge_txn: "txn_b".into(),
         account: "acc_a".into(),
         plan: "pln_a".into(),
+        subscription: "sub_a".into(),
         spare_key_id: "key_a".into(),
         ids: vec![],
     };
@@ -1646,8 +1740,8 @@ async fn a_subscriber_in_another_project_hears_nothing_of_the_victims_wallet() {
     // B watches "its" customer with A's external id, and all of its own wallets.
     let mut sockets = Vec::new();
     for query in [
-        "subscription($c: String) { balanceChanged(customerExternalId: $c) { walletId balance } }",
-        "subscription { balanceChanged(afterSequence: \"0\") { walletId balance } }",
+        "subscription($c: String) { balanceChanged(customerExternalId: $c) { walletId balance { amount } } }",
+        "subscription { balanceChanged(afterSequence: \"0\") { walletId balance { amount } } }",
         "subscription { projectEvents { kind apiKey { id } } }",
     ] {
         let mut socket = ws_open(&app).await;
@@ -1703,7 +1797,7 @@ async fn an_ingest_only_key_cannot_read_lots_or_postings_through_ingest_charge()
     let body = gql(
         &app,
         &a.single["INGEST"],
-        "mutation($w: ID) { ingestCharge(input: { walletId: $w, amount: \"1\", idempotencyKey: \"ingest-peek\" }) { replayed wallet { id lots { nodes { id remaining originalAmount } } } transaction { id entries { nodes { id amount account { id code } } } } } }",
+        "mutation($w: ID) { ingestCharge(input: { walletId: $w, amount: \"1\", idempotencyKey: \"ingest-peek\" }) { replayed wallet { id lots { nodes { id remaining { amount } originalAmount { amount } } } } transaction { id entries { nodes { id amount { amount } account { id code } } } } } }",
         json!({ "w": a.wallet }),
     )
     .await
@@ -1762,7 +1856,7 @@ async fn a_no_op_update_wallet_changes_nothing() {
     let current = gql(
         &app,
         &a.all,
-        "query($w: ID!) { wallet(id: $w) { policy creditLimit lowBalanceThreshold updatedAt } }",
+        "query($w: ID!) { wallet(id: $w) { policy creditLimit { amount } lowBalanceThreshold { amount } updatedAt } }",
         json!({ "w": a.wallet }),
     )
     .await;
@@ -1774,7 +1868,7 @@ async fn a_no_op_update_wallet_changes_nothing() {
         &app,
         billing,
         "mutation($w: ID!, $p: WalletPolicy, $l: Decimal, $t: Decimal) { updateWallet(input: { walletId: $w, policy: $p, creditLimit: $l, lowBalanceThreshold: $t }) { wallet { updatedAt } } }",
-        json!({ "w": a.wallet, "p": current["policy"], "l": current["creditLimit"], "t": current["lowBalanceThreshold"] }),
+        json!({ "w": a.wallet, "p": current["policy"], "l": current["creditLimit"]["amount"], "t": current["lowBalanceThreshold"]["amount"] }),
     )
     .await;
     assert_eq!(
@@ -1805,7 +1899,7 @@ async fn a_key_revoked_while_its_socket_is_open_starts_nothing_more() {
     app.revoke_api_key_by_secret(&key).await;
     ws_send(
         &mut socket,
-        json!({ "id": "2", "type": "subscribe", "payload": { "query": "subscription { balanceChanged { walletId balance } }" } }),
+        json!({ "id": "2", "type": "subscribe", "payload": { "query": "subscription { balanceChanged { walletId balance { amount } } }" } }),
     )
     .await;
     match ws_next(&mut socket, Duration::from_secs(5)).await {

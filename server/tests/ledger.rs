@@ -14,12 +14,11 @@ use tokio_tungstenite::{
     tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
 };
 
-const WALLET: &str = "mutation($i: CreateWalletInput!) { createWallet(input: $i) { wallet { id balance currency policy creditLimit belowThreshold } } }";
-const CHARGE: &str = "mutation($i: IngestChargeInput!) { ingestCharge(input: $i) { replayed wallet { balance } transaction { id cause amount balanceAfter actor { kind apiKeyId } entries { nodes { amount account { kind } balanceAfter } } } } }";
-const TOP_UP: &str = "mutation($i: CreditInput!) { topUpWallet(input: $i) { replayed wallet { balance } transaction { id causeId balanceAfter } } }";
-const GRANT: &str =
-    "mutation($i: CreditInput!) { grantCredits(input: $i) { replayed wallet { balance } transaction { id causeId } } }";
-const ADJUST: &str = "mutation($i: AdjustWalletInput!) { adjustWallet(input: $i) { wallet { balance } transaction { id actor { kind apiKeyId } description correctsTransactionId } } }";
+const WALLET: &str = "mutation($i: CreateWalletInput!) { createWallet(input: $i) { wallet { id balance { amount } currency policy creditLimit { amount } belowThreshold } } }";
+const CHARGE: &str = "mutation($i: IngestChargeInput!) { ingestCharge(input: $i) { replayed wallet { balance { amount } } transaction { id cause amount { amount } balanceAfter { amount } actor { kind apiKeyId } entries { nodes { amount { amount } account { kind } balanceAfter { amount } } } } } }";
+const TOP_UP: &str = "mutation($i: CreditInput!) { topUpWallet(input: $i) { replayed wallet { balance { amount } } transaction { id causeId balanceAfter { amount } } } }";
+const GRANT: &str = "mutation($i: CreditInput!) { grantCredits(input: $i) { replayed wallet { balance { amount } } transaction { id causeId } } }";
+const ADJUST: &str = "mutation($i: AdjustWalletInput!) { adjustWallet(input: $i) { wallet { balance { amount } } transaction { id actor { kind apiKeyId } description correctsTransactionId } } }";
 const RECONCILE: &str = "query { reconciliation { clean transactions wallets lots breaks { check subject } } }";
 
 struct Setup {
@@ -61,16 +60,16 @@ async fn charges_replay_conflict_and_refuse_when_funds_are_short() {
         json!({ "i": { "walletId": w, "amount": "10", "idempotencyKey": "top-1" } }),
     )
     .await;
-    assert_eq!(r.data()["topUpWallet"]["wallet"]["balance"], "10");
+    assert_eq!(r.data()["topUpWallet"]["wallet"]["balance"]["amount"], "10");
 
     let charge =
         json!({ "i": { "walletId": w, "amount": "2.25", "idempotencyKey": "ch-1", "description": "GPU minutes" } });
     let first = gql(&s.app, &s.key, CHARGE, charge.clone()).await;
     let first = first.data()["ingestCharge"].clone();
     assert_eq!(first["replayed"], false);
-    assert_eq!(first["wallet"]["balance"], "7.75");
+    assert_eq!(first["wallet"]["balance"]["amount"], "7.75");
     assert_eq!(first["transaction"]["cause"], "CHARGE");
-    assert_eq!(first["transaction"]["balanceAfter"], "7.75");
+    assert_eq!(first["transaction"]["balanceAfter"]["amount"], "7.75");
     assert_eq!(first["transaction"]["actor"]["kind"], "API_KEY");
     assert!(
         first["transaction"]["actor"]["apiKeyId"]
@@ -80,10 +79,10 @@ async fn charges_replay_conflict_and_refuse_when_funds_are_short() {
     );
     let entries = first["transaction"]["entries"]["nodes"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
-    assert_eq!(entries[0]["amount"], "-2.25");
+    assert_eq!(entries[0]["amount"]["amount"], "-2.25");
     assert_eq!(entries[0]["account"]["kind"], "LOT");
-    assert_eq!(entries[0]["balanceAfter"], "7.75");
-    assert_eq!(entries[1]["amount"], "2.25");
+    assert_eq!(entries[0]["balanceAfter"]["amount"], "7.75");
+    assert_eq!(entries[1]["amount"]["amount"], "2.25");
     assert_eq!(entries[1]["account"]["kind"], "REVENUE");
 
     // Same key, same request: the original, marked replayed; nothing new posted.
@@ -91,7 +90,7 @@ async fn charges_replay_conflict_and_refuse_when_funds_are_short() {
     let again = again.data()["ingestCharge"].clone();
     assert_eq!(again["replayed"], true);
     assert_eq!(again["transaction"]["id"], first["transaction"]["id"]);
-    assert_eq!(again["wallet"]["balance"], "7.75");
+    assert_eq!(again["wallet"]["balance"]["amount"], "7.75");
 
     // Same key, different amount: a conflict.
     let r = gql(
@@ -124,7 +123,7 @@ async fn charges_replay_conflict_and_refuse_when_funds_are_short() {
         json!({ "i": { "customerExternalId": "acme", "currency": "USD", "amount": "0.75", "idempotencyKey": "ch-3" } }),
     )
     .await;
-    assert_eq!(r.data()["ingestCharge"]["wallet"]["balance"], "7");
+    assert_eq!(r.data()["ingestCharge"]["wallet"]["balance"]["amount"], "7");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -262,7 +261,7 @@ async fn another_projects_wallet_is_out_of_reach() {
     let r = gql(
         &s.app,
         &intruder,
-        "query($w: ID!) { wallet(id: $w) { balance } }",
+        "query($w: ID!) { wallet(id: $w) { balance { amount } } }",
         json!({ "w": w }),
     )
     .await;
@@ -300,7 +299,7 @@ async fn another_projects_wallet_is_out_of_reach() {
     let r = gql(
         &s.app,
         &intruder,
-        "query($w: ID!, $p: ID) { wallet(id: $w, projectId: $p) { balance } }",
+        "query($w: ID!, $p: ID) { wallet(id: $w, projectId: $p) { balance { amount } } }",
         json!({ "w": w, "p": s.project }),
     )
     .await;
@@ -319,13 +318,13 @@ async fn another_projects_wallet_is_out_of_reach() {
         &s.app,
         &ingest,
         // Without `entries`: postings need READ.
-        "mutation($i: IngestChargeInput!) { ingestCharge(input: $i) { wallet { balance } transaction { id } } }",
+        "mutation($i: IngestChargeInput!) { ingestCharge(input: $i) { wallet { balance { amount } } transaction { id } } }",
         json!({ "i": { "walletId": w, "amount": "1", "idempotencyKey": "c" } }),
     )
     .await;
-    assert_eq!(r.data()["ingestCharge"]["wallet"]["balance"], "4");
+    assert_eq!(r.data()["ingestCharge"]["wallet"]["balance"]["amount"], "4");
     let charge = r.data()["ingestCharge"]["transaction"]["id"].clone();
-    let query = "query($t: ID!) { ledgerTransaction(id: $t) { cause amount entries { nodes { amount } } } }";
+    let query = "query($t: ID!) { ledgerTransaction(id: $t) { cause amount { amount } entries { nodes { amount { amount } } } } }";
     let mine = gql(&s.app, &s.key, query, json!({ "t": charge })).await;
     assert_eq!(mine.data()["ledgerTransaction"]["cause"], "CHARGE");
     let theirs = gql(&s.app, &intruder, query, json!({ "t": charge })).await;
@@ -376,7 +375,7 @@ async fn overdraft_adjustments_and_ledger_entries_explain_themselves() {
     )
     .await;
     let charge = r.data()["ingestCharge"].clone();
-    assert_eq!(charge["wallet"]["balance"], "-7");
+    assert_eq!(charge["wallet"]["balance"]["amount"], "-7");
     let kinds: Vec<&str> = charge["transaction"]["entries"]["nodes"]
         .as_array()
         .unwrap()
@@ -401,7 +400,7 @@ async fn overdraft_adjustments_and_ledger_entries_explain_themselves() {
         json!({ "i": { "walletId": w, "amount": "10", "idempotencyKey": "t" } }),
     )
     .await;
-    assert_eq!(r.data()["topUpWallet"]["wallet"]["balance"], "3");
+    assert_eq!(r.data()["topUpWallet"]["wallet"]["balance"]["amount"], "3");
     // An operator's correction of the charge, with its reason and link.
     let charge_id = charge["transaction"]["id"].as_str().unwrap();
     let r = gql(
@@ -412,7 +411,7 @@ async fn overdraft_adjustments_and_ledger_entries_explain_themselves() {
     )
     .await;
     let adj = r.data()["adjustWallet"].clone();
-    assert_eq!(adj["wallet"]["balance"], "5");
+    assert_eq!(adj["wallet"]["balance"]["amount"], "5");
     assert_eq!(
         adj["transaction"]["actor"],
         json!({ "kind": "OPERATOR", "apiKeyId": null })
@@ -423,35 +422,35 @@ async fn overdraft_adjustments_and_ledger_entries_explain_themselves() {
     let r = gql(
         &s.app,
         &s.key,
-        "query($w: ID!) { wallet(id: $w) { balance balanceInMoney lots { nodes { source remaining } } } }",
+        "query($w: ID!) { wallet(id: $w) { balance { amount } balanceInMoney { amount } lots { nodes { source remaining { amount } } } } }",
         json!({ "w": w }),
     )
     .await;
-    assert_eq!(r.data()["wallet"]["balanceInMoney"], "0.05");
+    assert_eq!(r.data()["wallet"]["balanceInMoney"]["amount"], "0.05");
     assert_eq!(r.data()["wallet"]["lots"]["nodes"].as_array().unwrap().len(), 2);
     // The customer's wallets, from the customer.
     let r = gql(
         &s.app,
         &s.key,
-        "{ customer(externalId: \"acme\") { implicit wallets { nodes { id currency balance } } } }",
+        "{ customer(externalId: \"acme\") { implicit wallets { nodes { id currency balance { amount } } } } }",
         json!({}),
     )
     .await;
     assert_eq!(r.data()["customer"]["implicit"], true);
     assert_eq!(
         r.data()["customer"]["wallets"]["nodes"],
-        json!([{ "id": w, "currency": "CREDITS", "balance": "5" }])
+        json!([{ "id": w, "currency": "CREDITS", "balance": { "amount": "5" } }])
     );
 
     // The wallet's entries, two at a time, in order, with running balances.
-    let query = "query($w: ID, $after: String, $cause: Cause) { ledgerEntries(walletId: $w, first: 2, after: $after, cause: $cause) { pageInfo { hasNextPage endCursor } edges { node { amount cause balanceAfter transaction { id } account { kind } } } } }";
+    let query = "query($w: ID, $after: String, $cause: Cause) { ledgerEntries(walletId: $w, first: 2, after: $after, cause: $cause) { pageInfo { hasNextPage endCursor } edges { node { amount { amount } cause balanceAfter { amount } transaction { id } account { kind } } } } }";
     let mut balances = Vec::new();
     let mut after: Option<String> = None;
     loop {
         let r = gql(&s.app, &s.key, query, json!({ "w": w, "after": after })).await;
         let page = r.data()["ledgerEntries"].clone();
         for edge in page["edges"].as_array().unwrap() {
-            balances.push(edge["node"]["balanceAfter"].as_str().unwrap().to_string());
+            balances.push(edge["node"]["balanceAfter"]["amount"].as_str().unwrap().to_string());
         }
         if page["pageInfo"]["hasNextPage"] != true {
             break;
@@ -669,7 +668,7 @@ async fn quiet(socket: &mut Socket, wait: Duration) {
     }
 }
 
-const LIVE: &str = "subscription($w: ID, $c: String) { balanceChanged(walletId: $w, customerExternalId: $c) { kind walletId balance delta cause transactionId threshold sequence } }";
+const LIVE: &str = "subscription($w: ID, $c: String) { balanceChanged(walletId: $w, customerExternalId: $c) { kind walletId balance { amount currency formatted } delta { amount } cause transactionId threshold { formatted } sequence } }";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn low_balance_is_announced_once_per_crossing() {
@@ -700,10 +699,13 @@ async fn low_balance_is_announced_once_per_crossing() {
     for _ in 0..8 {
         let message = next(&mut socket).await;
         let change = &message["payload"]["data"]["balanceChanged"];
+        // Amounts in a live change are Money in the wallet's unit, the threshold included.
+        assert_eq!(change["balance"]["currency"], "USD", "{change}");
+        assert_eq!(change["threshold"]["formatted"], "5.00 USD", "{change}");
         kinds.push(format!(
             "{}:{}",
             change["kind"].as_str().unwrap(),
-            change["balance"].as_str().unwrap()
+            change["balance"]["amount"].as_str().unwrap()
         ));
         sequences.push(change["sequence"].as_str().unwrap().parse::<u64>().unwrap());
     }
@@ -724,7 +726,7 @@ async fn low_balance_is_announced_once_per_crossing() {
     quiet(&mut socket, Duration::from_millis(500)).await;
 
     // A client that reconnects after the third change catches up on the rest, each once, then live.
-    const RESUME: &str = "subscription($w: ID, $after: String) { balanceChanged(walletId: $w, afterSequence: $after) { kind balance sequence } }";
+    const RESUME: &str = "subscription($w: ID, $after: String) { balanceChanged(walletId: $w, afterSequence: $after) { kind balance { amount } sequence } }";
     let mut resumed = subscribe(
         &s.app,
         &s.key,
@@ -739,13 +741,13 @@ async fn low_balance_is_announced_once_per_crossing() {
         caught_up.push(format!(
             "{}:{}",
             change["kind"].as_str().unwrap(),
-            change["balance"].as_str().unwrap()
+            change["balance"]["amount"].as_str().unwrap()
         ));
     }
     assert_eq!(caught_up, kinds[3..]);
     step("1", "t3", TOP_UP).await;
     let message = next(&mut resumed).await;
-    assert_eq!(message["payload"]["data"]["balanceChanged"]["balance"], "5");
+    assert_eq!(message["payload"]["data"]["balanceChanged"]["balance"]["amount"], "5");
     quiet(&mut resumed, Duration::from_millis(500)).await;
     let mut r = subscribe(&s.app, &s.key, RESUME, json!({ "w": w, "after": "yesterday" })).await;
     let message = next(&mut r).await;
@@ -781,13 +783,26 @@ async fn a_subscriber_on_server_b_sees_a_charge_made_through_server_a() {
     )
     .await;
     let txn = r.data()["ingestCharge"]["transaction"]["id"].clone();
-    let message = next(&mut socket).await;
+    let mut message = next(&mut socket).await;
+    // B's tailer polls every 100 ms: when it had not reached the top-up yet as the socket
+    // subscribed, the top-up's change (committed just before) is delivered first, once.
+    if message["payload"]["data"]["balanceChanged"]["cause"] == "TOP_UP" {
+        assert_eq!(
+            message["payload"]["data"]["balanceChanged"]["balance"]["amount"], "10",
+            "{message}"
+        );
+        message = next(&mut socket).await;
+    }
     assert_eq!(message["type"], "next", "{message}");
     let change = &message["payload"]["data"]["balanceChanged"];
     assert_eq!(change["kind"], "BALANCE_CHANGED");
     assert_eq!(change["walletId"], w);
-    assert_eq!(change["balance"], "7.5");
-    assert_eq!(change["delta"], "-2.5");
+    assert_eq!(
+        change["balance"],
+        json!({ "amount": "7.5", "currency": "USD", "formatted": "7.50 USD" })
+    );
+    assert_eq!(change["delta"]["amount"], "-2.5");
+    assert_eq!(change["threshold"], Value::Null);
     assert_eq!(change["cause"], "CHARGE");
     assert_eq!(change["transactionId"], txn);
     // A replay changes nothing and announces nothing.
@@ -847,7 +862,7 @@ async fn a_subscriber_on_another_server_process_sees_a_charge_made_here() {
     let message = next(&mut socket).await;
     let change = &message["payload"]["data"]["balanceChanged"];
     assert_eq!(
-        (change["walletId"].as_str(), change["balance"].as_str()),
+        (change["walletId"].as_str(), change["balance"]["amount"].as_str()),
         (Some(w), Some("4.25")),
         "{message}"
     );
@@ -928,7 +943,7 @@ async fn wallet_settings_change_only_where_the_balance_allows() {
     let s = setup().await;
     let wallet = create_wallet(&s, json!({ "customerExternalId": "acme", "currency": "USD" })).await;
     let w = wallet["id"].as_str().unwrap();
-    const UPDATE: &str = "mutation($i: UpdateWalletInput!) { updateWallet(input: $i) { wallet { policy creditLimit lowBalanceThreshold belowThreshold } } }";
+    const UPDATE: &str = "mutation($i: UpdateWalletInput!) { updateWallet(input: $i) { wallet { policy creditLimit { amount } lowBalanceThreshold { amount } belowThreshold } } }";
     let r = gql(
         &s.app,
         &s.key,
@@ -945,7 +960,7 @@ async fn wallet_settings_change_only_where_the_balance_allows() {
         json!({ "i": { "walletId": w, "policy": "ALLOW_UNTIL_LIMIT", "creditLimit": "10" } }),
     )
     .await;
-    assert_eq!(r.data()["updateWallet"]["wallet"]["creditLimit"], "10");
+    assert_eq!(r.data()["updateWallet"]["wallet"]["creditLimit"]["amount"], "10");
     let r = gql(
         &s.app,
         &s.key,
@@ -953,7 +968,7 @@ async fn wallet_settings_change_only_where_the_balance_allows() {
         json!({ "i": { "walletId": w, "amount": "3", "idempotencyKey": "c1" } }),
     )
     .await;
-    assert_eq!(r.data()["ingestCharge"]["wallet"]["balance"], "-3");
+    assert_eq!(r.data()["ingestCharge"]["wallet"]["balance"]["amount"], "-3");
 
     // 3 below zero: a limit of 2, or no overdraft at all, does not fit.
     let r = gql(
@@ -1047,7 +1062,10 @@ async fn an_outbox_row_committed_late_is_still_delivered() {
     .await
     .data();
     let first = next(&mut socket).await;
-    assert_eq!(first["payload"]["data"]["balanceChanged"]["balance"], "1", "{first}");
+    assert_eq!(
+        first["payload"]["data"]["balanceChanged"]["balance"]["amount"], "1",
+        "{first}"
+    );
 
     // The slow one commits a second later: still delivered, with its lower sequence.
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -1069,7 +1087,7 @@ async fn an_operator_writes_off_part_of_a_debt() {
     )
     .await;
     let w = wallet["id"].as_str().unwrap();
-    const WRITE_OFF: &str = "mutation($i: WriteOffDebtInput!) { writeOffDebt(input: $i) { wallet { balance } transaction { cause actor { kind apiKeyId } description entries { nodes { amount account { kind } } } } } }";
+    const WRITE_OFF: &str = "mutation($i: WriteOffDebtInput!) { writeOffDebt(input: $i) { wallet { balance { amount } } transaction { cause actor { kind apiKeyId } description entries { nodes { amount { amount } account { kind } } } } } }";
     gql(
         &s.app,
         &s.key,
@@ -1113,12 +1131,12 @@ async fn an_operator_writes_off_part_of_a_debt() {
     )
     .await;
     let done = r.data()["writeOffDebt"].clone();
-    assert_eq!(done["wallet"]["balance"], "-2");
+    assert_eq!(done["wallet"]["balance"]["amount"], "-2");
     assert_eq!(done["transaction"]["cause"], "WRITE_OFF");
     assert_eq!(done["transaction"]["description"], "goodwill");
     assert_eq!(
         done["transaction"]["entries"]["nodes"],
-        json!([{ "amount": "-4", "account": { "kind": "WRITE_OFF" } }, { "amount": "4", "account": { "kind": "OVERDRAFT" } }])
+        json!([{ "amount": { "amount": "-4" }, "account": { "kind": "WRITE_OFF" } }, { "amount": { "amount": "4" }, "account": { "kind": "OVERDRAFT" } }])
     );
     // The headroom is back: 8 more reaches the limit exactly.
     let r = gql(
@@ -1128,6 +1146,6 @@ async fn an_operator_writes_off_part_of_a_debt() {
         json!({ "i": { "walletId": w, "amount": "8", "idempotencyKey": "c2" } }),
     )
     .await;
-    assert_eq!(r.data()["ingestCharge"]["wallet"]["balance"], "-10");
+    assert_eq!(r.data()["ingestCharge"]["wallet"]["balance"]["amount"], "-10");
     assert_eq!(reconciliation(&s).await["clean"], true);
 }

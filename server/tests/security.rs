@@ -256,13 +256,17 @@ async fn nested_money_data_needs_read_and_a_no_op_update_changes_nothing() {
         &app,
         &ingest,
         "mutation($i: IngestChargeInput!) { ingestCharge(input: $i) {
-            wallet { balance lots { nodes { id remaining } } } transaction { id entries { nodes { amount } } } } }",
+            wallet { balance { amount } lots { nodes { id remaining { amount } } } } transaction { id entries { nodes { amount { amount } } } } } }",
         json!({ "i": { "walletId": w, "amount": "1", "idempotencyKey": "c" } }),
     )
     .await;
     // The charge's own answer (balance, transaction id) is the ingest key's to see; the lots and
     // postings are not.
-    assert_eq!(r.body["data"]["ingestCharge"]["wallet"]["balance"], "9", "{}", r.body);
+    assert_eq!(
+        r.body["data"]["ingestCharge"]["wallet"]["balance"]["amount"], "9",
+        "{}",
+        r.body
+    );
     assert!(r.body["data"]["ingestCharge"]["transaction"]["id"].is_string());
     let errors = r.body["errors"].as_array().expect("errors");
     assert_eq!(errors.len(), 2, "{}", r.body);
@@ -276,7 +280,7 @@ async fn nested_money_data_needs_read_and_a_no_op_update_changes_nothing() {
         r.body
     );
 
-    const UPDATE: &str = "mutation($i: UpdateWalletInput!) { updateWallet(input: $i) { wallet { policy creditLimit lowBalanceThreshold updatedAt } } }";
+    const UPDATE: &str = "mutation($i: UpdateWalletInput!) { updateWallet(input: $i) { wallet { policy creditLimit { amount } lowBalanceThreshold { amount } updatedAt } } }";
     let first = gql(
         &app,
         &key,
@@ -311,7 +315,7 @@ async fn expensive_documents_are_refused_by_their_cost() {
         aliases(2, "reconciliation { clean }"),
         aliases(
             50,
-            "ledgerEntries(first: 100) { edges { node { id amount currency } } }",
+            "ledgerEntries(first: 100) { edges { node { id amount { amount currency } } } }",
         ),
     ] {
         let r = gql(&app, &key, &query, json!({})).await;
@@ -324,7 +328,7 @@ async fn expensive_documents_are_refused_by_their_cost() {
     gql(
         &app,
         &key,
-        "{ ledgerEntries(first: 100) { edges { node { id amount currency } } } }",
+        "{ ledgerEntries(first: 100) { edges { node { id amount { amount currency } } } } }",
         json!({}),
     )
     .await
@@ -334,6 +338,28 @@ async fn expensive_documents_are_refused_by_their_cost() {
     let (status, body) = post_graphql_raw(&app, &key, json!({ "query": junk }).to_string()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.to_string().len() < 2000, "{} bytes echoed", body.to_string().len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_amount_costs_one_field_whatever_of_its_money_is_selected() {
+    let app = TestApp::spawn().await;
+    let (_, key) = project_with_key(&app, "P").await;
+    // 100 rows × (1 + 30 fields): under the default limit (5000) only if a `Money` costs what the
+    // bare amount it replaced did; 30 sub-selections that cost per field are refused.
+    let page = |field: &str| {
+        let fields: Vec<String> = (0..30).map(|i| format!("a{i}: {field}")).collect();
+        format!("{{ ledgerEntries(first: 100) {{ nodes {{ {} }} }} }}", fields.join(" "))
+    };
+    gql(
+        &app,
+        &key,
+        &page("amount { amount currency decimals formatted }"),
+        json!({}),
+    )
+    .await
+    .data();
+    let r = gql(&app, &key, &page("account { id kind code currency }"), json!({})).await;
+    assert_eq!(r.error_code(), "GRAPHQL_VALIDATION_FAILED", "{}", r.body);
 }
 
 #[tokio::test(flavor = "multi_thread")]

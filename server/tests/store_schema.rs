@@ -82,3 +82,39 @@ async fn the_hand_written_schema_matches_the_migrated_tables() {
         "a migrated table is missing from this check"
     );
 }
+
+/// `node(id:)` looks every kind of object up by its public id, so no table with an `id` column
+/// may need a scan for it: each has an index whose first column is `id` (the primary key, or
+/// `ix_usage_events_id` for usage events, which are keyed by `seq`).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_public_id_is_the_first_column_of_an_index() {
+    #[derive(QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        table_name: String,
+    }
+    let db = TestDb::create().await;
+    let mut conn = neruba::db::connect(&db.url).await.unwrap();
+    let unindexed: Vec<Name> = diesel::sql_query(format!(
+        "SELECT c.table_name AS table_name FROM information_schema.columns c
+         WHERE c.table_schema = '{0}' AND c.column_name = 'id'
+           AND NOT EXISTS (SELECT 1 FROM information_schema.statistics s
+                           WHERE s.table_schema = c.table_schema AND s.table_name = c.table_name
+                             AND s.column_name = 'id' AND s.seq_in_index = 1)",
+        db.name
+    ))
+    .load(&mut conn)
+    .await
+    .unwrap();
+    let unindexed: Vec<String> = unindexed.into_iter().map(|n| n.table_name).collect();
+    assert!(unindexed.is_empty(), "tables whose id needs a scan: {unindexed:?}");
+    let with_id: Vec<Count> = diesel::sql_query(format!(
+        "SELECT COUNT(*) AS n FROM information_schema.columns WHERE table_schema = '{}' \
+         AND column_name = 'id' AND table_name = 'usage_events'",
+        db.name
+    ))
+    .load(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(with_id[0].n, 1, "usage_events.id is covered by the check above");
+}

@@ -97,7 +97,7 @@ async fn create_metric(app: &TestApp, key: &str, input: Value) -> Value {
         app,
         key,
         "mutation($i: CreateBillableMetricInput!) { createBillableMetric(input: $i) { billableMetric {
-            code aggregation property groupBy filters { property values } } } }",
+            id code aggregation property groupBy filters { property values } } } }",
         json!({ "i": input }),
     )
     .await
@@ -119,7 +119,7 @@ async fn usage(
         key,
         "query($c: String!, $m: String!, $from: DateTime!, $to: DateTime!, $g: String) {
             customer(externalId: $c) { usage(metric: $m, from: $from, to: $to, groupBy: $g) {
-                metric aggregation value groupBy groups { nodes { key value } } } } }",
+                metric { id code aggregation } aggregation value groupBy groups { nodes { key value } } } } }",
         json!({ "c": customer, "m": metric, "from": period.0, "to": period.1, "g": group_by }),
     )
     .await;
@@ -164,6 +164,12 @@ async fn each_aggregation_filters_groups_and_attributes_late_events_to_their_per
         ingest_dataset(&app, &key, &code).await;
 
         let u = usage(&app, &key, "alice", &code, NOVEMBER, None).await;
+        // The usage links to the metric it aggregates, not just its code.
+        assert_eq!(
+            u["metric"],
+            json!({ "id": created["data"]["createBillableMetric"]["billableMetric"]["id"], "code": code, "aggregation": aggregation }),
+            "{created}"
+        );
         assert_eq!(u["aggregation"], aggregation);
         assert_eq!(u["value"], total, "{aggregation}: {u}");
         assert_eq!(u["groupBy"], "tier");
@@ -364,8 +370,10 @@ async fn reads_stay_inside_the_project() {
     let (a, a_key) = project_with_key(&app, "a").await;
     let (b, b_key) = project_with_key(&app, "b").await;
     ingest_dataset(&app, &a_key, "m").await;
+    let mut metric_ids = Vec::new();
     for key in [&a_key, &b_key] {
-        create_metric(&app, key, json!({ "code": "m", "name": "M", "aggregation": "COUNT" })).await;
+        let created = create_metric(&app, key, json!({ "code": "m", "name": "M", "aggregation": "COUNT" })).await;
+        metric_ids.push(created["data"]["createBillableMetric"]["billableMetric"]["id"].clone());
     }
     // b has its own alice with one event.
     let (status, _) = post_json(
@@ -380,8 +388,14 @@ async fn reads_stay_inside_the_project() {
         StatusCode::CREATED,
         "the same key in another project is another event"
     );
-    assert_eq!(usage(&app, &a_key, "alice", "m", NOVEMBER, None).await["value"], "6");
-    assert_eq!(usage(&app, &b_key, "alice", "m", NOVEMBER, None).await["value"], "1");
+    // Each project's usage links to its own metric of that code, even when read at once.
+    let (in_a, in_b) = tokio::join!(
+        usage(&app, &a_key, "alice", "m", NOVEMBER, None),
+        usage(&app, &b_key, "alice", "m", NOVEMBER, None)
+    );
+    assert_eq!((&in_a["value"], &in_a["metric"]["id"]), (&json!("6"), &metric_ids[0]));
+    assert_eq!((&in_b["value"], &in_b["metric"]["id"]), (&json!("1"), &metric_ids[1]));
+    assert_ne!(metric_ids[0], metric_ids[1]);
 
     // Another project's customer reads as absent: null, by external id or by id.
     let r = gql(&app, &b_key, "{ customer(externalId: \"bob\") { id } }", json!({})).await;

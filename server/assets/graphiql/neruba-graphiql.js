@@ -23,7 +23,7 @@
     "# query CustomerWallets {",
     '#   customer(externalId: "acme") {',
     "#     externalId",
-    "#     wallets(first: 10) { nodes { id currency balance } }",
+    "#     wallets(first: 10) { nodes { id balance { amount formatted } } }",
     '#     usage(metric: "api_calls", from: "2026-10-01T00:00:00Z", to: "2026-11-01T00:00:00Z") { value }',
     "#   }",
     "# }",
@@ -31,7 +31,7 @@
     "# Live balance changes (a subscription, over /graphql/ws):",
     "#",
     "# subscription Balances {",
-    "#   balanceChanged { kind walletId balance delta cause }",
+    "#   balanceChanged { kind walletId balance { formatted } delta { amount } cause }",
     "# }",
     "",
   ].join("\n");

@@ -151,7 +151,10 @@ pub async fn create(
     };
     let version = match input.plan_version {
         Some(n) => {
-            let n = u32::try_from(n).map_err(|_| Error::invalid("planVersion", "must be 1 or more"))?;
+            let n = u32::try_from(n)
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| Error::invalid("planVersion", "must be 1 or more"))?;
             plans::find_version(conn, project_id, &input.plan_id, Some(n)).await?
         }
         None => plans::find_version(conn, project_id, &input.plan_id, None).await?,

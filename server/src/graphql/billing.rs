@@ -939,3 +939,290 @@ impl PlanMutation {
         })
     }
 }
+
+// ---- subscriptions
+
+use crate::{
+    billing::subscriptions::{self, BillingAnchor, SubscriptionChangeKind, SubscriptionStatus},
+    customers,
+    store::subscriptions::{self as subscription_store, ChangeRow, SubscriptionRow},
+};
+
+use super::{Actor, principal, usage::Customer};
+
+#[derive(InputObject)]
+pub struct CreateSubscriptionInput {
+    pub project_id: Option<ID>,
+    /// The customer, by Neruba id or by external id (exactly one).
+    pub customer_id: Option<ID>,
+    pub customer_external_id: Option<String>,
+    pub plan_id: ID,
+    /// A version of the plan; its latest when left out.
+    pub plan_version: Option<i32>,
+    /// When billing starts (default: now). Periods are whole UTC days from this date.
+    pub starts_at: Option<DateTime<Utc>>,
+    #[graphql(default_with = "BillingAnchor::Calendar")]
+    pub billing_anchor: BillingAnchor,
+    /// Makes the request replay-safe: the same key and request answer the first subscription.
+    pub idempotency_key: String,
+}
+
+#[derive(SimpleObject)]
+pub struct CreateSubscriptionPayload {
+    pub subscription: PlanSubscription,
+    /// True when this answered an earlier request with the same idempotency key.
+    pub replayed: bool,
+}
+
+#[derive(InputObject)]
+pub struct CancelSubscriptionInput {
+    pub project_id: Option<ID>,
+    pub subscription_id: ID,
+    /// End at the end of the current period (default) or at once.
+    #[graphql(default = true)]
+    pub at_period_end: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct CancelSubscriptionPayload {
+    pub subscription: PlanSubscription,
+}
+
+/// A billing period `[from, to)`, in whole UTC days.
+#[derive(SimpleObject)]
+pub struct BillingPeriod {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// The whole calendar period this one is part of, when it is shorter (a calendar
+    /// subscription's first period): its fixed fee is prorated over the whole.
+    pub full_from: DateTime<Utc>,
+    pub full_to: DateTime<Utc>,
+}
+
+/// A customer's subscription to a plan version. (Named so beside GraphQL's `Subscription` root.)
+pub struct PlanSubscription(SubscriptionRow);
+
+fn midnight(day: chrono::NaiveDate) -> DateTime<Utc> {
+    utc(day.and_hms_opt(0, 0, 0).unwrap_or_default())
+}
+
+#[Object]
+impl PlanSubscription {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    /// The customer (scope `READ`).
+    async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
+        require_read(ctx, &self.0.project_id)?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        absent_is_null(async {
+            Ok(Customer(
+                customers::find_customer_by_id(&mut conn, &self.0.project_id, &self.0.customer_id).await?,
+            ))
+        })
+        .await
+    }
+    /// The plan version it bills.
+    async fn plan_version(&self, ctx: &Context<'_>) -> Result<PlanVersion> {
+        let mut conn = db::get(&state(ctx).pool).await?;
+        Ok(PlanVersion(
+            plans::load_version(&mut conn, &self.0.project_id, &self.0.plan_version_id).await?,
+        ))
+    }
+    /// Where it stands now.
+    async fn status(&self) -> SubscriptionStatus {
+        self.0.status(crate::store::now())
+    }
+    async fn billing_anchor(&self) -> Result<BillingAnchor> {
+        Ok(self.0.billing_anchor.parse()?)
+    }
+    async fn starts_at(&self) -> DateTime<Utc> {
+        utc(self.0.starts_at)
+    }
+    async fn trial_ends_at(&self) -> Option<DateTime<Utc>> {
+        self.0.trial_ends_at.map(utc)
+    }
+    /// When it ends (set by a cancellation).
+    async fn ends_at(&self) -> Option<DateTime<Utc>> {
+        self.0.ends_at.map(utc)
+    }
+    async fn canceled_at(&self) -> Option<DateTime<Utc>> {
+        self.0.canceled_at.map(utc)
+    }
+    /// The period now running; null before the start and after the end.
+    async fn current_period(&self, ctx: &Context<'_>) -> Result<Option<BillingPeriod>> {
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let version = plans::load_version(&mut conn, &self.0.project_id, &self.0.plan_version_id).await?;
+        let period = subscriptions::period_at(&self.0, &version, crate::store::now())?;
+        Ok(period.map(|p| BillingPeriod {
+            from: midnight(p.billed.start()),
+            to: midnight(p.billed.end()),
+            full_from: midnight(p.full.start()),
+            full_to: midnight(p.full.end()),
+        }))
+    }
+    /// What happened to it, oldest first.
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
+    async fn history(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<Connection<String, SubscriptionChange>> {
+        let size = pagination::page_size(first)?;
+        let after_seq = pagination::after_key(CursorKind::SubscriptionChange, after.as_deref())?
+            .map(|k| {
+                k.parse::<u64>()
+                    .map_err(|_| Error::invalid("after", "is not a cursor from this list"))
+            })
+            .transpose()?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let rows = subscription_store::changes(&mut conn, &self.0.id, after_seq, size + 1).await?;
+        Ok(pagination::connection(
+            CursorKind::SubscriptionChange,
+            rows,
+            size,
+            after.as_deref(),
+            |c| c.seq.to_string(),
+            SubscriptionChange,
+        ))
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        utc(self.0.created_at)
+    }
+}
+
+/// One change in a subscription's history.
+pub struct SubscriptionChange(ChangeRow);
+
+#[Object]
+impl SubscriptionChange {
+    async fn kind(&self) -> Result<SubscriptionChangeKind> {
+        Ok(self.0.kind.parse()?)
+    }
+    /// When the change takes effect (the start, the end).
+    async fn effective_at(&self) -> DateTime<Utc> {
+        utc(self.0.effective_at)
+    }
+    /// The plan version the subscription was on.
+    async fn plan_version_id(&self) -> ID {
+        ID(self.0.plan_version_id.clone())
+    }
+    async fn actor(&self) -> Actor {
+        Actor::parse(&self.0.actor, &self.0.project_id)
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        utc(self.0.created_at)
+    }
+}
+
+#[derive(Default)]
+pub struct SubscriptionQuery;
+
+#[Object]
+impl SubscriptionQuery {
+    /// The project's subscriptions (a customer's, when named), oldest first (scope `READ`).
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
+    async fn subscriptions(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Option<ID>,
+        customer_id: Option<ID>,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<Connection<String, PlanSubscription>> {
+        let project_id = resolve_project(ctx, &project_id, Scope::Read).await?;
+        let size = pagination::page_size(first)?;
+        let after_key = pagination::after_key(CursorKind::Subscription, after.as_deref())?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let rows = subscription_store::list(
+            &mut conn,
+            &project_id,
+            customer_id.as_ref().map(|c| c.as_str()),
+            after_key.as_deref(),
+            size + 1,
+        )
+        .await?;
+        Ok(pagination::connection(
+            CursorKind::Subscription,
+            rows,
+            size,
+            after.as_deref(),
+            |s| s.id.clone(),
+            PlanSubscription,
+        ))
+    }
+
+    /// A subscription by id; null when there is none (scope `READ`).
+    async fn subscription(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Option<ID>,
+        id: ID,
+    ) -> Result<Option<PlanSubscription>> {
+        let found = absent_is_null(async {
+            let project_id = resolve_project(ctx, &project_id, Scope::Read).await?;
+            let mut conn = db::get(&state(ctx).pool).await?;
+            Ok(subscription_store::find(&mut conn, &project_id, &id).await?)
+        })
+        .await?;
+        Ok(found.flatten().map(PlanSubscription))
+    }
+}
+
+#[derive(Default)]
+pub struct SubscriptionMutation;
+
+#[Object]
+impl SubscriptionMutation {
+    /// Subscribes a customer to a plan (scope `BILLING`). Replay-safe by `idempotencyKey`; a second
+    /// live subscription of the customer to the plan is `SUBSCRIPTION_EXISTS`; a plan whose
+    /// currency differs from the customer's is refused on `planId`.
+    async fn create_subscription(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateSubscriptionInput,
+    ) -> Result<CreateSubscriptionPayload> {
+        let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
+        let actor = principal(ctx)?.actor();
+        let starts_at = crate::time::opt_to_column("startsAt", input.starts_at)?;
+        let domain = subscriptions::CreateInput {
+            customer_id: input.customer_id.map(|id| id.0),
+            customer_external_id: input.customer_external_id,
+            plan_id: input.plan_id.0,
+            plan_version: input.plan_version,
+            starts_at,
+            billing_anchor: input.billing_anchor,
+            idempotency_key: input.idempotency_key,
+        };
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let (row, created) = subscriptions::create(&mut conn, &project_id, &domain, &actor).await?;
+        Ok(CreateSubscriptionPayload {
+            subscription: PlanSubscription(row),
+            replayed: !created,
+        })
+    }
+
+    /// Cancels a subscription at the end of its period (default) or at once (scope `BILLING`).
+    /// Canceling again the same way changes nothing.
+    async fn cancel_subscription(
+        &self,
+        ctx: &Context<'_>,
+        input: CancelSubscriptionInput,
+    ) -> Result<CancelSubscriptionPayload> {
+        let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
+        let actor = principal(ctx)?.actor();
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let row = subscriptions::cancel(
+            &mut conn,
+            &project_id,
+            &input.subscription_id,
+            input.at_period_end,
+            &actor,
+        )
+        .await?;
+        Ok(CancelSubscriptionPayload {
+            subscription: PlanSubscription(row),
+        })
+    }
+}

@@ -23,7 +23,7 @@ pub struct CreditUnit {
     /// Decimal places an amount in this unit may carry (0..=12).
     pub decimals: i32,
     /// What one unit is worth in money, when the project declared it; wallets in this unit take it
-    /// as their `rateToMoney`/`moneyCurrency` unless they name their own.
+    /// as their `unitValue` unless they were created with their own `rateToMoney`/`moneyCurrency`.
     pub unit_value: Option<Money>,
     pub created_at: DateTime<Utc>,
 }

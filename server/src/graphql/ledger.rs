@@ -1,6 +1,7 @@
 //! Wallets, credits, charges, the ledger's entries, reconciliation, and live balances.
 //!
-//! Amounts are the `Decimal` scalar (a string such as `"12.50"`): exact, never a float. Scopes: reads need `READ`;
+//! Every amount answered is a [`Money`] (its exact `Decimal` with its unit); amounts sent are the
+//! `Decimal` scalar (a string such as `"12.50"`): exact, never a float. Scopes: reads need `READ`;
 //! charges `INGEST` or `BILLING`; wallets, top-ups and grants `BILLING`; adjustments, the expiry
 //! sweep and reconciliation `ADMIN` (or the operator, who names `projectId`).
 
@@ -10,7 +11,9 @@ use futures_util::{Stream, StreamExt};
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::{
-    Decimal, opt_id,
+    Decimal, Money,
+    loaders::{CustomerLoader, WalletLoader, load_link},
+    opt_id,
     pagination::{self, CursorKind},
     principal, require_read, resolve_project, state, utc,
 };
@@ -33,16 +36,25 @@ use crate::{
     time,
 };
 
-fn amount(value: rust_decimal::Decimal) -> Decimal {
-    value.into()
-}
-
 fn parse_or_internal<T: std::str::FromStr<Err = Error>>(text: &str) -> Result<T> {
     Ok(text.parse()?)
 }
 
 /// A customer's wallet in one currency or credit unit.
 pub struct Wallet(pub WalletRow);
+
+impl Wallet {
+    /// An amount in the wallet's unit.
+    fn money(&self, amount: rust_decimal::Decimal) -> Money {
+        Money::stored(amount, &self.0.currency, &self.0.project_id)
+    }
+
+    /// The value of one unit and the currency it is in, when the wallet has a rate (the service
+    /// stores both or neither).
+    fn money_rate(&self) -> Option<(rust_decimal::Decimal, &str)> {
+        Some((self.0.rate_to_money?, self.0.money_currency.as_deref()?))
+    }
+}
 
 #[Object]
 impl Wallet {
@@ -53,8 +65,7 @@ impl Wallet {
     /// has `null` here, with an error).
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<super::usage::Customer>> {
         require_read(ctx, &self.0.project_id)?;
-        let mut conn = db::get(&state(ctx).pool).await?;
-        let row = crate::customers::find_customer(&mut conn, &self.0.project_id, &self.0.customer_external_id).await?;
+        let row = load_link::<CustomerLoader>(ctx, &self.0.project_id, &self.0.customer_id, "customer").await?;
         Ok(Some(super::usage::Customer(row)))
     }
     async fn customer_external_id(&self) -> &str {
@@ -65,31 +76,32 @@ impl Wallet {
         &self.0.currency
     }
     /// The balance: the sum of the postings on the wallet's accounts (lots and overdraft).
-    async fn balance(&self) -> Decimal {
-        amount(self.0.balance)
+    async fn balance(&self) -> Money {
+        self.money(self.0.balance)
     }
-    /// For a credit unit with a rate: the balance in money, rounded half to even at 12 places.
-    async fn balance_in_money(&self) -> Option<Decimal> {
-        self.0
-            .rate_to_money
-            .and_then(|rate| to_money(self.0.balance, rate))
-            .map(amount)
+    /// What one unit of the wallet is worth in money (`rateToMoney` in `moneyCurrency` when it was
+    /// created, or its credit unit's declared value); `null` when it has no rate.
+    async fn unit_value(&self) -> Option<Money> {
+        let (rate, code) = self.money_rate()?;
+        Some(Money::stored(rate, code, &self.0.project_id))
     }
-    async fn rate_to_money(&self) -> Option<Decimal> {
-        self.0.rate_to_money.map(amount)
-    }
-    async fn money_currency(&self) -> Option<&str> {
-        self.0.money_currency.as_deref()
+    /// The balance valued at `unitValue`, in its currency, exact to 12 decimal places (rounded
+    /// half to even there; `formatted` rounds to the currency's minor units); `null` without a rate.
+    async fn balance_in_money(&self) -> Option<Money> {
+        let (rate, code) = self.money_rate()?;
+        let value = to_money(self.0.balance, rate)?;
+        Some(Money::stored(value, code, &self.0.project_id))
     }
     async fn policy(&self) -> Result<WalletPolicy> {
         parse_or_internal(&self.0.policy)
     }
     /// How far below zero the balance may go (policy `ALLOW_UNTIL_LIMIT`).
-    async fn credit_limit(&self) -> Decimal {
-        amount(self.0.credit_limit)
+    async fn credit_limit(&self) -> Money {
+        self.money(self.0.credit_limit)
     }
-    async fn low_balance_threshold(&self) -> Option<Decimal> {
-        self.0.low_balance_threshold.map(amount)
+    /// Below this balance, a `LOW_BALANCE` event is sent once per crossing.
+    async fn low_balance_threshold(&self) -> Option<Money> {
+        self.0.low_balance_threshold.map(|t| self.money(t))
     }
     /// Whether the balance is below the threshold (a `LOW_BALANCE` event was sent for this crossing).
     async fn below_threshold(&self) -> bool {
@@ -117,7 +129,10 @@ impl Wallet {
             size,
             after.as_deref(),
             |l| l.id.clone(),
-            CreditLot,
+            |lot| CreditLot {
+                lot,
+                currency: self.0.currency.clone(),
+            },
         )))
     }
     async fn created_at(&self) -> DateTime<Utc> {
@@ -186,45 +201,59 @@ async fn entry_page(
 }
 
 /// A paid top-up, free grant or positive adjustment, consumed in the documented order.
-pub struct CreditLot(pub LotRow);
+pub struct CreditLot {
+    pub lot: LotRow,
+    /// The wallet's unit (a lot's row does not repeat it).
+    pub currency: String,
+}
+
+impl CreditLot {
+    fn money(&self, amount: rust_decimal::Decimal) -> Money {
+        Money::stored(amount, &self.currency, &self.lot.project_id)
+    }
+}
 
 /// A wallet an object of the same project links to; needs `READ`, however it was reached.
+/// Batched: a page of rows linking to wallets is one query.
 async fn wallet_of(ctx: &Context<'_>, project_id: &str, wallet_id: &str) -> Result<Wallet> {
     require_read(ctx, project_id)?;
-    let mut conn = db::get(&state(ctx).pool).await?;
-    Ok(Wallet(service::find_wallet(&mut conn, project_id, wallet_id).await?))
+    Ok(Wallet(
+        load_link::<WalletLoader>(ctx, project_id, wallet_id, "wallet").await?,
+    ))
 }
 
 #[Object]
 impl CreditLot {
     pub async fn id(&self) -> ID {
-        ID(self.0.id.clone())
+        ID(self.lot.id.clone())
     }
     async fn source(&self) -> Result<LotSource> {
-        parse_or_internal(&self.0.source)
+        parse_or_internal(&self.lot.source)
     }
     /// The wallet the lot belongs to (scope `READ`).
     async fn wallet(&self, ctx: &Context<'_>) -> Result<Wallet> {
-        wallet_of(ctx, &self.0.project_id, &self.0.wallet_id).await
+        wallet_of(ctx, &self.lot.project_id, &self.lot.wallet_id).await
     }
     async fn account_id(&self) -> ID {
-        ID(self.0.account_id.clone())
+        ID(self.lot.account_id.clone())
     }
-    async fn original_amount(&self) -> Decimal {
-        amount(self.0.original_amount)
+    /// What the lot was created with, in the wallet's unit.
+    async fn original_amount(&self) -> Money {
+        self.money(self.lot.original_amount)
     }
-    async fn remaining(&self) -> Decimal {
-        amount(self.0.remaining)
+    /// What is left to draw.
+    async fn remaining(&self) -> Money {
+        self.money(self.lot.remaining)
     }
     /// Lower numbers are drawn first among lots expiring at the same time.
     async fn priority(&self) -> i32 {
-        self.0.priority
+        self.lot.priority
     }
     async fn expires_at(&self) -> Option<DateTime<Utc>> {
-        self.0.expires_at.map(utc)
+        self.lot.expires_at.map(utc)
     }
     async fn created_at(&self) -> DateTime<Utc> {
-        utc(self.0.created_at)
+        utc(self.lot.created_at)
     }
 }
 
@@ -246,12 +275,10 @@ impl LedgerTransaction {
     async fn cause_id(&self) -> Option<ID> {
         self.0.cause_id.clone().map(ID)
     }
-    async fn currency(&self) -> &str {
-        &self.0.currency
-    }
-    /// The amount requested (signed for adjustments).
-    async fn amount(&self) -> Decimal {
-        amount(self.0.amount)
+    /// The amount requested (signed for adjustments), in the transaction's unit (all its
+    /// postings share it).
+    async fn amount(&self) -> Money {
+        Money::stored(self.0.amount, &self.0.currency, &self.0.project_id)
     }
     async fn idempotency_key(&self) -> Option<&str> {
         self.0.idempotency_key.as_deref()
@@ -269,8 +296,10 @@ impl LedgerTransaction {
         self.0.corrects_transaction_id.clone().map(ID)
     }
     /// The wallet's balance right after this transaction.
-    async fn balance_after(&self) -> Option<Decimal> {
-        self.0.wallet_balance_after.map(amount)
+    async fn balance_after(&self) -> Option<Money> {
+        self.0
+            .wallet_balance_after
+            .map(|b| Money::stored(b, &self.0.currency, &self.0.project_id))
     }
     async fn created_at(&self) -> DateTime<Utc> {
         utc(self.0.created_at)
@@ -400,6 +429,12 @@ pub struct LedgerEntry {
     account: AccountRow,
 }
 
+impl LedgerEntry {
+    fn money(&self, amount: rust_decimal::Decimal) -> Money {
+        Money::stored(amount, &self.posting.currency, &self.posting.project_id)
+    }
+}
+
 impl From<ledger_store::Entry> for LedgerEntry {
     fn from((posting, transaction, account): ledger_store::Entry) -> Self {
         LedgerEntry {
@@ -416,6 +451,7 @@ impl LedgerEntry {
     pub async fn id(&self) -> ID {
         ID(format!("{POSTING_ID_PREFIX}_{}", self.posting.id))
     }
+    /// The transaction the posting belongs to (read with the entry: no query of its own).
     async fn transaction(&self) -> LedgerTransaction {
         LedgerTransaction(self.transaction.clone())
     }
@@ -436,18 +472,15 @@ impl LedgerEntry {
         self.posting.lot_id.clone().map(ID)
     }
     /// The change of the account's balance: positive adds to it.
-    async fn amount(&self) -> Decimal {
-        amount(self.posting.amount)
-    }
-    async fn currency(&self) -> &str {
-        &self.posting.currency
+    async fn amount(&self) -> Money {
+        self.money(self.posting.amount)
     }
     async fn cause(&self) -> Result<Cause> {
         parse_or_internal(&self.posting.cause)
     }
     /// The wallet's balance after this posting (wallet-side postings only).
-    async fn balance_after(&self) -> Option<Decimal> {
-        self.posting.wallet_balance_after.map(amount)
+    async fn balance_after(&self) -> Option<Money> {
+        self.posting.wallet_balance_after.map(|b| self.money(b))
     }
     async fn created_at(&self) -> DateTime<Utc> {
         utc(self.posting.created_at)
@@ -506,15 +539,14 @@ pub struct WalletChange {
     pub kind: WalletEventKind,
     pub wallet_id: ID,
     pub customer_external_id: String,
-    pub currency: String,
-    /// The balance after the change.
-    pub balance: Decimal,
+    /// The balance after the change, in the wallet's unit.
+    pub balance: Money,
     /// The change of the balance.
-    pub delta: Decimal,
+    pub delta: Money,
     pub cause: Cause,
     pub transaction_id: ID,
     /// The wallet's low-balance threshold (for `LOW_BALANCE`).
-    pub threshold: Option<Decimal>,
+    pub threshold: Option<Money>,
     /// When the change committed.
     pub occurred_at: DateTime<Utc>,
     /// Increases with every change of a wallet: a client can detect a gap or a duplicate.
@@ -527,12 +559,11 @@ impl From<&WalletEvent> for WalletChange {
             kind: e.kind,
             wallet_id: ID(e.wallet_id.clone()),
             customer_external_id: e.customer_external_id.clone(),
-            currency: e.currency.clone(),
-            balance: amount(e.balance),
-            delta: amount(e.delta),
+            balance: Money::stored(e.balance, &e.currency, &e.project_id),
+            delta: Money::stored(e.delta, &e.currency, &e.project_id),
             cause: e.cause,
             transaction_id: ID(e.transaction_id.clone()),
-            threshold: e.threshold.map(amount),
+            threshold: e.threshold.map(|t| Money::stored(t, &e.currency, &e.project_id)),
             occurred_at: utc(e.at),
             sequence: e.outbox_id.to_string(),
         }

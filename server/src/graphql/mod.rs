@@ -6,6 +6,7 @@ mod billing;
 mod credit_units;
 mod ledger;
 pub mod limits;
+pub mod loaders;
 pub mod money;
 mod node;
 pub mod pagination;
@@ -31,6 +32,7 @@ pub struct QueryRoot(
     credit_units::CreditUnitQuery,
     billing::BillingQuery,
     billing::PlanQuery,
+    billing::SubscriptionQuery,
     node::NodeQuery,
 );
 
@@ -42,6 +44,7 @@ pub struct MutationRoot(
     ledger::LedgerMutation,
     credit_units::CreditUnitMutation,
     billing::PlanMutation,
+    billing::SubscriptionMutation,
 );
 
 #[derive(MergedSubscription, Default)]
@@ -61,7 +64,7 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
 /// The executable schema, with limits from the configuration.
 pub fn schema(state: AppState) -> NerubaSchema {
     let config = state.config.clone();
-    builder()
+    loaders::register(builder(), &state)
         .limit_depth(config.graphql_max_depth)
         .limit_complexity(config.graphql_max_complexity)
         .extension(limits::NestingLimit)

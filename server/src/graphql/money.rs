@@ -18,6 +18,10 @@ use crate::{
 /// `amount` and `currency` come with the row; `decimals` and `formatted` need the unit's minor
 /// units, which for a credit unit are the project's declaration: those are loaded once per
 /// response for all the amounts in it ([`UnitLoader`]), and only when selected.
+///
+/// Its fields cost nothing against the complexity limit: an amount is one value of its parent
+/// row (as the bare `Decimal` it replaced was), and the unit lookup is one batch per response,
+/// not per row. So `balance { amount currency formatted }` costs what `balance` did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Money {
     amount: rust_decimal::Decimal,
@@ -54,20 +58,24 @@ impl Money {
 #[Object]
 impl Money {
     /// The exact amount, at the ledger's precision (up to 12 decimal places, never rounded).
+    #[graphql(complexity = 0)]
     async fn amount(&self) -> Decimal {
         self.amount.into()
     }
     /// The unit's code: an ISO 4217 currency (`USD`) or a credit unit the project declared.
+    #[graphql(complexity = 0)]
     async fn currency(&self) -> &str {
         &self.code
     }
     /// The unit's minor-unit digits: 2 for USD, 0 for JPY, 3 for KWD, a credit unit's declared decimals.
+    #[graphql(complexity = 0)]
     async fn decimals(&self, ctx: &Context<'_>) -> GraphqlResult<i32> {
         Ok(self.unit(ctx).await?.decimals() as i32)
     }
     /// For display only: the amount rounded half to even to `decimals` places, written with
     /// exactly that many places, `.` as the decimal point, no grouping, then a space and the code
     /// (`12.50 USD`, `-1200 JPY`, `1200 CREDITS`). Format for a locale from `amount` and `currency`.
+    #[graphql(complexity = 0)]
     async fn formatted(&self, ctx: &Context<'_>) -> GraphqlResult<String> {
         let unit = self.unit(ctx).await?;
         Ok(currency::Money::from_ledger(self.amount, unit).formatted())

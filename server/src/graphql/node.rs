@@ -10,7 +10,7 @@ use super::{
     credit_units::CreditUnit,
     ledger::{CreditLot, LedgerAccount, LedgerEntry, LedgerTransaction, POSTING_ID_PREFIX, Wallet},
     principal, state,
-    usage::{BillableMetric, Customer},
+    usage::{BillableMetric, Customer, UsageEvent},
 };
 use crate::{
     auth::{Principal, Scope},
@@ -18,8 +18,9 @@ use crate::{
     error::{Error, GraphqlResult as Result},
     store::{
         self, IdTable, api_keys, billable_metrics, customers as customer_store, ledger as ledger_store,
-        projects as project_store,
+        projects as project_store, usage_events,
     },
+    usage::event::EVENT_ID_PREFIX,
 };
 
 /// The most ids one `nodes` call takes.
@@ -33,13 +34,14 @@ pub const MAX_NODES: usize = 100;
 #[graphql(field(
     name = "id",
     ty = "ID",
-    desc = "Unique across Neruba, prefixed by its kind (`prj_`, `key_`, `cus_`, `bm_`, `cru_`, `wal_`, `lot_`, `acc_`, `txn_`, `pst_`); `node(id:)` finds it."
+    desc = "Unique across Neruba, prefixed by its kind (`prj_`, `key_`, `cus_`, `bm_`, `evt_`, `cru_`, `wal_`, `lot_`, `acc_`, `txn_`, `pst_`); `node(id:)` finds it."
 ))]
 pub enum Node {
     Project(Project),
     ApiKey(ApiKey),
     Customer(Customer),
     BillableMetric(BillableMetric),
+    UsageEvent(UsageEvent),
     CreditUnit(CreditUnit),
     Wallet(Wallet),
     CreditLot(CreditLot),
@@ -85,6 +87,9 @@ async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
     };
     if prefix == POSTING_ID_PREFIX {
         return find_entry(ctx, principal, id).await;
+    }
+    if prefix == EVENT_ID_PREFIX {
+        return find_event(ctx, principal, id).await;
     }
     let table = match prefix {
         "prj" | "key" => None,
@@ -139,7 +144,7 @@ async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
             .map(|w| Node::Wallet(Wallet(w))),
         IdTable::CreditLots => ledger_store::find_lot(conn, p, id)
             .await?
-            .map(|l| Node::CreditLot(CreditLot(l))),
+            .map(|(lot, currency)| Node::CreditLot(CreditLot { lot, currency })),
         IdTable::LedgerAccounts => ledger_store::find_account_by_id(conn, p, id)
             .await?
             .map(LedgerAccount::try_from)
@@ -149,6 +154,19 @@ async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
             .await?
             .map(|t| Node::LedgerTransaction(LedgerTransaction(t))),
     })
+}
+
+/// A usage event by its `evt_` id (not in [`IdTable`]: events are keyed by `seq`).
+async fn find_event(ctx: &Context<'_>, principal: &Principal, id: &str) -> Result<Option<Node>> {
+    if !crate::ids::looks_like(EVENT_ID_PREFIX, id) {
+        return Ok(None);
+    }
+    let mut conn = db::get(&state(ctx).pool).await?;
+    Ok(usage_events::find_by_id(&mut conn, id)
+        .await?
+        .into_iter()
+        .find(|e| sees(principal, &e.project_id, Scope::Read))
+        .map(|e| Node::UsageEvent(UsageEvent(e.into()))))
 }
 
 /// A ledger entry by its `pst_<number>` id.

@@ -52,6 +52,8 @@ pub enum CursorKind {
     UsageGroup,
     Plan,
     PlanVersion,
+    Subscription,
+    SubscriptionChange,
 }
 
 impl CursorKind {
@@ -67,6 +69,8 @@ impl CursorKind {
             CursorKind::UsageGroup => "group",
             CursorKind::Plan => "plan",
             CursorKind::PlanVersion => "planversion",
+            CursorKind::Subscription => "subscription",
+            CursorKind::SubscriptionChange => "subchange",
         }
     }
 }
@@ -148,6 +152,8 @@ mod tests {
             CursorKind::UsageGroup,
             CursorKind::Plan,
             CursorKind::PlanVersion,
+            CursorKind::Subscription,
+            CursorKind::SubscriptionChange,
         ];
         for kind in kinds {
             for key in ["wal_01JX", "42", "1764547200000000.7", "", "a:b:c", "ünï/cødé+=?"] {

@@ -24,7 +24,7 @@ use crate::{
     db,
     error::{Error, ErrorCode, GraphqlResult as Result},
     store::{
-        billable_metrics::MetricRow,
+        billable_metrics::{self, MetricRow},
         customers::{self as customer_store, CustomerRow},
         now,
         usage_events::{self, EventCursor, EventFilter},
@@ -106,11 +106,11 @@ impl Customer {
             .load_one(key.clone())
             .await
             .map_err(|e: Arc<Error>| (*e).clone())?;
-        let (def, value) = found.ok_or(Error::NotFound("billable metric"))?;
-        let group_by = key.group_by.clone().or(def.group_by.clone());
+        let LoadedUsage { metric, value } = found.ok_or(Error::NotFound("billable metric"))?;
+        let group_by = key.group_by.clone().or(metric.group_by.clone());
         Ok(Usage {
-            metric: def.code,
-            aggregation: def.aggregation,
+            aggregation: metric.aggregation,
+            metric,
             from,
             to,
             value: value.value.into(),
@@ -202,7 +202,8 @@ fn parse_event_cursor(raw: &str) -> std::result::Result<EventCursor, Error> {
 #[derive(SimpleObject)]
 #[graphql(complex)]
 pub struct Usage {
-    pub metric: String,
+    /// The billable metric aggregated (`metric { code }` is the code asked for).
+    pub metric: BillableMetric,
     pub aggregation: Aggregation,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
@@ -309,7 +310,7 @@ impl UsageEvent {
 }
 
 /// A billable metric.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Clone)]
 #[graphql(complex)]
 pub struct BillableMetric {
     #[graphql(skip)]
@@ -529,12 +530,20 @@ pub struct UsageKey {
 
 /// Batches `Customer.usage` across the customers of one response: keys that share project, metric,
 /// period and grouping are aggregated by one SQL query. Unknown metrics are left out of the answer.
+/// The metric's row is read once per group anyway, so `Usage.metric` comes with the value.
 pub struct UsageLoader {
     pub state: AppState,
 }
 
+/// One key's answer: the metric as defined and the customer's aggregate of it.
+#[derive(Clone)]
+pub struct LoadedUsage {
+    pub metric: BillableMetric,
+    pub value: UsageValue,
+}
+
 impl Loader<UsageKey> for UsageLoader {
-    type Value = (MetricDef, UsageValue);
+    type Value = LoadedUsage;
     type Error = Arc<Error>;
 
     async fn load(&self, keys: &[UsageKey]) -> std::result::Result<HashMap<UsageKey, Self::Value>, Self::Error> {
@@ -549,11 +558,13 @@ impl Loader<UsageKey> for UsageLoader {
         let mut conn = db::get(&self.state.pool).await.map_err(|e| Arc::new(e.into()))?;
         let mut out = HashMap::new();
         for ((project_id, metric, from, to, group_by), members) in groups {
-            let def = match metrics::find_metric(&mut conn, project_id, metric).await {
-                Ok(def) => def,
-                Err(Error::NotFound(_)) => continue,
-                Err(e) => return Err(Arc::new(e)),
+            let row = match billable_metrics::find_by_code(&mut conn, project_id, metric).await {
+                Ok(Some(row)) => row,
+                Ok(None) => continue,
+                Err(e) => return Err(Arc::new(e.into())),
             };
+            let def = MetricDef::from_row(&row).map_err(Arc::new)?;
+            let billable_metric = BillableMetric::try_from(row).map_err(Arc::new)?;
             let group_by = group_by.or(def.group_by.as_deref());
             let customers: Vec<&str> = members.iter().map(|k| k.customer.as_str()).collect();
             let values = metrics::aggregate(&mut conn, project_id, &def, &customers, from, to, group_by)
@@ -561,7 +572,13 @@ impl Loader<UsageKey> for UsageLoader {
                 .map_err(Arc::new)?;
             for k in members {
                 let value = values.get(&k.customer).cloned().unwrap_or_default();
-                out.insert(k.clone(), (def.clone(), value));
+                out.insert(
+                    k.clone(),
+                    LoadedUsage {
+                        metric: billable_metric.clone(),
+                        value,
+                    },
+                );
             }
         }
         Ok(out)

@@ -89,6 +89,19 @@ pub async fn find_by_id(conn: &mut Conn, project_id: &str, id: &str) -> QueryRes
         .optional()
 }
 
+/// The customers of `project_id` among `ids` (any order; absent ones are left out).
+pub async fn find_by_ids(conn: &mut Conn, project_id: &str, ids: &[&str]) -> QueryResult<Vec<CustomerRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    customers::table
+        .filter(customers::project_id.eq(project_id))
+        .filter(customers::id.eq_any(ids))
+        .select(CustomerRow::as_select())
+        .load(conn)
+        .await
+}
+
 pub async fn find_by_external_id(
     conn: &mut Conn,
     project_id: &str,

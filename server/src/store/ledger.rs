@@ -150,6 +150,20 @@ pub async fn find_wallet(conn: &mut Conn, project_id: &str, id: &str) -> QueryRe
         .optional()
 }
 
+/// The wallets of `project_id` among `ids` (any order; absent ones are left out): the links to
+/// wallets of a page of rows, in one query.
+pub async fn find_wallets(conn: &mut Conn, project_id: &str, ids: &[&str]) -> QueryResult<Vec<WalletRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    wallets::table
+        .filter(wallets::project_id.eq(project_id))
+        .filter(wallets::id.eq_any(ids))
+        .select(WalletRow::as_select())
+        .load(conn)
+        .await
+}
+
 pub async fn find_wallet_by_customer(
     conn: &mut Conn,
     project_id: &str,
@@ -442,19 +456,21 @@ pub async fn insert_lot(conn: &mut Conn, row: &LotRow) -> QueryResult<usize> {
     diesel::insert_into(credit_lots::table).values(row).execute(conn).await
 }
 
-/// The wallet's lots that still hold something and have not been expired by the sweep. A plain
-/// read: inside a money transaction it runs after the wallet lock, so its snapshot is current
-/// (locking the lots would take gap locks that collide with other wallets' new lots).
-pub async fn find_lot(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<LotRow>> {
+/// Lot `id` of `project_id`, with its wallet's unit (the lot's row does not repeat it).
+pub async fn find_lot(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<(LotRow, String)>> {
     credit_lots::table
+        .inner_join(wallets::table)
         .filter(credit_lots::project_id.eq(project_id))
         .filter(credit_lots::id.eq(id))
-        .select(LotRow::as_select())
+        .select((LotRow::as_select(), wallets::currency))
         .first(conn)
         .await
         .optional()
 }
 
+/// The wallet's lots that still hold something and have not been expired by the sweep. A plain
+/// read: inside a money transaction it runs after the wallet lock, so its snapshot is current
+/// (locking the lots would take gap locks that collide with other wallets' new lots).
 pub async fn open_lots(conn: &mut Conn, wallet_id: &str) -> QueryResult<Vec<LotRow>> {
     credit_lots::table
         .filter(credit_lots::wallet_id.eq(wallet_id))

@@ -148,6 +148,19 @@ pub async fn find_by_keys(conn: &mut Conn, project_id: &str, keys: &[&str]) -> Q
         .await
 }
 
+/// The events whose public id is `id`, through `ix_usage_events_id`: one in practice (ids are
+/// ULIDs; the index is not unique, see its migration), at most a few, oldest first. The caller
+/// keeps the one of a project it may see.
+pub async fn find_by_id(conn: &mut Conn, id: &str) -> QueryResult<Vec<EventRow>> {
+    usage_events::table
+        .filter(usage_events::id.eq(id))
+        .select(EventRow::as_select())
+        .order(usage_events::seq.asc())
+        .limit(10)
+        .load(conn)
+        .await
+}
+
 /// Where a page of a customer's events starts: after this `(occurred_at, seq)`, newest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventCursor {

@@ -198,13 +198,6 @@ pub async fn create_metric(conn: &mut Conn, project_id: &str, input: &MetricInpu
     .await
 }
 
-pub async fn find_metric(conn: &mut Conn, project_id: &str, code: &str) -> Result<MetricDef> {
-    let row = billable_metrics::find_by_code(conn, project_id, code)
-        .await?
-        .ok_or(Error::NotFound("billable metric"))?;
-    MetricDef::from_row(&row)
-}
-
 /// A JSON path for a validated property name (`$."name"`); names never contain quotes.
 fn path(property: &str) -> String {
     format!("$.\"{property}\"")

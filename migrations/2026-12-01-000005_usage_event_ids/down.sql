@@ -1,0 +1,1 @@
+ALTER TABLE usage_events DROP INDEX ix_usage_events_id;

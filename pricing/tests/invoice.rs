@@ -1,0 +1,199 @@
+//! The order of an invoice (fees → minimum true-ups → coupons → taxes → prepaid credits), with
+//! every amount computed by hand in the comments.
+
+use std::str::FromStr;
+
+use chrono::NaiveDate;
+use neruba_pricing::{
+    Charge, ChargeSpec, PriceSpec, TierSpec, Usage,
+    invoice::{ChargeUsage, Coupon, FixedFee, InvoiceInput, LineKind, compute},
+    proration::Period,
+};
+use rust_decimal::Decimal;
+
+fn d(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+fn day(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+fn period(from: &str, to: &str) -> Period {
+    Period::new(day(from), day(to)).unwrap()
+}
+
+fn charges() -> (Charge, Charge) {
+    let tiers = vec![
+        TierSpec {
+            up_to: Some(d("100")),
+            unit_amount: d("0.10"),
+            flat_amount: d("5"),
+        },
+        TierSpec {
+            up_to: Some(d("1000")),
+            unit_amount: d("0.05"),
+            flat_amount: d("0"),
+        },
+        TierSpec {
+            up_to: None,
+            unit_amount: d("0.01"),
+            flat_amount: d("2"),
+        },
+    ];
+    let api = Charge::parse(ChargeSpec {
+        price: PriceSpec::Graduated { tiers },
+        free_units: Some(d("50")),
+        minimum: None,
+    })
+    .unwrap();
+    let storage = Charge::parse(ChargeSpec {
+        price: PriceSpec::PerUnit { unit_amount: d("0.25") },
+        free_units: None,
+        minimum: Some(d("5")),
+    })
+    .unwrap();
+    (api, storage)
+}
+
+fn january_fee(trial_until: Option<&str>) -> FixedFee {
+    FixedFee {
+        amount: d("30"),
+        full: period("2027-01-01", "2027-02-01"),
+        billed: period("2027-01-15", "2027-02-01"),
+        trial_until: trial_until.map(day),
+    }
+}
+
+#[test]
+fn an_invoice_is_fees_then_true_ups_then_coupons_then_taxes_then_credits() {
+    let (api, storage) = charges();
+    let input = InvoiceInput {
+        decimals: 2,
+        fixed_fees: vec![january_fee(None)],
+        charges: vec![
+            ChargeUsage {
+                charge: &api,
+                usage: Usage::Quantity(d("1500")),
+            },
+            ChargeUsage {
+                charge: &storage,
+                usage: Usage::Quantity(d("4.02")),
+            },
+        ],
+        minimum_commitment: Some(d("100")),
+        coupons: vec![Coupon::Percentage(d("10")), Coupon::Amount(d("5"))],
+        taxes: vec![d("8.875"), d("1")],
+        credits_available: d("50"),
+    };
+    let invoice = compute(&input).unwrap();
+    let lines: Vec<_> = invoice.lines.iter().map(|l| (l.kind, l.index, l.amount)).collect();
+    assert_eq!(
+        lines,
+        vec![
+            // 17 of 31 days of 30.00: 30.00 − round(30 × 14/31 = 13.548…) = 30.00 − 13.55.
+            (LineKind::FixedFee, 0, d("16.45")),
+            // 50 free; 100 × 0.10 + 5; 900 × 0.05; 450 × 0.01 + 2.
+            (LineKind::Usage, 0, d("66.50")),
+            // 4.02 × 0.25 = 1.005 → 1.01.
+            (LineKind::Usage, 1, d("1.01")),
+            // Its minimum of 5: 5.00 − 1.01.
+            (LineKind::ChargeMinimum, 1, d("3.99")),
+            // 16.45 + 66.50 + 1.01 + 3.99 = 87.95, below the commitment of 100.
+            (LineKind::MinimumCommitment, 0, d("12.05")),
+            // 10 % of 100.00, then 5 off 90.00.
+            (LineKind::Coupon, 0, d("-10.00")),
+            (LineKind::Coupon, 1, d("-5.00")),
+            // 8.875 % of 85.00 = 7.54375 → 7.54; 1 % = 0.85.
+            (LineKind::Tax, 0, d("7.54")),
+            (LineKind::Tax, 1, d("0.85")),
+            // 50 of the 93.39 paid by credits.
+            (LineKind::Credits, 0, d("-50.00")),
+        ]
+    );
+    assert_eq!(invoice.subtotal, d("100.00"));
+    assert_eq!(invoice.discount, d("-15.00"));
+    assert_eq!(invoice.tax, d("8.39"));
+    assert_eq!(invoice.total, d("93.39"));
+    assert_eq!(invoice.credits, d("-50.00"));
+    assert_eq!(invoice.amount_due, d("43.39"));
+    let sum: Decimal = invoice.lines.iter().map(|l| l.amount).sum();
+    assert_eq!(sum, invoice.amount_due, "the lines add up to what is due");
+    assert_eq!(invoice.lines[1].rating.as_ref().unwrap().steps.len(), 4);
+
+    // Credits never pay more than the total.
+    let rich = compute(&InvoiceInput {
+        credits_available: d("1000"),
+        ..input.clone()
+    })
+    .unwrap();
+    assert_eq!((rich.credits, rich.amount_due), (d("-93.39"), d("0")));
+    // The same inputs give the same invoice.
+    assert_eq!(compute(&input).unwrap(), invoice);
+}
+
+#[test]
+fn trial_days_are_not_billed_and_coupons_stop_at_zero() {
+    let input = InvoiceInput {
+        decimals: 2,
+        // Trial until January 20: 12 of 31 days, 30.00 − round(30 × 19/31 = 18.387…) = 11.61.
+        fixed_fees: vec![january_fee(Some("2027-01-20"))],
+        charges: vec![],
+        minimum_commitment: None,
+        coupons: vec![Coupon::Amount(d("500")), Coupon::Percentage(d("50"))],
+        taxes: vec![d("20")],
+        credits_available: d("0"),
+    };
+    let invoice = compute(&input).unwrap();
+    let lines: Vec<_> = invoice.lines.iter().map(|l| (l.kind, l.amount)).collect();
+    assert_eq!(
+        lines,
+        vec![(LineKind::FixedFee, d("11.61")), (LineKind::Coupon, d("-11.61"))]
+    );
+    assert_eq!(
+        (invoice.total, invoice.amount_due, invoice.credits),
+        (d("0"), d("0"), d("0"))
+    );
+
+    // A trial covering the whole period bills no fixed fee at all.
+    let all_trial = InvoiceInput {
+        fixed_fees: vec![january_fee(Some("2027-03-01"))],
+        ..input
+    };
+    assert!(compute(&all_trial).unwrap().lines.is_empty());
+}
+
+#[test]
+fn a_period_without_usage_still_pays_its_minimums() {
+    let (api, storage) = charges();
+    let input = InvoiceInput {
+        decimals: 2,
+        fixed_fees: vec![],
+        charges: vec![
+            ChargeUsage {
+                charge: &api,
+                usage: Usage::Quantity(d("0")),
+            },
+            ChargeUsage {
+                charge: &storage,
+                usage: Usage::Quantity(d("0")),
+            },
+        ],
+        minimum_commitment: Some(d("20")),
+        coupons: vec![],
+        taxes: vec![],
+        credits_available: d("0"),
+    };
+    let invoice = compute(&input).unwrap();
+    let lines: Vec<_> = invoice.lines.iter().map(|l| (l.kind, l.amount)).collect();
+    assert_eq!(
+        lines,
+        vec![
+            (LineKind::Usage, d("0.00")),
+            (LineKind::Usage, d("0.00")),
+            (LineKind::ChargeMinimum, d("5.00")),
+            (LineKind::MinimumCommitment, d("15.00")),
+        ]
+    );
+    assert_eq!(invoice.amount_due, d("20.00"));
+}

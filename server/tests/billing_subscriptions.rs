@@ -1,0 +1,221 @@
+//! Plan subscriptions through the real server: replay-safe creation, one live subscription per
+//! customer and plan, derived status and the current period, cancellation at the period's end or
+//! at once with its history, and typed errors for bad input.
+
+mod common;
+
+use chrono::{Datelike, Months, NaiveDate, Utc};
+use common::{count_rows, gql, project_with_key};
+use neruba::testing::TestApp;
+use serde_json::{Value, json};
+
+const CREATE: &str = "mutation($i: CreateSubscriptionInput!) { createSubscription(input: $i) { replayed subscription {
+  id status billingAnchor startsAt trialEndsAt endsAt
+  currentPeriod { from to fullFrom fullTo }
+  planVersion { version code } customer { externalId }
+} } }";
+const CANCEL: &str =
+    "mutation($i: CancelSubscriptionInput!) { cancelSubscription(input: $i) { subscription { id status endsAt } } }";
+const HISTORY: &str = "query($id: ID!) { subscription(id: $id) { status history { edges { node { kind effectiveAt actor { kind } } } } } }";
+
+async fn setup(app: &TestApp, name: &str, trial_days: i32) -> (String, String, String) {
+    let (project, key) = project_with_key(app, name).await;
+    let r = gql(
+        app,
+        &key,
+        "mutation { createCustomer(input: { externalId: \"acme\", name: \"Acme\", currency: \"USD\" }) { customer { id } } }",
+        json!({}),
+    )
+    .await;
+    assert!(r.body["errors"].is_null(), "{}", r.body);
+    let r = gql(
+        app,
+        &key,
+        "mutation($t: Int!) { createPlan(input: { code: \"pro\", definition: { name: \"Pro\", currency: \"USD\", interval: { unit: MONTH }, fixedFee: \"49\", trialDays: $t } }) { planVersion { plan { id } } } }",
+        json!({ "t": trial_days }),
+    )
+    .await;
+    let plan = r.data()["createPlan"]["planVersion"]["plan"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (project, key, plan)
+}
+
+fn first_of_month(day: NaiveDate) -> NaiveDate {
+    day.with_day(1).unwrap()
+}
+
+fn midnight(day: NaiveDate) -> String {
+    format!("{day}T00:00:00+00:00")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscription_is_created_once_per_key_and_once_per_customer_and_plan() {
+    let app = TestApp::spawn().await;
+    let (project, key, plan) = setup(&app, "Subs", 14).await;
+    let input = json!({ "customerExternalId": "acme", "planId": plan, "idempotencyKey": "sub-1" });
+    let first = gql(&app, &key, CREATE, json!({ "i": input })).await;
+    let created = first.data()["createSubscription"].clone();
+    assert_eq!(created["replayed"], false);
+    let sub = &created["subscription"];
+    assert_eq!(sub["status"], "TRIALING", "{sub}");
+    assert_eq!(sub["billingAnchor"], "CALENDAR");
+    assert_eq!(sub["planVersion"], json!({ "version": 1, "code": "pro" }));
+    assert_eq!(sub["customer"]["externalId"], "acme");
+    assert!(sub["trialEndsAt"].is_string());
+    // Calendar billing: the current period runs from today to the 1st of next month, part of
+    // the whole month.
+    let today = Utc::now().date_naive();
+    let next_month = first_of_month(today).checked_add_months(Months::new(1)).unwrap();
+    assert_eq!(sub["currentPeriod"]["to"], midnight(next_month));
+    assert_eq!(sub["currentPeriod"]["fullFrom"], midnight(first_of_month(today)));
+
+    let replay = gql(&app, &key, CREATE, json!({ "i": input })).await;
+    assert_eq!(replay.data()["createSubscription"]["replayed"], true);
+    assert_eq!(replay.data()["createSubscription"]["subscription"]["id"], sub["id"]);
+    let changed = json!({ "customerExternalId": "acme", "planId": plan, "idempotencyKey": "sub-1", "billingAnchor": "ANNIVERSARY" });
+    let conflict = gql(&app, &key, CREATE, json!({ "i": changed })).await;
+    assert_eq!(conflict.error_code(), "IDEMPOTENCY_CONFLICT", "{}", conflict.body);
+    let twice = json!({ "customerExternalId": "acme", "planId": plan, "idempotencyKey": "sub-2" });
+    let twice = gql(&app, &key, CREATE, json!({ "i": twice })).await;
+    assert_eq!(twice.error_code(), "SUBSCRIPTION_EXISTS", "{}", twice.body);
+    assert_eq!(count_rows(&app, "subscriptions", Some(&project)).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anniversary_periods_start_on_the_start_day() {
+    let app = TestApp::spawn().await;
+    let (_, key, plan) = setup(&app, "Anniversary", 0).await;
+    // Started on the 31st of a month some months ago: every period starts on the 31st, or the
+    // month's last day when it has no 31st.
+    let today = Utc::now().date_naive();
+    let start = NaiveDate::from_ymd_opt(today.year() - 1, 1, 31).unwrap();
+    let input = json!({ "customerExternalId": "acme", "planId": plan, "idempotencyKey": "a",
+        "billingAnchor": "ANNIVERSARY", "startsAt": format!("{start}T10:00:00Z") });
+    let r = gql(&app, &key, CREATE, json!({ "i": input })).await;
+    let sub = &r.data()["createSubscription"]["subscription"];
+    assert_eq!(sub["status"], "ACTIVE");
+    let mut n = 0;
+    let period = loop {
+        let from = start.checked_add_months(Months::new(n)).unwrap();
+        let to = start.checked_add_months(Months::new(n + 1)).unwrap();
+        if from <= today && today < to {
+            break (from, to);
+        }
+        n += 1;
+    };
+    assert_eq!(sub["currentPeriod"]["from"], midnight(period.0), "{sub}");
+    assert_eq!(sub["currentPeriod"]["to"], midnight(period.1));
+    assert_eq!(sub["currentPeriod"]["fullFrom"], sub["currentPeriod"]["from"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn canceling_at_period_end_then_at_once_is_recorded_in_the_history() {
+    let app = TestApp::spawn().await;
+    let (_, key, plan) = setup(&app, "Cancel", 0).await;
+    let r = gql(
+        &app,
+        &key,
+        CREATE,
+        json!({ "i": { "customerExternalId": "acme", "planId": plan, "idempotencyKey": "c" } }),
+    )
+    .await;
+    let sub = r.data()["createSubscription"]["subscription"].clone();
+    let id = sub["id"].clone();
+    let at_end = gql(&app, &key, CANCEL, json!({ "i": { "subscriptionId": id } })).await;
+    let canceled = &at_end.data()["cancelSubscription"]["subscription"];
+    assert_eq!(canceled["status"], "CANCELING");
+    assert_eq!(canceled["endsAt"], sub["currentPeriod"]["to"]);
+    // The same cancellation again changes nothing.
+    gql(&app, &key, CANCEL, json!({ "i": { "subscriptionId": id } })).await;
+    let now = gql(
+        &app,
+        &key,
+        CANCEL,
+        json!({ "i": { "subscriptionId": id, "atPeriodEnd": false } }),
+    )
+    .await;
+    assert_eq!(now.data()["cancelSubscription"]["subscription"]["status"], "ENDED");
+    let history = gql(&app, &key, HISTORY, json!({ "id": id })).await;
+    let kinds: Vec<_> = history.data()["subscription"]["history"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, vec!["CREATED", "CANCEL_SCHEDULED", "CANCELED"]);
+    assert_eq!(
+        history.data()["subscription"]["history"]["edges"][0]["node"]["actor"]["kind"],
+        "API_KEY"
+    );
+    // Ended, the customer may subscribe to the plan again.
+    let again = gql(
+        &app,
+        &key,
+        CREATE,
+        json!({ "i": { "customerExternalId": "acme", "planId": plan, "idempotencyKey": "c2" } }),
+    )
+    .await;
+    assert_eq!(again.data()["createSubscription"]["subscription"]["status"], "ACTIVE");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_subscriptions_are_refused_and_write_nothing() {
+    let app = TestApp::spawn().await;
+    let (project, key, plan) = setup(&app, "Bad subs", 0).await;
+    gql(
+        &app,
+        &key,
+        "mutation { createCustomer(input: { externalId: \"euro\", currency: \"EUR\" }) { customer { id } } }",
+        json!({}),
+    )
+    .await;
+    let cases: Vec<(Value, &str, Option<&str>)> = vec![
+        (
+            json!({ "customerExternalId": "euro", "planId": plan, "idempotencyKey": "k" }),
+            "BAD_USER_INPUT",
+            Some("planId"),
+        ),
+        (
+            json!({ "customerExternalId": "acme", "planId": plan, "planVersion": 0, "idempotencyKey": "k" }),
+            "BAD_USER_INPUT",
+            Some("planVersion"),
+        ),
+        (
+            json!({ "customerExternalId": "acme", "planId": plan, "idempotencyKey": "" }),
+            "BAD_USER_INPUT",
+            Some("idempotencyKey"),
+        ),
+        (
+            json!({ "customerExternalId": "acme", "customerId": "cus_x", "planId": plan, "idempotencyKey": "k" }),
+            "BAD_USER_INPUT",
+            Some("customerId"),
+        ),
+        (
+            json!({ "customerExternalId": "nobody", "planId": plan, "idempotencyKey": "k" }),
+            "NOT_FOUND",
+            None,
+        ),
+        (
+            json!({ "customerExternalId": "acme", "planId": "pln_nope", "idempotencyKey": "k" }),
+            "NOT_FOUND",
+            None,
+        ),
+        (
+            json!({ "customerExternalId": "acme", "planId": plan, "planVersion": 7, "idempotencyKey": "k" }),
+            "NOT_FOUND",
+            None,
+        ),
+    ];
+    for (input, code, field) in cases {
+        let r = gql(&app, &key, CREATE, json!({ "i": input })).await;
+        assert_eq!(r.error_code(), code, "{input}: {}", r.body);
+        if let Some(field) = field {
+            assert_eq!(r.body["errors"][0]["extensions"]["field"], field, "{input}: {}", r.body);
+        }
+    }
+    assert_eq!(count_rows(&app, "subscriptions", Some(&project)).await, 0);
+    let unknown = gql(&app, &key, CANCEL, json!({ "i": { "subscriptionId": "sub_nope" } })).await;
+    assert_eq!(unknown.error_code(), "NOT_FOUND");
+}
