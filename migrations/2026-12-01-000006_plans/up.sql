@@ -47,6 +47,7 @@ CREATE TABLE plan_versions (
 CREATE TABLE plan_charges (
     id                  VARCHAR(40)     NOT NULL,
     plan_version_id     VARCHAR(40)     NOT NULL,
+    project_id          VARCHAR(40)     NOT NULL,
     position            SMALLINT UNSIGNED NOT NULL,
     metric_id           VARCHAR(40)     NOT NULL,
     charge              TEXT            NOT NULL,

@@ -81,6 +81,16 @@ async fn a_subscription_is_created_once_per_key_and_once_per_customer_and_plan()
     let twice = gql(&app, &key, CREATE, json!({ "i": twice })).await;
     assert_eq!(twice.error_code(), "SUBSCRIPTION_EXISTS", "{}", twice.body);
     assert_eq!(count_rows(&app, "subscriptions", Some(&project)).await, 1);
+
+    // A subscription is a Node; another project's key finds nothing.
+    let node = "query($id: ID!) { node(id: $id) { id ... on PlanSubscription { status } } }";
+    let found = gql(&app, &key, node, json!({ "id": sub["id"] })).await;
+    assert_eq!(found.data()["node"]["status"], "TRIALING");
+    let (_, other) = project_with_key(&app, "Other").await;
+    assert_eq!(
+        gql(&app, &other, node, json!({ "id": sub["id"] })).await.data()["node"],
+        Value::Null
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

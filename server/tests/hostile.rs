@@ -754,6 +754,16 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
                     json!({ "a": a.account }),
                     Null("/node"),
                 ),
+                doc(
+                    "query($a: ID!) { node(id: $a) { id ... on Plan { code } } }",
+                    json!({ "a": a.plan }),
+                    Null("/node"),
+                ),
+                doc(
+                    "query($a: ID!) { node(id: $a) { id ... on PlanSubscription { status } } }",
+                    json!({ "a": a.subscription }),
+                    Null("/node"),
+                ),
             ],
         },
         Case {
@@ -763,7 +773,7 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
             own: doc("{ nodes(ids: [\"wal_unknown\"]) { id } }", json!({}), OwnOnly),
             cross: vec![doc(
                 "query($ids: [ID!]!) { nodes(ids: $ids) { id } }",
-                json!({ "ids": [a.wallet, a.charge_txn, a.project, a.account, a.top_up_txn] }),
+                json!({ "ids": [a.wallet, a.charge_txn, a.project, a.account, a.top_up_txn, a.plan, a.subscription] }),
                 OwnOnly,
             )],
         },

@@ -280,4 +280,30 @@ async fn plans_need_billing_to_write_and_stay_in_their_project() {
     assert_eq!(version.error_code(), "NOT_FOUND", "{}", version.body);
     let listed = gql(&app, &other, "{ plans { edges { node { code } } } }", json!({})).await;
     assert_eq!(listed.data()["plans"]["edges"], json!([]));
+
+    // Plans, their versions and charges are Nodes; another project's answer null.
+    let ids = gql(
+        &app,
+        &key,
+        "{ plan(code: \"pro\") { latestVersion { id charges { id } } } }",
+        json!({}),
+    )
+    .await;
+    let version_id = ids.data()["plan"]["latestVersion"]["id"].clone();
+    let charge_id = ids.data()["plan"]["latestVersion"]["charges"][0]["id"].clone();
+    const NODES: &str = "query($ids: [ID!]!) { nodes(ids: $ids) { id __typename
+        ... on Plan { code } ... on PlanVersion { version } ... on UsageCharge { metric { code } } } }";
+    let found = gql(
+        &app,
+        &read_only,
+        NODES,
+        json!({ "ids": [plan_id, version_id, charge_id] }),
+    )
+    .await;
+    let nodes = &found.data()["nodes"];
+    assert_eq!(nodes[0]["code"], "pro", "{nodes}");
+    assert_eq!(nodes[1]["version"], 1);
+    assert_eq!(nodes[2]["metric"]["code"], "api_calls");
+    let hidden = gql(&app, &other, NODES, json!({ "ids": [plan_id, version_id, charge_id] })).await;
+    assert_eq!(hidden.data()["nodes"], json!([null, null, null]));
 }

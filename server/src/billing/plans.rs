@@ -299,6 +299,7 @@ fn version_rows(plan: &PlanRow, version: u32, def: &Definition) -> Result<(PlanV
             Ok(PlanChargeRow {
                 id: ids::new_id(PLAN_CHARGE_ID_PREFIX),
                 plan_version_id: id.clone(),
+                project_id: plan.project_id.clone(),
                 position: position as u16,
                 metric_id: c.metric_id.clone(),
                 charge: serde_json::to_string(&c.charge).map_err(|e| Error::Internal(format!("charge json: {e}")))?,

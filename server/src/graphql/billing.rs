@@ -558,11 +558,11 @@ fn plan_input(def: PlanDefinitionInput) -> std::result::Result<PlanInput, Error>
 }
 
 /// A plan: a code whose definitions are numbered, immutable versions.
-pub struct Plan(plan_store::PlanRow);
+pub struct Plan(pub(crate) plan_store::PlanRow);
 
 #[Object]
 impl Plan {
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
     async fn code(&self) -> &str {
@@ -623,11 +623,11 @@ impl Plan {
 }
 
 /// One immutable definition of a plan.
-pub struct PlanVersion(plans::PlanVersion);
+pub struct PlanVersion(pub(crate) plans::PlanVersion);
 
 #[Object]
 impl PlanVersion {
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         ID(self.0.row.id.clone())
     }
     async fn plan(&self, ctx: &Context<'_>) -> Result<Plan> {
@@ -705,14 +705,14 @@ impl PlanVersion {
 
 /// A usage charge of a plan version.
 pub struct UsageCharge {
-    charge: plans::PlanCharge,
-    version: plan_store::PlanVersionRow,
-    currency: crate::currency::Currency,
+    pub(crate) charge: plans::PlanCharge,
+    pub(crate) version: plan_store::PlanVersionRow,
+    pub(crate) currency: crate::currency::Currency,
 }
 
 #[Object]
 impl UsageCharge {
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         ID(self.charge.id.clone())
     }
     /// The billable metric whose aggregate this charge rates (scope `READ`).
@@ -1000,7 +1000,7 @@ pub struct BillingPeriod {
 }
 
 /// A customer's subscription to a plan version. (Named so beside GraphQL's `Subscription` root.)
-pub struct PlanSubscription(SubscriptionRow);
+pub struct PlanSubscription(pub(crate) SubscriptionRow);
 
 fn midnight(day: chrono::NaiveDate) -> DateTime<Utc> {
     utc(day.and_hms_opt(0, 0, 0).unwrap_or_default())
@@ -1008,7 +1008,7 @@ fn midnight(day: chrono::NaiveDate) -> DateTime<Utc> {
 
 #[Object]
 impl PlanSubscription {
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
     /// The customer (scope `READ`).

@@ -2,7 +2,7 @@
 //! [`Principal`] in the request data and the [`AppState`] in the schema data.
 
 mod admin;
-mod billing;
+pub(crate) mod billing;
 mod credit_units;
 mod ledger;
 pub mod limits;

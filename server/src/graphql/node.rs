@@ -7,6 +7,7 @@ use async_graphql::{Context, ID, Interface, Object};
 
 use super::{
     ApiKey, Project,
+    billing::{Plan, PlanSubscription, PlanVersion, UsageCharge},
     credit_units::CreditUnit,
     ledger::{CreditLot, LedgerAccount, LedgerEntry, LedgerTransaction, POSTING_ID_PREFIX, Wallet},
     principal, state,
@@ -14,11 +15,12 @@ use super::{
 };
 use crate::{
     auth::{Principal, Scope},
+    billing::plans,
     credit_units, db,
     error::{Error, GraphqlResult as Result},
     store::{
         self, IdTable, api_keys, billable_metrics, customers as customer_store, ledger as ledger_store,
-        projects as project_store, usage_events,
+        plans as plan_store, projects as project_store, subscriptions as subscription_store, usage_events,
     },
     usage::event::EVENT_ID_PREFIX,
 };
@@ -34,7 +36,7 @@ pub const MAX_NODES: usize = 100;
 #[graphql(field(
     name = "id",
     ty = "ID",
-    desc = "Unique across Neruba, prefixed by its kind (`prj_`, `key_`, `cus_`, `bm_`, `evt_`, `cru_`, `wal_`, `lot_`, `acc_`, `txn_`, `pst_`); `node(id:)` finds it."
+    desc = "Unique across Neruba, prefixed by its kind (`prj_`, `key_`, `cus_`, `bm_`, `evt_`, `cru_`, `wal_`, `lot_`, `acc_`, `txn_`, `pst_`, `pln_`, `plv_`, `chg_`, `sub_`); `node(id:)` finds it."
 ))]
 pub enum Node {
     Project(Project),
@@ -48,6 +50,10 @@ pub enum Node {
     LedgerAccount(LedgerAccount),
     LedgerTransaction(LedgerTransaction),
     LedgerEntry(LedgerEntry),
+    Plan(Plan),
+    PlanVersion(PlanVersion),
+    UsageCharge(UsageCharge),
+    PlanSubscription(PlanSubscription),
 }
 
 #[derive(Default)]
@@ -100,6 +106,10 @@ async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
         "lot" => Some(IdTable::CreditLots),
         "acc" => Some(IdTable::LedgerAccounts),
         "txn" => Some(IdTable::LedgerTransactions),
+        "pln" => Some(IdTable::Plans),
+        "plv" => Some(IdTable::PlanVersions),
+        "chg" => Some(IdTable::PlanCharges),
+        "sub" => Some(IdTable::Subscriptions),
         _ => return Ok(None),
     };
     let mut conn = db::get(&state(ctx).pool).await?;
@@ -153,6 +163,27 @@ async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
         IdTable::LedgerTransactions => ledger_store::find_transaction(conn, p, id)
             .await?
             .map(|t| Node::LedgerTransaction(LedgerTransaction(t))),
+        IdTable::Plans => plan_store::find_plan(conn, p, id)
+            .await?
+            .map(|row| Node::Plan(Plan(row))),
+        IdTable::PlanVersions => Some(Node::PlanVersion(PlanVersion(plans::load_version(conn, p, id).await?))),
+        IdTable::PlanCharges => match plan_store::find_charge(conn, p, id).await? {
+            Some(row) => {
+                let version = plans::load_version(conn, p, &row.plan_version_id).await?;
+                let charge = version.charges.iter().find(|c| c.id == id).cloned();
+                charge.map(|charge| {
+                    Node::UsageCharge(UsageCharge {
+                        charge,
+                        version: version.row.clone(),
+                        currency: version.currency.clone(),
+                    })
+                })
+            }
+            None => None,
+        },
+        IdTable::Subscriptions => subscription_store::find(conn, p, id)
+            .await?
+            .map(|row| Node::PlanSubscription(PlanSubscription(row))),
     })
 }
 

@@ -24,6 +24,10 @@ pub enum IdTable {
     CreditLots,
     LedgerAccounts,
     LedgerTransactions,
+    Plans,
+    PlanVersions,
+    PlanCharges,
+    Subscriptions,
 }
 
 impl IdTable {
@@ -36,6 +40,10 @@ impl IdTable {
             IdTable::CreditLots => "credit_lots",
             IdTable::LedgerAccounts => "ledger_accounts",
             IdTable::LedgerTransactions => "ledger_transactions",
+            IdTable::Plans => "plans",
+            IdTable::PlanVersions => "plan_versions",
+            IdTable::PlanCharges => "plan_charges",
+            IdTable::Subscriptions => "subscriptions",
         }
     }
 }

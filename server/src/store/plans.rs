@@ -47,6 +47,7 @@ pub struct PlanVersionRow {
 pub struct PlanChargeRow {
     pub id: String,
     pub plan_version_id: String,
+    pub project_id: String,
     pub position: u16,
     pub metric_id: String,
     pub charge: String,
@@ -170,6 +171,17 @@ pub async fn list_versions(
         query = query.filter(plan_versions::version.lt(before));
     }
     query.load(conn).await
+}
+
+/// A charge by id, in the project.
+pub async fn find_charge(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<PlanChargeRow>> {
+    plan_charges::table
+        .filter(plan_charges::project_id.eq(project_id))
+        .filter(plan_charges::id.eq(id))
+        .select(PlanChargeRow::as_select())
+        .first(conn)
+        .await
+        .optional()
 }
 
 /// A version's charges in order.

@@ -212,6 +212,7 @@ diesel::table! {
     plan_charges (id) {
         id -> Varchar,
         plan_version_id -> Varchar,
+        project_id -> Varchar,
         position -> Unsigned<Smallint>,
         metric_id -> Varchar,
         charge -> Text,
