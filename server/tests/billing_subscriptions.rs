@@ -229,3 +229,45 @@ async fn bad_subscriptions_are_refused_and_write_nothing() {
     let unknown = gql(&app, &key, CANCEL, json!({ "i": { "subscriptionId": "sub_nope" } })).await;
     assert_eq!(unknown.error_code(), "NOT_FOUND");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_retries_of_one_request_make_one_subscription() {
+    let app = TestApp::spawn().await;
+    let (project, key, plan) = setup(&app, "Racing", 0).await;
+    let same = json!({ "i": { "customerExternalId": "acme", "planId": plan, "idempotencyKey": "race" } });
+    let answers = futures_util::future::join_all((0..6).map(|_| gql(&app, &key, CREATE, same.clone()))).await;
+    let ids: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|r| {
+            r.data()["createSubscription"]["subscription"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1);
+    let fresh = answers
+        .iter()
+        .filter(|r| r.data()["createSubscription"]["replayed"] == false)
+        .count();
+    assert_eq!(fresh, 1);
+    // Different keys racing for the same plan: one wins, the others are SUBSCRIPTION_EXISTS.
+    let (_, key2, plan2) = setup(&app, "Racing 2", 0).await;
+    let answers = futures_util::future::join_all((0..6).map(|i| {
+        let input =
+            json!({ "i": { "customerExternalId": "acme", "planId": plan2, "idempotencyKey": format!("k{i}") } });
+        let key2 = key2.clone();
+        let app = &app;
+        async move { gql(app, &key2, CREATE, input).await }
+    }))
+    .await;
+    let won = answers.iter().filter(|r| r.body["errors"].is_null()).count();
+    assert_eq!(won, 1);
+    assert!(
+        answers
+            .iter()
+            .filter(|r| !r.body["errors"].is_null())
+            .all(|r| r.error_code() == "SUBSCRIPTION_EXISTS")
+    );
+    assert_eq!(count_rows(&app, "subscriptions", Some(&project)).await, 1);
+}

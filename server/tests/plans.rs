@@ -307,3 +307,61 @@ async fn plans_need_billing_to_write_and_stay_in_their_project() {
     let hidden = gql(&app, &other, NODES, json!({ "ids": [plan_id, version_id, charge_id] })).await;
     assert_eq!(hidden.data()["nodes"], json!([null, null, null]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_new_versions_are_numbered_without_gaps_or_errors() {
+    let app = TestApp::spawn().await;
+    let (project, key) = project_with_metrics(&app, "Concurrent").await;
+    let r = gql(
+        &app,
+        &key,
+        CREATE,
+        json!({ "i": { "code": "pro", "definition": definition("1") } }),
+    )
+    .await;
+    assert_eq!(r.data()["createPlan"]["created"], true);
+    let plan_id = gql(&app, &key, PLAN, json!({ "c": "pro" })).await.data()["plan"]["id"].clone();
+    let tasks: Vec<_> = (2..10)
+        .map(|fee| {
+            let (app, key) = (&app, key.clone());
+            let input = json!({ "i": { "planId": plan_id, "definition": definition(&fee.to_string()) } });
+            async move { gql(app, &key, CREATE_VERSION, input).await }
+        })
+        .collect();
+    let answers = futures_util::future::join_all(tasks).await;
+    let mut versions: Vec<i64> = answers
+        .iter()
+        .map(|r| {
+            r.data()["createPlanVersion"]["planVersion"]["version"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    versions.sort();
+    assert_eq!(versions, (2..10).collect::<Vec<_>>());
+    assert_eq!(count_rows(&app, "plan_versions", Some(&project)).await, 9);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_creates_of_one_plan_make_one_version() {
+    let app = TestApp::spawn().await;
+    let (project, key) = project_with_metrics(&app, "Racing").await;
+    let input = json!({ "i": { "code": "pro", "definition": definition("49") } });
+    let answers = futures_util::future::join_all((0..6).map(|_| gql(&app, &key, CREATE, input.clone()))).await;
+    let created = answers
+        .iter()
+        .filter(|r| r.data()["createPlan"]["created"] == true)
+        .count();
+    assert_eq!(created, 1);
+    let ids: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|r| {
+            r.data()["createPlan"]["planVersion"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "every answer names the one version");
+    assert_eq!(count_rows(&app, "plan_versions", Some(&project)).await, 1);
+}

@@ -5,7 +5,6 @@
 //! `createPlanVersion` makes the next version unless the definition equals the latest (a
 //! replay). Subscriptions keep their version until migrated, so a version is never changed.
 
-use diesel_async::AsyncConnection;
 use neruba_pricing::{Charge, PriceSpec};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -14,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     credit_units,
     currency::Currency,
+    db,
     error::{Error, ErrorCode, Result},
     ids,
     money::{DecimalLimits, parse_decimal},
@@ -314,8 +314,8 @@ fn version_rows(plan: &PlanRow, version: u32, def: &Definition) -> Result<(PlanV
 pub async fn create(conn: &mut Conn, project_id: &str, code: &str, input: &PlanInput) -> Result<(PlanVersion, bool)> {
     let code = parse_code("code", code)?;
     let def = input.validate(conn, project_id).await?;
-    let (version_id, created) = conn
-        .transaction(async |conn| {
+    let (version_id, created) =
+        db::transaction_with_retry!(conn, |e| db::is_unique_violation(e, "uq_plans_code"), |conn| {
             let plan = PlanRow {
                 id: ids::new_id(PLAN_ID_PREFIX),
                 project_id: project_id.to_string(),
@@ -326,7 +326,7 @@ pub async fn create(conn: &mut Conn, project_id: &str, code: &str, input: &PlanI
             if store::insert_plan_ignore(conn, &plan).await? {
                 let (row, charges) = version_rows(&plan, 1, &def)?;
                 store::insert_version(conn, &row, &charges).await?;
-                return Ok::<_, Error>((row.id, true));
+                return Ok((row.id, true));
             }
             let stored = store::lock_plan_by_code(conn, project_id, &code)
                 .await?
@@ -340,11 +340,11 @@ pub async fn create(conn: &mut Conn, project_id: &str, code: &str, input: &PlanI
                 return Err(Error::conflict(
                     ErrorCode::PlanExists,
                     format!("plan '{code}' exists with another definition; createPlanVersion makes a new version"),
-                ));
+                )
+                .into());
             }
             Ok((latest.id, false))
-        })
-        .await?;
+        })?;
     Ok((load_version(conn, project_id, &version_id).await?, created))
 }
 
@@ -357,27 +357,27 @@ pub async fn create_version(
     input: &PlanInput,
 ) -> Result<(PlanVersion, bool)> {
     let def = input.validate(conn, project_id).await?;
-    let (version_id, created) = conn
-        .transaction(async |conn| {
-            let plan = store::find_plan(conn, project_id, plan_id)
-                .await?
-                .ok_or(Error::NotFound("plan"))?;
-            let plan = store::lock_plan_by_code(conn, project_id, &plan.code)
+    let (version_id, created) = db::transaction_with_retry!(
+        conn,
+        |e| db::is_unique_violation(e, "uq_plan_versions_version"),
+        |conn| {
+            // The lock comes first: see `store::plans::lock_plan`.
+            let plan = store::lock_plan(conn, project_id, plan_id)
                 .await?
                 .ok_or(Error::NotFound("plan"))?;
             let latest = store::find_version(conn, &plan.id, plan.latest_version)
                 .await?
                 .ok_or_else(|| Error::Internal(format!("plan {} has no version {}", plan.id, plan.latest_version)))?;
             if latest.definition_hash == def.hash() {
-                return Ok::<_, Error>((latest.id, false));
+                return Ok((latest.id, false));
             }
             let next = plan.latest_version + 1;
             let (row, charges) = version_rows(&plan, next, &def)?;
             store::insert_version(conn, &row, &charges).await?;
             store::set_latest_version(conn, &plan.id, next).await?;
             Ok((row.id, true))
-        })
-        .await?;
+        }
+    )?;
     Ok((load_version(conn, project_id, &version_id).await?, created))
 }
 

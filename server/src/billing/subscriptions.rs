@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     billing::plans::{self, IntervalUnit, PlanVersion},
-    customers,
+    customers, db,
     error::{Error, ErrorCode, Result},
     ids,
     store::{
@@ -227,15 +227,25 @@ pub async fn create(
         .await;
     match inserted {
         Ok(()) => Ok((row, true)),
-        Err(e) if unique_violation(&e, "uq_subscriptions_idempotency") => {
-            let existing = store::find_by_idempotency_key(conn, project_id, &key)
-                .await?
-                .ok_or_else(|| Error::Internal("subscription vanished after a duplicate key".into()))?;
-            replay(existing)
+        Err(e)
+            if unique_violation(&e, "uq_subscriptions_idempotency")
+                || unique_violation(&e, "uq_subscriptions_live") =>
+        {
+            // A concurrent retry of this very request may trip either key first: it is a replay
+            // when the key is stored now, a second live subscription otherwise.
+            match store::find_by_idempotency_key(conn, project_id, &key).await? {
+                Some(existing) => replay(existing),
+                None if unique_violation(&e, "uq_subscriptions_live") => Err(Error::conflict(
+                    ErrorCode::SubscriptionExists,
+                    format!("customer {} has a live subscription to this plan", customer.external_id),
+                )),
+                None => Err(Error::Internal("subscription vanished after a duplicate key".into())),
+            }
         }
-        Err(e) if unique_violation(&e, "uq_subscriptions_live") => Err(Error::conflict(
-            ErrorCode::SubscriptionExists,
-            format!("customer {} has a live subscription to this plan", customer.external_id),
+        // A deadlock (or, on Galera, a conflicting commit): nothing was written; the client's
+        // retry with the same key is safe.
+        Err(e) if db::is_transient(&e) => Err(Error::Unavailable(
+            "the database reported a conflict; retry the request".into(),
         )),
         Err(e) => Err(e.into()),
     }
@@ -251,7 +261,7 @@ pub async fn cancel(
     at_period_end: bool,
     actor: &str,
 ) -> Result<SubscriptionRow> {
-    conn.transaction(async |conn| {
+    db::transaction_with_retry!(conn, |_| false, |conn| {
         let row = store::lock(conn, project_id, id)
             .await?
             .ok_or(Error::NotFound("subscription"))?;
@@ -290,9 +300,8 @@ pub async fn cancel(
             },
         )
         .await?;
-        store::find(conn, project_id, id)
+        Ok(store::find(conn, project_id, id)
             .await?
-            .ok_or(Error::NotFound("subscription"))
+            .ok_or(Error::NotFound("subscription"))?)
     })
-    .await
 }

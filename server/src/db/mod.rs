@@ -207,3 +207,72 @@ mod tests {
         assert!(!is_unavailable(&Error::NotFound));
     }
 }
+
+/// Why a transaction attempt failed: a database error (maybe worth running again) or a decision
+/// of the application. Bodies run by [`transaction_with_retry!`] return it; `?` converts both.
+#[derive(Debug)]
+pub enum TxFailure {
+    Db(diesel::result::Error),
+    App(crate::error::Error),
+}
+
+impl From<diesel::result::Error> for TxFailure {
+    fn from(e: diesel::result::Error) -> Self {
+        TxFailure::Db(e)
+    }
+}
+
+impl From<crate::error::Error> for TxFailure {
+    fn from(e: crate::error::Error) -> Self {
+        TxFailure::App(e)
+    }
+}
+
+impl From<TxFailure> for crate::error::Error {
+    fn from(f: TxFailure) -> Self {
+        match f {
+            TxFailure::Db(e) if is_transient(&e) => {
+                crate::error::Error::Unavailable("the database kept reporting conflicts; retry the request".into())
+            }
+            TxFailure::Db(e) => e.into(),
+            TxFailure::App(e) => e,
+        }
+    }
+}
+
+/// Whether `e` is a duplicate key on the unique index `index`: two transactions that read the same
+/// state and wrote the same next row (a version number, on a Galera cluster where row locks are
+/// not cluster-wide). Running the loser again reads the winner's row.
+pub fn is_unique_violation(e: &diesel::result::Error, index: &str) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, info)
+            if info.message().contains(index)
+    )
+}
+
+/// Runs `body` in a transaction, and again from the start (up to [`TRANSIENT_ATTEMPTS`] in all,
+/// with [`backoff`]) when it failed with a database error `retryable` accepts: deadlocks and
+/// lock-wait timeouts always ([`is_transient`]; on Galera, a conflicting commit is a deadlock).
+/// The body returns `Result<_, TxFailure>`; the result is the crate's `Result`.
+macro_rules! transaction_with_retry {
+    ($conn:expr, $retryable:expr, |$c:ident| $body:expr) => {{
+        use diesel_async::AsyncConnection as _;
+        let mut attempt = 1;
+        loop {
+            let result: std::result::Result<_, $crate::db::TxFailure> = $conn.transaction(async |$c| $body).await;
+            match result {
+                Err($crate::db::TxFailure::Db(e))
+                    if ($crate::db::is_transient(&e) || ($retryable)(&e)) && attempt < $crate::db::TRANSIENT_ATTEMPTS =>
+                {
+                    tracing::debug!(attempt, error = %e, "transaction retried");
+                    $crate::db::backoff(attempt).await;
+                    attempt += 1;
+                }
+                other => break other.map_err($crate::error::Error::from),
+            }
+        }
+    }};
+}
+
+pub(crate) use transaction_with_retry;

@@ -74,6 +74,20 @@ pub async fn lock_plan_by_code(conn: &mut Conn, project_id: &str, code: &str) ->
         .optional()
 }
 
+/// The plan with this id, locked for update. Lock before any plain read in the transaction:
+/// InnoDB takes its read snapshot at the first plain read, so a version committed by the
+/// transaction that held the lock is visible only to reads made after it.
+pub async fn lock_plan(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<PlanRow>> {
+    plans::table
+        .filter(plans::project_id.eq(project_id))
+        .filter(plans::id.eq(id))
+        .select(PlanRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
 pub async fn find_plan(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<PlanRow>> {
     plans::table
         .filter(plans::project_id.eq(project_id))
