@@ -106,4 +106,72 @@ async fn a_page_of_links_is_one_query_per_kind_and_stays_in_its_project() {
             12
         );
     }
+
+    // Subscriptions link to their customers, and their plan's charges to their metrics: a page
+    // of them is one customer query and one metric query.
+    for code in ["api_calls", "storage_gb"] {
+        gql(
+            &app,
+            &key,
+            "mutation($c: String!) { createBillableMetric(input: { code: $c, name: $c, aggregation: SUM }) { billableMetric { id } } }",
+            json!({ "c": code }),
+        )
+        .await
+        .data();
+    }
+    let plan = gql(
+        &app,
+        &key,
+        "mutation { createPlan(input: { code: \"pro\", definition: { name: \"Pro\", currency: \"USD\", interval: { unit: MONTH }, charges: [
+            { metric: \"api_calls\", price: { perUnit: { unitAmount: \"0.01\" } } },
+            { metric: \"storage_gb\", price: { perUnit: { unitAmount: \"0.1\" } } }] } }) { planVersion { plan { id } } } }",
+        json!({}),
+    )
+    .await;
+    let plan = plan.data()["createPlan"]["planVersion"]["plan"]["id"].clone();
+    for (customer, _) in &wallets {
+        gql(
+            &app,
+            &key,
+            "mutation($c: String!, $p: ID!) { createSubscription(input: { customerExternalId: $c, planId: $p, idempotencyKey: $c }) { replayed } }",
+            json!({ "c": customer, "p": plan }),
+        )
+        .await
+        .data();
+    }
+    let before = LINK_QUERIES.load(Ordering::SeqCst);
+    let r = gql(
+        &app,
+        &key,
+        "{ subscriptions { nodes { customer { externalId } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        LINK_QUERIES.load(Ordering::SeqCst) - before,
+        1,
+        "one customer query for the page"
+    );
+    let subs = r.data()["subscriptions"]["nodes"].as_array().unwrap().clone();
+    assert_eq!(subs.len(), 3);
+    for (sub, (customer, _)) in subs.iter().zip(&wallets) {
+        assert_eq!(sub["customer"]["externalId"], customer.as_str(), "{sub}");
+    }
+    let before = LINK_QUERIES.load(Ordering::SeqCst);
+    let r = gql(
+        &app,
+        &key,
+        "{ plan(code: \"pro\") { latestVersion { charges { metric { code } } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        LINK_QUERIES.load(Ordering::SeqCst) - before,
+        1,
+        "one metric query for the charges"
+    );
+    assert_eq!(
+        r.data()["plan"]["latestVersion"]["charges"],
+        json!([{ "metric": { "code": "api_calls" } }, { "metric": { "code": "storage_gb" } }])
+    );
 }

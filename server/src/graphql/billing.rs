@@ -434,6 +434,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     absent_is_null,
+    loaders::{CustomerLoader, MetricLoader, load_link},
     pagination::{self, CursorKind},
     require_read,
     usage::BillableMetric,
@@ -441,7 +442,7 @@ use super::{
 };
 use crate::{
     billing::plans::{self, ChargeInput, FeeTiming, IntervalUnit, PlanInput},
-    store::{billable_metrics, plans as plan_store},
+    store::plans as plan_store,
 };
 
 /// A plan's billing interval: `count` × `unit` (`{unit: MONTH, count: 1}` is monthly).
@@ -718,9 +719,13 @@ impl UsageCharge {
     /// The billable metric whose aggregate this charge rates (scope `READ`).
     async fn metric(&self, ctx: &Context<'_>) -> Result<Option<BillableMetric>> {
         require_read(ctx, &self.version.project_id)?;
-        let mut conn = db::get(&state(ctx).pool).await?;
-        let row = billable_metrics::find_by_id(&mut conn, &self.version.project_id, &self.charge.metric_id).await?;
-        Ok(row.map(BillableMetric::try_from).transpose()?)
+        absent_is_null(async {
+            let row =
+                load_link::<MetricLoader>(ctx, &self.version.project_id, &self.charge.metric_id, "billable metric")
+                    .await?;
+            Ok(BillableMetric::try_from(row)?)
+        })
+        .await
     }
     async fn price(&self) -> Price {
         price_output(self.charge.charge.price().spec(), &self.currency)
@@ -944,7 +949,6 @@ impl PlanMutation {
 
 use crate::{
     billing::subscriptions::{self, BillingAnchor, SubscriptionChangeKind, SubscriptionStatus},
-    customers,
     store::subscriptions::{self as subscription_store, ChangeRow, SubscriptionRow},
 };
 
@@ -1014,10 +1018,9 @@ impl PlanSubscription {
     /// The customer (scope `READ`).
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
         require_read(ctx, &self.0.project_id)?;
-        let mut conn = db::get(&state(ctx).pool).await?;
         absent_is_null(async {
             Ok(Customer(
-                customers::find_customer_by_id(&mut conn, &self.0.project_id, &self.0.customer_id).await?,
+                load_link::<CustomerLoader>(ctx, &self.0.project_id, &self.0.customer_id, "customer").await?,
             ))
         })
         .await

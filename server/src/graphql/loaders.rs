@@ -1,5 +1,5 @@
 //! Data loaders for the links between objects (`Wallet.customer`, `CreditLot.wallet`,
-//! `LedgerEntry.wallet`): a page of rows asking for their link costs one query per project and
+//! `LedgerEntry.wallet`, `PlanSubscription.customer`, `UsageCharge.metric`): a page of rows asking for their link costs one query per project and
 //! kind, not one per row. (`LedgerEntry.transaction` needs none: it comes with the entry's own
 //! query.)
 //!
@@ -21,7 +21,13 @@ use crate::{
     app::AppState,
     db,
     error::Error,
-    store::{customers as customer_store, customers::CustomerRow, ledger as ledger_store, ledger::WalletRow},
+    store::{
+        billable_metrics::{self as metric_store, MetricRow},
+        customers as customer_store,
+        customers::CustomerRow,
+        ledger as ledger_store,
+        ledger::WalletRow,
+    },
 };
 
 /// (project id, object id): what a link names.
@@ -89,6 +95,29 @@ impl Loader<ProjectKey> for CustomerLoader {
     }
 }
 
+/// Billable metrics by (project, metric id).
+pub struct MetricLoader {
+    pub state: AppState,
+}
+
+impl Loader<ProjectKey> for MetricLoader {
+    type Value = MetricRow;
+    type Error = Arc<Error>;
+
+    async fn load(&self, keys: &[ProjectKey]) -> Result<HashMap<ProjectKey, MetricRow>, Arc<Error>> {
+        let mut conn = db::get(&self.state.pool).await.map_err(|e| Arc::new(e.into()))?;
+        let mut found = HashMap::new();
+        for (project_id, ids) in by_project(keys) {
+            LINK_QUERIES.fetch_add(1, Ordering::Relaxed);
+            let rows = metric_store::find_by_ids(&mut conn, project_id, &ids)
+                .await
+                .map_err(|e| Arc::new(e.into()))?;
+            found.extend(rows.into_iter().map(|m| ((m.project_id.clone(), m.id.clone()), m)));
+        }
+        Ok(found)
+    }
+}
+
 /// Loads the linked row of `project_id` named `id`, or `NOT_FOUND` (`what`) when there is none.
 pub(crate) async fn load_link<L>(
     ctx: &Context<'_>,
@@ -115,6 +144,7 @@ pub(crate) fn register<Q, M, S>(
     builder
         .data(DataLoader::new(WalletLoader { state: state.clone() }, tokio::spawn))
         .data(DataLoader::new(CustomerLoader { state: state.clone() }, tokio::spawn))
+        .data(DataLoader::new(MetricLoader { state: state.clone() }, tokio::spawn))
 }
 
 #[cfg(test)]

@@ -105,6 +105,19 @@ pub async fn aggregate(conn: &mut Conn, sql: &str, binds: Vec<Bind>) -> QueryRes
     query.load(conn).await
 }
 
+/// The project's metrics with these ids (one query).
+pub async fn find_by_ids(conn: &mut Conn, project_id: &str, ids: &[&str]) -> QueryResult<Vec<MetricRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    billable_metrics::table
+        .filter(billable_metrics::project_id.eq(project_id))
+        .filter(billable_metrics::id.eq_any(ids))
+        .select(MetricRow::as_select())
+        .load(conn)
+        .await
+}
+
 /// The project's metric with this id.
 pub async fn find_by_id(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<MetricRow>> {
     billable_metrics::table
