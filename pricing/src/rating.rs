@@ -183,23 +183,22 @@ pub fn rate(charge: &Charge, usage: Usage<'_>) -> Result<Rating, RateError> {
                 steps.push(step);
             }
             PriceSpec::GraduatedPercentage { tiers } => {
-                let mut from = Decimal::ZERO;
-                for (i, tier) in tiers.iter().enumerate() {
-                    if billable <= from {
-                        break;
-                    }
-                    let top = tier.up_to.map_or(billable, |up_to| up_to.min(billable));
-                    let part = arith::sub(top, from)?;
-                    let amount = arith::add(percent_of(part, tier.rate)?, tier.flat_amount)?;
-                    let mut step = Step::new(StepKind::PercentageTier, part, amount);
-                    step.tier = Some(i as u32 + 1);
-                    step.from = Some(from);
-                    step.up_to = tier.up_to;
-                    step.rate = Some(tier.rate);
-                    step.flat_amount = Some(tier.flat_amount).filter(|f| !f.is_zero());
-                    steps.push(step);
-                    from = tier.up_to.unwrap_or(billable);
-                }
+                walk_tiers(
+                    tiers,
+                    |t| t.up_to,
+                    billable,
+                    |i, from, part, tier| {
+                        let amount = arith::add(percent_of(part, tier.rate)?, tier.flat_amount)?;
+                        let mut step = Step::new(StepKind::PercentageTier, part, amount);
+                        step.tier = Some(i as u32 + 1);
+                        step.from = Some(from);
+                        step.up_to = tier.up_to;
+                        step.rate = Some(tier.rate);
+                        step.flat_amount = Some(tier.flat_amount).filter(|f| !f.is_zero());
+                        steps.push(step);
+                        Ok(())
+                    },
+                )?;
             }
             PriceSpec::Percentage(_) => unreachable!("percentage prices return above"),
         }
@@ -209,18 +208,36 @@ pub fn rate(charge: &Charge, usage: Usage<'_>) -> Result<Rating, RateError> {
 }
 
 fn graduated(tiers: &[TierSpec], billable: Decimal, steps: &mut Vec<Step>) -> Result<(), RateError> {
+    walk_tiers(
+        tiers,
+        |t| t.up_to,
+        billable,
+        |i, from, part, tier| {
+            let amount = arith::add(mul(part, tier.unit_amount)?, tier.flat_amount)?;
+            steps.push(tier_step(StepKind::Tier, i, from, tier, part, amount));
+            Ok(())
+        },
+    )
+}
+
+/// Walks graduated tiers over `billable`: calls `visit(index, from, part, tier)` for each tier
+/// the quantity enters, with `part` the quantity in `(from, upTo]` (a tier it does not enter is
+/// not visited: zero enters none).
+fn walk_tiers<T>(
+    tiers: &[T],
+    up_to: impl Fn(&T) -> Option<Decimal>,
+    billable: Decimal,
+    mut visit: impl FnMut(usize, Decimal, Decimal, &T) -> Result<(), RateError>,
+) -> Result<(), RateError> {
     let mut from = Decimal::ZERO;
     for (i, tier) in tiers.iter().enumerate() {
         if billable <= from {
             break;
         }
-        let top = tier.up_to.map_or(billable, |up_to| up_to.min(billable));
-        let part = arith::sub(top, from)?;
-        let amount = arith::add(mul(part, tier.unit_amount)?, tier.flat_amount)?;
-        let mut step = tier_step(StepKind::Tier, i, from, tier, part, amount);
-        step.from = Some(from);
-        steps.push(step);
-        from = tier.up_to.unwrap_or(billable);
+        let bound = up_to(tier);
+        let top = bound.map_or(billable, |b| b.min(billable));
+        visit(i, from, arith::sub(top, from)?, tier)?;
+        from = bound.unwrap_or(billable);
     }
     Ok(())
 }

@@ -129,18 +129,7 @@ pub struct PlanCharge {
 
 /// A plan code: 1 to 64 of `A-Z a-z 0-9 _ - . :`.
 pub fn parse_code(field: &str, raw: &str) -> Result<String> {
-    let ok = !raw.is_empty()
-        && raw.len() <= MAX_CODE_CHARS
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
-    if !ok {
-        return Err(Error::invalid(
-            field,
-            format!("must be 1 to {MAX_CODE_CHARS} characters of A-Z, a-z, 0-9, _ - . :"),
-        ));
-    }
-    Ok(raw.to_string())
+    crate::usage::event::parse_code(field, raw, MAX_CODE_CHARS)
 }
 
 fn amount(field: &str, raw: &str, unit: &Currency) -> Result<Decimal> {

@@ -54,15 +54,20 @@ fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str> {
 
 /// A metric code: 1..=100 of `A-Z a-z 0-9 _ - . :`.
 pub fn parse_metric_code(field: &str, raw: &str) -> Result<String> {
+    parse_code(field, raw, MAX_METRIC_CODE_CHARS)
+}
+
+/// A code (metric, plan): 1..=`max` of `A-Z a-z 0-9 _ - . :`, taken as sent.
+pub fn parse_code(field: &str, raw: &str, max: usize) -> Result<String> {
     let ok = !raw.is_empty()
-        && raw.len() <= MAX_METRIC_CODE_CHARS
+        && raw.len() <= max
         && raw
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
     if !ok {
         return Err(Error::invalid(
             field,
-            format!("must be 1 to {MAX_METRIC_CODE_CHARS} characters of A-Z, a-z, 0-9, _ - . :"),
+            format!("must be 1 to {max} characters of A-Z, a-z, 0-9, _ - . :"),
         ));
     }
     Ok(raw.to_string())
