@@ -5,10 +5,9 @@
 //! `subscription_changes`, the history the customer reads.
 
 use chrono::{Duration, NaiveDateTime};
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::result::Error as DieselError;
 use diesel_async::AsyncConnection;
 use neruba_pricing::periods::{self, BillingPeriod, Schedule};
-use sha2::{Digest, Sha256};
 
 use crate::{
     billing::plans::{self, IntervalUnit, PlanVersion},
@@ -110,22 +109,11 @@ pub fn period_at(row: &SubscriptionRow, version: &PlanVersion, at: NaiveDateTime
     Ok(schedule(row, version)?.period_containing(at.date()))
 }
 
+/// What a replay of the idempotency key must match: the request as sent (`startsAt` as given,
+/// not the `now` it defaults to, so a retry hours later still matches).
 fn request_hash(input: &CreateInput, customer_id: &str, version_id: &str) -> Vec<u8> {
-    let mut h = Sha256::new();
-    for part in [
-        customer_id,
-        version_id,
-        &input.starts_at.map(|t| t.to_string()).unwrap_or_default(),
-        input.billing_anchor.as_str(),
-    ] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part.as_bytes());
-    }
-    h.finalize().to_vec()
-}
-
-fn unique_violation(e: &DieselError, index: &str) -> bool {
-    matches!(e, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) if info.message().contains(index))
+    let starts_at = input.starts_at.map(|t| t.to_string()).unwrap_or_default();
+    crate::ledger::request_hash(&[customer_id, version_id, &starts_at, input.billing_anchor.as_str()])
 }
 
 /// Subscribes a customer to a plan version (the latest unless `plan_version` names one).
@@ -228,14 +216,14 @@ pub async fn create(
     match inserted {
         Ok(()) => Ok((row, true)),
         Err(e)
-            if unique_violation(&e, "uq_subscriptions_idempotency")
-                || unique_violation(&e, "uq_subscriptions_live") =>
+            if db::is_unique_violation(&e, "uq_subscriptions_idempotency")
+                || db::is_unique_violation(&e, "uq_subscriptions_live") =>
         {
             // A concurrent retry of this very request may trip either key first: it is a replay
             // when the key is stored now, a second live subscription otherwise.
             match store::find_by_idempotency_key(conn, project_id, &key).await? {
                 Some(existing) => replay(existing),
-                None if unique_violation(&e, "uq_subscriptions_live") => Err(Error::conflict(
+                None if db::is_unique_violation(&e, "uq_subscriptions_live") => Err(Error::conflict(
                     ErrorCode::SubscriptionExists,
                     format!("customer {} has a live subscription to this plan", customer.external_id),
                 )),
@@ -277,7 +265,7 @@ pub async fn cancel(
                 .period_containing(at.date())
                 .ok_or_else(|| Error::Internal(format!("subscription {id} has no current period")))?;
             (
-                period.full.end().and_hms_opt(0, 0, 0).unwrap_or(at),
+                period.full.end().and_time(chrono::NaiveTime::MIN),
                 SubscriptionChangeKind::CancelScheduled,
             )
         } else {
