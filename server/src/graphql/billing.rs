@@ -13,7 +13,7 @@ use rust_decimal::Decimal as Dec;
 use super::{Decimal, Money, resolve_project, state};
 use crate::{
     auth::Scope,
-    credit_units, currency, db,
+    credit_units, db,
     error::{Error, GraphqlResult as Result},
     money::{DecimalLimits, parse_decimal},
 };
@@ -241,7 +241,7 @@ impl BillingQuery {
         )
         .map_err(rate_error)?;
         let lines = charge.bill(&rating, unit.decimals());
-        let money = |amount: Dec| -> Money { currency::Money::from_ledger(amount, unit.clone()).into() };
+        let money = |amount: Dec| Money::in_unit(amount, &unit);
         let steps = rating
             .steps
             .iter()
@@ -700,7 +700,7 @@ impl PlanVersion {
 
 impl PlanVersion {
     fn money(&self, amount: Dec) -> Money {
-        currency::Money::from_ledger(amount, self.0.currency.clone()).into()
+        Money::in_unit(amount, &self.0.currency)
     }
 }
 
@@ -736,10 +736,7 @@ impl UsageCharge {
             .map(Decimal::from)
     }
     async fn minimum(&self) -> Option<Money> {
-        self.charge
-            .charge
-            .minimum()
-            .map(|m| currency::Money::from_ledger(m, self.currency.clone()).into())
+        self.charge.charge.minimum().map(|m| Money::in_unit(m, &self.currency))
     }
 }
 
@@ -809,7 +806,7 @@ pub struct GraduatedPercentagePrice {
 }
 
 fn price_output(spec: &PriceSpec, unit: &crate::currency::Currency) -> Price {
-    let money = |amount: Dec| -> Money { currency::Money::from_ledger(amount, unit.clone()).into() };
+    let money = |amount: Dec| Money::in_unit(amount, unit);
     let tiers = |tiers: &[TierSpec]| -> Vec<PriceTier> {
         tiers
             .iter()
@@ -1007,7 +1004,7 @@ pub struct BillingPeriod {
 pub struct PlanSubscription(pub(crate) SubscriptionRow);
 
 fn midnight(day: chrono::NaiveDate) -> DateTime<Utc> {
-    utc(day.and_hms_opt(0, 0, 0).unwrap_or_default())
+    utc(day.and_time(chrono::NaiveTime::MIN))
 }
 
 #[Object]

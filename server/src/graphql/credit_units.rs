@@ -7,7 +7,7 @@ use super::{Decimal, money::Money, resolve_project, state, utc};
 use crate::{
     auth::Scope,
     credit_units::{self, CreditUnitInput},
-    currency, db,
+    db,
     error::GraphqlResult as Result,
 };
 
@@ -42,9 +42,7 @@ impl From<credit_units::CreditUnit> for CreditUnit {
             code: unit.currency.code().to_string(),
             name: unit.name,
             decimals: unit.currency.decimals() as i32,
-            unit_value: unit
-                .money_rate
-                .map(|r| currency::Money::from_ledger(r.rate, r.currency).into()),
+            unit_value: unit.money_rate.map(|r| Money::in_unit(r.rate, &r.currency)),
             created_at: utc(unit.created_at),
         }
     }

@@ -32,6 +32,12 @@ pub struct Money {
 }
 
 impl Money {
+    /// An exact amount in a unit already at hand (a plan's currency, a quote's unit): nothing
+    /// left to look up.
+    pub fn in_unit(amount: rust_decimal::Decimal, unit: &Currency) -> Money {
+        currency::Money::from_ledger(amount, unit.clone()).into()
+    }
+
     /// An amount stored in `project_id`'s ledger in the unit `code`.
     pub fn stored(amount: rust_decimal::Decimal, code: &str, project_id: &str) -> Money {
         Money {
