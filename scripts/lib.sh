@@ -108,7 +108,7 @@ claim_target_dir() {
   local marker="$TARGET_DIR/.neruba-checkout"
   if [ "$(cat "$marker" 2>/dev/null)" != "$ROOT" ]; then
     step "target dir $TARGET_DIR was last used by another checkout: rebuilding this one's crates"
-    (cd "$ROOT" && find server web e2e bench migrations -type f -not -path 'web/dist/*' -exec touch {} + && touch Cargo.toml Cargo.lock)
+    (cd "$ROOT" && find pricing server web e2e bench migrations -type f -not -path 'web/dist/*' -exec touch {} + && touch Cargo.toml Cargo.lock)
     printf '%s\n' "$ROOT" > "$marker"
   fi
 }
