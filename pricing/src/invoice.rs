@@ -20,12 +20,24 @@ use crate::{Charge, RateError, Rating, Usage, arith, proration::Period, rate, ro
 
 /// A fixed fee owed for (part of) one period: `full` is the whole period the fee is for,
 /// `billed` the days the subscription covers, `trial_until` the first day that is not trial.
+/// `counts_toward_commitment` says whether it pays for the period the usage charges cover (a fee
+/// in arrears does; a fee in advance for the next period does not).
 #[derive(Debug, Clone, Copy)]
 pub struct FixedFee {
     pub amount: Decimal,
     pub full: Period,
     pub billed: Period,
     pub trial_until: Option<chrono::NaiveDate>,
+    pub counts_toward_commitment: bool,
+}
+
+/// The plan's minimum commitment for the period the usage charges cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commitment {
+    pub amount: Decimal,
+    /// What an earlier invoice already billed for that period (its fixed fee, billed in
+    /// advance): it counts toward the commitment.
+    pub billed_before: Decimal,
 }
 
 /// A usage charge and what it rates for the period.
@@ -51,8 +63,7 @@ pub struct InvoiceInput<'a> {
     pub decimals: u32,
     pub fixed_fees: Vec<FixedFee>,
     pub charges: Vec<ChargeUsage<'a>>,
-    /// The plan's minimum commitment for the period the charges cover.
-    pub minimum_commitment: Option<Decimal>,
+    pub minimum_commitment: Option<Commitment>,
     pub coupons: Vec<Coupon>,
     /// Exclusive tax rates, percent.
     pub taxes: Vec<Decimal>,
@@ -113,6 +124,12 @@ fn line(kind: LineKind, index: usize, exact: Decimal, decimals: u32) -> Line {
     }
 }
 
+/// What a fixed fee bills: its share for the days billed, trial days excluded (zero when the
+/// trial covers them all).
+pub fn fixed_fee_amount(fee: &FixedFee, decimals: u32) -> Result<Decimal, RateError> {
+    Ok(fixed_fee_line(0, fee, decimals)?.map_or(Decimal::ZERO, |l| l.amount))
+}
+
 /// The fixed fee's share for the days billed, trial days excluded
 /// ([`Period::prorate`]: differences of rounded running totals).
 fn fixed_fee_line(index: usize, fee: &FixedFee, decimals: u32) -> Result<Option<Line>, RateError> {
@@ -168,10 +185,18 @@ pub fn compute(input: &InvoiceInput<'_>) -> Result<Invoice, RateError> {
         }
     }
     lines.extend(true_ups);
-    // 2b. The plan's minimum commitment over everything so far.
-    let so_far = arith::sum(lines.iter().map(|l| l.amount))?;
+    // 2b. The plan's minimum commitment over what was billed for the usage period: the charges,
+    // their true-ups and the fees that pay for that period (here or on an earlier invoice).
     if let Some(commitment) = input.minimum_commitment {
-        let gap = arith::sub(round_line(commitment, d), so_far)?;
+        let counted = lines.iter().filter(|l| {
+            l.kind != LineKind::FixedFee
+                || input
+                    .fixed_fees
+                    .get(l.index)
+                    .is_some_and(|f| f.counts_toward_commitment)
+        });
+        let so_far = arith::add(arith::sum(counted.map(|l| l.amount))?, commitment.billed_before)?;
+        let gap = arith::sub(round_line(commitment.amount, d), so_far)?;
         if gap > Decimal::ZERO {
             lines.push(line(LineKind::MinimumCommitment, 0, gap, d));
         }

@@ -3,7 +3,7 @@
 //! of zero enters no tier, so it bills no flat fee).
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     Charge, PercentageRater,
@@ -18,6 +18,9 @@ use crate::{
 pub enum Usage<'a> {
     Quantity(Decimal),
     EventAmounts(&'a [Decimal]),
+    /// Usage already rated elsewhere: a billing run streams a period's events through a
+    /// [`crate::PercentageRater`] page by page instead of holding them in one slice.
+    Rated(&'a Rating),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,7 +38,7 @@ pub enum RateError {
 }
 
 /// What a step of a rating did. Each kind says what its `quantity` and `count` are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum StepKind {
     /// `quantity` units were free (subtracted before tiers or packages); amount 0.
@@ -63,7 +66,7 @@ pub enum StepKind {
 }
 
 /// One step of a rating. Fields that do not apply to a kind are `None`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Step {
     pub kind: StepKind,
@@ -100,7 +103,7 @@ impl Step {
 
 /// The exact amount of a charge for some usage, and the steps that explain it (they add up to it).
 /// Rounding to the currency is [`Charge::bill`]'s job, once per invoice line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rating {
     pub amount: Decimal,
@@ -110,6 +113,9 @@ pub struct Rating {
 /// Rates `usage` under `charge`.
 pub fn rate(charge: &Charge, usage: Usage<'_>) -> Result<Rating, RateError> {
     let spec = charge.price().spec();
+    if let Usage::Rated(rating) = usage {
+        return Ok(rating.clone());
+    }
     if let PriceSpec::Percentage(terms) = spec {
         let Usage::EventAmounts(amounts) = usage else {
             return Err(RateError::NeedsEvents);
@@ -138,6 +144,7 @@ pub fn rate(charge: &Charge, usage: Usage<'_>) -> Result<Rating, RateError> {
             arith::sum(amounts.iter().copied())?
         }
         Usage::EventAmounts(_) => return Err(RateError::NeedsQuantity),
+        Usage::Rated(rating) => return Ok(rating.clone()),
     };
 
     let mut steps = Vec::new();

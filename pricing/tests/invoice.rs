@@ -6,7 +6,7 @@ use std::str::FromStr;
 use chrono::NaiveDate;
 use neruba_pricing::{
     Charge, ChargeSpec, PriceSpec, TierSpec, Usage,
-    invoice::{ChargeUsage, Coupon, FixedFee, InvoiceInput, LineKind, compute},
+    invoice::{ChargeUsage, Commitment, Coupon, FixedFee, InvoiceInput, LineKind, compute, fixed_fee_amount},
     proration::Period,
 };
 use rust_decimal::Decimal;
@@ -62,6 +62,7 @@ fn january_fee(trial_until: Option<&str>) -> FixedFee {
         full: period("2027-01-01", "2027-02-01"),
         billed: period("2027-01-15", "2027-02-01"),
         trial_until: trial_until.map(day),
+        counts_toward_commitment: true,
     }
 }
 
@@ -81,7 +82,10 @@ fn an_invoice_is_fees_then_true_ups_then_coupons_then_taxes_then_credits() {
                 usage: Usage::Quantity(d("4.02")),
             },
         ],
-        minimum_commitment: Some(d("100")),
+        minimum_commitment: Some(Commitment {
+            amount: d("100"),
+            billed_before: d("0"),
+        }),
         coupons: vec![Coupon::Percentage(d("10")), Coupon::Amount(d("5"))],
         taxes: vec![d("8.875"), d("1")],
         credits_available: d("50"),
@@ -179,7 +183,10 @@ fn a_period_without_usage_still_pays_its_minimums() {
                 usage: Usage::Quantity(d("0")),
             },
         ],
-        minimum_commitment: Some(d("20")),
+        minimum_commitment: Some(Commitment {
+            amount: d("20"),
+            billed_before: d("0"),
+        }),
         coupons: vec![],
         taxes: vec![],
         credits_available: d("0"),
@@ -196,4 +203,49 @@ fn a_period_without_usage_still_pays_its_minimums() {
         ]
     );
     assert_eq!(invoice.amount_due, d("20.00"));
+}
+
+#[test]
+fn the_minimum_commitment_counts_only_what_pays_for_the_usage_period() {
+    let (api, _) = charges();
+    // February's fee in advance (30.00) is on this invoice but pays for February; January's fee
+    // (16.45, billed in advance on the previous invoice) counts toward January's commitment.
+    let february = FixedFee {
+        amount: d("30"),
+        full: period("2027-02-01", "2027-03-01"),
+        billed: period("2027-02-01", "2027-03-01"),
+        trial_until: None,
+        counts_toward_commitment: false,
+    };
+    let input = InvoiceInput {
+        decimals: 2,
+        fixed_fees: vec![february],
+        charges: vec![ChargeUsage {
+            charge: &api,
+            usage: Usage::Quantity(d("100")),
+        }],
+        minimum_commitment: Some(Commitment {
+            amount: d("40"),
+            billed_before: d("16.45"),
+        }),
+        coupons: vec![],
+        taxes: vec![],
+        credits_available: d("0"),
+    };
+    let invoice = compute(&input).unwrap();
+    let lines: Vec<_> = invoice.lines.iter().map(|l| (l.kind, l.amount)).collect();
+    // 50 free, 50 × 0.10 + 5 = 10.00; 40.00 − (10.00 + 16.45) = 13.55.
+    assert_eq!(
+        lines,
+        vec![
+            (LineKind::FixedFee, d("30.00")),
+            (LineKind::Usage, d("10.00")),
+            (LineKind::MinimumCommitment, d("13.55")),
+        ]
+    );
+    assert_eq!(
+        fixed_fee_amount(&january_fee(None), 2).unwrap(),
+        d("16.45"),
+        "what the previous invoice billed for January"
+    );
 }

@@ -97,6 +97,17 @@ pub struct Config {
     /// Browser origins allowed to call `/graphql` and the ingest routes (CORS); empty: none, and
     /// no CORS headers at all.
     pub cors_origins: Vec<String>,
+    pub billing: BillingSchedule,
+}
+
+/// How the billing scheduler runs (docs/billing.md, "Billing runs").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BillingSchedule {
+    /// Seconds between the scheduler's runs; 0 turns it off (runs happen through `runBilling`).
+    pub interval_secs: u32,
+    /// Seconds after a boundary during which late events still go into its invoice: the
+    /// scheduler's cutoff is its clock minus this.
+    pub grace_secs: u32,
 }
 
 /// How much ingest accepts in one request and how far in the future an event may claim to be.
@@ -141,6 +152,8 @@ struct FileConfig {
     ingest_max_future_skew_secs: Option<u32>,
     ingest_max_properties_bytes: Option<usize>,
     cors_origins: Option<String>,
+    billing_interval_secs: Option<u32>,
+    billing_grace_secs: Option<u32>,
 }
 
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
@@ -300,6 +313,25 @@ impl Config {
             None => Vec::new(),
         };
 
+        let billing = BillingSchedule {
+            interval_secs: parse_num(
+                "NERUBA_BILLING_INTERVAL_SECS",
+                get("NERUBA_BILLING_INTERVAL_SECS"),
+                file.billing_interval_secs,
+                60,
+                0,
+                86_400,
+            )?,
+            grace_secs: parse_num(
+                "NERUBA_BILLING_GRACE_SECS",
+                get("NERUBA_BILLING_GRACE_SECS"),
+                file.billing_grace_secs,
+                300,
+                0,
+                7 * 86_400,
+            )?,
+        };
+
         Ok(Config {
             database_url,
             bind,
@@ -318,6 +350,7 @@ impl Config {
             ws_init_timeout: std::time::Duration::from_secs(10),
             ingest,
             cors_origins,
+            billing,
         })
     }
 }

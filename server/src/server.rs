@@ -21,6 +21,7 @@ pub async fn serve(
     // Committed wallet changes, from this server or another, reach this server's subscribers.
     tokio::spawn(crate::ledger::outbox::run_tailer(state.clone()));
     tokio::spawn(crate::ledger::sweeper::run_sweeper(state.clone()));
+    tokio::spawn(crate::billing::scheduler::run_scheduler(state.clone()));
     let trigger = token.clone();
     let server = axum::serve(listener, app::router(state)).with_graceful_shutdown(async move {
         shutdown.await;

@@ -204,6 +204,8 @@ fn test_config(database_url: &str) -> Config {
         ("DATABASE_URL", database_url.to_string()),
         ("NERUBA_ADMIN_TOKEN", format!("test-admin-{}", hex::encode(random))),
         ("NERUBA_DB_POOL_SIZE", "8".to_string()),
+        // Tests bill through `runBilling` with their own clock; the scheduler test turns it on.
+        ("NERUBA_BILLING_INTERVAL_SECS", "0".to_string()),
         (
             "NERUBA_PORTAL_DIR",
             workspace_root().join("web/dist").display().to_string(),

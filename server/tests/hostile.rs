@@ -49,6 +49,8 @@ const VICTIM_CUSTOMER: &str = "victim-acme";
 const SCOPES: [&str; 4] = ["INGEST", "READ", "BILLING", "ADMIN"];
 
 struct Victim {
+    /// The invoice of the subscription's first boundary.
+    invoice: String,
     project: String,
     /// The all-scope key.
     all: String,
@@ -178,8 +180,18 @@ async fn victim(app: &TestApp) -> Victim {
     )
     .await);
     let subscription_id = str_at(&subscription, "/createSubscription/subscription/id");
+    // Its first boundary (its start) is due at once: one invoice.
+    let billed = ok(&gql(
+        app,
+        &all,
+        "mutation { runBilling(input: {}) { invoices { id invoiceTransactionId } } }",
+        json!({}),
+    )
+    .await);
+    let invoice_id = str_at(&billed, "/runBilling/invoices/0/id");
 
     let mut ids = vec![
+        invoice_id.clone(),
         project.clone(),
         wallet.clone(),
         plan_id.clone(),
@@ -219,6 +231,7 @@ async fn victim(app: &TestApp) -> Victim {
         account: str_at(&charge, "/ingestCharge/transaction/entries/nodes/0/account/id"),
         plan: plan_id,
         subscription: subscription_id,
+        invoice: invoice_id,
         project,
         all,
         single,
@@ -599,6 +612,73 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
                 ),
                 doc(
                     "query($p: ID) { subscriptions(projectId: $p) { edges { node { id } } } }",
+                    p.clone(),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Query,
+            field: "invoices",
+            need: READ,
+            own: doc("{ invoices { edges { node { id number } } } }", json!({}), OwnOnly),
+            cross: vec![
+                doc(
+                    "{ invoices { edges { node { id } } } }",
+                    json!({}),
+                    Empty("/invoices/edges"),
+                ),
+                doc(
+                    "query($s: ID) { invoices(subscriptionId: $s) { edges { node { id } } } }",
+                    json!({ "s": a.subscription }),
+                    Empty("/invoices/edges"),
+                ),
+                doc(
+                    "query($p: ID) { invoices(projectId: $p) { edges { node { id } } } }",
+                    p.clone(),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Query,
+            field: "invoice",
+            need: READ,
+            own: doc(
+                "query($id: ID!) { invoice(id: $id) { id number lines { kind amount { amount } } } }",
+                json!({ "id": a.invoice }),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "query($id: ID!) { invoice(id: $id) { id } }",
+                    json!({ "id": a.invoice }),
+                    Null("/invoice"),
+                ),
+                doc(
+                    "query($id: ID!, $p: ID) { invoice(id: $id, projectId: $p) { id } }",
+                    json!({ "id": a.invoice, "p": a.project }),
+                    Null("/invoice"),
+                ),
+            ],
+        },
+        Case {
+            root: Mutation,
+            field: "runBilling",
+            need: BILLING,
+            own: doc(
+                "mutation { runBilling(input: {}) { invoices { id } failures { subscriptionId } } }",
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "mutation($s: ID) { runBilling(input: { subscriptionId: $s }) { invoices { id } failures { subscriptionId } } }",
+                    json!({ "s": a.subscription }),
+                    OwnOnly,
+                ),
+                doc(
+                    "mutation($p: ID) { runBilling(input: { projectId: $p }) { invoices { id } } }",
                     p.clone(),
                     NotFound,
                 ),
@@ -1433,6 +1513,7 @@ fn every_root_field_of_the_schema_has_an_entry_in_the_hostile_table() {
         account: "acc_a".into(),
         plan: "pln_a".into(),
         subscription: "sub_a".into(),
+        invoice: "inv_a".into(),
         spare_key_id: "key_a".into(),
         ids: vec![],
     };

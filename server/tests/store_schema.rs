@@ -67,6 +67,10 @@ async fn the_hand_written_schema_matches_the_migrated_tables() {
         plan_charges,
         subscriptions,
         subscription_changes,
+        invoices,
+        invoice_lines,
+        invoice_sequences,
+        leases,
     );
     let tables: Vec<Count> = diesel::sql_query(format!(
         "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = '{}' \

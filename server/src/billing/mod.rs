@@ -1,6 +1,8 @@
-//! Billing: plans (versioned definitions of what a subscription bills), and, as they land,
-//! subscriptions, billing runs and invoices. Rating itself is the pure `neruba-pricing` crate;
-//! this module validates definitions against the project (metrics, units) and stores them.
+//! Billing: plans (versioned definitions of what a subscription bills), subscriptions, billing
+//! runs that turn closed periods into invoices, and the scheduler that runs them. Rating itself
+//! is the pure `neruba-pricing` crate; this module reads usage and stores what it bills.
 
 pub mod plans;
+pub mod runs;
+pub mod scheduler;
 pub mod subscriptions;

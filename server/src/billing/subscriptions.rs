@@ -83,7 +83,7 @@ impl SubscriptionRow {
     }
 }
 
-fn schedule(row: &SubscriptionRow, version: &PlanVersion) -> Result<Schedule> {
+pub(crate) fn schedule(row: &SubscriptionRow, version: &PlanVersion) -> Result<Schedule> {
     let unit = match version.row.interval_unit.parse::<IntervalUnit>()? {
         IntervalUnit::Month => periods::IntervalUnit::Month,
         IntervalUnit::Year => periods::IntervalUnit::Year,

@@ -269,6 +269,11 @@ macro_rules! transaction_with_retry {
                     $crate::db::backoff(attempt).await;
                     attempt += 1;
                 }
+                Err($crate::db::TxFailure::Db(e)) if $crate::db::is_transient(&e) || ($retryable)(&e) => {
+                    break Err($crate::error::Error::Unavailable(
+                        "the database kept reporting conflicts; retry the request (with the same idempotency key)".into(),
+                    ));
+                }
                 other => break other.map_err($crate::error::Error::from),
             }
         }

@@ -242,28 +242,7 @@ impl BillingQuery {
         .map_err(rate_error)?;
         let lines = charge.bill(&rating, unit.decimals());
         let money = |amount: Dec| Money::in_unit(amount, &unit);
-        let steps = rating
-            .steps
-            .iter()
-            .map(|step| {
-                Ok(PriceStep {
-                    kind: step.kind.into(),
-                    tier: step.tier.map(|t| t as i32),
-                    from: step.from.map(Decimal::from),
-                    up_to: step.up_to.map(Decimal::from),
-                    quantity: step.quantity.into(),
-                    count: step
-                        .count
-                        .map(i32::try_from)
-                        .transpose()
-                        .map_err(|_| rate_error(RateError::TooLarge))?,
-                    unit_amount: step.unit_amount.map(money),
-                    flat_amount: step.flat_amount.map(money),
-                    rate: step.rate.map(Decimal::from),
-                    amount: money(step.amount),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let steps = price_steps(&rating, &unit)?;
         Ok(PriceQuote {
             amount: money(rating.amount),
             fee: money(lines.fee),
@@ -273,6 +252,33 @@ impl BillingQuery {
             conventions_version: pricing::CONVENTIONS_VERSION as i32,
         })
     }
+}
+
+/// A rating's steps as GraphQL answers them, amounts in `unit`.
+pub(crate) fn price_steps(rating: &pricing::Rating, unit: &crate::currency::Currency) -> Result<Vec<PriceStep>> {
+    let money = |amount: Dec| Money::in_unit(amount, unit);
+    rating
+        .steps
+        .iter()
+        .map(|step| {
+            Ok(PriceStep {
+                kind: step.kind.into(),
+                tier: step.tier.map(|t| t as i32),
+                from: step.from.map(Decimal::from),
+                up_to: step.up_to.map(Decimal::from),
+                quantity: step.quantity.into(),
+                count: step
+                    .count
+                    .map(i32::try_from)
+                    .transpose()
+                    .map_err(|_| rate_error(RateError::TooLarge))?,
+                unit_amount: step.unit_amount.map(money),
+                flat_amount: step.flat_amount.map(money),
+                rate: step.rate.map(Decimal::from),
+                amount: money(step.amount),
+            })
+        })
+        .collect()
 }
 
 enum Quantity {

@@ -4,6 +4,7 @@
 mod admin;
 pub(crate) mod billing;
 mod credit_units;
+mod invoices;
 mod ledger;
 pub mod limits;
 pub mod loaders;
@@ -33,6 +34,7 @@ pub struct QueryRoot(
     billing::BillingQuery,
     billing::PlanQuery,
     billing::SubscriptionQuery,
+    invoices::InvoiceQuery,
     node::NodeQuery,
 );
 
@@ -45,6 +47,7 @@ pub struct MutationRoot(
     credit_units::CreditUnitMutation,
     billing::PlanMutation,
     billing::SubscriptionMutation,
+    invoices::InvoiceMutation,
 );
 
 #[derive(MergedSubscription, Default)]

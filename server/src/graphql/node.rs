@@ -9,6 +9,7 @@ use super::{
     ApiKey, Project,
     billing::{Plan, PlanSubscription, PlanVersion, UsageCharge},
     credit_units::CreditUnit,
+    invoices::Invoice,
     ledger::{CreditLot, LedgerAccount, LedgerEntry, LedgerTransaction, POSTING_ID_PREFIX, Wallet},
     principal, state,
     usage::{BillableMetric, Customer, UsageEvent},
@@ -19,8 +20,9 @@ use crate::{
     credit_units, db,
     error::{Error, GraphqlResult as Result},
     store::{
-        self, IdTable, api_keys, billable_metrics, customers as customer_store, ledger as ledger_store,
-        plans as plan_store, projects as project_store, subscriptions as subscription_store, usage_events,
+        self, IdTable, api_keys, billable_metrics, customers as customer_store, invoices as invoice_store,
+        ledger as ledger_store, plans as plan_store, projects as project_store, subscriptions as subscription_store,
+        usage_events,
     },
     usage::event::EVENT_ID_PREFIX,
 };
@@ -36,7 +38,7 @@ pub const MAX_NODES: usize = 100;
 #[graphql(field(
     name = "id",
     ty = "ID",
-    desc = "Unique across Neruba, prefixed by its kind (`prj_`, `key_`, `cus_`, `bm_`, `evt_`, `cru_`, `wal_`, `lot_`, `acc_`, `txn_`, `pst_`, `pln_`, `plv_`, `chg_`, `sub_`); `node(id:)` finds it."
+    desc = "Unique across Neruba, prefixed by its kind (`prj_`, `key_`, `cus_`, `bm_`, `evt_`, `cru_`, `wal_`, `lot_`, `acc_`, `txn_`, `pst_`, `pln_`, `plv_`, `chg_`, `sub_`, `inv_`); `node(id:)` finds it."
 ))]
 pub enum Node {
     Project(Project),
@@ -54,6 +56,7 @@ pub enum Node {
     PlanVersion(PlanVersion),
     UsageCharge(UsageCharge),
     PlanSubscription(PlanSubscription),
+    Invoice(Invoice),
 }
 
 #[derive(Default)]
@@ -110,6 +113,7 @@ async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
         "plv" => Some(IdTable::PlanVersions),
         "chg" => Some(IdTable::PlanCharges),
         "sub" => Some(IdTable::Subscriptions),
+        "inv" => Some(IdTable::Invoices),
         _ => return Ok(None),
     };
     let mut conn = db::get(&state(ctx).pool).await?;
@@ -184,6 +188,9 @@ async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
         IdTable::Subscriptions => subscription_store::find(conn, p, id)
             .await?
             .map(|row| Node::PlanSubscription(PlanSubscription(row))),
+        IdTable::Invoices => invoice_store::find(conn, p, id)
+            .await?
+            .map(|row| Node::Invoice(Invoice(row))),
     })
 }
 

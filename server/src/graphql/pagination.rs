@@ -54,6 +54,7 @@ pub enum CursorKind {
     PlanVersion,
     Subscription,
     SubscriptionChange,
+    Invoice,
 }
 
 impl CursorKind {
@@ -71,6 +72,7 @@ impl CursorKind {
             CursorKind::PlanVersion => "planversion",
             CursorKind::Subscription => "subscription",
             CursorKind::SubscriptionChange => "subchange",
+            CursorKind::Invoice => "invoice",
         }
     }
 }

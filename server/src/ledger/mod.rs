@@ -65,6 +65,10 @@ text_enum! {
         WriteOff = "WRITE_OFF",
         /// Credits that expired unused (breakage).
         Expired = "EXPIRED",
+        /// What one customer owes on finalized invoices, per unit (zero or negative while owed).
+        Receivable = "RECEIVABLE",
+        /// Taxes invoiced, owed to the tax authorities.
+        TaxPayable = "TAX_PAYABLE",
         /// The counterpart of operators' manual adjustments.
         Adjustments = "ADJUSTMENTS",
     }
@@ -306,6 +310,8 @@ pub enum Target {
     Overdraft,
     /// A system account of the project in the wallet's unit.
     System(AccountKind),
+    /// What the wallet's customer owes on invoices, in the wallet's unit (not wallet-side).
+    Receivable,
 }
 
 impl Target {

@@ -10,8 +10,7 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDateTime;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel_async::AsyncConnection;
+use diesel::result::Error as DieselError;
 use rust_decimal::Decimal;
 
 use super::{
@@ -24,7 +23,7 @@ use crate::{
     credit_units::{self, parse_money_rate},
     currency::Currency,
     customers::{self, parse_external_id},
-    db,
+    db::{self, TxFailure},
     error::{Error, ErrorCode, Result},
     ids,
     money::{DecimalLimits, canonical, parse_decimal},
@@ -42,66 +41,11 @@ pub const LOT_ID_PREFIX: &str = "lot";
 /// The actor of transactions the server makes by itself (the expiry sweep).
 pub const SYSTEM_ACTOR: &str = "system";
 
-/// Why a transaction attempt failed: a database error (maybe worth retrying) or a decision.
-#[derive(Debug)]
-enum Failure {
-    Db(DieselError),
-    App(Error),
-}
-
-impl From<DieselError> for Failure {
-    fn from(e: DieselError) -> Self {
-        Failure::Db(e)
-    }
-}
-
-impl From<Error> for Failure {
-    fn from(e: Error) -> Self {
-        Failure::App(e)
-    }
-}
-
-impl From<Failure> for Error {
-    fn from(f: Failure) -> Self {
-        match f {
-            Failure::Db(e) if retryable(&e) => {
-                Error::Unavailable("the wallet is busy; retry the request with the same idempotency key".into())
-            }
-            Failure::Db(e) => e.into(),
-            Failure::App(e) => e,
-        }
-    }
-}
-
-/// Deadlocks (1213) and lock-wait timeouts (1205) roll the attempt back and may pass on a retry
-/// ([`db::is_transient`]); a duplicate idempotency key inserted concurrently is settled by running
-/// again, which then finds the first one.
-fn retryable(e: &DieselError) -> bool {
-    match e {
-        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
-            info.message().contains("uq_ledger_transactions_idempotency")
-        }
-        other => db::is_transient(other),
-    }
-}
-
-/// Runs the body in a transaction, again (up to [`db::TRANSIENT_ATTEMPTS`] in all, with
-/// [`db::backoff`]) when it hit a deadlock or a lock-wait timeout.
-macro_rules! with_retry {
-    ($conn:expr, |$c:ident| $body:expr) => {{
-        let mut attempt = 1;
-        loop {
-            let result: std::result::Result<_, Failure> = $conn.transaction(async |$c| $body).await;
-            match result {
-                Err(Failure::Db(e)) if retryable(&e) && attempt < db::TRANSIENT_ATTEMPTS => {
-                    tracing::debug!(attempt, error = %e, "ledger transaction retried");
-                    db::backoff(attempt).await;
-                    attempt += 1;
-                }
-                other => break other.map_err(Error::from),
-            }
-        }
-    }};
+/// A duplicate idempotency key inserted concurrently is settled by running again, which then
+/// finds the first one; deadlocks and lock-wait timeouts are retried by
+/// [`db::transaction_with_retry!`] itself.
+pub fn retryable(e: &DieselError) -> bool {
+    db::is_unique_violation(e, "uq_ledger_transactions_idempotency")
 }
 
 // ---- wallets
@@ -218,14 +162,14 @@ pub async fn create_wallet(conn: &mut Conn, project_id: &str, input: &WalletInpu
     if let Some(t) = settings.low_balance_threshold {
         unit.check_precision("lowBalanceThreshold", t)?;
     }
-    with_retry!(conn, |c| create_wallet_once(c, project_id, &settings).await)
+    db::transaction_with_retry!(conn, retryable, |c| create_wallet_once(c, project_id, &settings).await)
 }
 
 async fn create_wallet_once(
     conn: &mut Conn,
     project_id: &str,
     settings: &WalletSettings,
-) -> Result<(WalletRow, bool), Failure> {
+) -> Result<(WalletRow, bool), TxFailure> {
     let project_id = project_id.to_string();
     customers::ensure_exist(conn, &project_id, &[settings.customer_external_id.as_str()]).await?;
     // A locking read: when a concurrent request created the customer after this
@@ -274,7 +218,7 @@ async fn create_wallet_once(
     if existing.settings()? == *settings {
         Ok((existing, false))
     } else {
-        Err(Failure::App(Error::conflict(
+        Err(TxFailure::App(Error::conflict(
             ErrorCode::WalletExists,
             format!(
                 "customer '{}' already has a {} wallet with different settings",
@@ -325,7 +269,7 @@ pub async fn update_wallet(
     };
     let project_id = project_id.to_string();
     let wallet_id = wallet_id.to_string();
-    let row = with_retry!(conn, |c| {
+    let row = db::transaction_with_retry!(conn, retryable, |c| {
         let mut wallet = store::lock_wallet(c, &project_id, &wallet_id)
             .await?
             .ok_or(Error::NotFound("wallet"))?;
@@ -541,15 +485,15 @@ pub struct Posted {
 /// Runs a validated operation: one transaction, retried on deadlock.
 pub async fn execute(conn: &mut Conn, project_id: &str, op: &Operation) -> Result<Posted> {
     let project_id = project_id.to_string();
-    with_retry!(conn, |c| execute_once(c, &project_id, op, db_now()).await)
+    db::transaction_with_retry!(conn, retryable, |c| apply(c, &project_id, op, db_now()).await)
 }
 
-async fn execute_once(
-    conn: &mut Conn,
-    project_id: &str,
-    op: &Operation,
-    now: NaiveDateTime,
-) -> Result<Posted, Failure> {
+/// Runs a validated operation inside the caller's transaction: [`execute`] without the
+/// transaction, for callers that commit a money operation together with their own rows. The
+/// caller runs the whole transaction again on a transient error or a failure [`retryable`]
+/// accepts ([`db::transaction_with_retry!`] with [`retryable`]), and calls this before any
+/// plain read of its own: the wallet lock taken first is what makes the reads below current.
+pub async fn apply(conn: &mut Conn, project_id: &str, op: &Operation, now: NaiveDateTime) -> Result<Posted, TxFailure> {
     // The wallet lock comes first, before any plain read: InnoDB fixes a transaction's snapshot at
     // its first plain read, so every plain read below sees all that committed before the lock.
     let mut wallet = match &op.wallet {
@@ -727,7 +671,7 @@ async fn post(
     p: Posting<'_>,
     now: NaiveDateTime,
     outbox: &mut Vec<NewOutbox>,
-) -> Result<TransactionRow, Failure> {
+) -> Result<TransactionRow, TxFailure> {
     check_balanced(&p.lines)?;
     let transaction_id = ids::new_id(TRANSACTION_ID_PREFIX);
     let lot_accounts: HashMap<&str, &str> = p.lots.iter().map(|l| (l.id.as_str(), l.account_id.as_str())).collect();
@@ -786,6 +730,10 @@ async fn post(
             Target::Overdraft => (wallet.overdraft_account_id.clone(), None),
             Target::System(kind) => (
                 system_account(conn, &wallet.project_id, &wallet.currency, *kind, now).await?,
+                None,
+            ),
+            Target::Receivable => (
+                receivable_account(conn, &wallet.project_id, &wallet.currency, &wallet.customer_id, now).await?,
                 None,
             ),
         };
@@ -874,16 +822,47 @@ async fn post(
     Ok(transaction)
 }
 
-/// The id of a system account of a project in one unit. Its id is derived from what it is, so
-/// concurrent first uses agree on it without reading each other's uncommitted rows.
+/// The id of a system account of a project in one unit.
 async fn system_account(
     conn: &mut Conn,
     project_id: &str,
     currency: &str,
     kind: AccountKind,
     now: NaiveDateTime,
-) -> Result<String, Failure> {
-    let code = format!("system:{}", kind.as_str());
+) -> Result<String, TxFailure> {
+    derived_account(
+        conn,
+        project_id,
+        currency,
+        kind,
+        format!("system:{}", kind.as_str()),
+        now,
+    )
+    .await
+}
+
+/// The id of a customer's receivable account in one unit.
+async fn receivable_account(
+    conn: &mut Conn,
+    project_id: &str,
+    currency: &str,
+    customer_id: &str,
+    now: NaiveDateTime,
+) -> Result<String, TxFailure> {
+    let code = format!("customer:{customer_id}:receivable");
+    derived_account(conn, project_id, currency, AccountKind::Receivable, code, now).await
+}
+
+/// The id of an account that is not a wallet's, made on first use. Its id is derived from what it
+/// is, so concurrent first uses agree on it without reading each other's uncommitted rows.
+async fn derived_account(
+    conn: &mut Conn,
+    project_id: &str,
+    currency: &str,
+    kind: AccountKind,
+    code: String,
+    now: NaiveDateTime,
+) -> Result<String, TxFailure> {
     if let Some(account) = store::find_account(conn, project_id, currency, &code).await? {
         return Ok(account.id);
     }
@@ -912,7 +891,7 @@ async fn expire_wallet_lots(
     wallet: &mut WalletRow,
     now: NaiveDateTime,
     outbox: &mut Vec<NewOutbox>,
-) -> Result<Vec<TransactionRow>, Failure> {
+) -> Result<Vec<TransactionRow>, TxFailure> {
     let mut posted = Vec::new();
     for lot in store::expired_lots(conn, &wallet.id, now).await? {
         if lot.remaining.is_zero() {
@@ -956,7 +935,7 @@ pub async fn sweep_expired(
     for (project_id, wallet_id) in store::wallets_with_expired_lots(conn, project_id, now).await? {
         // Each wallet is its own attempt: one that fails (and is retried at the next sweep) does
         // not keep the others' lots from expiring.
-        let done: Result<Vec<TransactionRow>> = with_retry!(conn, |c| {
+        let done: Result<Vec<TransactionRow>> = db::transaction_with_retry!(conn, retryable, |c| {
             let Some(mut wallet) = store::lock_wallet(c, &project_id, &wallet_id).await? else {
                 return Ok(Vec::new());
             };
@@ -976,38 +955,223 @@ pub async fn sweep_expired(
     Ok(posted)
 }
 
+// ---- invoices
+
+/// A customer's wallet in an invoice's unit, locked by the caller's transaction, and what its
+/// usable lots hold at the invoice's `now`.
+#[derive(Debug)]
+pub struct InvoiceWallet {
+    wallet: WalletRow,
+    lots: Vec<LotRow>,
+    now: NaiveDateTime,
+    /// What prepaid credits can pay: the usable lots' remainders.
+    pub available: Decimal,
+}
+
+/// Locks the customer's wallet in `currency`, if there is one, expires its lots whose expiry
+/// passed at `now` (their own transactions, announced through `outbox`), and answers what its
+/// usable lots hold. Called first in the invoice's transaction (see [`apply`] on lock order).
+pub async fn lock_invoice_wallet(
+    conn: &mut Conn,
+    project_id: &str,
+    customer_external_id: &str,
+    currency: &str,
+    now: NaiveDateTime,
+    outbox: &mut Vec<NewOutbox>,
+) -> Result<Option<InvoiceWallet>, TxFailure> {
+    let Some(mut wallet) = store::lock_wallet_by_customer(conn, project_id, customer_external_id, currency).await?
+    else {
+        return Ok(None);
+    };
+    expire_wallet_lots(conn, &mut wallet, now, outbox).await?;
+    let lots = store::open_lots(conn, &wallet.id).await?;
+    let views: Vec<LotView> = lots.iter().map(lot_view).collect();
+    let available = drawable(&views, now).iter().map(|l| l.remaining).sum();
+    Ok(Some(InvoiceWallet {
+        wallet,
+        lots,
+        now,
+        available,
+    }))
+}
+
+/// What a finalized invoice posts.
+#[derive(Debug, Clone)]
+pub struct InvoicePosting<'a> {
+    pub invoice_id: &'a str,
+    pub customer_id: &'a str,
+    pub currency: &'a str,
+    /// Fees and true-ups net of coupons: what the invoice earns.
+    pub revenue: Decimal,
+    pub tax: Decimal,
+    /// Prepaid credits drawn to pay it: zero, or at most the wallet's `available`.
+    pub credits: Decimal,
+    pub description: String,
+}
+
+/// The ledger transactions of one invoice: the invoice itself (RECEIVABLE against REVENUE and
+/// TAX_PAYABLE, no wallet) and the prepaid credits drawn to pay it (the wallet's lots against
+/// RECEIVABLE). Either is absent when its amount is zero.
+#[derive(Debug, Clone, Default)]
+pub struct InvoicePosted {
+    pub invoice: Option<TransactionRow>,
+    pub credits: Option<TransactionRow>,
+}
+
+/// Posts a finalized invoice inside the caller's transaction: the customer owes the total, and
+/// the credits drawn (from `wallet`, locked by [`lock_invoice_wallet`] in the same transaction)
+/// pay part of it. Both transactions have cause INVOICE and the invoice as their cause id.
+pub async fn post_invoice(
+    conn: &mut Conn,
+    project_id: &str,
+    wallet: Option<&mut InvoiceWallet>,
+    p: &InvoicePosting<'_>,
+    now: NaiveDateTime,
+    outbox: &mut Vec<NewOutbox>,
+) -> Result<InvoicePosted, TxFailure> {
+    if p.revenue < Decimal::ZERO || p.tax < Decimal::ZERO || p.credits < Decimal::ZERO {
+        return Err(Error::Internal(format!("an invoice posts no negative amount: {p:?}")).into());
+    }
+    let total = p.revenue + p.tax;
+    if p.credits > total {
+        return Err(Error::Internal(format!("credits {} above the invoice total {total}", p.credits)).into());
+    }
+    let mut posted = InvoicePosted::default();
+    if !total.is_zero() {
+        let receivable = receivable_account(conn, project_id, p.currency, p.customer_id, now).await?;
+        let mut lines = vec![(receivable, -total)];
+        if !p.revenue.is_zero() {
+            lines.push((
+                system_account(conn, project_id, p.currency, AccountKind::Revenue, now).await?,
+                p.revenue,
+            ));
+        }
+        if !p.tax.is_zero() {
+            lines.push((
+                system_account(conn, project_id, p.currency, AccountKind::TaxPayable, now).await?,
+                p.tax,
+            ));
+        }
+        let sum: Decimal = lines.iter().map(|(_, a)| *a).sum();
+        if !sum.is_zero() || lines.len() < 2 {
+            return Err(Error::Internal(format!("unbalanced invoice transaction: {lines:?}")).into());
+        }
+        let transaction = TransactionRow {
+            id: ids::new_id(TRANSACTION_ID_PREFIX),
+            project_id: project_id.to_string(),
+            wallet_id: None,
+            cause: Cause::Invoice.as_str().into(),
+            cause_id: Some(p.invoice_id.to_string()),
+            currency: p.currency.to_string(),
+            amount: total,
+            idempotency_key: None,
+            request_hash: None,
+            description: Some(p.description.clone()),
+            actor: SYSTEM_ACTOR.into(),
+            corrects_transaction_id: None,
+            wallet_balance_after: None,
+            created_at: now,
+        };
+        let postings: Vec<NewPosting> = lines
+            .into_iter()
+            .map(|(account_id, amount)| NewPosting {
+                transaction_id: transaction.id.clone(),
+                project_id: project_id.to_string(),
+                account_id,
+                wallet_id: None,
+                lot_id: None,
+                currency: p.currency.to_string(),
+                amount,
+                wallet_balance_after: None,
+                cause: Cause::Invoice.as_str().into(),
+                created_at: now,
+            })
+            .collect();
+        store::insert_transaction(conn, &transaction).await?;
+        store::insert_postings(conn, &postings).await?;
+        posted.invoice = Some(transaction);
+    }
+    if p.credits.is_zero() {
+        return Ok(posted);
+    }
+    let Some(w) = wallet else {
+        return Err(Error::Internal("credits drawn without a wallet".into()).into());
+    };
+    if w.wallet.currency != p.currency || w.wallet.customer_id != p.customer_id {
+        return Err(Error::Internal("credits drawn from another customer's or unit's wallet".into()).into());
+    }
+    let views: Vec<LotView> = w.lots.iter().map(lot_view).collect();
+    let policy = Policy {
+        policy: WalletPolicy::Reject,
+        credit_limit: Decimal::ZERO,
+    };
+    // Reject: the draw never reaches into an overdraft; `credits` is at most what the lots hold.
+    let allocation = allocate(p.credits, &drawable(&views, w.now), Decimal::ZERO, policy)?;
+    let mut lines = debit_lines(&allocation, AccountKind::Revenue);
+    if let Some(last) = lines.last_mut() {
+        last.target = Target::Receivable;
+    }
+    let transaction = post(
+        conn,
+        &mut w.wallet,
+        Posting {
+            cause: Cause::Invoice,
+            cause_id: Some(p.invoice_id.to_string()),
+            lines,
+            lots: &w.lots,
+            new_lot: None,
+            idempotency_key: None,
+            request_hash: None,
+            description: Some(format!("prepaid credits applied to {}", p.description)),
+            actor: SYSTEM_ACTOR.into(),
+            corrects_transaction_id: None,
+            amount: p.credits,
+        },
+        now,
+        outbox,
+    )
+    .await?;
+    posted.credits = Some(transaction);
+    Ok(posted)
+}
+
 #[cfg(test)]
 mod tests {
     use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
     use super::retryable;
+    use crate::db;
 
     fn db_error(kind: DatabaseErrorKind, message: &str) -> DieselError {
         DieselError::DatabaseError(kind, Box::new(message.to_string()))
     }
 
+    fn retried(e: &DieselError) -> bool {
+        db::is_transient(e) || retryable(e)
+    }
+
     #[test]
     fn deadlocks_lock_waits_and_duplicate_keys_are_retried() {
-        assert!(retryable(&db_error(
+        assert!(retried(&db_error(
             DatabaseErrorKind::Unknown,
             "Deadlock found when trying to get lock; try restarting transaction"
         )));
-        assert!(retryable(&db_error(
+        assert!(retried(&db_error(
             DatabaseErrorKind::Unknown,
             "Lock wait timeout exceeded; try restarting transaction"
         )));
-        assert!(retryable(&db_error(
+        assert!(retried(&db_error(
             DatabaseErrorKind::UniqueViolation,
             "Duplicate entry 'prj_1-k' for key 'uq_ledger_transactions_idempotency'"
         )));
-        assert!(!retryable(&db_error(
+        assert!(!retried(&db_error(
             DatabaseErrorKind::UniqueViolation,
             "Duplicate entry 'x' for key 'PRIMARY'"
         )));
-        assert!(!retryable(&db_error(
+        assert!(!retried(&db_error(
             DatabaseErrorKind::Unknown,
             "Table 'x' doesn't exist"
         )));
-        assert!(!retryable(&DieselError::NotFound));
+        assert!(!retried(&DieselError::NotFound));
     }
 }

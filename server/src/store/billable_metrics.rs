@@ -95,14 +95,58 @@ pub static AGGREGATE_QUERIES: AtomicU64 = AtomicU64::new(0);
 /// Runs SQL built by `usage::metrics` with its parameters, in order.
 pub async fn aggregate(conn: &mut Conn, sql: &str, binds: Vec<Bind>) -> QueryResult<Vec<AggregateRow>> {
     AGGREGATE_QUERIES.fetch_add(1, Ordering::Relaxed);
-    let mut query = diesel::sql_query(sql).into_boxed::<Mysql>();
+    bound(sql, binds).load(conn).await
+}
+
+/// One customer's billing aggregate: the value and the fingerprint of its events, as text.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct BilledRow {
+    #[diesel(sql_type = Varchar)]
+    pub customer: String,
+    #[diesel(sql_type = Nullable<Varchar>)]
+    pub value: Option<String>,
+    #[diesel(sql_type = Varchar)]
+    pub n: String,
+    #[diesel(sql_type = Varchar)]
+    pub seq_sum: String,
+    #[diesel(sql_type = Varchar)]
+    pub seq_xor: String,
+}
+
+fn bound(
+    sql: &str,
+    binds: Vec<Bind>,
+) -> diesel::query_builder::BoxedSqlQuery<'static, Mysql, diesel::query_builder::SqlQuery> {
+    let mut query = diesel::sql_query(sql.to_string()).into_boxed::<Mysql>();
     for bind in binds {
         query = match bind {
             Bind::Text(v) => query.bind::<Text, _>(v),
             Bind::Time(v) => query.bind::<Datetime, _>(v),
         };
     }
-    query.load(conn).await
+    query
+}
+
+/// Runs a billing aggregate built by `usage::metrics::billing_sql`.
+pub async fn aggregate_billed(conn: &mut Conn, sql: &str, binds: Vec<Bind>) -> QueryResult<Vec<BilledRow>> {
+    AGGREGATE_QUERIES.fetch_add(1, Ordering::Relaxed);
+    bound(sql, binds).load(conn).await
+}
+
+/// One event's place and quantity, for rating events one by one.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct AmountRow {
+    #[diesel(sql_type = Datetime)]
+    pub occurred_at: NaiveDateTime,
+    #[diesel(sql_type = diesel::sql_types::Unsigned<diesel::sql_types::BigInt>)]
+    pub seq: u64,
+    #[diesel(sql_type = diesel::sql_types::Numeric)]
+    pub quantity: rust_decimal::Decimal,
+}
+
+/// Runs a page query built by `usage::metrics::event_amounts_page`.
+pub async fn event_amounts(conn: &mut Conn, sql: &str, binds: Vec<Bind>) -> QueryResult<Vec<AmountRow>> {
+    bound(sql, binds).load(conn).await
 }
 
 /// The project's metrics with these ids (one query).

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod billable_metrics;
 pub mod credit_units;
 pub mod customers;
+pub mod invoices;
 pub mod ledger;
 pub mod plans;
 pub mod projects;
@@ -28,6 +29,7 @@ pub enum IdTable {
     PlanVersions,
     PlanCharges,
     Subscriptions,
+    Invoices,
 }
 
 impl IdTable {
@@ -44,6 +46,7 @@ impl IdTable {
             IdTable::PlanVersions => "plan_versions",
             IdTable::PlanCharges => "plan_charges",
             IdTable::Subscriptions => "subscriptions",
+            IdTable::Invoices => "invoices",
         }
     }
 }

@@ -251,6 +251,72 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    invoices (id) {
+        id -> Varchar,
+        project_id -> Varchar,
+        customer_id -> Varchar,
+        subscription_id -> Varchar,
+        plan_version_id -> Varchar,
+        boundary -> Datetime,
+        usage_from -> Nullable<Datetime>,
+        usage_to -> Nullable<Datetime>,
+        status -> Varchar,
+        number -> Nullable<Unsigned<Bigint>>,
+        currency -> Varchar,
+        subtotal -> Decimal,
+        discount -> Decimal,
+        tax -> Decimal,
+        total -> Decimal,
+        credits -> Decimal,
+        amount_due -> Decimal,
+        computed_at -> Datetime,
+        cutoff -> Datetime,
+        conventions_version -> Unsigned<Integer>,
+        manifest -> Text,
+        manifest_hash -> Char,
+        invoice_transaction_id -> Nullable<Varchar>,
+        credits_transaction_id -> Nullable<Varchar>,
+        finalized_at -> Nullable<Datetime>,
+        created_at -> Datetime,
+        updated_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    invoice_lines (invoice_id, position) {
+        invoice_id -> Varchar,
+        position -> Unsigned<Smallint>,
+        project_id -> Varchar,
+        kind -> Varchar,
+        charge_id -> Nullable<Varchar>,
+        description -> Varchar,
+        quantity -> Nullable<Decimal>,
+        amount -> Decimal,
+        exact -> Varchar,
+        period_from -> Nullable<Datetime>,
+        period_to -> Nullable<Datetime>,
+        event_count -> Nullable<Unsigned<Bigint>>,
+        events_hash -> Nullable<Char>,
+        rating -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    invoice_sequences (project_id) {
+        project_id -> Varchar,
+        last_number -> Unsigned<Bigint>,
+    }
+}
+
+diesel::table! {
+    leases (name) {
+        name -> Varchar,
+        holder -> Varchar,
+        expires_at -> Datetime,
+    }
+}
+
 diesel::joinable!(api_keys -> projects (project_id));
 diesel::joinable!(customers -> projects (project_id));
 diesel::joinable!(billable_metrics -> projects (project_id));
@@ -261,6 +327,7 @@ diesel::joinable!(plan_charges -> plan_versions (plan_version_id));
 diesel::joinable!(ledger_postings -> ledger_transactions (transaction_id));
 diesel::joinable!(ledger_postings -> ledger_accounts (account_id));
 diesel::joinable!(credit_lots -> wallets (wallet_id));
+diesel::joinable!(invoice_lines -> invoices (invoice_id));
 diesel::allow_tables_to_appear_in_same_query!(
     projects,
     api_keys,
@@ -279,4 +346,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     plan_charges,
     subscriptions,
     subscription_changes,
+    invoices,
+    invoice_lines,
+    invoice_sequences,
+    leases,
 );

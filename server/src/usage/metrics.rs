@@ -223,29 +223,7 @@ pub fn aggregate_sql(
         None => "CAST(NULL AS CHAR)",
     };
 
-    let mut where_sql = String::from(
-        "project_id = ? AND metric = ? AND occurred_at >= ? AND occurred_at < ? AND customer_external_id IN (",
-    );
-    let mut where_binds = vec![
-        Bind::Text(project_id.to_string()),
-        Bind::Text(def.code.clone()),
-        Bind::Time(from),
-        Bind::Time(to),
-    ];
-    for (i, c) in customers.iter().enumerate() {
-        where_sql.push_str(if i == 0 { "?" } else { ", ?" });
-        where_binds.push(Bind::Text(c.to_string()));
-    }
-    where_sql.push(')');
-    for (prop, values) in &def.filters {
-        where_sql.push_str(" AND JSON_VALUE(properties, ?) IN (");
-        where_binds.push(Bind::Text(path(prop)));
-        for (i, v) in values.iter().enumerate() {
-            where_sql.push_str(if i == 0 { "?" } else { ", ?" });
-            where_binds.push(Bind::Text(v.clone()));
-        }
-        where_sql.push(')');
-    }
+    let (where_sql, where_binds) = where_clause(project_id, def, customers, from, to, None);
 
     let grouping = if group_by.is_some() {
         "customer_external_id, group_key"
@@ -293,6 +271,173 @@ pub fn aggregate_sql(
     };
     binds.extend(where_binds);
     (sql, binds)
+}
+
+/// The events of `def` for `customers` that occurred in `[from, to)` (and arrived by
+/// `received_until`, when given) and pass the metric's filters: the WHERE clause every
+/// aggregation shares.
+fn where_clause(
+    project_id: &str,
+    def: &MetricDef,
+    customers: &[&str],
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+    received_until: Option<NaiveDateTime>,
+) -> (String, Vec<Bind>) {
+    let mut where_sql = String::from(
+        "project_id = ? AND metric = ? AND occurred_at >= ? AND occurred_at < ? AND customer_external_id IN (",
+    );
+    let mut where_binds = vec![
+        Bind::Text(project_id.to_string()),
+        Bind::Text(def.code.clone()),
+        Bind::Time(from),
+        Bind::Time(to),
+    ];
+    for (i, c) in customers.iter().enumerate() {
+        where_sql.push_str(if i == 0 { "?" } else { ", ?" });
+        where_binds.push(Bind::Text(c.to_string()));
+    }
+    where_sql.push(')');
+    if let Some(until) = received_until {
+        where_sql.push_str(" AND received_at <= ?");
+        where_binds.push(Bind::Time(until));
+    }
+    for (prop, values) in &def.filters {
+        where_sql.push_str(" AND JSON_VALUE(properties, ?) IN (");
+        where_binds.push(Bind::Text(path(prop)));
+        for (i, v) in values.iter().enumerate() {
+            where_sql.push_str(if i == 0 { "?" } else { ", ?" });
+            where_binds.push(Bind::Text(v.clone()));
+        }
+        where_sql.push(')');
+    }
+    (where_sql, where_binds)
+}
+
+/// The SQL and parameters of a billing aggregate: `def` for `customers` over `[from, to)`,
+/// counting only events received by `received_until`, one row per customer with the value and
+/// the fingerprint of the events behind it (their count, and the sum and XOR of their sequence
+/// numbers: events are append-only, so any event added to the set changes it). Groups are not
+/// split: a charge bills the metric's total.
+pub fn billing_sql(
+    project_id: &str,
+    def: &MetricDef,
+    customers: &[&str],
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+    received_until: NaiveDateTime,
+) -> (String, Vec<Bind>) {
+    let (where_sql, where_binds) = where_clause(project_id, def, customers, from, to, Some(received_until));
+    let fingerprint =
+        "CAST(COUNT(*) AS CHAR) AS n, CAST(SUM(seq) AS CHAR) AS seq_sum, CAST(BIT_XOR(seq) AS CHAR) AS seq_xor";
+    let mut binds = Vec::new();
+    let sql = match def.aggregation {
+        Aggregation::Latest => {
+            let window = "OVER (PARTITION BY customer_external_id)";
+            format!(
+                "SELECT customer, value, n, seq_sum, seq_xor FROM (SELECT customer_external_id AS customer, \
+                 CAST(quantity AS CHAR) AS value, \
+                 ROW_NUMBER() OVER (PARTITION BY customer_external_id ORDER BY occurred_at DESC, seq DESC) AS rn, \
+                 CAST(COUNT(*) {window} AS CHAR) AS n, CAST(SUM(seq) {window} AS CHAR) AS seq_sum, \
+                 CAST(BIT_XOR(seq) {window} AS CHAR) AS seq_xor \
+                 FROM usage_events WHERE {where_sql}) ranked WHERE rn = 1"
+            )
+        }
+        other => {
+            let value = match other {
+                Aggregation::Count => "COUNT(*)",
+                Aggregation::Sum => "SUM(quantity)",
+                Aggregation::Max => "MAX(quantity)",
+                Aggregation::UniqueCount => {
+                    let prop = def.property.as_deref().expect("validated: UNIQUE_COUNT has a property");
+                    binds.push(Bind::Text(path(prop)));
+                    "COUNT(DISTINCT JSON_VALUE(properties, ?))"
+                }
+                Aggregation::Latest => "NULL",
+            };
+            format!(
+                "SELECT customer_external_id AS customer, CAST(CAST({value} AS DECIMAL(65, 12)) AS CHAR) AS value, \
+                 {fingerprint} FROM usage_events WHERE {where_sql} GROUP BY customer_external_id"
+            )
+        }
+    };
+    binds.extend(where_binds);
+    (sql, binds)
+}
+
+/// What a charge bills for one customer and period: the metric's value and the events behind it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BilledUsage {
+    pub value: Decimal,
+    pub events: u64,
+    /// Hex SHA-256 of the events' fingerprint (see [`billing_sql`]).
+    pub events_hash: String,
+}
+
+fn events_hash(n: &str, seq_sum: &str, seq_xor: &str) -> String {
+    hex::encode(crate::ledger::request_hash(&[n, seq_sum, seq_xor]))
+}
+
+/// Aggregates `def` for billing, for each of `customers` (one query per
+/// [`MAX_CUSTOMERS_PER_QUERY`]). Customers without events get zero and the empty set's hash.
+pub async fn aggregate_for_billing(
+    conn: &mut Conn,
+    project_id: &str,
+    def: &MetricDef,
+    customers: &[&str],
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+    received_until: NaiveDateTime,
+) -> Result<HashMap<String, BilledUsage>> {
+    let empty = BilledUsage {
+        value: Decimal::ZERO,
+        events: 0,
+        events_hash: events_hash("0", "0", "0"),
+    };
+    let mut out: HashMap<String, BilledUsage> = customers.iter().map(|c| (c.to_string(), empty.clone())).collect();
+    for chunk in customers.chunks(MAX_CUSTOMERS_PER_QUERY) {
+        let (sql, binds) = billing_sql(project_id, def, chunk, from, to, received_until);
+        for row in billable_metrics::aggregate_billed(conn, &sql, binds).await? {
+            if let Some(v) = out.get_mut(&row.customer) {
+                v.value = exact(row.value.as_deref())?;
+                v.events = row.n.parse().unwrap_or(0);
+                v.events_hash = events_hash(&row.n, &row.seq_sum, &row.seq_xor);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How many event amounts one page of [`event_amounts_page`] reads.
+pub const AMOUNTS_PAGE: i64 = 5_000;
+
+/// One page of a customer's event quantities for `def` over `[from, to)` received by
+/// `received_until`, in the order they occurred (then arrived), after the position `after`
+/// (`(occurred_at, seq)` of the last event of the previous page). A percentage price rates
+/// events one by one; reading them in pages keeps memory bounded whatever the period holds.
+#[allow(clippy::too_many_arguments)]
+pub async fn event_amounts_page(
+    conn: &mut Conn,
+    project_id: &str,
+    def: &MetricDef,
+    customer: &str,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+    received_until: NaiveDateTime,
+    after: Option<(NaiveDateTime, u64)>,
+) -> Result<Vec<(NaiveDateTime, u64, Decimal)>> {
+    let (mut where_sql, mut binds) = where_clause(project_id, def, &[customer], from, to, Some(received_until));
+    if let Some((at, seq)) = after {
+        where_sql.push_str(" AND (occurred_at > ? OR (occurred_at = ? AND seq > ?))");
+        binds.push(Bind::Time(at));
+        binds.push(Bind::Time(at));
+        binds.push(Bind::Text(seq.to_string()));
+    }
+    let sql = format!(
+        "SELECT occurred_at, seq, quantity FROM usage_events WHERE {where_sql} ORDER BY occurred_at, seq LIMIT {AMOUNTS_PAGE}"
+    );
+    let rows = billable_metrics::event_amounts(conn, &sql, binds).await?;
+    Ok(rows.into_iter().map(|r| (r.occurred_at, r.seq, r.quantity)).collect())
 }
 
 /// An aggregate's text as an exact decimal. A SUM of many large quantities can have more digits

@@ -1,0 +1,4 @@
+DROP TABLE leases;
+DROP TABLE invoice_sequences;
+DROP TABLE invoice_lines;
+DROP TABLE invoices;

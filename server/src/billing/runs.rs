@@ -1,0 +1,856 @@
+//! Billing runs: each subscription boundary that passed becomes one invoice.
+//!
+//! A subscription's **boundaries** are its start, the end of each of its periods, and its end
+//! (when canceled). The invoice at boundary `b` bills the fixed fee *in advance* of the period
+//! that starts at `b` and the usage (and the fixed fee *in arrears*) of the period that ends at
+//! `b`: a first invoice has only the advance fee, a last one only what is in arrears. The unique
+//! key (subscription, boundary) makes a boundary billed twice (a retry, a crash, two replicas)
+//! one invoice.
+//!
+//! A run takes its clock as input: `now` (when it runs: what the prepaid credits can pay then)
+//! and `cutoff` (events received after it are not in the invoice; they show up as a difference
+//! when the invoice is recomputed). A boundary is billed once `cutoff` passed it. The same inputs
+//! give the same invoice, byte for byte: its manifest (every input and every line, canonical
+//! JSON) is stored with its SHA-256.
+//!
+//! Each invoice is one database transaction: the subscription row is locked first (two runs of
+//! one subscription take turns; on a Galera cluster, where row locks are not cluster-wide, the
+//! loser's commit fails and its retry finds the invoice), then the customer's wallet, then the
+//! project's invoice number, the hottest row, last. Finalization writes the invoice, its number,
+//! its ledger transactions (receivable against revenue, and the prepaid credits drawn) and the
+//! wallet's outbox row in that one transaction.
+
+use std::collections::HashMap;
+
+use chrono::{Days, NaiveDate, NaiveDateTime, NaiveTime};
+use diesel::result::Error as DieselError;
+use neruba_pricing::{
+    CONVENTIONS_VERSION, PercentageRater, PriceSpec, Rating, Usage,
+    invoice::{self, ChargeUsage, Commitment, FixedFee, InvoiceInput, LineKind},
+    proration::Period,
+};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    billing::{
+        plans::{self, FeeTiming, PlanVersion},
+        subscriptions,
+    },
+    db::{self, TxFailure},
+    error::{Error, Result},
+    ids,
+    ledger::service::{self as ledger, InvoicePosting},
+    store::{
+        Conn,
+        customers::{self as customer_store, CustomerRow},
+        invoices::{self as store, InvoiceRow, LineRow},
+        subscriptions::{self as subscription_store, SubscriptionRow},
+    },
+    text_enum::text_enum,
+    usage::metrics::{self, MetricDef},
+};
+
+pub const INVOICE_ID_PREFIX: &str = "inv";
+
+text_enum! {
+    /// Where an invoice is in its life.
+    InvoiceStatus {
+        /// Computed, not yet final: a recomputation replaces it.
+        Draft = "DRAFT",
+        /// Numbered, posted to the ledger, immutable: corrections are new documents.
+        Finalized = "FINALIZED",
+        /// Paid in full.
+        Paid = "PAID",
+        /// Canceled after finalization.
+        Void = "VOID",
+    }
+}
+
+text_enum! {
+    /// What an invoice line bills.
+    InvoiceLineKind {
+        /// A plan's fixed fee for (part of) a period, prorated by days.
+        FixedFee = "FIXED_FEE",
+        /// A usage charge: the metric's quantity for the period, rated.
+        Usage = "USAGE",
+        /// What lifts a charge to its minimum.
+        ChargeMinimum = "CHARGE_MINIMUM",
+        /// What lifts the period to the plan's minimum commitment.
+        MinimumCommitment = "MINIMUM_COMMITMENT",
+        /// A discount (negative).
+        Coupon = "COUPON",
+        /// A tax on the discounted subtotal.
+        Tax = "TAX",
+        /// Prepaid credits drawn to pay the invoice (negative).
+        Credits = "CREDITS",
+    }
+}
+
+fn line_kind(kind: LineKind) -> InvoiceLineKind {
+    match kind {
+        LineKind::FixedFee => InvoiceLineKind::FixedFee,
+        LineKind::Usage => InvoiceLineKind::Usage,
+        LineKind::ChargeMinimum => InvoiceLineKind::ChargeMinimum,
+        LineKind::MinimumCommitment => InvoiceLineKind::MinimumCommitment,
+        LineKind::Coupon => InvoiceLineKind::Coupon,
+        LineKind::Tax => InvoiceLineKind::Tax,
+        LineKind::Credits => InvoiceLineKind::Credits,
+    }
+}
+
+/// A run's inputs besides the stored state: when it runs, and the last arrival it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    pub now: NaiveDateTime,
+    pub cutoff: NaiveDateTime,
+}
+
+impl Clock {
+    /// A clock whose cutoff is `cutoff`, or `now` when not given; a cutoff after `now` would
+    /// count events that have not arrived yet.
+    pub fn new(now: NaiveDateTime, cutoff: Option<NaiveDateTime>) -> Result<Clock> {
+        let cutoff = cutoff.unwrap_or(now);
+        if cutoff > now {
+            return Err(Error::invalid("cutoff", "must not be after now"));
+        }
+        Ok(Clock { now, cutoff })
+    }
+}
+
+fn midnight(day: NaiveDate) -> NaiveDateTime {
+    day.and_time(NaiveTime::MIN)
+}
+
+/// The first day that `[…, t)` does not reach: a period ending mid-day covers that day.
+fn end_day(t: NaiveDateTime) -> NaiveDate {
+    if t.time() == NaiveTime::MIN {
+        t.date()
+    } else {
+        t.date().checked_add_days(Days::new(1)).unwrap_or(t.date())
+    }
+}
+
+/// The boundary after `last` (the subscription's start when nothing was billed yet), or `None`
+/// once its end was billed (or past the calendar's end).
+pub fn next_boundary(
+    sub: &SubscriptionRow,
+    version: &PlanVersion,
+    last: Option<NaiveDateTime>,
+) -> Result<Option<NaiveDateTime>> {
+    let Some(last) = last else {
+        return Ok(Some(sub.starts_at));
+    };
+    if sub.ends_at.is_some_and(|end| last >= end) {
+        return Ok(None);
+    }
+    let schedule = subscriptions::schedule(sub, version)?;
+    let Some(period) = schedule.period_containing(last.date()) else {
+        return Ok(None);
+    };
+    let next = midnight(period.full.end());
+    Ok(Some(match sub.ends_at {
+        Some(end) if end < next => end,
+        _ => next,
+    }))
+}
+
+/// The days `[from, to)` as a proration period (`None` when empty).
+fn days(from: NaiveDate, to: NaiveDate) -> Option<Period> {
+    Period::new(from, to).ok()
+}
+
+/// One line of an invoice as computed: what it stores and what its manifest says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestLine {
+    /// An [`InvoiceLineKind`].
+    pub kind: String,
+    pub charge_id: Option<String>,
+    pub description: String,
+    pub quantity: Option<Decimal>,
+    pub amount: Decimal,
+    pub exact: Decimal,
+    pub period_from: Option<NaiveDateTime>,
+    pub period_to: Option<NaiveDateTime>,
+    pub event_count: Option<u64>,
+    pub events_hash: Option<String>,
+    pub rating: Option<Rating>,
+}
+
+/// A posting the invoice makes when finalized: an account (by kind) and its amount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedPosting {
+    pub account: String,
+    pub amount: Decimal,
+}
+
+/// Everything an invoice was computed from and everything it says: stored with it as canonical
+/// JSON, so a recomputation compares byte for byte and an auditor reads the inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub conventions_version: u32,
+    pub subscription_id: String,
+    pub customer_id: String,
+    pub plan_version_id: String,
+    pub currency: String,
+    pub decimals: u32,
+    pub previous_boundary: Option<NaiveDateTime>,
+    pub boundary: NaiveDateTime,
+    pub usage_from: Option<NaiveDateTime>,
+    pub usage_to: Option<NaiveDateTime>,
+    pub now: NaiveDateTime,
+    pub cutoff: NaiveDateTime,
+    pub credits_available: Decimal,
+    pub lines: Vec<ManifestLine>,
+    pub subtotal: Decimal,
+    pub discount: Decimal,
+    pub tax: Decimal,
+    pub total: Decimal,
+    pub credits: Decimal,
+    pub amount_due: Decimal,
+    pub postings: Vec<PlannedPosting>,
+}
+
+impl Manifest {
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string(self).map_err(|e| Error::Internal(format!("manifest: {e}")))
+    }
+
+    pub fn hash(json: &str) -> String {
+        hex::encode(Sha256::digest(json.as_bytes()))
+    }
+
+    /// What the invoice earns: fees and true-ups net of coupons.
+    fn revenue(&self) -> Decimal {
+        self.subtotal + self.discount
+    }
+}
+
+/// The invoice's id: derived from its subscription and boundary, so the same inputs give the
+/// same id (and a second writer collides with the first on the primary key as well).
+pub fn invoice_id(subscription_id: &str, boundary: NaiveDateTime) -> String {
+    const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let digest = Sha256::digest(format!(
+        "{subscription_id}|{}",
+        boundary.format("%Y-%m-%dT%H:%M:%S%.6f")
+    ));
+    // 26 characters of 5 bits from the digest's first 130 bits, the shape of every other id.
+    let mut bits: u128 = u128::from_be_bytes(digest[..16].try_into().expect("16 bytes"));
+    let mut out = [0u8; 26];
+    for slot in out.iter_mut().rev() {
+        *slot = CROCKFORD[(bits & 31) as usize];
+        bits >>= 5;
+    }
+    // The first character of a ULID is at most 7 (128 bits in 26 characters).
+    out[0] = CROCKFORD[(digest[16] & 7) as usize];
+    format!("{INVOICE_ID_PREFIX}_{}", String::from_utf8_lossy(&out))
+}
+
+/// What an invoice is computed from, read inside its transaction.
+struct Context<'a> {
+    project_id: &'a str,
+    sub: &'a SubscriptionRow,
+    customer: &'a CustomerRow,
+    version: &'a PlanVersion,
+    metrics: &'a HashMap<String, MetricDef>,
+    previous: Option<NaiveDateTime>,
+    boundary: NaiveDateTime,
+    clock: Clock,
+    credits_available: Decimal,
+}
+
+/// The fixed fee for the days of `period` the subscription covers up to `until`.
+fn fee_for(
+    version: &PlanVersion,
+    sub: &SubscriptionRow,
+    period: neruba_pricing::periods::BillingPeriod,
+    until: NaiveDate,
+    counts_toward_commitment: bool,
+) -> Option<FixedFee> {
+    let billed = days(period.billed.start(), until.min(period.billed.end()))?;
+    Some(FixedFee {
+        amount: version.row.fixed_fee,
+        full: period.full,
+        billed,
+        trial_until: sub.trial_ends_at.map(|t| t.date()),
+        counts_toward_commitment,
+    })
+}
+
+fn describe_period(p: &Period) -> String {
+    let last = p.end().pred_opt().unwrap_or(p.end());
+    format!("{} to {}", p.start(), last)
+}
+
+/// Rates a percentage charge by streaming the customer's events through the rater page by page.
+async fn rate_events(
+    conn: &mut Conn,
+    ctx: &Context<'_>,
+    def: &MetricDef,
+    terms: &neruba_pricing::PercentageSpec,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> Result<Rating> {
+    let mut rater = PercentageRater::new(terms);
+    let mut after = None;
+    loop {
+        let page = metrics::event_amounts_page(
+            conn,
+            ctx.project_id,
+            def,
+            &ctx.customer.external_id,
+            from,
+            to,
+            ctx.clock.cutoff,
+            after,
+        )
+        .await?;
+        for (_, _, amount) in &page {
+            rater
+                .push(*amount)
+                .map_err(|e| Error::invalid("charges", format!("an event cannot be rated: {e}")))?;
+        }
+        match page.last() {
+            Some((at, seq, _)) if page.len() as i64 == metrics::AMOUNTS_PAGE => after = Some((*at, *seq)),
+            _ => break,
+        }
+    }
+    rater
+        .finish()
+        .map_err(|e| Error::invalid("charges", format!("the usage cannot be rated: {e}")))
+}
+
+/// Computes the invoice at `ctx.boundary`: reads usage (aggregated in SQL), rates it and applies
+/// the documented order. Writes nothing.
+async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
+    let version = ctx.version;
+    let schedule = subscriptions::schedule(ctx.sub, version)?;
+    let decimals = version.currency.decimals();
+    let timing: FeeTiming = version.row.fixed_fee_timing.parse()?;
+    let has_fee = !version.row.fixed_fee.is_zero();
+    let ends_at = ctx.sub.ends_at;
+
+    let mut fixed_fees = Vec::new();
+    let mut fee_lines: Vec<(Option<NaiveDateTime>, Option<NaiveDateTime>)> = Vec::new();
+    let mut commitment_billed_before = Decimal::ZERO;
+    // The period that ends at this boundary: its usage, and its fee when in arrears.
+    let usage_period = match ctx.previous {
+        Some(previous) => schedule.period_containing(previous.date()),
+        None => None,
+    };
+    if let Some(period) = usage_period {
+        let until = end_day(ctx.boundary);
+        if has_fee && let Some(fee) = fee_for(version, ctx.sub, period, until, true) {
+            match timing {
+                FeeTiming::Arrears => {
+                    fee_lines.push((Some(midnight(fee.billed.start())), Some(midnight(fee.billed.end()))));
+                    fixed_fees.push(fee);
+                }
+                FeeTiming::Advance => {
+                    // Billed on the previous invoice, for the whole period as it stood then.
+                    if let Some(f) = fee_for(version, ctx.sub, period, period.billed.end(), true) {
+                        commitment_billed_before = invoice::fixed_fee_amount(&f, decimals)
+                            .map_err(|e| Error::Internal(format!("fixed fee: {e}")))?;
+                    }
+                }
+            }
+        }
+    }
+    // The period that starts at this boundary: its fee when in advance.
+    if has_fee
+        && timing == FeeTiming::Advance
+        && ends_at.is_none_or(|end| ctx.boundary < end)
+        && let Some(period) = schedule.period_containing(ctx.boundary.date())
+        && let Some(fee) = fee_for(
+            version,
+            ctx.sub,
+            period,
+            ends_at.map_or(period.billed.end(), end_day),
+            false,
+        )
+    {
+        fee_lines.push((Some(midnight(fee.billed.start())), Some(midnight(fee.billed.end()))));
+        fixed_fees.push(fee);
+    }
+
+    // Usage over [previous, boundary), as received by the cutoff.
+    let mut usages = Vec::new();
+    let mut ratings = Vec::new();
+    if let (Some(from), Some(_)) = (ctx.previous, usage_period) {
+        let to = ctx.boundary;
+        for charge in &version.charges {
+            let def = ctx
+                .metrics
+                .get(&charge.metric_id)
+                .ok_or_else(|| Error::Internal(format!("charge {} has no metric", charge.id)))?;
+            let billed = metrics::aggregate_for_billing(
+                conn,
+                ctx.project_id,
+                def,
+                &[ctx.customer.external_id.as_str()],
+                from,
+                to,
+                ctx.clock.cutoff,
+            )
+            .await?
+            .remove(&ctx.customer.external_id)
+            .unwrap_or_default();
+            let rating = match charge.charge.price().spec() {
+                PriceSpec::Percentage(terms) => Some(rate_events(conn, ctx, def, terms, from, to).await?),
+                _ => None,
+            };
+            usages.push((charge, def, billed));
+            ratings.push(rating);
+        }
+    }
+    let charges: Vec<ChargeUsage<'_>> = usages
+        .iter()
+        .zip(&ratings)
+        .map(|((charge, _, billed), rating)| ChargeUsage {
+            charge: &charge.charge,
+            usage: match rating {
+                Some(r) => Usage::Rated(r),
+                None => Usage::Quantity(billed.value),
+            },
+        })
+        .collect();
+    let minimum_commitment = match (usage_period, version.row.minimum_commitment) {
+        (Some(_), Some(amount)) => Some(Commitment {
+            amount,
+            billed_before: commitment_billed_before,
+        }),
+        _ => None,
+    };
+    let computed = invoice::compute(&InvoiceInput {
+        decimals,
+        fixed_fees: fixed_fees.clone(),
+        charges,
+        minimum_commitment,
+        coupons: Vec::new(),
+        taxes: Vec::new(),
+        credits_available: ctx.credits_available,
+    })
+    .map_err(|e| Error::invalid("charges", format!("the usage cannot be rated: {e}")))?;
+
+    let usage_span = ctx.previous.map(|from| (from, ctx.boundary));
+    let lines = computed
+        .lines
+        .iter()
+        .map(|l| {
+            let mut line = ManifestLine {
+                kind: line_kind(l.kind).as_str().into(),
+                charge_id: None,
+                description: String::new(),
+                quantity: None,
+                amount: l.amount,
+                exact: l.exact,
+                period_from: None,
+                period_to: None,
+                event_count: None,
+                events_hash: None,
+                rating: l.rating.clone(),
+            };
+            match l.kind {
+                LineKind::FixedFee => {
+                    let fee = &fixed_fees[l.index];
+                    line.description = format!("{} fixed fee, {}", version.code, describe_period(&fee.billed));
+                    (line.period_from, line.period_to) = fee_lines[l.index];
+                }
+                LineKind::Usage | LineKind::ChargeMinimum => {
+                    let (charge, def, billed) = &usages[l.index];
+                    line.charge_id = Some(charge.id.clone());
+                    (line.period_from, line.period_to) = (usage_span.map(|s| s.0), usage_span.map(|s| s.1));
+                    if l.kind == LineKind::Usage {
+                        line.description = def.name.clone();
+                        line.quantity = Some(billed.value);
+                        line.event_count = Some(billed.events);
+                        line.events_hash = Some(billed.events_hash.clone());
+                    } else {
+                        line.description = format!("{} minimum", def.name);
+                    }
+                }
+                LineKind::MinimumCommitment => {
+                    line.description = format!("{} minimum commitment", version.code);
+                    (line.period_from, line.period_to) = (usage_span.map(|s| s.0), usage_span.map(|s| s.1));
+                }
+                LineKind::Coupon => line.description = "Coupon".into(),
+                LineKind::Tax => line.description = "Tax".into(),
+                LineKind::Credits => line.description = "Prepaid credits applied".into(),
+            }
+            line
+        })
+        .collect();
+
+    let credits_drawn = -computed.credits;
+    let revenue = computed.subtotal + computed.discount;
+    let mut postings = Vec::new();
+    if !computed.total.is_zero() {
+        postings.push(PlannedPosting {
+            account: "RECEIVABLE".into(),
+            amount: -computed.total,
+        });
+        if !revenue.is_zero() {
+            postings.push(PlannedPosting {
+                account: "REVENUE".into(),
+                amount: revenue,
+            });
+        }
+        if !computed.tax.is_zero() {
+            postings.push(PlannedPosting {
+                account: "TAX_PAYABLE".into(),
+                amount: computed.tax,
+            });
+        }
+    }
+    if !credits_drawn.is_zero() {
+        postings.push(PlannedPosting {
+            account: "WALLET_LOTS".into(),
+            amount: -credits_drawn,
+        });
+        postings.push(PlannedPosting {
+            account: "RECEIVABLE".into(),
+            amount: credits_drawn,
+        });
+    }
+
+    Ok(Manifest {
+        conventions_version: CONVENTIONS_VERSION,
+        subscription_id: ctx.sub.id.clone(),
+        customer_id: ctx.customer.id.clone(),
+        plan_version_id: version.row.id.clone(),
+        currency: version.row.currency.clone(),
+        decimals,
+        previous_boundary: ctx.previous,
+        boundary: ctx.boundary,
+        usage_from: usage_span.map(|s| s.0),
+        usage_to: usage_span.map(|s| s.1),
+        now: ctx.clock.now,
+        cutoff: ctx.clock.cutoff,
+        credits_available: ctx.credits_available,
+        lines,
+        subtotal: computed.subtotal,
+        discount: computed.discount,
+        tax: computed.tax,
+        total: computed.total,
+        credits: computed.credits,
+        amount_due: computed.amount_due,
+        postings,
+    })
+}
+
+/// The rows an invoice is stored as.
+fn rows(
+    project_id: &str,
+    m: &Manifest,
+    status: InvoiceStatus,
+    at: NaiveDateTime,
+) -> Result<(InvoiceRow, Vec<LineRow>)> {
+    let json = m.to_json()?;
+    let id = invoice_id(&m.subscription_id, m.boundary);
+    let lines = m
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            Ok(LineRow {
+                invoice_id: id.clone(),
+                position: u16::try_from(i).map_err(|_| Error::Internal("too many invoice lines".into()))?,
+                project_id: project_id.to_string(),
+                kind: l.kind.clone(),
+                charge_id: l.charge_id.clone(),
+                description: l.description.chars().take(300).collect(),
+                quantity: l.quantity,
+                amount: l.amount,
+                exact: l.exact.normalize().to_string(),
+                period_from: l.period_from,
+                period_to: l.period_to,
+                event_count: l.event_count,
+                events_hash: l.events_hash.clone(),
+                rating: l
+                    .rating
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(|e| Error::Internal(format!("rating: {e}")))?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let row = InvoiceRow {
+        id,
+        project_id: project_id.to_string(),
+        customer_id: m.customer_id.clone(),
+        subscription_id: m.subscription_id.clone(),
+        plan_version_id: m.plan_version_id.clone(),
+        boundary: m.boundary,
+        usage_from: m.usage_from,
+        usage_to: m.usage_to,
+        status: status.as_str().into(),
+        number: None,
+        currency: m.currency.clone(),
+        subtotal: m.subtotal,
+        discount: m.discount,
+        tax: m.tax,
+        total: m.total,
+        credits: m.credits,
+        amount_due: m.amount_due,
+        computed_at: m.now,
+        cutoff: m.cutoff,
+        conventions_version: m.conventions_version,
+        manifest_hash: Manifest::hash(&json),
+        manifest: json,
+        invoice_transaction_id: None,
+        credits_transaction_id: None,
+        finalized_at: None,
+        created_at: at,
+        updated_at: at,
+    };
+    Ok((row, lines))
+}
+
+/// The metric definitions a plan version's charges bill.
+async fn metric_defs(conn: &mut Conn, project_id: &str, version: &PlanVersion) -> Result<HashMap<String, MetricDef>> {
+    let ids: Vec<&str> = version.charges.iter().map(|c| c.metric_id.as_str()).collect();
+    crate::store::billable_metrics::find_by_ids(conn, project_id, &ids)
+        .await?
+        .iter()
+        .map(|row| Ok((row.id.clone(), MetricDef::from_row(row)?)))
+        .collect()
+}
+
+/// What billing one boundary did.
+#[derive(Debug, Clone)]
+pub struct Billed {
+    pub invoice: InvoiceRow,
+    /// `false` when the invoice existed already (another run made it).
+    pub created: bool,
+}
+
+/// A failure that running the transaction again can settle: a lost race for the invoice's key,
+/// a ledger key, or a transient database error (retried by the wrapper itself).
+fn retryable(e: &DieselError) -> bool {
+    db::is_unique_violation(e, "uq_invoices_period") || db::is_unique_violation(e, "PRIMARY") || ledger::retryable(e)
+}
+
+/// Bills one subscription at the boundary after the last one billed, if it is due at `clock`:
+/// one transaction (see the module's lock order). `finalize: false` leaves a draft (no number,
+/// no ledger postings). Answers `None` when nothing is due.
+pub async fn bill_next(
+    conn: &mut Conn,
+    project_id: &str,
+    subscription_id: &str,
+    clock: Clock,
+    finalize: bool,
+) -> Result<Option<Billed>> {
+    let project_id = project_id.to_string();
+    let subscription_id = subscription_id.to_string();
+    db::transaction_with_retry!(conn, retryable, |c| {
+        bill_next_once(c, &project_id, &subscription_id, clock, finalize).await
+    })
+}
+
+async fn bill_next_once(
+    conn: &mut Conn,
+    project_id: &str,
+    subscription_id: &str,
+    clock: Clock,
+    finalize: bool,
+) -> std::result::Result<Option<Billed>, TxFailure> {
+    // The subscription's lock first: the reads below then see every invoice committed before.
+    let Some(sub) = subscription_store::lock(conn, project_id, subscription_id).await? else {
+        return Err(Error::NotFound("subscription").into());
+    };
+    let last = store::last_boundary(conn, &sub.id).await?;
+    let version = plans::load_version(conn, project_id, &sub.plan_version_id).await?;
+    let Some(boundary) = next_boundary(&sub, &version, last)? else {
+        return Ok(None);
+    };
+    if boundary > clock.cutoff {
+        return Ok(None);
+    }
+    let customer = customer_store::find_by_id(conn, project_id, &sub.customer_id)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("subscription {} has no customer", sub.id)))?;
+    let metrics = metric_defs(conn, project_id, &version).await?;
+    let mut outbox = Vec::new();
+    let mut wallet = ledger::lock_invoice_wallet(
+        conn,
+        project_id,
+        &customer.external_id,
+        &version.row.currency,
+        clock.now,
+        &mut outbox,
+    )
+    .await?;
+    let ctx = Context {
+        project_id,
+        sub: &sub,
+        customer: &customer,
+        version: &version,
+        metrics: &metrics,
+        previous: last,
+        boundary,
+        clock,
+        credits_available: wallet.as_ref().map_or(Decimal::ZERO, |w| w.available),
+    };
+    let manifest = compute(conn, &ctx).await?;
+    let status = if finalize {
+        InvoiceStatus::Finalized
+    } else {
+        InvoiceStatus::Draft
+    };
+    let (mut row, lines) = rows(project_id, &manifest, InvoiceStatus::Draft, clock.now)?;
+    if !store::insert_ignore(conn, &row, &lines).await? {
+        // Another run made it since this transaction's lock: impossible on one server (the
+        // subscription lock orders them), a lost race on a cluster. Its retry answers it.
+        let existing = store::lock_at(conn, &sub.id, boundary)
+            .await?
+            .ok_or_else(|| Error::Internal("invoice vanished after a duplicate key".into()))?;
+        return Ok(Some(Billed {
+            invoice: existing,
+            created: false,
+        }));
+    }
+    if status == InvoiceStatus::Finalized {
+        finalize_row(
+            conn,
+            project_id,
+            &mut row,
+            &manifest,
+            wallet.as_mut(),
+            clock.now,
+            &mut outbox,
+        )
+        .await?;
+    }
+    crate::store::ledger::insert_outbox(conn, &outbox).await?;
+    Ok(Some(Billed {
+        invoice: row,
+        created: true,
+    }))
+}
+
+/// Finalizes a stored draft inside the caller's transaction: its ledger transactions, then its
+/// number (the project's sequence row is locked last).
+async fn finalize_row(
+    conn: &mut Conn,
+    project_id: &str,
+    row: &mut InvoiceRow,
+    manifest: &Manifest,
+    wallet: Option<&mut ledger::InvoiceWallet>,
+    now: NaiveDateTime,
+    outbox: &mut Vec<crate::store::ledger::NewOutbox>,
+) -> std::result::Result<(), TxFailure> {
+    let posted = ledger::post_invoice(
+        conn,
+        project_id,
+        wallet,
+        &InvoicePosting {
+            invoice_id: &row.id,
+            customer_id: &row.customer_id,
+            currency: &row.currency,
+            revenue: manifest.revenue(),
+            tax: manifest.tax,
+            credits: -manifest.credits,
+            description: format!("invoice {}", row.id),
+        },
+        now,
+        outbox,
+    )
+    .await?;
+    row.number = Some(store::next_number(conn, project_id).await?);
+    row.status = InvoiceStatus::Finalized.as_str().into();
+    row.invoice_transaction_id = posted.invoice.map(|t| t.id);
+    row.credits_transaction_id = posted.credits.map(|t| t.id);
+    row.finalized_at = Some(now);
+    row.updated_at = now;
+    if store::finalize(conn, row).await? != 1 {
+        return Err(Error::Internal(format!("invoice {} was not a draft", row.id)).into());
+    }
+    Ok(())
+}
+
+/// Which subscriptions a run bills.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// One project's (the API's runs), or every project's (the scheduler's).
+    pub project_id: Option<String>,
+    pub subscription_id: Option<String>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    pub invoices: Vec<InvoiceRow>,
+    /// Subscriptions that could not be billed, and why (the next run tries them again).
+    pub failures: Vec<(String, Error)>,
+}
+
+/// How many subscriptions a run reads per page.
+const CANDIDATES_PAGE: i64 = 200;
+
+/// Bills every boundary in `scope` that `clock.cutoff` passed, oldest first per subscription,
+/// each in its own transaction, up to `max_invoices` (the rest waits for the next run). A
+/// subscription that fails is reported and skipped; the others go on.
+pub async fn run(
+    conn: &mut Conn,
+    scope: &Scope,
+    clock: Clock,
+    finalize: bool,
+    max_invoices: usize,
+) -> Result<RunReport> {
+    let mut report = RunReport::default();
+    let mut after = String::new();
+    'pages: loop {
+        let page = store::billing_candidates(
+            conn,
+            scope.project_id.as_deref(),
+            scope.subscription_id.as_deref(),
+            clock.cutoff,
+            &after,
+            CANDIDATES_PAGE,
+        )
+        .await?;
+        let Some(last) = page.last() else { break };
+        after = last.subscription_id.clone();
+        for candidate in page.iter().filter(|c| !c.is_done()) {
+            loop {
+                if report.invoices.len() >= max_invoices {
+                    break 'pages;
+                }
+                match bill_next(conn, &candidate.project_id, &candidate.subscription_id, clock, finalize).await {
+                    Ok(Some(billed)) => report.invoices.push(billed.invoice),
+                    Ok(None) => break,
+                    Err(e @ Error::Unavailable(_)) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(subscription = %candidate.subscription_id, error = %e, "billing failed; the next run retries");
+                        report.failures.push((candidate.subscription_id.clone(), e));
+                        break;
+                    }
+                }
+            }
+        }
+        if (page.len() as i64) < CANDIDATES_PAGE {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+/// A stored invoice's lines, in order.
+pub async fn lines(conn: &mut Conn, invoice_id: &str) -> Result<Vec<LineRow>> {
+    Ok(store::lines(conn, &[invoice_id]).await?)
+}
+
+/// The project's invoice with this id.
+pub async fn find(conn: &mut Conn, project_id: &str, id: &str) -> Result<InvoiceRow> {
+    if !ids::looks_like(INVOICE_ID_PREFIX, id) {
+        return Err(Error::NotFound("invoice"));
+    }
+    store::find(conn, project_id, id)
+        .await?
+        .ok_or(Error::NotFound("invoice"))
+}

@@ -1,0 +1,385 @@
+//! Invoices: `invoices` and `invoice` (scope `READ`), and `runBilling` (scope `BILLING`), which
+//! bills every subscription boundary its clock passed. The runs themselves are
+//! `billing::runs`; the scheduler runs them too, without a caller.
+
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject, connection::Connection};
+use chrono::{DateTime, Utc};
+use neruba_pricing::Rating;
+
+use super::{
+    Decimal, Money, absent_is_null,
+    billing::{PlanSubscription, PlanVersion, PriceStep, price_steps},
+    loaders::{CustomerLoader, load_link},
+    pagination::{self, CursorKind},
+    require_read, resolve_project, state,
+    types::utc,
+    usage::Customer,
+};
+use crate::{
+    auth::Scope,
+    billing::{
+        plans,
+        runs::{self, Clock, InvoiceLineKind, InvoiceStatus},
+    },
+    credit_units,
+    currency::Currency,
+    db,
+    error::{Error, GraphqlResult as Result},
+    store::{
+        invoices::{self as store, InvoiceFilter, InvoiceRow, LineRow},
+        subscriptions as subscription_store,
+    },
+};
+
+/// The most invoices one `runBilling` makes; the rest waits for the next run.
+pub const MAX_RUN_INVOICES: i32 = 1000;
+
+/// An invoice: one subscription billed at one period boundary.
+pub struct Invoice(pub(crate) InvoiceRow);
+
+impl Invoice {
+    async fn unit(&self, ctx: &Context<'_>) -> Result<Currency> {
+        let mut conn = db::get(&state(ctx).pool).await?;
+        Ok(credit_units::stored_unit(&mut conn, &self.0.project_id, &self.0.currency).await?)
+    }
+
+    fn money(&self, amount: rust_decimal::Decimal) -> Money {
+        Money::stored(amount, &self.0.currency, &self.0.project_id)
+    }
+}
+
+/// A span of time, `[from, to)`.
+#[derive(SimpleObject)]
+pub struct TimeSpan {
+    pub from: DateTime<Utc>,
+    /// Exclusive.
+    pub to: DateTime<Utc>,
+}
+
+fn span(from: Option<chrono::NaiveDateTime>, to: Option<chrono::NaiveDateTime>) -> Option<TimeSpan> {
+    Some(TimeSpan {
+        from: utc(from?),
+        to: utc(to?),
+    })
+}
+
+#[Object]
+impl Invoice {
+    pub async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    /// Its number, gapless per project, given at finalization (`null` for a draft).
+    async fn number(&self) -> Option<String> {
+        self.0.number.map(|n| format!("{n:06}"))
+    }
+    async fn status(&self) -> Result<InvoiceStatus> {
+        Ok(self.0.status.parse()?)
+    }
+    /// The customer billed (scope `READ`).
+    async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
+        require_read(ctx, &self.0.project_id)?;
+        absent_is_null(async {
+            Ok(Customer(
+                load_link::<CustomerLoader>(ctx, &self.0.project_id, &self.0.customer_id, "customer").await?,
+            ))
+        })
+        .await
+    }
+    /// The subscription billed.
+    async fn subscription(&self, ctx: &Context<'_>) -> Result<Option<PlanSubscription>> {
+        let mut conn = db::get(&state(ctx).pool).await?;
+        Ok(
+            subscription_store::find(&mut conn, &self.0.project_id, &self.0.subscription_id)
+                .await?
+                .map(PlanSubscription),
+        )
+    }
+    /// The plan version it was computed under.
+    async fn plan_version(&self, ctx: &Context<'_>) -> Result<PlanVersion> {
+        let mut conn = db::get(&state(ctx).pool).await?;
+        Ok(PlanVersion(
+            plans::load_version(&mut conn, &self.0.project_id, &self.0.plan_version_id).await?,
+        ))
+    }
+    /// The period boundary it bills: the fixed fee in advance of the period starting here, the
+    /// usage (and fixed fee in arrears) of the period ending here.
+    async fn boundary(&self) -> DateTime<Utc> {
+        utc(self.0.boundary)
+    }
+    /// The usage it bills: events that occurred in this span (`null` on a first invoice).
+    async fn usage_period(&self) -> Option<TimeSpan> {
+        span(self.0.usage_from, self.0.usage_to)
+    }
+    /// Fees and minimum true-ups.
+    async fn subtotal(&self) -> Money {
+        self.money(self.0.subtotal)
+    }
+    /// Coupons (zero or negative).
+    async fn discount(&self) -> Money {
+        self.money(self.0.discount)
+    }
+    async fn tax(&self) -> Money {
+        self.money(self.0.tax)
+    }
+    /// `subtotal + discount + tax`.
+    async fn total(&self) -> Money {
+        self.money(self.0.total)
+    }
+    /// Prepaid credits drawn to pay it (zero or negative).
+    async fn credits(&self) -> Money {
+        self.money(self.0.credits)
+    }
+    /// What is left to pay: `total + credits`.
+    async fn amount_due(&self) -> Money {
+        self.money(self.0.amount_due)
+    }
+    /// Its lines, in order: fees, usage, true-ups, coupons, taxes, credits.
+    async fn lines(&self, ctx: &Context<'_>) -> Result<Vec<InvoiceLine>> {
+        let unit = self.unit(ctx).await?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        Ok(runs::lines(&mut conn, &self.0.id)
+            .await?
+            .into_iter()
+            .map(|row| InvoiceLine {
+                row,
+                unit: unit.clone(),
+            })
+            .collect())
+    }
+    /// The run's clock: when it was computed (what prepaid credits could pay then).
+    async fn computed_at(&self) -> DateTime<Utc> {
+        utc(self.0.computed_at)
+    }
+    /// Events received after this are not in it (they show in a recomputation).
+    async fn cutoff(&self) -> DateTime<Utc> {
+        utc(self.0.cutoff)
+    }
+    /// The version of the billing conventions (docs/billing.md) it was computed under.
+    async fn conventions_version(&self) -> i32 {
+        i32::try_from(self.0.conventions_version).unwrap_or(i32::MAX)
+    }
+    /// Everything it was computed from and everything it says, as canonical JSON.
+    async fn manifest(&self) -> &str {
+        &self.0.manifest
+    }
+    /// SHA-256 (hex) of `manifest`: the same inputs give the same hash.
+    async fn manifest_hash(&self) -> &str {
+        &self.0.manifest_hash
+    }
+    /// The ledger transaction that booked it (receivable against revenue and tax), once final.
+    async fn invoice_transaction_id(&self) -> Option<ID> {
+        self.0.invoice_transaction_id.clone().map(ID)
+    }
+    /// The ledger transaction that drew prepaid credits for it, if any.
+    async fn credits_transaction_id(&self) -> Option<ID> {
+        self.0.credits_transaction_id.clone().map(ID)
+    }
+    async fn finalized_at(&self) -> Option<DateTime<Utc>> {
+        self.0.finalized_at.map(utc)
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        utc(self.0.created_at)
+    }
+}
+
+/// One line of an invoice.
+pub struct InvoiceLine {
+    row: LineRow,
+    unit: Currency,
+}
+
+#[Object]
+impl InvoiceLine {
+    /// 0-based place on the invoice.
+    async fn position(&self) -> i32 {
+        i32::from(self.row.position)
+    }
+    async fn kind(&self) -> Result<InvoiceLineKind> {
+        Ok(self.row.kind.parse()?)
+    }
+    async fn description(&self) -> &str {
+        &self.row.description
+    }
+    /// The plan charge of a usage or charge-minimum line.
+    async fn charge_id(&self) -> Option<ID> {
+        self.row.charge_id.clone().map(ID)
+    }
+    /// A usage line's quantity: the metric's aggregate over the period.
+    async fn quantity(&self) -> Option<Decimal> {
+        self.row.quantity.map(Decimal::from)
+    }
+    /// Rounded once to the unit's minor units (negative for coupons and credits).
+    async fn amount(&self) -> Money {
+        Money::in_unit(self.row.amount, &self.unit)
+    }
+    /// The exact amount before that rounding.
+    async fn exact_amount(&self) -> Result<Decimal> {
+        let exact: rust_decimal::Decimal = self.row.exact.parse().map_err(|_| {
+            Error::Internal(format!(
+                "invoice line {}: stored exact amount unreadable",
+                self.row.position
+            ))
+        })?;
+        Ok(exact.into())
+    }
+    /// The span it bills.
+    async fn period(&self) -> Option<TimeSpan> {
+        span(self.row.period_from, self.row.period_to)
+    }
+    /// A usage line: how many events are behind its quantity.
+    async fn event_count(&self) -> Option<Decimal> {
+        self.row.event_count.map(|n| rust_decimal::Decimal::from(n).into())
+    }
+    /// A usage line: a fingerprint of the events behind it (it changes when a late one arrives).
+    async fn events_hash(&self) -> Option<&str> {
+        self.row.events_hash.as_deref()
+    }
+    /// A usage line: the rated steps (tiers, packages, free units) that add up to its exact amount.
+    async fn steps(&self) -> Result<Vec<PriceStep>> {
+        let Some(json) = &self.row.rating else {
+            return Ok(Vec::new());
+        };
+        let rating: Rating = serde_json::from_str(json).map_err(|e| {
+            Error::Internal(format!(
+                "invoice line {}: stored rating unreadable: {e}",
+                self.row.position
+            ))
+        })?;
+        price_steps(&rating, &self.unit)
+    }
+}
+
+#[derive(Default)]
+pub struct InvoiceQuery;
+
+#[Object]
+impl InvoiceQuery {
+    /// The project's invoices, oldest first, optionally for one customer or subscription, in one
+    /// status, or with their boundary in `[boundaryFrom, boundaryTo)` (scope `READ`).
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
+    #[allow(clippy::too_many_arguments)]
+    async fn invoices(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Option<ID>,
+        customer_id: Option<ID>,
+        subscription_id: Option<ID>,
+        status: Option<InvoiceStatus>,
+        boundary_from: Option<DateTime<Utc>>,
+        boundary_to: Option<DateTime<Utc>>,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<Connection<String, Invoice>> {
+        let project_id = resolve_project(ctx, &project_id, Scope::Read).await?;
+        let size = pagination::page_size(first)?;
+        let after_key = pagination::after_key(CursorKind::Invoice, after.as_deref())?;
+        let filter = InvoiceFilter {
+            customer_id: customer_id.map(|c| c.0),
+            subscription_id: subscription_id.map(|s| s.0),
+            status: status.map(|s| s.as_str().to_string()),
+            boundary_from: crate::time::opt_to_column("boundaryFrom", boundary_from)?,
+            boundary_to: crate::time::opt_to_column("boundaryTo", boundary_to)?,
+        };
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let rows = store::list(&mut conn, &project_id, &filter, after_key.as_deref(), size + 1).await?;
+        Ok(pagination::connection(
+            CursorKind::Invoice,
+            rows,
+            size,
+            after.as_deref(),
+            |i| i.id.clone(),
+            Invoice,
+        ))
+    }
+
+    /// An invoice by id; null when there is none (scope `READ`).
+    async fn invoice(&self, ctx: &Context<'_>, project_id: Option<ID>, id: ID) -> Result<Option<Invoice>> {
+        let found = absent_is_null(async {
+            let project_id = resolve_project(ctx, &project_id, Scope::Read).await?;
+            let mut conn = db::get(&state(ctx).pool).await?;
+            Ok(runs::find(&mut conn, &project_id, &id).await?)
+        })
+        .await?;
+        Ok(found.map(Invoice))
+    }
+}
+
+#[derive(InputObject)]
+pub struct RunBillingInput {
+    pub project_id: Option<ID>,
+    /// Only this subscription.
+    pub subscription_id: Option<ID>,
+    /// The run's clock (default: the server's). Not later than the server's clock: a run never
+    /// bills a period before it ended.
+    pub now: Option<DateTime<Utc>>,
+    /// Events received after this are left out (default: `now`; not after `now`). A boundary is
+    /// billed once the cutoff passed it.
+    pub cutoff: Option<DateTime<Utc>>,
+    /// Finalize each invoice (number it, post it to the ledger, draw prepaid credits); `false`
+    /// leaves drafts.
+    #[graphql(default = true)]
+    pub finalize: bool,
+    /// At most this many invoices, 1 to 1000 (default 100); the rest waits for the next run.
+    pub max_invoices: Option<i32>,
+}
+
+/// A subscription a run could not bill, and why; the next run tries it again.
+#[derive(SimpleObject)]
+pub struct BillingFailure {
+    pub subscription_id: ID,
+    /// The error's `extensions.code`.
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(SimpleObject)]
+pub struct RunBillingPayload {
+    /// The invoices this run made, in order.
+    pub invoices: Vec<Invoice>,
+    pub failures: Vec<BillingFailure>,
+    /// The run reached `maxInvoices`: run it again for the boundaries that may be left.
+    pub has_more: bool,
+}
+
+#[derive(Default)]
+pub struct InvoiceMutation;
+
+#[Object]
+impl InvoiceMutation {
+    /// Bills every subscription boundary the clock passed (scope `BILLING`): one invoice per
+    /// subscription and boundary, whoever runs it and however often. The scheduler does the
+    /// same on its own; this is for operators, tests and catching up.
+    async fn run_billing(&self, ctx: &Context<'_>, input: RunBillingInput) -> Result<RunBillingPayload> {
+        let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
+        let server_now = crate::store::now();
+        let now = crate::time::opt_to_column("now", input.now)?.unwrap_or(server_now);
+        if now > server_now {
+            return Err(Error::invalid("now", "must not be later than the server's clock").into());
+        }
+        let cutoff = crate::time::opt_to_column("cutoff", input.cutoff)?;
+        let clock = Clock::new(now, cutoff)?;
+        let max = input.max_invoices.unwrap_or(100);
+        if !(1..=MAX_RUN_INVOICES).contains(&max) {
+            return Err(Error::invalid("maxInvoices", format!("must be between 1 and {MAX_RUN_INVOICES}")).into());
+        }
+        let scope = runs::Scope {
+            project_id: Some(project_id),
+            subscription_id: input.subscription_id.map(|s| s.0),
+        };
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let report = runs::run(&mut conn, &scope, clock, input.finalize, max as usize).await?;
+        Ok(RunBillingPayload {
+            has_more: report.invoices.len() >= max as usize,
+            invoices: report.invoices.into_iter().map(Invoice).collect(),
+            failures: report
+                .failures
+                .into_iter()
+                .map(|(subscription_id, e)| BillingFailure {
+                    subscription_id: ID(subscription_id),
+                    code: e.code().to_string(),
+                    message: e.public_message(),
+                })
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,538 @@
+//! Billing runs through the real server and a real MariaDB: ingested events become finalized
+//! invoices (every price model, amounts worked out by hand below), prepaid credits pay first
+//! through the ledger, trials and minimums, a boundary billed once however many runs race for it,
+//! gapless numbers, the cutoff keeping late events out of a finalized invoice, and the scheduler
+//! that runs on one replica at a time and finishes what a stopped run left.
+
+mod common;
+
+use common::{count_rows, gql, post_json, project_with_key};
+use neruba::testing::TestApp;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const RUN: &str = "mutation($i: RunBillingInput!) { runBilling(input: $i) { hasMore
+  failures { subscriptionId code message }
+  invoices { id number status boundary usagePeriod { from to }
+    subtotal { amount currency } total { amount } credits { amount } amountDue { amount }
+    cutoff conventionsVersion manifestHash invoiceTransactionId creditsTransactionId
+    lines { position kind description quantity amount { amount } exactAmount eventCount eventsHash
+      period { from to } steps { kind tier quantity amount { amount } } }
+  } } }";
+
+const INVOICES: &str = "query($s: ID) { invoices(subscriptionId: $s, first: 100) { edges { node {
+  id number status boundary total { amount } amountDue { amount } manifestHash
+  lines { kind amount { amount } quantity eventsHash } } } } }";
+
+async fn metric(app: &TestApp, key: &str, code: &str, aggregation: &str) {
+    let r = gql(
+        app,
+        key,
+        "mutation($i: CreateBillableMetricInput!) { createBillableMetric(input: $i) { billableMetric { code } } }",
+        json!({ "i": { "code": code, "name": code, "aggregation": aggregation } }),
+    )
+    .await;
+    assert_eq!(
+        r.data()["createBillableMetric"]["billableMetric"]["code"],
+        code,
+        "{}",
+        r.body
+    );
+}
+
+async fn plan(app: &TestApp, key: &str, code: &str, definition: Value) -> String {
+    let r = gql(
+        app,
+        key,
+        "mutation($i: CreatePlanInput!) { createPlan(input: $i) { planVersion { plan { id } } } }",
+        json!({ "i": { "code": code, "definition": definition } }),
+    )
+    .await;
+    assert!(r.body["errors"].is_null(), "{}", r.body);
+    r.data()["createPlan"]["planVersion"]["plan"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn subscribe(app: &TestApp, key: &str, customer: &str, plan: &str, starts_at: &str) -> String {
+    let r = gql(
+        app,
+        key,
+        "mutation($i: CreateSubscriptionInput!) { createSubscription(input: $i) { subscription { id } } }",
+        json!({ "i": { "customerExternalId": customer, "planId": plan, "startsAt": starts_at,
+            "idempotencyKey": format!("sub-{customer}-{plan}") } }),
+    )
+    .await;
+    assert!(r.body["errors"].is_null(), "{}", r.body);
+    r.data()["createSubscription"]["subscription"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn customer(app: &TestApp, key: &str, external_id: &str) {
+    let r = gql(
+        app,
+        key,
+        "mutation($i: CreateCustomerInput!) { createCustomer(input: $i) { customer { id } } }",
+        json!({ "i": { "externalId": external_id, "currency": "USD" } }),
+    )
+    .await;
+    assert!(r.body["errors"].is_null(), "{}", r.body);
+}
+
+/// Ingests `(metric, quantity, timestamp)` events for a customer in one batch.
+async fn ingest(app: &TestApp, key: &str, customer: &str, events: &[(&str, &str, &str)]) {
+    let events: Vec<Value> = events
+        .iter()
+        .enumerate()
+        .map(|(i, (metric, quantity, at))| {
+            json!({ "idempotencyKey": format!("{customer}-{metric}-{at}-{i}-{quantity}"), "customerExternalId": customer,
+                "metric": metric, "quantity": quantity, "timestamp": at })
+        })
+        .collect();
+    let (status, body) = post_json(app, key, "/ingest/usage/batch", &json!({ "events": events })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rejected"], 0, "{body}");
+}
+
+async fn run(app: &TestApp, key: &str, input: Value) -> Value {
+    let r = gql(app, key, RUN, json!({ "i": input })).await;
+    assert!(r.body["errors"].is_null(), "{}", r.body);
+    r.data()["runBilling"].clone()
+}
+
+fn amounts(invoice: &Value) -> Vec<(String, String)> {
+    invoice["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["kind"].as_str().unwrap().to_string(),
+                l["amount"]["amount"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected.iter().map(|(k, a)| (k.to_string(), a.to_string())).collect()
+}
+
+fn now_utc() -> String {
+    chrono::Utc::now().to_rfc3339()
+}
+
+/// A project with six metrics and a plan with one charge of each price model.
+async fn hybrid(app: &TestApp, name: &str) -> (String, String, String) {
+    let (project, key) = project_with_key(app, name).await;
+    for (code, aggregation) in [
+        ("api_calls", "SUM"),
+        ("seats", "MAX"),
+        ("storage", "LATEST"),
+        ("messages", "COUNT"),
+        ("payments", "SUM"),
+        ("payouts", "SUM"),
+    ] {
+        metric(app, &key, code, aggregation).await;
+    }
+    let plan = plan(
+        app,
+        &key,
+        "hybrid",
+        json!({
+            "name": "Hybrid", "currency": "USD", "interval": { "unit": "MONTH" },
+            "fixedFee": "30", "fixedFeeTiming": "ADVANCE",
+            "charges": [
+                { "metric": "api_calls", "freeUnits": "10", "price": { "graduated": { "tiers": [
+                    { "upTo": "100", "unitAmount": "0.10" }, { "unitAmount": "0.05" } ] } } },
+                { "metric": "seats", "price": { "perUnit": { "unitAmount": "8" } } },
+                { "metric": "storage", "price": { "package": { "packageSize": "10", "packageAmount": "2.5" } } },
+                { "metric": "messages", "price": { "volume": { "tiers": [
+                    { "upTo": "5", "unitAmount": "1" }, { "unitAmount": "0.5" } ] } } },
+                { "metric": "payments", "price": { "percentage": { "rate": "2.9", "fixedFee": "0.30" } } },
+                { "metric": "payouts", "price": { "graduatedPercentage": { "tiers": [
+                    { "upTo": "1000", "rate": "1" }, { "rate": "0.5" } ] } } }
+            ]
+        }),
+    )
+    .await;
+    customer(app, &key, "acme").await;
+    customer(app, &key, "other").await;
+    (project, key, plan)
+}
+
+/// January 2025 for acme (and a February event, and another customer's, that its January
+/// invoice must leave out).
+async fn january(app: &TestApp, key: &str) {
+    ingest(
+        app,
+        key,
+        "acme",
+        &[
+            ("api_calls", "50", "2025-01-02T10:00:00Z"),
+            ("api_calls", "60", "2025-01-15T10:00:00Z"),
+            ("api_calls", "40", "2025-01-31T23:59:59Z"),
+            ("api_calls", "1000", "2025-02-01T00:00:00Z"),
+            ("seats", "3", "2025-01-03T00:00:00Z"),
+            ("seats", "5", "2025-01-10T00:00:00Z"),
+            ("storage", "12", "2025-01-05T00:00:00Z"),
+            ("storage", "25", "2025-01-20T00:00:00Z"),
+            ("messages", "1", "2025-01-04T01:00:00Z"),
+            ("messages", "1", "2025-01-04T02:00:00Z"),
+            ("messages", "1", "2025-01-04T03:00:00Z"),
+            ("messages", "1", "2025-01-04T04:00:00Z"),
+            ("messages", "1", "2025-01-04T05:00:00Z"),
+            ("messages", "1", "2025-01-04T06:00:00Z"),
+            ("messages", "1", "2025-01-04T07:00:00Z"),
+            ("payments", "100", "2025-01-06T00:00:00Z"),
+            ("payments", "200", "2025-01-07T00:00:00Z"),
+            ("payouts", "800", "2025-01-08T00:00:00Z"),
+            ("payouts", "700", "2025-01-09T00:00:00Z"),
+        ],
+    )
+    .await;
+    ingest(app, key, "other", &[("api_calls", "5000", "2025-01-02T10:00:00Z")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_price_model_bills_a_month_of_ingested_events() {
+    let app = TestApp::spawn().await;
+    let (_, key, plan) = hybrid(&app, "Hybrid").await;
+    let sub = subscribe(&app, &key, "acme", &plan, "2025-01-01T00:00:00Z").await;
+    january(&app, &key).await;
+
+    let report = run(
+        &app,
+        &key,
+        json!({ "subscriptionId": sub, "maxInvoices": 2, "cutoff": now_utc() }),
+    )
+    .await;
+    assert_eq!(report["failures"], json!([]));
+    assert_eq!(report["hasMore"], true);
+    let invoices = report["invoices"].as_array().unwrap();
+    assert_eq!(invoices.len(), 2);
+
+    // At the start: January's fee in advance, nothing else.
+    let first = &invoices[0];
+    assert_eq!(first["boundary"], "2025-01-01T00:00:00+00:00");
+    assert_eq!(first["usagePeriod"], Value::Null);
+    assert_eq!(first["number"], "000001");
+    assert_eq!(first["status"], "FINALIZED");
+    assert_eq!(amounts(first), pairs(&[("FIXED_FEE", "30")]));
+
+    // At February 1: February's fee, and January's usage.
+    let second = &invoices[1];
+    assert_eq!(second["number"], "000002");
+    assert_eq!(
+        second["usagePeriod"],
+        json!({ "from": "2025-01-01T00:00:00+00:00", "to": "2025-02-01T00:00:00+00:00" })
+    );
+    assert_eq!(
+        amounts(second),
+        pairs(&[
+            ("FIXED_FEE", "30"),
+            // 150 calls, 10 free: 100 × 0.10 + 40 × 0.05.
+            ("USAGE", "12"),
+            // The most seats: 5 × 8.
+            ("USAGE", "40"),
+            // The latest storage, 25: 3 started packages × 2.5.
+            ("USAGE", "7.5"),
+            // 7 messages fall in the second tier: all 7 × 0.5.
+            ("USAGE", "3.5"),
+            // 2.9 % + 0.30 per payment: 3.20 + 6.10.
+            ("USAGE", "9.3"),
+            // 1500 of payouts: 1 % of 1000 + 0.5 % of 500.
+            ("USAGE", "12.5"),
+        ])
+    );
+    let lines = second["lines"].as_array().unwrap();
+    let quantities: Vec<&Value> = lines[1..].iter().map(|l| &l["quantity"]).collect();
+    assert_eq!(quantities, ["150", "5", "25", "7", "300", "1500"]);
+    assert_eq!(lines[1]["eventCount"], "3");
+    assert_eq!(lines[5]["eventCount"], "2");
+    let tiers: Vec<(&Value, &Value)> = lines[1]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (&s["kind"], &s["amount"]["amount"]))
+        .collect();
+    assert_eq!(
+        tiers,
+        [
+            (&json!("FREE_UNITS"), &json!("0")),
+            (&json!("TIER"), &json!("10")),
+            (&json!("TIER"), &json!("2"))
+        ]
+    );
+    assert_eq!(second["subtotal"], json!({ "amount": "114.8", "currency": "USD" }));
+    assert_eq!(second["total"]["amount"], "114.8");
+    assert_eq!(second["amountDue"]["amount"], "114.8");
+    assert_eq!(second["credits"]["amount"], "0");
+    assert!(second["invoiceTransactionId"].is_string());
+    assert_eq!(second["creditsTransactionId"], Value::Null);
+    assert_eq!(second["conventionsVersion"], 1);
+
+    // Reads: the list, one invoice, a node.
+    let listed = gql(&app, &key, INVOICES, json!({ "s": sub })).await;
+    let edges = listed.data()["invoices"]["edges"].as_array().unwrap().clone();
+    assert_eq!(edges.len(), 2);
+    assert_eq!(edges[1]["node"]["manifestHash"], second["manifestHash"]);
+    let node = gql(
+        &app,
+        &key,
+        "query($id: ID!) { node(id: $id) { ... on Invoice { number total { amount } } } }",
+        json!({ "id": second["id"] }),
+    )
+    .await;
+    assert_eq!(
+        node.data()["node"],
+        json!({ "number": "000002", "total": { "amount": "114.8" } })
+    );
+    let (_, other) = project_with_key(&app, "Other").await;
+    let hidden = gql(
+        &app,
+        &other,
+        "query($id: ID!) { invoice(id: $id) { id } }",
+        json!({ "id": second["id"] }),
+    )
+    .await;
+    assert_eq!(hidden.data()["invoice"], Value::Null);
+
+    // The ledger balances: the receivable owes both invoices, revenue earned them.
+    let r = gql(
+        &app,
+        &key,
+        "query { reconciliation { clean breaks { check subject } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.data()["reconciliation"]["clean"], true, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prepaid_credits_pay_first_through_the_ledger() {
+    let app = TestApp::spawn().await;
+    let (_, key, plan) = hybrid(&app, "Credits").await;
+    let sub = subscribe(&app, &key, "acme", &plan, "2025-01-01T00:00:00Z").await;
+    january(&app, &key).await;
+    let wallet = gql(
+        &app,
+        &key,
+        "mutation { createWallet(input: { customerExternalId: \"acme\", currency: \"USD\" }) { wallet { id } } }",
+        json!({}),
+    )
+    .await;
+    let wallet = wallet.data()["createWallet"]["wallet"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let top_up = gql(
+        &app,
+        &key,
+        "mutation($w: ID!) { topUpWallet(input: { walletId: $w, amount: \"100\", idempotencyKey: \"t1\" }) { wallet { id } } }",
+        json!({ "w": wallet }),
+    )
+    .await;
+    assert!(top_up.body["errors"].is_null(), "{}", top_up.body);
+
+    let report = run(
+        &app,
+        &key,
+        json!({ "subscriptionId": sub, "maxInvoices": 2, "cutoff": now_utc() }),
+    )
+    .await;
+    let invoices = report["invoices"].as_array().unwrap();
+    // The first invoice (30.00) is paid by credits in full, the second (114.80) by the 70 left.
+    assert_eq!(invoices[0]["credits"]["amount"], "-30");
+    assert_eq!(invoices[0]["amountDue"]["amount"], "0");
+    assert_eq!(amounts(&invoices[0]), pairs(&[("FIXED_FEE", "30"), ("CREDITS", "-30")]));
+    assert_eq!(invoices[1]["credits"]["amount"], "-70");
+    assert_eq!(invoices[1]["amountDue"]["amount"], "44.8");
+    assert!(invoices[1]["creditsTransactionId"].is_string());
+
+    let w = gql(
+        &app,
+        &key,
+        "query($w: ID!) { node(id: $w) { ... on Wallet { balance { amount } } } }",
+        json!({ "w": wallet }),
+    )
+    .await;
+    assert_eq!(w.data()["node"]["balance"]["amount"], "0");
+    let r = gql(
+        &app,
+        &key,
+        "query { reconciliation { clean breaks { check subject } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.data()["reconciliation"]["clean"], true, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trials_prorate_the_first_fee_and_minimums_true_up_the_period() {
+    let app = TestApp::spawn().await;
+    let (_, key) = project_with_key(&app, "Trial").await;
+    metric(&app, &key, "api_calls", "SUM").await;
+    let plan = plan(
+        &app,
+        &key,
+        "trial",
+        json!({
+            "name": "Trial", "currency": "USD", "interval": { "unit": "MONTH" },
+            "fixedFee": "31", "fixedFeeTiming": "ADVANCE", "trialDays": 14, "minimumCommitment": "50",
+            "charges": [ { "metric": "api_calls", "minimum": "5", "price": { "perUnit": { "unitAmount": "0.01" } } } ]
+        }),
+    )
+    .await;
+    customer(&app, &key, "acme").await;
+    let sub = subscribe(&app, &key, "acme", &plan, "2025-01-01T00:00:00Z").await;
+    ingest(&app, &key, "acme", &[("api_calls", "120", "2025-01-20T00:00:00Z")]).await;
+    let report = run(
+        &app,
+        &key,
+        json!({ "subscriptionId": sub, "maxInvoices": 2, "cutoff": now_utc() }),
+    )
+    .await;
+    let invoices = report["invoices"].as_array().unwrap();
+    // Trial until January 15: 17 of January's 31 days are billed, 31 − round(31 × 14/31) = 17.
+    assert_eq!(amounts(&invoices[0]), pairs(&[("FIXED_FEE", "17")]));
+    assert_eq!(
+        amounts(&invoices[1]),
+        pairs(&[
+            // February in advance: not part of January's commitment.
+            ("FIXED_FEE", "31"),
+            // 120 × 0.01, lifted to the charge's minimum of 5.
+            ("USAGE", "1.2"),
+            ("CHARGE_MINIMUM", "3.8"),
+            // January: 17.00 (billed before) + 1.20 + 3.80 = 22.00, below 50.
+            ("MINIMUM_COMMITMENT", "28"),
+        ])
+    );
+    assert_eq!(invoices[1]["total"]["amount"], "64");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_boundary_is_billed_once_however_many_runs_race_for_it() {
+    let app = TestApp::spawn().await;
+    let (project, key) = project_with_key(&app, "Race").await;
+    let plan = plan(
+        &app,
+        &key,
+        "flat",
+        json!({ "name": "Flat", "currency": "USD", "interval": { "unit": "MONTH" }, "fixedFee": "10" }),
+    )
+    .await;
+    let mut subs = Vec::new();
+    for c in ["a", "b", "c"] {
+        customer(&app, &key, c).await;
+        subs.push(subscribe(&app, &key, c, &plan, "2025-01-01T00:00:00Z").await);
+    }
+    // A clock in March 2025: the boundaries of January 1, February 1 and March 1 are due.
+    let input = json!({ "now": "2025-03-15T00:00:00Z" });
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            let (app, key, input) = (&app, key.clone(), input.clone());
+            async move { gql(app, &key, RUN, json!({ "i": input })).await }
+        })
+        .collect();
+    let answers = futures_util::future::join_all(runs).await;
+    let mut made = 0;
+    for a in &answers {
+        assert!(a.body["errors"].is_null(), "{}", a.body);
+        assert_eq!(a.data()["runBilling"]["failures"], json!([]));
+        made += a.data()["runBilling"]["invoices"].as_array().unwrap().len();
+    }
+    assert_eq!(
+        made, 9,
+        "each of 3 boundaries × 3 subscriptions made by exactly one run"
+    );
+    assert_eq!(count_rows(&app, "invoices", Some(&project)).await, 9);
+    // Numbers 1 to 9, no gaps, no repeats.
+    let listed = gql(
+        &app,
+        &key,
+        "query { invoices(first: 100) { edges { node { number } } } }",
+        json!({}),
+    )
+    .await;
+    let mut numbers: Vec<String> = listed.data()["invoices"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["number"].as_str().unwrap().to_string())
+        .collect();
+    numbers.sort();
+    let expected: Vec<String> = (1..=9).map(|n| format!("{n:06}")).collect();
+    assert_eq!(numbers, expected);
+    // Running again bills nothing new.
+    let again = run(&app, &key, input.clone()).await;
+    assert_eq!(again["invoices"], json!([]));
+    let r = gql(&app, &key, "query { reconciliation { clean } }", json!({})).await;
+    assert_eq!(r.data()["reconciliation"]["clean"], true);
+    assert_eq!(subs.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_received_after_the_cutoff_stays_out_of_the_finalized_invoice() {
+    let app = TestApp::spawn().await;
+    let (_, key) = project_with_key(&app, "Late").await;
+    metric(&app, &key, "api_calls", "SUM").await;
+    let plan = plan(
+        &app,
+        &key,
+        "usage",
+        json!({ "name": "Usage", "currency": "USD", "interval": { "unit": "MONTH" },
+            "charges": [ { "metric": "api_calls", "price": { "perUnit": { "unitAmount": "1" } } } ] }),
+    )
+    .await;
+    customer(&app, &key, "acme").await;
+    let sub = subscribe(&app, &key, "acme", &plan, "2025-01-01T00:00:00Z").await;
+    // Received before the cutoff, though it occurred long ago: in.
+    ingest(&app, &key, "acme", &[("api_calls", "7", "2025-01-10T00:00:00Z")]).await;
+    let cutoff = now_utc();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // Received after the cutoff: out of January's invoice, whenever the run happens.
+    ingest(&app, &key, "acme", &[("api_calls", "1000", "2025-01-11T00:00:00Z")]).await;
+    let report = run(
+        &app,
+        &key,
+        json!({ "subscriptionId": sub, "maxInvoices": 2, "cutoff": cutoff }),
+    )
+    .await;
+    let january = &report["invoices"][1];
+    assert_eq!(amounts(january), pairs(&[("USAGE", "7")]));
+    assert_eq!(january["lines"][0]["eventCount"], "1");
+
+    // Arriving after finalization changes nothing stored.
+    ingest(&app, &key, "acme", &[("api_calls", "5", "2025-01-12T00:00:00Z")]).await;
+    let listed = gql(&app, &key, INVOICES, json!({ "s": sub })).await;
+    let stored = &listed.data()["invoices"]["edges"][1]["node"];
+    assert_eq!(stored["total"]["amount"], "7");
+    assert_eq!(stored["manifestHash"], january["manifestHash"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_run_input_is_refused_by_field() {
+    let app = TestApp::spawn().await;
+    let (_, key) = project_with_key(&app, "Bad").await;
+    let future = (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339();
+    for (input, field) in [
+        (json!({ "now": future }), "now"),
+        (
+            json!({ "now": "2025-01-01T00:00:00Z", "cutoff": "2025-01-02T00:00:00Z" }),
+            "cutoff",
+        ),
+        (json!({ "maxInvoices": 0 }), "maxInvoices"),
+        (json!({ "maxInvoices": 1001 }), "maxInvoices"),
+    ] {
+        let r = gql(&app, &key, RUN, json!({ "i": input })).await;
+        assert_eq!(r.error_code(), "BAD_USER_INPUT", "{}", r.body);
+        assert_eq!(r.body["errors"][0]["extensions"]["field"], field, "{}", r.body);
+    }
+    // A key without the BILLING scope may read invoices, not run billing.
+    let r = gql(&app, &key, "query { invoices { edges { node { id } } } }", json!({})).await;
+    assert!(r.body["errors"].is_null(), "{}", r.body);
+}
