@@ -41,6 +41,8 @@ crate::text_enum::text_enum! {
         PlanExists = "PLAN_EXISTS",
         /// The customer has a live subscription to that plan already (HTTP 409).
         SubscriptionExists = "SUBSCRIPTION_EXISTS",
+        /// The invoice is no longer a draft: a finalized invoice is never edited (HTTP 409).
+        InvoiceNotDraft = "INVOICE_NOT_DRAFT",
         /// The request body is over the limit (HTTP 413).
         PayloadTooLarge = "PAYLOAD_TOO_LARGE",
         /// The body is not JSON, or not a GraphQL request (HTTP 400).

@@ -48,6 +48,7 @@ pub struct MutationRoot(
     billing::PlanMutation,
     billing::SubscriptionMutation,
     invoices::InvoiceMutation,
+    invoices::InvoiceEditMutation,
 );
 
 #[derive(MergedSubscription, Default)]
