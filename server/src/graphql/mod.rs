@@ -48,7 +48,6 @@ pub struct MutationRoot(
     billing::PlanMutation,
     billing::SubscriptionMutation,
     invoices::InvoiceMutation,
-    invoices::InvoiceEditMutation,
 );
 
 #[derive(MergedSubscription, Default)]
