@@ -35,6 +35,8 @@ pub struct QueryRoot(
     billing::PlanQuery,
     billing::SubscriptionQuery,
     invoices::InvoiceQuery,
+    invoices::PreviewQuery,
+    invoices::BacktestQuery,
     node::NodeQuery,
 );
 

@@ -55,6 +55,7 @@ pub enum CursorKind {
     Subscription,
     SubscriptionChange,
     Invoice,
+    Backtest,
 }
 
 impl CursorKind {
@@ -73,6 +74,7 @@ impl CursorKind {
             CursorKind::Subscription => "subscription",
             CursorKind::SubscriptionChange => "subchange",
             CursorKind::Invoice => "invoice",
+            CursorKind::Backtest => "backtest",
         }
     }
 }
