@@ -37,6 +37,7 @@ pub struct QueryRoot(
     invoices::InvoiceQuery,
     invoices::PreviewQuery,
     invoices::BacktestQuery,
+    invoices::ExportQuery,
     node::NodeQuery,
 );
 
