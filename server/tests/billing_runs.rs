@@ -1204,3 +1204,58 @@ async fn the_period_export_totals_each_customer_and_ties_out_with_the_ledger() {
     assert_ne!(bad.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("period"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn included_credits_are_granted_each_period_and_expire_at_its_end() {
+    use chrono::Datelike;
+    let app = TestApp::spawn().await;
+    let (project, key) = project_with_key(&app, "Included").await;
+    common::declare_credit_unit(&app, &project, "CREDITS", 0).await;
+    let plan = plan(
+        &app,
+        &key,
+        "included",
+        json!({ "name": "Included", "currency": "USD", "interval": { "unit": "MONTH" }, "fixedFee": "10",
+            "includedCredits": { "amount": "100", "currency": "CREDITS" } }),
+    )
+    .await;
+    customer(&app, &key, "acme").await;
+    // Started long ago: the periods that are over get no credits (they would have expired); the
+    // one running now gets its 100, expiring at its end.
+    let today = chrono::Utc::now().date_naive();
+    let start = today
+        .with_day(1)
+        .unwrap()
+        .checked_sub_months(chrono::Months::new(2))
+        .unwrap();
+    let next = today
+        .with_day(1)
+        .unwrap()
+        .checked_add_months(chrono::Months::new(1))
+        .unwrap();
+    let sub = subscribe(&app, &key, "acme", &plan, &format!("{start}T00:00:00Z")).await;
+    let report = run(&app, &key, json!({ "subscriptionId": sub })).await;
+    assert_eq!(report["invoices"].as_array().unwrap().len(), 3, "{report}");
+    const LOTS: &str = "query { wallets(customerExternalId: \"acme\", first: 5) { edges { node { currency balance { amount }
+      lots(first: 5) { edges { node { originalAmount { amount } expiresAt source } } } } } } }";
+    let wallets = gql(&app, &key, LOTS, json!({})).await;
+    let wallets = wallets.data()["wallets"]["edges"].as_array().unwrap().clone();
+    assert_eq!(wallets.len(), 1, "{wallets:?}");
+    let wallet = &wallets[0]["node"];
+    assert_eq!(wallet["currency"], "CREDITS");
+    assert_eq!(wallet["balance"]["amount"], "100");
+    let lots = wallet["lots"]["edges"].as_array().unwrap();
+    assert_eq!(lots.len(), 1);
+    assert_eq!(lots[0]["node"]["expiresAt"], format!("{next}T00:00:00+00:00"));
+    assert_eq!(lots[0]["node"]["source"], "GRANT");
+    // Running again grants nothing more.
+    let again = run(&app, &key, json!({ "subscriptionId": sub })).await;
+    assert_eq!(again["invoices"], json!([]));
+    let wallets = gql(&app, &key, LOTS, json!({})).await;
+    assert_eq!(
+        wallets.data()["wallets"]["edges"][0]["node"]["balance"]["amount"],
+        "100"
+    );
+    let r = gql(&app, &key, "query { reconciliation { clean } }", json!({})).await;
+    assert_eq!(r.data()["reconciliation"]["clean"], true);
+}

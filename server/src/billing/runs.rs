@@ -213,6 +213,18 @@ pub struct Manifest {
     pub credits: Decimal,
     pub amount_due: Decimal,
     pub postings: Vec<PlannedPosting>,
+    /// The credits the plan includes for the period that starts at the boundary, granted with
+    /// the invoice (none when the period had ended by `now`).
+    pub included_credits: Option<IncludedCredits>,
+}
+
+/// A plan's included credits for one period: granted through the ledger, expiring at its end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IncludedCredits {
+    pub amount: Decimal,
+    pub currency: String,
+    pub expires_at: NaiveDateTime,
 }
 
 impl Manifest {
@@ -544,6 +556,22 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
         });
     }
 
+    // The plan's included credits for the period starting here, unless it is over already.
+    let included_credits = match (version.row.included_credits, &version.row.included_credits_currency) {
+        (Some(amount), Some(currency)) if ends_at.is_none_or(|end| ctx.boundary < end) => schedule
+            .period_containing(ctx.boundary.date())
+            .map(|period| {
+                let end = midnight(period.full.end());
+                IncludedCredits {
+                    amount,
+                    currency: currency.clone(),
+                    expires_at: ends_at.map_or(end, |e| e.min(end)),
+                }
+            })
+            .filter(|c| c.expires_at > ctx.clock.now),
+        _ => None,
+    };
+
     Ok(Manifest {
         conventions_version: CONVENTIONS_VERSION,
         subscription_id: ctx.sub.id.clone(),
@@ -566,6 +594,7 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
         credits: computed.credits,
         amount_due: computed.amount_due,
         postings,
+        included_credits,
     })
 }
 
@@ -759,6 +788,22 @@ async fn bill_next_once(
         .await?;
     }
     crate::store::ledger::insert_outbox(conn, &outbox).await?;
+    // After the invoice drew its credits: the period's included credits are for its own usage,
+    // not for what the invoice bills (the previous period's usage, this period's fee).
+    if let Some(included) = &manifest.included_credits {
+        ledger::grant_included_credits(
+            conn,
+            project_id,
+            &customer.external_id,
+            &included.currency,
+            included.amount,
+            included.expires_at,
+            &format!("included-credits:{}", row.id),
+            &format!("{} included credits", version.code),
+            clock.now,
+        )
+        .await?;
+    }
     Ok(Some(Billed {
         invoice: row,
         created: true,

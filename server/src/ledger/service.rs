@@ -995,6 +995,55 @@ pub async fn lock_invoice_wallet(
     }))
 }
 
+/// Grants credits a plan includes, inside the caller's transaction: into the customer's wallet
+/// in `currency` (made with the default settings when the customer has none), as a lot expiring
+/// at `expires_at`, replay-safe by `idempotency_key` (a retried run finds its grant). Answers the
+/// grant's transaction.
+#[allow(clippy::too_many_arguments)]
+pub async fn grant_included_credits(
+    conn: &mut Conn,
+    project_id: &str,
+    customer_external_id: &str,
+    currency: &str,
+    amount: Decimal,
+    expires_at: NaiveDateTime,
+    idempotency_key: &str,
+    description: &str,
+    now: NaiveDateTime,
+) -> Result<TransactionRow, TxFailure> {
+    if store::lock_wallet_by_customer(conn, project_id, customer_external_id, currency)
+        .await?
+        .is_none()
+    {
+        let mut settings = WalletInput {
+            customer_external_id: customer_external_id.to_string(),
+            currency: currency.to_string(),
+            ..WalletInput::default()
+        }
+        .validate()?;
+        let (_, declared_rate) = credit_units::resolve_unit(conn, project_id, "currency", currency).await?;
+        if let Some(rate) = declared_rate {
+            settings.rate_to_money = Some(rate.rate);
+            settings.money_currency = Some(rate.currency.code().to_string());
+        }
+        create_wallet_once(conn, project_id, &settings).await?;
+    }
+    let op = Operation::parse(
+        OpKind::Grant,
+        &MoneyRequest {
+            customer_external_id: Some(customer_external_id.to_string()),
+            currency: Some(currency.to_string()),
+            amount: amount.normalize().to_string(),
+            idempotency_key: idempotency_key.to_string(),
+            description: Some(description.to_string()),
+            expires_at: Some(expires_at),
+            ..MoneyRequest::default()
+        },
+        SYSTEM_ACTOR,
+    )?;
+    Ok(apply(conn, project_id, &op, now).await?.transaction)
+}
+
 /// What the customer's usable lots in `currency` hold at `now`, read without locking (for
 /// previews; an invoice locks the wallet with [`lock_invoice_wallet`]).
 pub async fn available_credits(
