@@ -2,7 +2,9 @@
 //! **fees → minimum true-ups → coupons → taxes → prepaid credits**.
 //!
 //! 1. Fees: the fixed fee (prorated by days over the period it pays for, the trial's days
-//!    excluded) and one line per usage charge, each rated exactly and rounded once.
+//!    excluded), corrections of fees billed earlier (the unused days of a fee billed in advance,
+//!    credited when the subscription ends early), and one line per usage charge, each rated
+//!    exactly and rounded once.
 //! 2. Minimum true-ups: each charge's minimum (a line when its fee is below it), then the plan's
 //!    minimum commitment (a line when the period's fees and charge true-ups are below it).
 //! 3. Coupons, in the order given, on what is left of the subtotal: a percentage or a fixed
@@ -62,6 +64,9 @@ pub struct InvoiceInput<'a> {
     /// Minor-unit digits of the currency.
     pub decimals: u32,
     pub fixed_fees: Vec<FixedFee>,
+    /// Corrections of fixed fees billed earlier, as amounts already in minor units: negative
+    /// for the unused days of a fee billed in advance when the subscription ends early.
+    pub fee_adjustments: Vec<Decimal>,
     pub charges: Vec<ChargeUsage<'a>>,
     pub minimum_commitment: Option<Commitment>,
     pub coupons: Vec<Coupon>,
@@ -75,6 +80,7 @@ pub struct InvoiceInput<'a> {
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LineKind {
     FixedFee,
+    FeeAdjustment,
     Usage,
     ChargeMinimum,
     MinimumCommitment,
@@ -161,6 +167,11 @@ pub fn compute(input: &InvoiceInput<'_>) -> Result<Invoice, RateError> {
     // 1. Fees.
     for (i, fee) in input.fixed_fees.iter().enumerate() {
         lines.extend(fixed_fee_line(i, fee, d)?);
+    }
+    for (i, adjustment) in input.fee_adjustments.iter().enumerate() {
+        if !adjustment.is_zero() {
+            lines.push(line(LineKind::FeeAdjustment, i, *adjustment, d));
+        }
     }
     let mut charge_lines = Vec::with_capacity(input.charges.len());
     for (i, c) in input.charges.iter().enumerate() {

@@ -72,6 +72,7 @@ fn an_invoice_is_fees_then_true_ups_then_coupons_then_taxes_then_credits() {
     let input = InvoiceInput {
         decimals: 2,
         fixed_fees: vec![january_fee(None)],
+        fee_adjustments: vec![],
         charges: vec![
             ChargeUsage {
                 charge: &api,
@@ -142,6 +143,7 @@ fn trial_days_are_not_billed_and_coupons_stop_at_zero() {
         decimals: 2,
         // Trial until January 20: 12 of 31 days, 30.00 − round(30 × 19/31 = 18.387…) = 11.61.
         fixed_fees: vec![january_fee(Some("2027-01-20"))],
+        fee_adjustments: vec![],
         charges: vec![],
         minimum_commitment: None,
         coupons: vec![Coupon::Amount(d("500")), Coupon::Percentage(d("50"))],
@@ -162,6 +164,7 @@ fn trial_days_are_not_billed_and_coupons_stop_at_zero() {
     // A trial covering the whole period bills no fixed fee at all.
     let all_trial = InvoiceInput {
         fixed_fees: vec![january_fee(Some("2027-03-01"))],
+        fee_adjustments: vec![],
         ..input
     };
     assert!(compute(&all_trial).unwrap().lines.is_empty());
@@ -173,6 +176,7 @@ fn a_period_without_usage_still_pays_its_minimums() {
     let input = InvoiceInput {
         decimals: 2,
         fixed_fees: vec![],
+        fee_adjustments: vec![],
         charges: vec![
             ChargeUsage {
                 charge: &api,
@@ -220,6 +224,7 @@ fn the_minimum_commitment_counts_only_what_pays_for_the_usage_period() {
     let input = InvoiceInput {
         decimals: 2,
         fixed_fees: vec![february],
+        fee_adjustments: vec![],
         charges: vec![ChargeUsage {
             charge: &api,
             usage: Usage::Quantity(d("100")),
@@ -248,4 +253,39 @@ fn the_minimum_commitment_counts_only_what_pays_for_the_usage_period() {
         d("16.45"),
         "what the previous invoice billed for January"
     );
+}
+
+#[test]
+fn a_fee_adjustment_is_a_line_and_counts_toward_the_commitment() {
+    let (api, _) = charges();
+    let input = InvoiceInput {
+        decimals: 2,
+        fixed_fees: vec![],
+        // 30.00 billed in advance for January, ended on the 10th: 30 − round(30 × 10/31) back.
+        fee_adjustments: vec![d("-20.32")],
+        charges: vec![ChargeUsage {
+            charge: &api,
+            usage: Usage::Quantity(d("0")),
+        }],
+        minimum_commitment: Some(Commitment {
+            amount: d("15"),
+            billed_before: d("30"),
+        }),
+        coupons: vec![],
+        taxes: vec![],
+        credits_available: d("0"),
+    };
+    let invoice = compute(&input).unwrap();
+    let lines: Vec<_> = invoice.lines.iter().map(|l| (l.kind, l.amount)).collect();
+    // 30.00 − 20.32 = 9.68 paid toward the commitment of 15: 5.32 more.
+    assert_eq!(
+        lines,
+        vec![
+            (LineKind::FeeAdjustment, d("-20.32")),
+            (LineKind::Usage, d("0.00")),
+            (LineKind::MinimumCommitment, d("5.32")),
+        ]
+    );
+    assert_eq!(invoice.total, d("-15.00"));
+    assert_eq!(invoice.amount_due, d("-15.00"), "a credit the customer is owed");
 }

@@ -1236,7 +1236,8 @@ async fn included_credits_are_granted_each_period_and_expire_at_its_end() {
     let sub = subscribe(&app, &key, "acme", &plan, &format!("{start}T00:00:00Z")).await;
     let report = run(&app, &key, json!({ "subscriptionId": sub })).await;
     assert_eq!(report["invoices"].as_array().unwrap().len(), 3, "{report}");
-    const LOTS: &str = "query { wallets(customerExternalId: \"acme\", first: 5) { edges { node { currency balance { amount }
+    const LOTS: &str =
+        "query { wallets(customerExternalId: \"acme\", first: 5) { edges { node { currency balance { amount }
       lots(first: 5) { edges { node { originalAmount { amount } expiresAt source } } } } } } }";
     let wallets = gql(&app, &key, LOTS, json!({})).await;
     let wallets = wallets.data()["wallets"]["edges"].as_array().unwrap().clone();
@@ -1258,4 +1259,153 @@ async fn included_credits_are_granted_each_period_and_expire_at_its_end() {
     );
     let r = gql(&app, &key, "query { reconciliation { clean } }", json!({})).await;
     assert_eq!(r.data()["reconciliation"]["clean"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_prorates_the_fixed_fees_and_a_downgrade_waits_for_the_period_end() {
+    use chrono::Datelike;
+    use rust_decimal::{Decimal, RoundingStrategy};
+    let app = TestApp::spawn().await;
+    let (_, key) = project_with_key(&app, "Upgrade").await;
+    metric(&app, &key, "api_calls", "SUM").await;
+    let basic = plan(
+        &app,
+        &key,
+        "basic",
+        json!({ "name": "Basic", "currency": "USD", "interval": { "unit": "MONTH" }, "fixedFee": "30",
+            "charges": [ { "metric": "api_calls", "price": { "perUnit": { "unitAmount": "1" } } } ] }),
+    )
+    .await;
+    let pro = plan(
+        &app,
+        &key,
+        "pro",
+        json!({ "name": "Pro", "currency": "USD", "interval": { "unit": "MONTH" }, "fixedFee": "60" }),
+    )
+    .await;
+    let version = |plan: &str| {
+        let (app, key, plan) = (&app, key.clone(), plan.to_string());
+        async move {
+            let r = gql(
+                app,
+                &key,
+                "query($p: ID!) { plan(id: $p) { latestVersion { id } } }",
+                json!({ "p": plan }),
+            )
+            .await;
+            r.data()["plan"]["latestVersion"]["id"].clone()
+        }
+    };
+    let (basic_v1, pro_v1) = (version(&basic).await, version(&pro).await);
+    customer(&app, &key, "acme").await;
+    customer(&app, &key, "zed").await;
+    let today = chrono::Utc::now().date_naive();
+    let start = today.with_day(1).unwrap();
+    let next = start.checked_add_months(chrono::Months::new(1)).unwrap();
+    let sub = subscribe(&app, &key, "acme", &basic, &format!("{start}T00:00:00Z")).await;
+    let first = run(&app, &key, json!({ "subscriptionId": sub })).await;
+    assert_eq!(amounts(&first["invoices"][0]), pairs(&[("FIXED_FEE", "30")]));
+    ingest(&app, &key, "acme", &[("api_calls", "4", &format!("{start}T00:00:00Z"))]).await;
+
+    const CHANGE: &str = "mutation($i: ChangeSubscriptionPlanInput!) { changeSubscriptionPlan(input: $i) { replayed
+      previous { id status endsAt history { edges { node { kind } } } }
+      subscription { id status startsAt planVersion { code } history { edges { node { kind } } } } } }";
+    let input = json!({ "subscriptionId": sub, "planVersionId": pro_v1, "idempotencyKey": "up-1" });
+    let changed = gql(&app, &key, CHANGE, json!({ "i": input })).await;
+    let changed = changed.data()["changeSubscriptionPlan"].clone();
+    assert_eq!(changed["replayed"], false, "{changed}");
+    assert_eq!(changed["previous"]["status"], "ENDED");
+    assert_eq!(changed["subscription"]["status"], "ACTIVE");
+    assert_eq!(changed["subscription"]["planVersion"]["code"], "pro");
+    assert_eq!(changed["previous"]["endsAt"], changed["subscription"]["startsAt"]);
+    let kinds = |s: &Value| -> Vec<String> {
+        s["history"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["kind"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(kinds(&changed["previous"]), ["CREATED", "PLAN_CHANGED"]);
+    assert_eq!(kinds(&changed["subscription"]), ["CREATED"]);
+    let replay = gql(&app, &key, CHANGE, json!({ "i": input })).await;
+    assert_eq!(replay.data()["changeSubscriptionPlan"]["replayed"], true);
+    assert_eq!(
+        replay.data()["changeSubscriptionPlan"]["subscription"]["id"],
+        changed["subscription"]["id"]
+    );
+    let conflict = json!({ "subscriptionId": sub, "planVersionId": basic_v1, "idempotencyKey": "up-1" });
+    let conflict = gql(&app, &key, CHANGE, json!({ "i": conflict })).await;
+    assert_eq!(conflict.error_code(), "IDEMPOTENCY_CONFLICT", "{}", conflict.body);
+
+    // Both invoices at the change: the old plan's usage so far and its unused days credited, the
+    // new plan's fee from today (both count today: proration counts the start day).
+    let report = run(&app, &key, json!({})).await;
+    let invoices = report["invoices"].as_array().unwrap();
+    assert_eq!(invoices.len(), 2, "{report}");
+    let days = Decimal::from((next - start).num_days());
+    let used_days = Decimal::from((today - start).num_days() + 1);
+    let round = |d: Decimal| {
+        d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+            .normalize()
+    };
+    let used = round(Decimal::from(30) * used_days / days);
+    let credit = used - Decimal::from(30);
+    let new_fee = Decimal::from(60) - round(Decimal::from(60) * (used_days - Decimal::ONE) / days);
+    let old_final = invoices
+        .iter()
+        .find(|i| {
+            i["lines"][0]["kind"] == "USAGE" || i["lines"].as_array().unwrap().iter().any(|l| l["kind"] == "USAGE")
+        })
+        .unwrap();
+    let mut expected = vec![];
+    if !credit.is_zero() {
+        expected.push(("FEE_ADJUSTMENT".to_string(), credit.normalize().to_string()));
+    }
+    expected.push(("USAGE".to_string(), "4".to_string()));
+    assert_eq!(amounts(old_final), expected);
+    let new_first = invoices.iter().find(|i| i["id"] != old_final["id"]).unwrap();
+    assert_eq!(
+        amounts(new_first),
+        pairs(&[("FIXED_FEE", &new_fee.normalize().to_string())])
+    );
+    let r = gql(
+        &app,
+        &key,
+        "query { reconciliation { clean breaks { check subject } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.data()["reconciliation"]["clean"], true, "{}", r.body);
+
+    // A downgrade waits for the period's end.
+    let zed = subscribe(&app, &key, "zed", &pro, &format!("{start}T00:00:00Z")).await;
+    let down =
+        json!({ "subscriptionId": zed, "planVersionId": basic_v1, "timing": "PERIOD_END", "idempotencyKey": "down-1" });
+    let down = gql(&app, &key, CHANGE, json!({ "i": down })).await;
+    let down = down.data()["changeSubscriptionPlan"].clone();
+    assert_eq!(down["previous"]["status"], "CANCELING", "{down}");
+    assert_eq!(down["previous"]["endsAt"], format!("{next}T00:00:00+00:00"));
+    assert_eq!(down["subscription"]["status"], "SCHEDULED");
+    assert_eq!(down["subscription"]["startsAt"], format!("{next}T00:00:00+00:00"));
+    assert_eq!(kinds(&down["previous"]), ["CREATED", "CHANGE_SCHEDULED"]);
+
+    // Bad input names its field and changes nothing.
+    for (input, field) in [
+        (
+            json!({ "subscriptionId": zed, "planVersionId": "plv_00000000000000000000000000", "idempotencyKey": "x1" }),
+            "planVersionId",
+        ),
+        (
+            json!({ "subscriptionId": zed, "planVersionId": pro_v1, "idempotencyKey": "x2" }),
+            "subscriptionId",
+        ),
+        (
+            json!({ "subscriptionId": zed, "planVersionId": pro_v1, "idempotencyKey": "" }),
+            "idempotencyKey",
+        ),
+    ] {
+        let r = gql(&app, &key, CHANGE, json!({ "i": input })).await;
+        assert_eq!(r.body["errors"][0]["extensions"]["field"], field, "{}", r.body);
+    }
 }

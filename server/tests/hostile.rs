@@ -1188,6 +1188,28 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
         },
         Case {
             root: Mutation,
+            field: "changeSubscriptionPlan",
+            need: BILLING,
+            own: doc(
+                "mutation($s: ID!, $v: ID!) { changeSubscriptionPlan(input: { subscriptionId: $s, planVersionId: $v, idempotencyKey: \"victim-change\" }) { replayed } }",
+                json!({ "s": a.subscription, "v": a.plan_version }),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "mutation($s: ID!, $v: ID!) { changeSubscriptionPlan(input: { subscriptionId: $s, planVersionId: $v, idempotencyKey: \"x\" }) { subscription { id } } }",
+                    json!({ "s": a.subscription, "v": a.plan_version }),
+                    Code("BAD_USER_INPUT"),
+                ),
+                doc(
+                    "mutation($s: ID!, $v: ID!, $p: ID) { changeSubscriptionPlan(input: { projectId: $p, subscriptionId: $s, planVersionId: $v, idempotencyKey: \"x\" }) { subscription { id } } }",
+                    json!({ "s": a.subscription, "v": a.plan_version, "p": a.project }),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Mutation,
             field: "cancelSubscription",
             need: BILLING,
             own: doc(

@@ -87,6 +87,7 @@ fn rate(
         } else {
             vec![fee]
         },
+        fee_adjustments: Vec::new(),
         charges,
         minimum_commitment: version.row.minimum_commitment.map(|amount| Commitment {
             amount,

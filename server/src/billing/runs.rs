@@ -73,6 +73,9 @@ text_enum! {
     InvoiceLineKind {
         /// A plan's fixed fee for (part of) a period, prorated by days.
         FixedFee = "FIXED_FEE",
+        /// A correction of a fixed fee billed earlier: the unused days of a fee billed in advance,
+        /// credited (negative) when the subscription ended before its period did.
+        FeeAdjustment = "FEE_ADJUSTMENT",
         /// A usage charge: the metric's quantity for the period, rated.
         Usage = "USAGE",
         /// What lifts a charge to its minimum.
@@ -91,6 +94,7 @@ text_enum! {
 fn line_kind(kind: LineKind) -> InvoiceLineKind {
     match kind {
         LineKind::FixedFee => InvoiceLineKind::FixedFee,
+        LineKind::FeeAdjustment => InvoiceLineKind::FeeAdjustment,
         LineKind::Usage => InvoiceLineKind::Usage,
         LineKind::ChargeMinimum => InvoiceLineKind::ChargeMinimum,
         LineKind::MinimumCommitment => InvoiceLineKind::MinimumCommitment,
@@ -309,6 +313,28 @@ fn describe_period(p: &Period) -> String {
     format!("{} to {}", p.start(), last)
 }
 
+/// What the previous invoice billed as fixed fee for `period` (the fee in advance): its
+/// FIXED_FEE lines over the period. Zero when there is no previous invoice.
+async fn billed_in_advance(
+    conn: &mut Conn,
+    ctx: &Context<'_>,
+    period: neruba_pricing::periods::BillingPeriod,
+) -> Result<Decimal> {
+    let Some(previous) = ctx.previous else {
+        return Ok(Decimal::ZERO);
+    };
+    let Some(invoice) = store::find_at(conn, &ctx.sub.id, previous).await? else {
+        return Ok(Decimal::ZERO);
+    };
+    let from = midnight(period.billed.start());
+    Ok(stored_manifest(&invoice)?
+        .lines
+        .iter()
+        .filter(|l| l.kind == InvoiceLineKind::FixedFee.as_str() && l.period_from.is_some_and(|f| f >= from))
+        .map(|l| l.amount)
+        .sum())
+}
+
 /// Rates a percentage charge by streaming the customer's events through the rater page by page.
 async fn rate_events(
     conn: &mut Conn,
@@ -375,6 +401,8 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
 
     let mut fixed_fees = Vec::new();
     let mut fee_lines: Vec<(Option<NaiveDateTime>, Option<NaiveDateTime>)> = Vec::new();
+    let mut fee_adjustments = Vec::new();
+    let mut adjustment_spans = Vec::new();
     let mut commitment_billed_before = Decimal::ZERO;
     // The period that ends at this boundary: its usage, and its fee when in arrears.
     let usage_period = match ctx.previous {
@@ -390,10 +418,17 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
                     fixed_fees.push(fee);
                 }
                 FeeTiming::Advance => {
-                    // Billed on the previous invoice, for the whole period as it stood then.
-                    if let Some(f) = fee_for(version, ctx.sub, period, period.billed.end(), true) {
-                        commitment_billed_before = invoice::fixed_fee_amount(&f, decimals)
+                    // Billed on the previous invoice (its fixed fee lines for this period).
+                    let billed_then = billed_in_advance(conn, ctx, period).await?;
+                    commitment_billed_before = billed_then;
+                    // Ended before the period did: the unused days come back.
+                    if ctx.sub.ends_at == Some(ctx.boundary) && until < period.billed.end() {
+                        let used = invoice::fixed_fee_amount(&fee, decimals)
                             .map_err(|e| Error::Internal(format!("fixed fee: {e}")))?;
+                        if used != billed_then {
+                            fee_adjustments.push(used - billed_then);
+                            adjustment_spans.push((midnight(until), midnight(period.billed.end())));
+                        }
                     }
                 }
             }
@@ -467,6 +502,7 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
     let computed = invoice::compute(&InvoiceInput {
         decimals,
         fixed_fees: fixed_fees.clone(),
+        fee_adjustments,
         charges,
         minimum_commitment,
         coupons: Vec::new(),
@@ -498,6 +534,11 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
                     let fee = &fixed_fees[l.index];
                     line.description = format!("{} fixed fee, {}", version.code, describe_period(&fee.billed));
                     (line.period_from, line.period_to) = fee_lines[l.index];
+                }
+                LineKind::FeeAdjustment => {
+                    line.description = format!("{} fixed fee, unused days credited", version.code);
+                    let (from, to) = adjustment_spans[l.index];
+                    (line.period_from, line.period_to) = (Some(from), Some(to));
                 }
                 LineKind::Usage | LineKind::ChargeMinimum => {
                     let (charge, def, billed) = &usages[l.index];

@@ -49,13 +49,28 @@ text_enum! {
 }
 
 text_enum! {
-    /// A change in a subscription's history.
+    /// A change in a subscription's history (stored in `subscription_changes.kind`, 20 characters).
     SubscriptionChangeKind {
         Created = "CREATED",
         /// Canceled with effect at once.
         Canceled = "CANCELED",
         /// Canceled with effect at the end of the current period.
         CancelScheduled = "CANCEL_SCHEDULED",
+        /// Replaced by a subscription to another plan (version), with effect at once.
+        PlanChanged = "PLAN_CHANGED",
+        /// To be replaced by a subscription to another plan (version) at the end of the period.
+        ChangeScheduled = "CHANGE_SCHEDULED",
+    }
+}
+
+text_enum! {
+    /// When a plan change takes effect.
+    PlanChangeTiming {
+        /// At once: the fixed fee billed in advance for the rest of the period is credited, and
+        /// the new plan's is billed for it (an upgrade).
+        Now = "NOW",
+        /// At the end of the current period (a downgrade).
+        PeriodEnd = "PERIOD_END",
     }
 }
 
@@ -292,4 +307,178 @@ pub async fn cancel(
             .await?
             .ok_or(Error::NotFound("subscription"))?)
     })
+}
+
+/// What `changeSubscriptionPlan` takes, before validation.
+#[derive(Debug, Clone)]
+pub struct ChangeInput {
+    pub subscription_id: String,
+    pub plan_version_id: String,
+    pub timing: PlanChangeTiming,
+    pub idempotency_key: String,
+}
+
+/// Moves a subscription to another plan version (of the same plan or another): the subscription
+/// ends at once (`NOW`) or at the end of its period (`PERIOD_END`), and a new one on the new
+/// version starts then, with the same customer and billing anchor and no trial. Billing does the
+/// proration: the ended subscription's last invoice credits the unused days of a fee billed in
+/// advance, the new one's first invoice bills its fee from the change on. Answers `(previous,
+/// new, created)`; replay-safe by `idempotency_key` (the new subscription's).
+pub async fn change_plan(
+    conn: &mut Conn,
+    project_id: &str,
+    input: &ChangeInput,
+    actor: &str,
+) -> Result<(SubscriptionRow, SubscriptionRow, bool)> {
+    let key = ids::parse_idempotency_key("idempotencyKey", &input.idempotency_key)?;
+    if !ids::looks_like(SUBSCRIPTION_ID_PREFIX, &input.subscription_id) {
+        return Err(Error::NotFound("subscription"));
+    }
+    let hash = crate::ledger::request_hash(&[
+        "change",
+        &input.subscription_id,
+        &input.plan_version_id,
+        input.timing.as_str(),
+    ]);
+    let replay = |conn_existing: SubscriptionRow| {
+        if conn_existing.request_hash == hash {
+            Ok(conn_existing)
+        } else {
+            Err(Error::conflict(
+                ErrorCode::IdempotencyConflict,
+                "this idempotency key was used for another subscription request",
+            ))
+        }
+    };
+    if let Some(existing) = store::find_by_idempotency_key(conn, project_id, &key).await? {
+        let new = replay(existing)?;
+        let previous = store::find(conn, project_id, &input.subscription_id)
+            .await?
+            .ok_or(Error::NotFound("subscription"))?;
+        return Ok((previous, new, false));
+    }
+    let version = plans::load_version(conn, project_id, &input.plan_version_id)
+        .await
+        .map_err(|e| match e {
+            Error::NotFound(_) => Error::invalid("planVersionId", "no such plan version"),
+            other => other,
+        })?;
+    let project = project_id.to_string();
+    let done = db::transaction_with_retry!(
+        conn,
+        |e| db::is_unique_violation(e, "uq_subscriptions_idempotency"),
+        |conn| {
+            let previous = store::lock(conn, &project, &input.subscription_id)
+                .await?
+                .ok_or(Error::NotFound("subscription"))?;
+            if let Some(existing) = store::find_by_idempotency_key(conn, &project, &key).await? {
+                return Ok((previous, replay(existing)?, false));
+            }
+            let at = now();
+            if previous.starts_at > at {
+                return Err(Error::invalid(
+                    "subscriptionId",
+                    "has not started: cancel it and subscribe to the other plan instead",
+                )
+                .into());
+            }
+            if let Some(end) = previous.ends_at {
+                return Err(Error::invalid(
+                    "subscriptionId",
+                    format!("is canceled (it ends at {end}): subscribe to the other plan instead"),
+                )
+                .into());
+            }
+            if previous.plan_version_id == version.row.id {
+                return Err(Error::invalid("planVersionId", "is the subscription's version already").into());
+            }
+            let current = plans::load_version(conn, &project, &previous.plan_version_id).await?;
+            let (effective, kind) = match input.timing {
+                PlanChangeTiming::Now => (at, SubscriptionChangeKind::PlanChanged),
+                PlanChangeTiming::PeriodEnd => {
+                    let period = schedule(&previous, &current)?
+                        .period_containing(at.date())
+                        .ok_or_else(|| Error::Internal("the subscription has no current period".into()))?;
+                    (
+                        period.full.end().and_time(chrono::NaiveTime::MIN),
+                        SubscriptionChangeKind::ChangeScheduled,
+                    )
+                }
+            };
+            let customer = crate::store::customers::find_by_id(conn, &project, &previous.customer_id)
+                .await?
+                .ok_or_else(|| Error::Internal("a subscription without its customer".into()))?;
+            if let Some(currency) = customer.currency.as_deref()
+                && currency != version.row.currency
+                && version.currency.is_iso()
+            {
+                return Err(Error::invalid(
+                    "planVersionId",
+                    format!(
+                        "the plan bills in {}, the customer's currency is {currency}",
+                        version.row.currency
+                    ),
+                )
+                .into());
+            }
+            store::cancel(conn, &previous.id, effective, at).await?;
+            store::insert_change(
+                conn,
+                &NewChange {
+                    subscription_id: &previous.id,
+                    project_id: &project,
+                    kind: kind.as_str(),
+                    plan_version_id: &version.row.id,
+                    effective_at: effective,
+                    actor,
+                    created_at: at,
+                },
+            )
+            .await?;
+            let new = SubscriptionRow {
+                id: ids::new_id(SUBSCRIPTION_ID_PREFIX),
+                project_id: project.clone(),
+                customer_id: previous.customer_id.clone(),
+                plan_id: version.row.plan_id.clone(),
+                plan_version_id: version.row.id.clone(),
+                billing_anchor: previous.billing_anchor.clone(),
+                starts_at: effective,
+                trial_ends_at: None,
+                ends_at: None,
+                canceled_at: None,
+                live: Some(1),
+                idempotency_key: key.clone(),
+                request_hash: hash.clone(),
+                created_at: at,
+            };
+            match store::insert(conn, &new).await {
+                Err(e) if db::is_unique_violation(&e, "uq_subscriptions_live") => {
+                    return Err(Error::conflict(
+                        ErrorCode::SubscriptionExists,
+                        format!("customer {} has a live subscription to that plan", customer.external_id),
+                    )
+                    .into());
+                }
+                other => other?,
+            };
+            store::insert_change(
+                conn,
+                &NewChange {
+                    subscription_id: &new.id,
+                    project_id: &project,
+                    kind: SubscriptionChangeKind::Created.as_str(),
+                    plan_version_id: &new.plan_version_id,
+                    effective_at: effective,
+                    actor,
+                    created_at: at,
+                },
+            )
+            .await?;
+            let previous = store::find(conn, &project, &previous.id)
+                .await?
+                .ok_or(Error::NotFound("subscription"))?;
+            Ok((previous, new, true))
+        }
+    )?;
+    Ok(done)
 }

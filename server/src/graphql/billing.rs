@@ -996,6 +996,28 @@ pub struct CancelSubscriptionPayload {
 }
 
 /// A billing period `[from, to)`, in whole UTC days.
+#[derive(InputObject)]
+pub struct ChangeSubscriptionPlanInput {
+    pub project_id: Option<ID>,
+    pub subscription_id: ID,
+    /// The version to move to: of the same plan (a migration) or of another.
+    pub plan_version_id: ID,
+    /// `NOW` (an upgrade: prorated at once) or `PERIOD_END` (a downgrade).
+    #[graphql(default_with = "subscriptions::PlanChangeTiming::Now")]
+    pub timing: subscriptions::PlanChangeTiming,
+    /// The new subscription's key: a retry answers the same change.
+    pub idempotency_key: String,
+}
+
+#[derive(SimpleObject)]
+pub struct ChangeSubscriptionPlanPayload {
+    /// The subscription that ends (at once, or at the end of its period).
+    pub previous: PlanSubscription,
+    /// The subscription on the new version, from then on.
+    pub subscription: PlanSubscription,
+    pub replayed: bool,
+}
+
 #[derive(SimpleObject)]
 pub struct BillingPeriod {
     pub from: DateTime<Utc>,
@@ -1205,6 +1227,37 @@ impl SubscriptionMutation {
         let (row, created) = subscriptions::create(&mut conn, &project_id, &domain, &actor).await?;
         Ok(CreateSubscriptionPayload {
             subscription: PlanSubscription(row),
+            replayed: !created,
+        })
+    }
+
+    /// Moves a subscription to another plan version (scope `BILLING`): `NOW` ends it at once and
+    /// starts one on the new version (billing credits the unused days of a fee billed in advance
+    /// and bills the new fee from now: proration), `PERIOD_END` at the end of its period. Both
+    /// are in the histories; replay-safe by `idempotencyKey`.
+    async fn change_subscription_plan(
+        &self,
+        ctx: &Context<'_>,
+        input: ChangeSubscriptionPlanInput,
+    ) -> Result<ChangeSubscriptionPlanPayload> {
+        let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
+        let actor = principal(ctx)?.actor();
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let (previous, subscription, created) = subscriptions::change_plan(
+            &mut conn,
+            &project_id,
+            &subscriptions::ChangeInput {
+                subscription_id: input.subscription_id.0,
+                plan_version_id: input.plan_version_id.0,
+                timing: input.timing,
+                idempotency_key: input.idempotency_key,
+            },
+            &actor,
+        )
+        .await?;
+        Ok(ChangeSubscriptionPlanPayload {
+            previous: PlanSubscription(previous),
+            subscription: PlanSubscription(subscription),
             replayed: !created,
         })
     }

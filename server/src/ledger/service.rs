@@ -1067,7 +1067,7 @@ pub struct InvoicePosting<'a> {
     pub invoice_id: &'a str,
     pub customer_id: &'a str,
     pub currency: &'a str,
-    /// Fees and true-ups net of coupons: what the invoice earns.
+    /// Fees and true-ups net of coupons: what the invoice earns (negative for a net credit).
     pub revenue: Decimal,
     pub tax: Decimal,
     /// Prepaid credits drawn to pay it: zero, or at most the wallet's `available`.
@@ -1084,7 +1084,8 @@ pub struct InvoicePosted {
     pub credits: Option<TransactionRow>,
 }
 
-/// Posts a finalized invoice inside the caller's transaction: the customer owes the total, and
+/// Posts a finalized invoice inside the caller's transaction: the customer owes the total (is
+/// owed it, when negative), and
 /// the credits drawn (from `wallet`, locked by [`lock_invoice_wallet`] in the same transaction)
 /// pay part of it. Both transactions have cause INVOICE and the invoice as their cause id.
 pub async fn post_invoice(
@@ -1095,11 +1096,10 @@ pub async fn post_invoice(
     now: NaiveDateTime,
     outbox: &mut Vec<NewOutbox>,
 ) -> Result<InvoicePosted, TxFailure> {
-    if p.revenue < Decimal::ZERO || p.tax < Decimal::ZERO || p.credits < Decimal::ZERO {
-        return Err(Error::Internal(format!("an invoice posts no negative amount: {p:?}")).into());
-    }
+    // A negative total (a credit for unused days larger than what else is billed) is owed to
+    // the customer: RECEIVABLE goes up. Credits only ever pay a positive total.
     let total = p.revenue + p.tax;
-    if p.credits > total {
+    if p.credits < Decimal::ZERO || p.credits > total.max(Decimal::ZERO) {
         return Err(Error::Internal(format!("credits {} above the invoice total {total}", p.credits)).into());
     }
     let mut posted = InvoicePosted::default();

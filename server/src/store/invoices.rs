@@ -184,6 +184,21 @@ pub async fn lock(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Op
         .optional()
 }
 
+/// The invoice of a subscription at a boundary.
+pub async fn find_at(
+    conn: &mut Conn,
+    subscription_id: &str,
+    boundary: NaiveDateTime,
+) -> QueryResult<Option<InvoiceRow>> {
+    invoices::table
+        .filter(invoices::subscription_id.eq(subscription_id))
+        .filter(invoices::boundary.eq(boundary))
+        .select(InvoiceRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
 /// The invoice of a subscription at a boundary, locked (a locking read sees the latest commit).
 pub async fn lock_at(
     conn: &mut Conn,
