@@ -57,7 +57,10 @@ async fn flat_plan(app: &TestApp, key: &str, code: &str, currency: &str, fee: &s
             "interval": { "unit": "MONTH" }, "fixedFee": fee, "fixedFeeTiming": timing } } }),
     )
     .await;
-    d["createPlan"]["planVersion"]["plan"]["id"].as_str().unwrap().to_string()
+    d["createPlan"]["planVersion"]["plan"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 async fn subscribe(app: &TestApp, key: &str, customer: &str, plan: &str) -> String {
@@ -69,7 +72,10 @@ async fn subscribe(app: &TestApp, key: &str, customer: &str, plan: &str) -> Stri
             "idempotencyKey": format!("sub-{customer}-{plan}") } }),
     )
     .await;
-    d["createSubscription"]["subscription"]["id"].as_str().unwrap().to_string()
+    d["createSubscription"]["subscription"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 async fn coupon(app: &TestApp, key: &str, input: Value) -> String {
@@ -231,7 +237,13 @@ async fn coupons_then_taxes_apply_in_order_each_line_rounded_once() {
     assert_eq!(stored["invoice"]["tax"]["amount"], "8.06");
 
     // The ledger books revenue net of coupons and the tax payable apart, and balances.
-    let r = ok(&app, &key, "query { reconciliation { clean breaks { check subject } } }", json!({})).await;
+    let r = ok(
+        &app,
+        &key,
+        "query { reconciliation { clean breaks { check subject } } }",
+        json!({}),
+    )
+    .await;
     assert_eq!(r["reconciliation"]["clean"], true, "{r}");
 }
 
@@ -272,7 +284,12 @@ async fn once_repeating_and_forever_use_their_periods_only_on_invoices_with_some
     // The first with something to discount: every coupon.
     assert_eq!(
         amounts(&invoices[1]),
-        pairs(&[("FIXED_FEE", "100"), ("COUPON", "-10"), ("COUPON", "-5"), ("COUPON", "-1")])
+        pairs(&[
+            ("FIXED_FEE", "100"),
+            ("COUPON", "-10"),
+            ("COUPON", "-5"),
+            ("COUPON", "-1")
+        ])
     );
     assert_eq!(invoices[1]["total"]["amount"], "84");
     // ONCE is used up; REPEATING has one period left.
@@ -309,7 +326,12 @@ async fn once_repeating_and_forever_use_their_periods_only_on_invoices_with_some
     }
     // Running again bills nothing and uses nothing.
     assert_eq!(
-        run(&app, &key, json!({ "subscriptionId": sub, "now": "2025-04-15T00:00:00Z" })).await,
+        run(
+            &app,
+            &key,
+            json!({ "subscriptionId": sub, "now": "2025-04-15T00:00:00Z" })
+        )
+        .await,
         Vec::<Value>::new()
     );
 }
@@ -340,10 +362,28 @@ async fn a_customers_own_tax_rates_replace_the_project_default() {
         own["setCustomerTaxRates"],
         json!({ "customer": { "externalId": "beta" }, "taxRates": [{ "code": "RED7" }, { "code": "CITY1" }] })
     );
-    ok(&app, &key, SET_CUSTOMER, json!({ "i": { "customerId": subs[2].1, "taxRateIds": [exempt] } })).await;
+    ok(
+        &app,
+        &key,
+        SET_CUSTOMER,
+        json!({ "i": { "customerId": subs[2].1, "taxRateIds": [exempt] } }),
+    )
+    .await;
     // delta had its own rates and went back to the default with an empty list.
-    ok(&app, &key, SET_CUSTOMER, json!({ "i": { "customerId": subs[3].1, "taxRateIds": [exempt] } })).await;
-    let back = ok(&app, &key, SET_CUSTOMER, json!({ "i": { "customerId": subs[3].1, "taxRateIds": [] } })).await;
+    ok(
+        &app,
+        &key,
+        SET_CUSTOMER,
+        json!({ "i": { "customerId": subs[3].1, "taxRateIds": [exempt] } }),
+    )
+    .await;
+    let back = ok(
+        &app,
+        &key,
+        SET_CUSTOMER,
+        json!({ "i": { "customerId": subs[3].1, "taxRateIds": [] } }),
+    )
+    .await;
     assert_eq!(back["setCustomerTaxRates"]["taxRates"], json!([]));
 
     let mut billed = Vec::new();
@@ -408,7 +448,10 @@ async fn creates_and_applications_replay_and_conflict() {
         (&made["createTaxRate"]["created"], &again["createTaxRate"]["created"]),
         (&json!(true), &json!(false))
     );
-    assert_eq!(again["createTaxRate"]["taxRate"]["id"], made["createTaxRate"]["taxRate"]["id"]);
+    assert_eq!(
+        again["createTaxRate"]["taxRate"]["id"],
+        made["createTaxRate"]["taxRate"]["id"]
+    );
     let r = gql(
         &app,
         &key,
@@ -479,8 +522,17 @@ async fn creates_and_applications_replay_and_conflict() {
         json!({ "id": id }),
     )
     .await;
-    assert_eq!(found["coupon"], json!({ "code": "SPRING", "percentage": "12.5", "periods": 3 }));
-    let rates = ok(&app, &key, "{ taxRates { nodes { code percentage defaultPosition } } }", json!({})).await;
+    assert_eq!(
+        found["coupon"],
+        json!({ "code": "SPRING", "percentage": "12.5", "periods": 3 })
+    );
+    let rates = ok(
+        &app,
+        &key,
+        "{ taxRates { nodes { code percentage defaultPosition } } }",
+        json!({}),
+    )
+    .await;
     assert_eq!(
         rates["taxRates"]["nodes"],
         json!([{ "code": "VAT", "percentage": "19", "defaultPosition": null }])
@@ -493,7 +545,10 @@ async fn creates_and_applications_replay_and_conflict() {
         json!({ "id": id }),
     )
     .await;
-    assert_eq!(hidden, json!({ "coupon": null, "node": null, "coupons": { "nodes": [] } }));
+    assert_eq!(
+        hidden,
+        json!({ "coupon": null, "node": null, "coupons": { "nodes": [] } })
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -538,40 +593,185 @@ async fn bad_coupon_and_tax_input_is_refused_by_field_with_nothing_written() {
         input
     };
     let mut cases: Vec<(&str, Value, &str, &str)> = vec![
-        (CREATE_COUPON, with(json!({ "discount": { "percentage": "0" } })), "BAD_USER_INPUT", "discount.percentage"),
-        (CREATE_COUPON, with(json!({ "discount": { "percentage": "100.5" } })), "BAD_USER_INPUT", "discount.percentage"),
-        (CREATE_COUPON, with(json!({ "discount": { "percentage": "-10" } })), "BAD_USER_INPUT", "discount.percentage"),
-        (CREATE_COUPON, with(json!({ "discount": { "percentage": "12.34567" } })), "BAD_USER_INPUT", "discount.percentage"),
-        (CREATE_COUPON, with(json!({ "discount": { "amount": "-5" }, "currency": "USD" })), "BAD_USER_INPUT", "discount.amount"),
-        (CREATE_COUPON, with(json!({ "discount": { "amount": "0" }, "currency": "USD" })), "BAD_USER_INPUT", "discount.amount"),
-        (CREATE_COUPON, with(json!({ "discount": { "amount": "5.001" }, "currency": "USD" })), "BAD_USER_INPUT", "discount.amount"),
-        (CREATE_COUPON, with(json!({ "discount": { "amount": "5" } })), "BAD_USER_INPUT", "currency"),
-        (CREATE_COUPON, with(json!({ "discount": { "amount": "5" }, "currency": "NOPE" })), "BAD_USER_INPUT", "currency"),
-        (CREATE_COUPON, with(json!({ "currency": "USD" })), "BAD_USER_INPUT", "currency"),
-        (CREATE_COUPON, with(json!({ "duration": "REPEATING" })), "BAD_USER_INPUT", "periods"),
-        (CREATE_COUPON, with(json!({ "duration": "REPEATING", "periods": 0 })), "BAD_USER_INPUT", "periods"),
-        (CREATE_COUPON, with(json!({ "duration": "ONCE", "periods": 2 })), "BAD_USER_INPUT", "periods"),
-        (CREATE_COUPON, with(json!({ "code": "no spaces" })), "BAD_USER_INPUT", "code"),
+        (
+            CREATE_COUPON,
+            with(json!({ "discount": { "percentage": "0" } })),
+            "BAD_USER_INPUT",
+            "discount.percentage",
+        ),
+        (
+            CREATE_COUPON,
+            with(json!({ "discount": { "percentage": "100.5" } })),
+            "BAD_USER_INPUT",
+            "discount.percentage",
+        ),
+        (
+            CREATE_COUPON,
+            with(json!({ "discount": { "percentage": "-10" } })),
+            "BAD_USER_INPUT",
+            "discount.percentage",
+        ),
+        (
+            CREATE_COUPON,
+            with(json!({ "discount": { "percentage": "12.34567" } })),
+            "BAD_USER_INPUT",
+            "discount.percentage",
+        ),
+        (
+            CREATE_COUPON,
+            with(json!({ "discount": { "amount": "-5" }, "currency": "USD" })),
+            "BAD_USER_INPUT",
+            "discount.amount",
+        ),
+        (
+            CREATE_COUPON,
+            with(json!({ "discount": { "amount": "0" }, "currency": "USD" })),
+            "BAD_USER_INPUT",
+            "discount.amount",
+        ),
+        (
+            CREATE_COUPON,
+            with(json!({ "discount": { "amount": "5.001" }, "currency": "USD" })),
+            "BAD_USER_INPUT",
+            "discount.amount",
+        ),
+        (
+            CREATE_COUPON,
+            with(json!({ "discount": { "amount": "5" } })),
+            "BAD_USER_INPUT",
+            "currency",
+        ),
+        (
+            CREATE_COUPON,
+            with(json!({ "discount": { "amount": "5" }, "currency": "NOPE" })),
+            "BAD_USER_INPUT",
+            "currency",
+        ),
+        (
+            CREATE_COUPON,
+            with(json!({ "currency": "USD" })),
+            "BAD_USER_INPUT",
+            "currency",
+        ),
+        (
+            CREATE_COUPON,
+            with(json!({ "duration": "REPEATING" })),
+            "BAD_USER_INPUT",
+            "periods",
+        ),
+        (
+            CREATE_COUPON,
+            with(json!({ "duration": "REPEATING", "periods": 0 })),
+            "BAD_USER_INPUT",
+            "periods",
+        ),
+        (
+            CREATE_COUPON,
+            with(json!({ "duration": "ONCE", "periods": 2 })),
+            "BAD_USER_INPUT",
+            "periods",
+        ),
+        (
+            CREATE_COUPON,
+            with(json!({ "code": "no spaces" })),
+            "BAD_USER_INPUT",
+            "code",
+        ),
         (CREATE_COUPON, with(json!({ "name": "" })), "BAD_USER_INPUT", "name"),
-        (CREATE_TAX, json!({ "code": "T", "name": "T", "percentage": "-1" }), "BAD_USER_INPUT", "percentage"),
-        (CREATE_TAX, json!({ "code": "T", "name": "T", "percentage": "100.01" }), "BAD_USER_INPUT", "percentage"),
-        (CREATE_TAX, json!({ "code": "T", "name": "T", "percentage": "7.00001" }), "BAD_USER_INPUT", "percentage"),
-        (CREATE_TAX, json!({ "code": "", "name": "T", "percentage": "7" }), "BAD_USER_INPUT", "code"),
+        (
+            CREATE_TAX,
+            json!({ "code": "T", "name": "T", "percentage": "-1" }),
+            "BAD_USER_INPUT",
+            "percentage",
+        ),
+        (
+            CREATE_TAX,
+            json!({ "code": "T", "name": "T", "percentage": "100.01" }),
+            "BAD_USER_INPUT",
+            "percentage",
+        ),
+        (
+            CREATE_TAX,
+            json!({ "code": "T", "name": "T", "percentage": "7.00001" }),
+            "BAD_USER_INPUT",
+            "percentage",
+        ),
+        (
+            CREATE_TAX,
+            json!({ "code": "", "name": "T", "percentage": "7" }),
+            "BAD_USER_INPUT",
+            "code",
+        ),
         // An amount coupon in euros on a subscription billed in dollars.
-        (APPLY, json!({ "subscriptionId": sub, "couponId": euro, "idempotencyKey": "a1" }), "BAD_USER_INPUT", "couponId"),
-        (APPLY, json!({ "subscriptionId": sub, "couponId": pct, "idempotencyKey": "" }), "BAD_USER_INPUT", "idempotencyKey"),
-        (SET_DEFAULT, json!({ "taxRateIds": [vat, vat] }), "BAD_USER_INPUT", "taxRateIds.1"),
-        (SET_DEFAULT, json!({ "taxRateIds": vec![vat.clone(); 11] }), "BAD_USER_INPUT", "taxRateIds"),
-        (SET_CUSTOMER, json!({ "customerId": acme, "taxRateIds": [vat, vat] }), "BAD_USER_INPUT", "taxRateIds.1"),
+        (
+            APPLY,
+            json!({ "subscriptionId": sub, "couponId": euro, "idempotencyKey": "a1" }),
+            "BAD_USER_INPUT",
+            "couponId",
+        ),
+        (
+            APPLY,
+            json!({ "subscriptionId": sub, "couponId": pct, "idempotencyKey": "" }),
+            "BAD_USER_INPUT",
+            "idempotencyKey",
+        ),
+        (
+            SET_DEFAULT,
+            json!({ "taxRateIds": [vat, vat] }),
+            "BAD_USER_INPUT",
+            "taxRateIds.1",
+        ),
+        (
+            SET_DEFAULT,
+            json!({ "taxRateIds": vec![vat.clone(); 11] }),
+            "BAD_USER_INPUT",
+            "taxRateIds",
+        ),
+        (
+            SET_CUSTOMER,
+            json!({ "customerId": acme, "taxRateIds": [vat, vat] }),
+            "BAD_USER_INPUT",
+            "taxRateIds.1",
+        ),
     ];
     // Ids that are unknown, or another project's: NOT_FOUND, the same answer for both.
     let not_found: Vec<(&str, Value, &str, &str)> = vec![
-        (APPLY, json!({ "subscriptionId": sub, "couponId": "cpn_01JX0000000000000000000000", "idempotencyKey": "a2" }), "NOT_FOUND", "coupon"),
-        (APPLY, json!({ "subscriptionId": sub, "couponId": their_coupon, "idempotencyKey": "a3" }), "NOT_FOUND", "coupon"),
-        (APPLY, json!({ "subscriptionId": their_sub, "couponId": pct, "idempotencyKey": "a4" }), "NOT_FOUND", "subscription"),
-        (SET_DEFAULT, json!({ "taxRateIds": [vat, their_rate] }), "NOT_FOUND", "tax rate"),
-        (SET_CUSTOMER, json!({ "customerId": acme, "taxRateIds": [their_rate] }), "NOT_FOUND", "tax rate"),
-        (SET_CUSTOMER, json!({ "customerId": "cus_01JX0000000000000000000000", "taxRateIds": [vat] }), "NOT_FOUND", "customer"),
+        (
+            APPLY,
+            json!({ "subscriptionId": sub, "couponId": "cpn_01JX0000000000000000000000", "idempotencyKey": "a2" }),
+            "NOT_FOUND",
+            "coupon",
+        ),
+        (
+            APPLY,
+            json!({ "subscriptionId": sub, "couponId": their_coupon, "idempotencyKey": "a3" }),
+            "NOT_FOUND",
+            "coupon",
+        ),
+        (
+            APPLY,
+            json!({ "subscriptionId": their_sub, "couponId": pct, "idempotencyKey": "a4" }),
+            "NOT_FOUND",
+            "subscription",
+        ),
+        (
+            SET_DEFAULT,
+            json!({ "taxRateIds": [vat, their_rate] }),
+            "NOT_FOUND",
+            "tax rate",
+        ),
+        (
+            SET_CUSTOMER,
+            json!({ "customerId": acme, "taxRateIds": [their_rate] }),
+            "NOT_FOUND",
+            "tax rate",
+        ),
+        (
+            SET_CUSTOMER,
+            json!({ "customerId": "cus_01JX0000000000000000000000", "taxRateIds": [vat] }),
+            "NOT_FOUND",
+            "customer",
+        ),
     ];
     cases.extend(not_found);
     let tables = ["coupons", "coupon_redemptions", "tax_rates", "customer_tax_rates"];

@@ -20,8 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     billing::plans,
-    credit_units,
-    db,
+    credit_units, db,
     error::{Error, ErrorCode, Result},
     ids,
     money::{DecimalLimits, parse_decimal},
@@ -30,8 +29,7 @@ use crate::{
         Conn,
         customers::CustomerRow,
         discounts::{self as store, CouponRow, CustomerTaxRateRow, RedemptionRow, TaxRateRow},
-        now,
-        subscriptions as subscription_store,
+        now, subscriptions as subscription_store,
     },
     text_enum::text_enum,
 };
@@ -116,7 +114,11 @@ pub fn parse_percentage(field: &str, raw: &str, zero: bool) -> Result<Decimal> {
         integer_digits: 3,
     };
     let value = parse_decimal(field, raw, limits)?;
-    let low_ok = if zero { value >= Decimal::ZERO } else { value > Decimal::ZERO };
+    let low_ok = if zero {
+        value >= Decimal::ZERO
+    } else {
+        value > Decimal::ZERO
+    };
     if !low_ok || value > Decimal::ONE_HUNDRED {
         let low = if zero { "from 0" } else { "above 0" };
         return Err(Error::invalid(field, format!("must be {low} up to 100 (percent)")));
@@ -186,7 +188,10 @@ impl CouponInput {
 
 fn decimal(text: &Option<String>) -> Result<Option<Decimal>> {
     text.as_deref()
-        .map(|t| t.parse::<Decimal>().map_err(|_| Error::Internal("canonical decimal".into())))
+        .map(|t| {
+            t.parse::<Decimal>()
+                .map_err(|_| Error::Internal("canonical decimal".into()))
+        })
         .transpose()
 }
 

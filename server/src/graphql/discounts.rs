@@ -382,13 +382,9 @@ impl DiscountMutation {
     ) -> Result<SetCustomerTaxRatesPayload> {
         let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
         let mut conn = db::get(&state(ctx).pool).await?;
-        let (customer, rows) = discounts::set_customer_tax_rates(
-            &mut conn,
-            &project_id,
-            &input.customer_id,
-            &ids(input.tax_rate_ids),
-        )
-        .await?;
+        let (customer, rows) =
+            discounts::set_customer_tax_rates(&mut conn, &project_id, &input.customer_id, &ids(input.tax_rate_ids))
+                .await?;
         Ok(SetCustomerTaxRatesPayload {
             customer: Customer(customer),
             tax_rates: rows.into_iter().map(TaxRate).collect(),

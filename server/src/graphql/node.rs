@@ -21,9 +21,9 @@ use crate::{
     credit_units, db,
     error::{Error, GraphqlResult as Result},
     store::{
-        self, IdTable, api_keys, billable_metrics, customers as customer_store, discounts as discount_store, invoices as invoice_store,
-        ledger as ledger_store, plans as plan_store, projects as project_store, subscriptions as subscription_store,
-        usage_events,
+        self, IdTable, api_keys, billable_metrics, customers as customer_store, discounts as discount_store,
+        invoices as invoice_store, ledger as ledger_store, plans as plan_store, projects as project_store,
+        subscriptions as subscription_store, usage_events,
     },
     usage::event::EVENT_ID_PREFIX,
 };

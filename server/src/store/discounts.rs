@@ -204,7 +204,10 @@ pub async fn periods_used(conn: &mut Conn, subscription_id: &str, redemption_id:
     .bind::<Varchar, _>(redemption_id)
     .load(conn)
     .await?;
-    Ok(rows.into_iter().next().map_or(0, |r| u32::try_from(r.n).unwrap_or(u32::MAX)))
+    Ok(rows
+        .into_iter()
+        .next()
+        .map_or(0, |r| u32::try_from(r.n).unwrap_or(u32::MAX)))
 }
 
 // ---- tax rates
@@ -328,7 +331,11 @@ pub async fn lock_customer(conn: &mut Conn, project_id: &str, customer_id: &str)
 }
 
 /// Replaces a customer's own tax rates.
-pub async fn set_customer_tax_rates(conn: &mut Conn, customer_id: &str, rows: &[CustomerTaxRateRow]) -> QueryResult<()> {
+pub async fn set_customer_tax_rates(
+    conn: &mut Conn,
+    customer_id: &str,
+    rows: &[CustomerTaxRateRow],
+) -> QueryResult<()> {
     diesel::delete(customer_tax_rates::table.filter(customer_tax_rates::customer_id.eq(customer_id)))
         .execute(conn)
         .await?;
