@@ -33,8 +33,9 @@ CREATE TABLE coupons (
 
 -- A coupon applied to a subscription. `periods` is how many invoices it discounts (1 for ONCE, the
 -- coupon's periods for REPEATING, NULL for FOREVER), fixed when it is applied. How many it has
--- discounted is never counted here: it is the number of finalized invoices of the subscription
--- whose manifest lists the redemption, so a retried billing run cannot use a period twice.
+-- discounted is never counted here: it is the number of the subscription's invoices (not void) at
+-- earlier boundaries whose manifest lists the redemption, so a retried billing run, or a
+-- recomputed draft, cannot use a period twice.
 -- Replay-safe by idempotency key; a coupon is applied to a subscription at most once (a second
 -- application would discount twice).
 CREATE TABLE coupon_redemptions (

@@ -337,6 +337,31 @@ async fn once_repeating_and_forever_use_their_periods_only_on_invoices_with_some
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn drafts_count_too_so_a_once_coupon_is_not_repeated_on_the_next_draft() {
+    let app = TestApp::spawn().await;
+    let (_, key) = project_with_key(&app, "Drafts").await;
+    customer(&app, &key, "acme", "USD").await;
+    let plan = flat_plan(&app, &key, "flat", "USD", "20", "ADVANCE").await;
+    let sub = subscribe(&app, &key, "acme", &plan).await;
+    let half = coupon(
+        &app,
+        &key,
+        json!({ "code": "HALF", "name": "Half", "discount": { "percentage": "50" }, "duration": "ONCE" }),
+    )
+    .await;
+    apply(&app, &key, &sub, &half, "apply-half").await;
+    // Three drafts (January 1, February 1, March 1), none finalized: only the first is discounted.
+    let drafts = run(
+        &app,
+        &key,
+        json!({ "subscriptionId": sub, "now": "2025-03-15T00:00:00Z", "finalize": false }),
+    )
+    .await;
+    let totals: Vec<&Value> = drafts.iter().map(|i| &i["total"]["amount"]).collect();
+    assert_eq!(totals, [&json!("10"), &json!("20"), &json!("20")]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_customers_own_tax_rates_replace_the_project_default() {
     let app = TestApp::spawn().await;
     let (_, key) = project_with_key(&app, "Taxes").await;

@@ -4,15 +4,16 @@
 //! A **coupon** (per project, by code) is a percentage off or a fixed amount off in one unit, for
 //! `ONCE`, `REPEATING` (n invoices) or `FOREVER`. Applying it to a subscription records a
 //! **redemption** (replay-safe by idempotency key; a coupon once per subscription). A redemption
-//! is used by each final invoice of the subscription that has fees or usage to discount, until its
-//! periods are used up; how many were used is *counted* from those invoices' manifests, never kept
-//! in a counter, so a retried or repeated run cannot use a period twice. Coupons apply in the order
-//! they were applied.
+//! is used by each invoice of the subscription that has fees or usage to discount, until its
+//! periods are used up; how many were used is *counted* from the manifests of the invoices at
+//! earlier boundaries, never kept in a counter, so a retried run, or a recomputation of the same
+//! invoice, cannot use a period twice. Coupons apply in the order they were applied.
 //!
 //! A **tax rate** (per project, by code) is an exclusive percentage. The project has an ordered
 //! default list; a customer's own list, when it has one, replaces it. Invoices copy the code, name
 //! and percentage of every rate they applied into their manifest.
 
+use chrono::NaiveDateTime;
 use neruba_pricing::invoice::{Coupon as PricingCoupon, Invoice, LineKind};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -337,9 +338,10 @@ pub async fn apply_coupon(
     })
 }
 
-/// How many invoices a redemption has discounted: its subscription's final invoices that list it.
-pub async fn periods_used(conn: &mut Conn, redemption: &RedemptionRow) -> Result<u32> {
-    Ok(store::periods_used(conn, &redemption.subscription_id, &redemption.id).await?)
+/// How many invoices a redemption has discounted: its subscription's invoices (not void) at a
+/// boundary before `before` (all of them, when `None`) that list it in their manifest.
+pub async fn periods_used(conn: &mut Conn, redemption: &RedemptionRow, before: Option<NaiveDateTime>) -> Result<u32> {
+    Ok(store::periods_used(conn, &redemption.subscription_id, &redemption.id, before).await?)
 }
 
 // ---- tax rates
@@ -602,16 +604,19 @@ impl InvoiceDiscounts {
     }
 }
 
-/// The coupons (redemptions with periods left, in the order applied) and tax rates (the
-/// customer's own, or else the project's default) for an invoice in `currency`. Plain reads: the
-/// caller holds the subscription's lock, which `applyCoupon` takes too. An amount coupon in
-/// another unit (the subscription moved to a plan in another currency) is left out.
+/// The coupons (redemptions with periods left before `boundary`, in the order applied) and tax
+/// rates (the customer's own, or else the project's default) for the invoice at `boundary` in
+/// `currency`. Only invoices at earlier boundaries count, so computing the same invoice again
+/// (a retry, a recomputed draft) gives the same coupons. Plain reads: the caller holds the
+/// subscription's lock, which `applyCoupon` takes too. An amount coupon in another unit (the
+/// subscription moved to a plan in another currency) is left out.
 pub async fn for_invoice(
     conn: &mut Conn,
     project_id: &str,
     subscription_id: &str,
     customer_id: &str,
     currency: &str,
+    boundary: NaiveDateTime,
 ) -> Result<InvoiceDiscounts> {
     let redemptions = store::redemptions(conn, subscription_id).await?;
     let coupon_ids: Vec<&str> = redemptions.iter().map(|r| r.coupon_id.as_str()).collect();
@@ -633,7 +638,7 @@ pub async fn for_invoice(
             continue;
         }
         let used_before = match r.periods {
-            Some(_) => periods_used(conn, r).await?,
+            Some(_) => periods_used(conn, r, Some(boundary)).await?,
             None => 0,
         };
         if !applies(r.periods, used_before) {

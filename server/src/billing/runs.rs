@@ -440,6 +440,7 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
         &ctx.sub.id,
         &ctx.customer.id,
         &version.row.currency,
+        ctx.boundary,
     )
     .await?;
     let computed = invoice::compute(&InvoiceInput {

@@ -189,10 +189,11 @@ impl CouponRedemption {
     async fn periods(&self) -> Option<i32> {
         self.0.periods.map(|n| i32::try_from(n).unwrap_or(i32::MAX))
     }
-    /// How many final invoices of the subscription it discounted (counted from their manifests).
+    /// How many invoices of the subscription (drafts included, void ones not) it discounted,
+    /// counted from their manifests.
     async fn periods_used(&self, ctx: &Context<'_>) -> Result<i32> {
         let mut conn = db::get(&state(ctx).pool).await?;
-        let used = discounts::periods_used(&mut conn, &self.0).await?;
+        let used = discounts::periods_used(&mut conn, &self.0, None).await?;
         Ok(i32::try_from(used).unwrap_or(i32::MAX))
     }
 }

@@ -3,7 +3,7 @@
 use chrono::NaiveDateTime;
 use diesel::{
     prelude::*,
-    sql_types::{BigInt, Varchar},
+    sql_types::{BigInt, Datetime, Nullable, Varchar},
 };
 use diesel_async::RunQueryDsl;
 use rust_decimal::Decimal;
@@ -190,17 +190,24 @@ struct Count {
     n: i64,
 }
 
-/// How many invoices of `subscription_id` that are final (finalized or paid; not drafts, not
-/// void) list the redemption among the coupons they used (`manifest.coupons[*].redemptionId`).
-/// The subscription's invoices are found by `uq_invoices_period`; their manifests are read by
-/// MariaDB's JSON functions, never loaded here.
-pub async fn periods_used(conn: &mut Conn, subscription_id: &str, redemption_id: &str) -> QueryResult<u32> {
+/// How many invoices of `subscription_id` (drafts, finalized or paid; not void) at a boundary
+/// before `before` (all, when `None`) list the redemption among the coupons they used
+/// (`manifest.coupons[*].redemptionId`). The subscription's invoices are found by
+/// `uq_invoices_period`; their manifests are read by MariaDB's JSON functions, never loaded here.
+pub async fn periods_used(
+    conn: &mut Conn,
+    subscription_id: &str,
+    redemption_id: &str,
+    before: Option<NaiveDateTime>,
+) -> QueryResult<u32> {
     let rows: Vec<Count> = diesel::sql_query(
         "SELECT COUNT(*) AS n FROM invoices \
-         WHERE subscription_id = ? AND status IN ('FINALIZED', 'PAID') \
+         WHERE subscription_id = ? AND (? IS NULL OR boundary < ?) AND status <> 'VOID' \
            AND JSON_CONTAINS(JSON_EXTRACT(manifest, '$.coupons[*].redemptionId'), JSON_QUOTE(?))",
     )
     .bind::<Varchar, _>(subscription_id)
+    .bind::<Nullable<Datetime>, _>(before)
+    .bind::<Nullable<Datetime>, _>(before)
     .bind::<Varchar, _>(redemption_id)
     .load(conn)
     .await?;
