@@ -359,6 +359,34 @@ async fn drafts_count_too_so_a_once_coupon_is_not_repeated_on_the_next_draft() {
     .await;
     let totals: Vec<&Value> = drafts.iter().map(|i| &i["total"]["amount"]).collect();
     assert_eq!(totals, [&json!("10"), &json!("20"), &json!("20")]);
+
+    // Computing a draft again counts only the invoices before it: the same coupons, byte for byte.
+    for draft in &drafts {
+        let again = ok(
+            &app,
+            &key,
+            "mutation($id: ID!) { recomputeInvoice(input: { invoiceId: $id }) { identical } }",
+            json!({ "id": draft["id"] }),
+        )
+        .await;
+        assert_eq!(again["recomputeInvoice"]["identical"], true, "{}", draft["boundary"]);
+    }
+    // Finalizing them in order keeps the one discount where it was.
+    for (draft, total) in drafts.iter().zip(["10", "20", "20"]) {
+        let done = ok(
+            &app,
+            &key,
+            "mutation($id: ID!) { finalizeInvoice(input: { invoiceId: $id }) { invoice { status total { amount } } } }",
+            json!({ "id": draft["id"] }),
+        )
+        .await;
+        assert_eq!(
+            done["finalizeInvoice"]["invoice"],
+            json!({ "status": "FINALIZED", "total": { "amount": total } })
+        );
+    }
+    let r = ok(&app, &key, "query { reconciliation { clean } }", json!({})).await;
+    assert_eq!(r["reconciliation"]["clean"], true);
 }
 
 #[tokio::test(flavor = "multi_thread")]

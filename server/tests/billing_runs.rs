@@ -506,12 +506,242 @@ async fn an_event_received_after_the_cutoff_stays_out_of_the_finalized_invoice()
     assert_eq!(amounts(january), pairs(&[("USAGE", "7")]));
     assert_eq!(january["lines"][0]["eventCount"], "1");
 
-    // Arriving after finalization changes nothing stored.
+    // The same inputs give the same invoice, byte for byte: recomputed with its own cutoff, the
+    // manifest hashes agree and no line differs.
+    let same = recompute(&app, &key, json!({ "invoiceId": january["id"] })).await;
+    assert_eq!(same["identical"], true, "{same}");
+    assert_eq!(same["manifestHash"], january["manifestHash"]);
+    assert_eq!(same["lines"], json!([]));
+
+    // Arriving after finalization changes nothing stored...
     ingest(&app, &key, "acme", &[("api_calls", "5", "2025-01-12T00:00:00Z")]).await;
     let listed = gql(&app, &key, INVOICES, json!({ "s": sub })).await;
     let stored = &listed.data()["invoices"]["edges"][1]["node"];
     assert_eq!(stored["total"]["amount"], "7");
     assert_eq!(stored["manifestHash"], january["manifestHash"]);
+
+    // ...and a dry run with a later cutoff shows the difference, line by line, writing nothing.
+    let diff = recompute(&app, &key, json!({ "invoiceId": january["id"], "cutoff": now_utc() })).await;
+    assert_eq!(diff["identical"], false);
+    assert_eq!(
+        diff["lines"],
+        json!([{ "kind": "USAGE", "stored": { "amount": "7" }, "recomputed": { "amount": "1012" },
+            "difference": { "amount": "1005" }, "storedQuantity": "7", "recomputedQuantity": "1012",
+            "storedEventCount": "1", "recomputedEventCount": "3" }])
+    );
+    assert_eq!(diff["totalDifference"]["amount"], "1005");
+    assert_eq!(diff["invoice"]["total"]["amount"], "7");
+    let listed = gql(&app, &key, INVOICES, json!({ "s": sub })).await;
+    assert_eq!(
+        listed.data()["invoices"]["edges"][1]["node"]["manifestHash"],
+        january["manifestHash"]
+    );
+
+    // Recomputing a finalized invoice for real is refused: it is never edited.
+    let r = gql(
+        &app,
+        &key,
+        RECOMPUTE,
+        json!({ "i": { "invoiceId": january["id"], "dryRun": false, "cutoff": now_utc() } }),
+    )
+    .await;
+    assert_eq!(r.error_code(), "INVOICE_NOT_DRAFT", "{}", r.body);
+}
+
+const RECOMPUTE: &str = "mutation($i: RecomputeInvoiceInput!) { recomputeInvoice(input: $i) {
+  identical manifestHash totalDifference { amount }
+  invoice { id status number total { amount } manifestHash lines { kind amount { amount } } }
+  lines { kind stored { amount } recomputed { amount } difference { amount } storedQuantity recomputedQuantity
+    storedEventCount recomputedEventCount } } }";
+
+async fn recompute(app: &TestApp, key: &str, input: Value) -> Value {
+    let r = gql(app, key, RECOMPUTE, json!({ "i": input })).await;
+    assert!(r.body["errors"].is_null(), "{}", r.body);
+    r.data()["recomputeInvoice"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drafts_are_replaced_then_finalized_with_the_credits_of_the_day() {
+    let app = TestApp::spawn().await;
+    let (_, key) = project_with_key(&app, "Drafts").await;
+    metric(&app, &key, "api_calls", "SUM").await;
+    let plan = plan(
+        &app,
+        &key,
+        "usage",
+        json!({ "name": "Usage", "currency": "USD", "interval": { "unit": "MONTH" },
+            "charges": [ { "metric": "api_calls", "price": { "perUnit": { "unitAmount": "1" } } } ] }),
+    )
+    .await;
+    customer(&app, &key, "acme").await;
+    let sub = subscribe(&app, &key, "acme", &plan, "2025-01-01T00:00:00Z").await;
+    ingest(&app, &key, "acme", &[("api_calls", "7", "2025-01-10T00:00:00Z")]).await;
+    let report = run(
+        &app,
+        &key,
+        json!({ "subscriptionId": sub, "maxInvoices": 2, "cutoff": now_utc(), "finalize": false }),
+    )
+    .await;
+    let draft = &report["invoices"][1];
+    assert_eq!(draft["status"], "DRAFT");
+    assert_eq!(draft["number"], Value::Null);
+    assert_eq!(draft["invoiceTransactionId"], Value::Null);
+
+    // A late event, then the draft recomputed for real: replaced in place.
+    ingest(&app, &key, "acme", &[("api_calls", "3", "2025-01-11T00:00:00Z")]).await;
+    let replaced = recompute(
+        &app,
+        &key,
+        json!({ "invoiceId": draft["id"], "dryRun": false, "cutoff": now_utc() }),
+    )
+    .await;
+    assert_eq!(replaced["invoice"]["id"], draft["id"]);
+    assert_eq!(replaced["invoice"]["status"], "DRAFT");
+    assert_eq!(replaced["invoice"]["total"]["amount"], "10");
+    assert_eq!(replaced["totalDifference"]["amount"], "3");
+
+    // Credits bought after the run pay the draft when it is finalized.
+    let wallet = gql(
+        &app,
+        &key,
+        "mutation { createWallet(input: { customerExternalId: \"acme\", currency: \"USD\" }) { wallet { id } } }",
+        json!({}),
+    )
+    .await;
+    let wallet = wallet.data()["createWallet"]["wallet"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    gql(
+        &app,
+        &key,
+        "mutation($w: ID!) { topUpWallet(input: { walletId: $w, amount: \"4\", idempotencyKey: \"t\" }) { wallet { id } } }",
+        json!({ "w": wallet }),
+    )
+    .await;
+    const FINALIZE: &str = "mutation($i: FinalizeInvoiceInput!) { finalizeInvoice(input: $i) { invoice {
+      id status number total { amount } credits { amount } amountDue { amount } invoiceTransactionId } } }";
+    let done = gql(&app, &key, FINALIZE, json!({ "i": { "invoiceId": draft["id"] } })).await;
+    let invoice = done.data()["finalizeInvoice"]["invoice"].clone();
+    assert_eq!(invoice["status"], "FINALIZED", "{invoice}");
+    // The first invoice finalized in the project is number 1, whatever its boundary.
+    assert_eq!(invoice["number"], "000001");
+    assert_eq!(invoice["total"]["amount"], "10");
+    assert_eq!(invoice["credits"]["amount"], "-4");
+    assert_eq!(invoice["amountDue"]["amount"], "6");
+    // Finalizing again answers the same invoice; nothing more is drawn.
+    let again = gql(&app, &key, FINALIZE, json!({ "i": { "invoiceId": draft["id"] } })).await;
+    assert_eq!(again.data()["finalizeInvoice"]["invoice"], invoice);
+    let r = gql(&app, &key, "query { reconciliation { clean } }", json!({})).await;
+    assert_eq!(r.data()["reconciliation"]["clean"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_killed_mid_way_is_finished_by_the_next_replicas_pass() {
+    use neruba::billing::{
+        runs::{self, Clock, Scope},
+        scheduler,
+    };
+    let app = TestApp::spawn().await;
+    let url = app.db.as_ref().unwrap().url.clone();
+    let (project, key) = project_with_key(&app, "Killed").await;
+    let plan = plan(
+        &app,
+        &key,
+        "flat",
+        json!({ "name": "Flat", "currency": "USD", "interval": { "unit": "MONTH" }, "fixedFee": "10" }),
+    )
+    .await;
+    let mut subs = Vec::new();
+    for c in ["a", "b", "c"] {
+        customer(&app, &key, c).await;
+        subs.push(subscribe(&app, &key, c, &plan, "2025-01-01T00:00:00Z").await);
+    }
+    let now = chrono::NaiveDate::from_ymd_opt(2025, 3, 15)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+
+    // Another transaction holds subscription b: the run bills a, then waits inside b's
+    // transaction, and is killed there.
+    let mut blocker = neruba::db::connect(&url).await.unwrap();
+    use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+    blocker.batch_execute("BEGIN").await.unwrap();
+    diesel::sql_query(format!(
+        "SELECT id FROM subscriptions WHERE id = '{}' FOR UPDATE",
+        subs[1]
+    ))
+    .execute(&mut blocker)
+    .await
+    .unwrap();
+    let run_url = url.clone();
+    let project_id = project.clone();
+    let killed = tokio::spawn(async move {
+        let mut conn = neruba::db::connect(&run_url).await.unwrap();
+        let scope = Scope {
+            project_id: Some(project_id),
+            subscription_id: None,
+        };
+        runs::run(&mut conn, &scope, Clock::new(now, None).unwrap(), true, 100).await
+    });
+    let mut waited = 0;
+    while count_rows(&app, "invoices", Some(&project)).await < 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+        assert!(waited < 200, "the run did not bill subscription a");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    killed.abort();
+    assert!(killed.await.unwrap_err().is_cancelled());
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        count_rows(&app, "invoices", Some(&project)).await,
+        3,
+        "b's invoice was not half written"
+    );
+
+    // The next pass of a replica's scheduler takes the lease and bills what is left; another
+    // replica meanwhile finds the lease taken.
+    let mut conn = neruba::db::connect(&url).await.unwrap();
+    let grace = chrono::Duration::zero();
+    let report = scheduler::pass(&mut conn, "replica-2", now, grace)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.invoices.len(), 6, "{:?}", report.failures);
+    assert!(
+        scheduler::pass(&mut conn, "replica-3", now, grace)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(count_rows(&app, "invoices", Some(&project)).await, 9);
+    let listed = gql(
+        &app,
+        &key,
+        "query { invoices(first: 100) { edges { node { number } } } }",
+        json!({}),
+    )
+    .await;
+    let mut numbers: Vec<String> = listed.data()["invoices"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["number"].as_str().unwrap().to_string())
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, (1..=9).map(|n| format!("{n:06}")).collect::<Vec<_>>());
+    // Once the holder's lease ran out, another replica takes over.
+    let later = chrono::Utc::now().naive_utc() + chrono::Duration::seconds(scheduler::LEASE_SECS + 5);
+    let taken = scheduler::pass(
+        &mut conn,
+        "replica-3",
+        later,
+        chrono::Duration::seconds(scheduler::LEASE_SECS + 5),
+    )
+    .await
+    .unwrap();
+    assert!(taken.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread")]

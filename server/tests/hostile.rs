@@ -747,6 +747,43 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
         },
         Case {
             root: Mutation,
+            field: "recomputeInvoice",
+            need: BILLING,
+            own: doc(
+                "mutation($id: ID!) { recomputeInvoice(input: { invoiceId: $id }) { identical lines { kind } } }",
+                json!({ "id": a.invoice }),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "mutation($id: ID!) { recomputeInvoice(input: { invoiceId: $id, dryRun: false }) { identical } }",
+                    json!({ "id": a.invoice }),
+                    NotFound,
+                ),
+                doc(
+                    "mutation($id: ID!, $p: ID) { recomputeInvoice(input: { invoiceId: $id, projectId: $p }) { identical } }",
+                    json!({ "id": a.invoice, "p": a.project }),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Mutation,
+            field: "finalizeInvoice",
+            need: BILLING,
+            own: doc(
+                "mutation($id: ID!) { finalizeInvoice(input: { invoiceId: $id }) { invoice { id status } } }",
+                json!({ "id": a.invoice }),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                "mutation($id: ID!) { finalizeInvoice(input: { invoiceId: $id }) { invoice { id } } }",
+                json!({ "id": a.invoice }),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Mutation,
             field: "runBilling",
             need: BILLING,
             own: doc(

@@ -16,7 +16,7 @@
 use chrono::NaiveDateTime;
 use neruba_pricing::invoice::{Coupon as PricingCoupon, Invoice, LineKind};
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -485,7 +485,7 @@ impl InvoiceCoupon {
 }
 
 /// Where an invoice's tax rates came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaxSource {
     /// The project's default list.
@@ -517,16 +517,18 @@ pub struct InvoiceDiscounts {
 }
 
 /// A coupon as an invoice's manifest records it: the redemption it used and what it took off.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UsedCoupon {
     pub redemption_id: String,
     pub coupon_id: String,
     pub code: String,
     pub name: String,
-    pub kind: &'static str,
+    /// A [`CouponKind`].
+    pub kind: String,
     pub value: Decimal,
-    pub duration: &'static str,
+    /// A [`CouponDuration`].
+    pub duration: String,
     pub periods: Option<u32>,
     /// Which of its invoices this is (1 for the first), counted when `periods` is limited.
     pub period: Option<u32>,
@@ -535,7 +537,7 @@ pub struct UsedCoupon {
 }
 
 /// A tax rate as an invoice's manifest records it: its definition at the time, and the tax.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppliedTax {
     pub tax_rate_id: String,
@@ -576,9 +578,9 @@ impl InvoiceDiscounts {
                     coupon_id: c.coupon_id.clone(),
                     code: c.code.clone(),
                     name: c.name.clone(),
-                    kind: c.kind.as_str(),
+                    kind: c.kind.as_str().to_string(),
                     value: c.value.normalize(),
-                    duration: c.duration.as_str(),
+                    duration: c.duration.as_str().to_string(),
                     periods: c.periods,
                     period: c.periods.map(|_| c.used_before + 1),
                     discount: line(LineKind::Coupon, i),

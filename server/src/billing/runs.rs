@@ -30,7 +30,7 @@ use neruba_pricing::{
     proration::Period,
 };
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -40,7 +40,7 @@ use crate::{
         subscriptions,
     },
     db::{self, TxFailure},
-    error::{Error, Result},
+    error::{Error, ErrorCode, Result},
     ids,
     ledger::service::{self as ledger, InvoicePosting},
     store::{
@@ -163,7 +163,7 @@ fn days(from: NaiveDate, to: NaiveDate) -> Option<Period> {
 }
 
 /// One line of an invoice as computed: what it stores and what its manifest says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestLine {
     /// An [`InvoiceLineKind`].
@@ -181,7 +181,7 @@ pub struct ManifestLine {
 }
 
 /// A posting the invoice makes when finalized: an account (by kind) and its amount.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlannedPosting {
     pub account: String,
@@ -190,7 +190,7 @@ pub struct PlannedPosting {
 
 /// Everything an invoice was computed from and everything it says: stored with it as canonical
 /// JSON, so a recomputation compares byte for byte and an auditor reads the inputs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
     pub conventions_version: u32,
@@ -216,10 +216,10 @@ pub struct Manifest {
     pub postings: Vec<PlannedPosting>,
     /// The coupon redemptions this invoice used (each uses one of its periods), in order. Left
     /// out when empty, so invoices without coupons or taxes keep the manifest they had before.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub coupons: Vec<UsedCoupon>,
     /// The tax rates it applied, as they were defined then.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub taxes: Vec<AppliedTax>,
 }
 
@@ -239,22 +239,24 @@ impl Manifest {
 }
 
 /// The invoice's id: derived from its subscription and boundary, so the same inputs give the
-/// same id (and a second writer collides with the first on the primary key as well).
+/// same id (and a second writer collides with the first on the primary key as well). Shaped
+/// like every other id (a ULID): the boundary's milliseconds, then 80 bits of SHA-256 of the
+/// pair, so invoices sort by boundary.
 pub fn invoice_id(subscription_id: &str, boundary: NaiveDateTime) -> String {
     const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     let digest = Sha256::digest(format!(
         "{subscription_id}|{}",
         boundary.format("%Y-%m-%dT%H:%M:%S%.6f")
     ));
-    // 26 characters of 5 bits from the digest's first 130 bits, the shape of every other id.
-    let mut bits: u128 = u128::from_be_bytes(digest[..16].try_into().expect("16 bytes"));
+    let millis = u128::try_from(boundary.and_utc().timestamp_millis().max(0)).unwrap_or(0) & ((1 << 48) - 1);
+    let mut random = [0u8; 16];
+    random[6..].copy_from_slice(&digest[..10]);
+    let mut bits = (millis << 80) | u128::from_be_bytes(random);
     let mut out = [0u8; 26];
     for slot in out.iter_mut().rev() {
         *slot = CROCKFORD[(bits & 31) as usize];
         bits >>= 5;
     }
-    // The first character of a ULID is at most 7 (128 bits in 26 characters).
-    out[0] = CROCKFORD[(digest[16] & 7) as usize];
     format!("{INVOICE_ID_PREFIX}_{}", String::from_utf8_lossy(&out))
 }
 
@@ -874,4 +876,288 @@ pub async fn find(conn: &mut Conn, project_id: &str, id: &str) -> Result<Invoice
     store::find(conn, project_id, id)
         .await?
         .ok_or(Error::NotFound("invoice"))
+}
+
+// ---- recomputation and finalization
+
+/// A stored invoice's manifest, read back.
+pub fn stored_manifest(invoice: &InvoiceRow) -> Result<Manifest> {
+    serde_json::from_str(&invoice.manifest)
+        .map_err(|e| Error::Internal(format!("invoice {}: stored manifest unreadable: {e}", invoice.id)))
+}
+
+/// A stored line and its recomputed counterpart (matched by kind, charge and order among
+/// those), either of which may be missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineDiff {
+    pub stored: Option<ManifestLine>,
+    pub recomputed: Option<ManifestLine>,
+}
+
+impl LineDiff {
+    /// `recomputed − stored`.
+    pub fn difference(&self) -> Decimal {
+        let amount = |l: &Option<ManifestLine>| l.as_ref().map_or(Decimal::ZERO, |l| l.amount);
+        amount(&self.recomputed) - amount(&self.stored)
+    }
+
+    fn line(&self) -> &ManifestLine {
+        self.recomputed
+            .as_ref()
+            .or(self.stored.as_ref())
+            .expect("a diff has at least one side")
+    }
+
+    pub fn kind(&self) -> &str {
+        &self.line().kind
+    }
+
+    pub fn charge_id(&self) -> Option<&str> {
+        self.line().charge_id.as_deref()
+    }
+
+    pub fn description(&self) -> &str {
+        &self.line().description
+    }
+}
+
+/// The lines of two manifests that differ (in amount, quantity or the events behind them).
+pub fn diff_lines(stored: &Manifest, recomputed: &Manifest) -> Vec<LineDiff> {
+    /// A line's key: its kind, its charge, and its place among the lines with both.
+    type Key = (String, Option<String>, usize);
+    fn keyed(lines: &[ManifestLine]) -> Vec<(Key, ManifestLine)> {
+        let mut seen: HashMap<(String, Option<String>), usize> = HashMap::new();
+        lines
+            .iter()
+            .map(|l| {
+                let n = seen.entry((l.kind.clone(), l.charge_id.clone())).or_default();
+                *n += 1;
+                ((l.kind.clone(), l.charge_id.clone(), *n), l.clone())
+            })
+            .collect()
+    }
+    let old = keyed(&stored.lines);
+    let new = keyed(&recomputed.lines);
+    let mut diffs = Vec::new();
+    for (key, line) in &old {
+        let other = new.iter().find(|(k, _)| k == key).map(|(_, l)| l.clone());
+        let same = other.as_ref().is_some_and(|o| {
+            o.amount == line.amount && o.quantity == line.quantity && o.events_hash == line.events_hash
+        });
+        if !same {
+            diffs.push(LineDiff {
+                stored: Some(line.clone()),
+                recomputed: other,
+            });
+        }
+    }
+    for (key, line) in &new {
+        if !old.iter().any(|(k, _)| k == key) {
+            diffs.push(LineDiff {
+                stored: None,
+                recomputed: Some(line.clone()),
+            });
+        }
+    }
+    diffs
+}
+
+/// An invoice computed again from today's stored state.
+#[derive(Debug, Clone)]
+pub struct Recomputation {
+    pub invoice: InvoiceRow,
+    pub stored: Manifest,
+    pub recomputed: Manifest,
+    /// SHA-256 of the stored manifest (before a replacement).
+    pub stored_hash: String,
+    /// SHA-256 of the recomputed manifest: equal to `stored_hash` when nothing changed.
+    pub recomputed_hash: String,
+    pub lines: Vec<LineDiff>,
+}
+
+/// Recomputes `invoice` with its own inputs (plan version, boundaries, clock, the credits that
+/// were available) except the cutoff: events received by `cutoff` count. Reads only.
+async fn recompute_manifest(
+    conn: &mut Conn,
+    project_id: &str,
+    invoice: &InvoiceRow,
+    stored: &Manifest,
+    cutoff: NaiveDateTime,
+    credits_available: Decimal,
+) -> Result<Manifest> {
+    let sub = subscription_store::find(conn, project_id, &invoice.subscription_id)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("invoice {} has no subscription", invoice.id)))?;
+    let version = plans::load_version(conn, project_id, &invoice.plan_version_id).await?;
+    let customer = customer_store::find_by_id(conn, project_id, &invoice.customer_id)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("invoice {} has no customer", invoice.id)))?;
+    let metrics = metric_defs(conn, project_id, &version).await?;
+    let ctx = Context {
+        project_id,
+        sub: &sub,
+        customer: &customer,
+        version: &version,
+        metrics: &metrics,
+        previous: stored.previous_boundary,
+        boundary: stored.boundary,
+        clock: Clock {
+            now: stored.now.max(cutoff),
+            cutoff,
+        },
+        credits_available,
+    };
+    compute(conn, &ctx).await
+}
+
+/// What `invoice` would be if computed again with events received by `cutoff` (its own cutoff
+/// when `None`: then the same inputs, and the same bytes unless stored state changed). Writes
+/// nothing.
+pub async fn recompute_dry_run(
+    conn: &mut Conn,
+    project_id: &str,
+    invoice_id: &str,
+    cutoff: Option<NaiveDateTime>,
+) -> Result<Recomputation> {
+    let invoice = find(conn, project_id, invoice_id).await?;
+    let stored = stored_manifest(&invoice)?;
+    let cutoff = cutoff.unwrap_or(stored.cutoff);
+    let recomputed = recompute_manifest(conn, project_id, &invoice, &stored, cutoff, stored.credits_available).await?;
+    let json = recomputed.to_json()?;
+    Ok(Recomputation {
+        lines: diff_lines(&stored, &recomputed),
+        stored_hash: invoice.manifest_hash.clone(),
+        recomputed_hash: Manifest::hash(&json),
+        invoice,
+        stored,
+        recomputed,
+    })
+}
+
+/// Recomputes a draft for real and replaces it (lines, amounts, manifest): with events received
+/// by `cutoff` (the draft's own when `None`) and the credits the wallet holds now. A finalized
+/// invoice is never edited: `INVOICE_NOT_DRAFT`.
+pub async fn recompute_draft(
+    conn: &mut Conn,
+    project_id: &str,
+    invoice_id: &str,
+    cutoff: Option<NaiveDateTime>,
+    now: NaiveDateTime,
+) -> Result<Recomputation> {
+    let invoice = find(conn, project_id, invoice_id).await?;
+    let project_id = project_id.to_string();
+    db::transaction_with_retry!(conn, retryable, |c| {
+        rewrite_draft(
+            c,
+            &project_id,
+            &invoice.subscription_id,
+            &invoice.id,
+            cutoff,
+            now,
+            false,
+        )
+        .await
+    })
+}
+
+/// Finalizes a draft: computes it again with its own cutoff and the credits the wallet holds
+/// `now`, draws them, numbers it and posts it, in one transaction. Finalizing a finalized
+/// invoice answers it as it is.
+pub async fn finalize_invoice(
+    conn: &mut Conn,
+    project_id: &str,
+    invoice_id: &str,
+    now: NaiveDateTime,
+) -> Result<InvoiceRow> {
+    let invoice = find(conn, project_id, invoice_id).await?;
+    if invoice.status != InvoiceStatus::Draft.as_str() {
+        return Ok(invoice);
+    }
+    let project_id = project_id.to_string();
+    let done = db::transaction_with_retry!(conn, retryable, |c| {
+        rewrite_draft(c, &project_id, &invoice.subscription_id, &invoice.id, None, now, true).await
+    })?;
+    Ok(done.invoice)
+}
+
+/// The draft's transaction: subscription lock, invoice lock, wallet lock (the run's order),
+/// recompute, replace what changed, and finalize when asked.
+async fn rewrite_draft(
+    conn: &mut Conn,
+    project_id: &str,
+    subscription_id: &str,
+    invoice_id: &str,
+    cutoff: Option<NaiveDateTime>,
+    now: NaiveDateTime,
+    finalize: bool,
+) -> std::result::Result<Recomputation, TxFailure> {
+    subscription_store::lock(conn, project_id, subscription_id)
+        .await?
+        .ok_or(Error::NotFound("subscription"))?;
+    let invoice = store::lock(conn, project_id, invoice_id)
+        .await?
+        .ok_or(Error::NotFound("invoice"))?;
+    if invoice.status != InvoiceStatus::Draft.as_str() {
+        if finalize {
+            let stored = stored_manifest(&invoice)?;
+            return Ok(Recomputation {
+                stored_hash: invoice.manifest_hash.clone(),
+                recomputed_hash: invoice.manifest_hash.clone(),
+                recomputed: stored.clone(),
+                stored,
+                lines: Vec::new(),
+                invoice,
+            });
+        }
+        return Err(Error::conflict(
+            ErrorCode::InvoiceNotDraft,
+            format!(
+                "invoice {} is {}: a finalized invoice is never edited",
+                invoice.id, invoice.status
+            ),
+        )
+        .into());
+    }
+    let stored = stored_manifest(&invoice)?;
+    let mut outbox = Vec::new();
+    let external_id = customer_external_id(conn, project_id, &invoice).await?;
+    let mut wallet =
+        ledger::lock_invoice_wallet(conn, project_id, &external_id, &invoice.currency, now, &mut outbox).await?;
+    let available = wallet.as_ref().map_or(Decimal::ZERO, |w| w.available);
+    let cutoff = cutoff.unwrap_or(stored.cutoff);
+    let mut recomputed = recompute_manifest(conn, project_id, &invoice, &stored, cutoff, available).await?;
+    recomputed.now = now;
+    let (mut row, lines) = rows(project_id, &recomputed, InvoiceStatus::Draft, invoice.created_at)?;
+    row.updated_at = now;
+    store::update_draft(conn, &row).await?;
+    store::delete_lines(conn, &row.id).await?;
+    store::insert_lines(conn, &lines).await?;
+    if finalize {
+        finalize_row(
+            conn,
+            project_id,
+            &mut row,
+            &recomputed,
+            wallet.as_mut(),
+            now,
+            &mut outbox,
+        )
+        .await?;
+    }
+    crate::store::ledger::insert_outbox(conn, &outbox).await?;
+    Ok(Recomputation {
+        lines: diff_lines(&stored, &recomputed),
+        stored_hash: invoice.manifest_hash.clone(),
+        recomputed_hash: row.manifest_hash.clone(),
+        invoice: row,
+        stored,
+        recomputed,
+    })
+}
+
+async fn customer_external_id(conn: &mut Conn, project_id: &str, invoice: &InvoiceRow) -> Result<String> {
+    Ok(customer_store::find_by_id(conn, project_id, &invoice.customer_id)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("invoice {} has no customer", invoice.id)))?
+        .external_id)
 }

@@ -383,3 +383,153 @@ impl InvoiceMutation {
         })
     }
 }
+
+#[derive(InputObject)]
+pub struct RecomputeInvoiceInput {
+    pub project_id: Option<ID>,
+    pub invoice_id: ID,
+    /// Count events received by this time (default: the invoice's own cutoff, which recomputes
+    /// it from the same inputs). Not after the server's clock.
+    pub cutoff: Option<DateTime<Utc>>,
+    /// Only compare (the default): nothing is written. `false` replaces a draft; a finalized
+    /// invoice is never edited (`INVOICE_NOT_DRAFT`).
+    #[graphql(default = true)]
+    pub dry_run: bool,
+}
+
+/// A line that differs between the stored invoice and its recomputation.
+pub struct InvoiceLineDiff {
+    diff: runs::LineDiff,
+    currency: String,
+    project_id: String,
+}
+
+#[Object]
+impl InvoiceLineDiff {
+    async fn kind(&self) -> Result<InvoiceLineKind> {
+        Ok(self.diff.kind().parse()?)
+    }
+    async fn charge_id(&self) -> Option<ID> {
+        self.diff.charge_id().map(|c| ID(c.to_string()))
+    }
+    async fn description(&self) -> &str {
+        self.diff.description()
+    }
+    /// The stored line's amount (`null`: the recomputation adds the line).
+    async fn stored(&self) -> Option<Money> {
+        let line = self.diff.stored.as_ref()?;
+        Some(Money::stored(line.amount, &self.currency, &self.project_id))
+    }
+    /// The recomputed amount (`null`: the recomputation drops the line).
+    async fn recomputed(&self) -> Option<Money> {
+        let line = self.diff.recomputed.as_ref()?;
+        Some(Money::stored(line.amount, &self.currency, &self.project_id))
+    }
+    /// `recomputed − stored`.
+    async fn difference(&self) -> Money {
+        Money::stored(self.diff.difference(), &self.currency, &self.project_id)
+    }
+    async fn stored_quantity(&self) -> Option<Decimal> {
+        self.diff.stored.as_ref()?.quantity.map(Decimal::from)
+    }
+    async fn recomputed_quantity(&self) -> Option<Decimal> {
+        self.diff.recomputed.as_ref()?.quantity.map(Decimal::from)
+    }
+    async fn stored_event_count(&self) -> Option<Decimal> {
+        let n = self.diff.stored.as_ref()?.event_count?;
+        Some(rust_decimal::Decimal::from(n).into())
+    }
+    async fn recomputed_event_count(&self) -> Option<Decimal> {
+        let n = self.diff.recomputed.as_ref()?.event_count?;
+        Some(rust_decimal::Decimal::from(n).into())
+    }
+}
+
+pub struct RecomputeInvoicePayload(runs::Recomputation);
+
+#[Object]
+impl RecomputeInvoicePayload {
+    /// The invoice as stored now (after a draft was replaced, the new draft).
+    async fn invoice(&self) -> Invoice {
+        Invoice(self.0.invoice.clone())
+    }
+    /// Whether the recomputation is byte for byte the stored invoice (same manifest hash).
+    async fn identical(&self) -> bool {
+        self.0.recomputed_hash == self.0.stored_hash
+    }
+    /// SHA-256 of the recomputed manifest.
+    async fn manifest_hash(&self) -> &str {
+        &self.0.recomputed_hash
+    }
+    /// The lines that differ, stored against recomputed.
+    async fn lines(&self) -> Vec<InvoiceLineDiff> {
+        self.0
+            .lines
+            .iter()
+            .map(|diff| InvoiceLineDiff {
+                diff: diff.clone(),
+                currency: self.0.invoice.currency.clone(),
+                project_id: self.0.invoice.project_id.clone(),
+            })
+            .collect()
+    }
+    /// `recomputed total − stored total`.
+    async fn total_difference(&self) -> Money {
+        Money::stored(
+            self.0.recomputed.total - self.0.stored.total,
+            &self.0.invoice.currency,
+            &self.0.invoice.project_id,
+        )
+    }
+}
+
+#[derive(InputObject)]
+pub struct FinalizeInvoiceInput {
+    pub project_id: Option<ID>,
+    pub invoice_id: ID,
+}
+
+#[derive(SimpleObject)]
+pub struct FinalizeInvoicePayload {
+    pub invoice: Invoice,
+}
+
+#[derive(Default)]
+pub struct InvoiceEditMutation;
+
+#[Object]
+impl InvoiceEditMutation {
+    /// Computes an invoice again and compares it line by line with the stored one (scope
+    /// `BILLING`). With `dryRun` (the default) nothing is written; otherwise a draft is replaced.
+    async fn recompute_invoice(
+        &self,
+        ctx: &Context<'_>,
+        input: RecomputeInvoiceInput,
+    ) -> Result<RecomputeInvoicePayload> {
+        let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
+        let server_now = crate::store::now();
+        let cutoff = crate::time::opt_to_column("cutoff", input.cutoff)?;
+        if cutoff.is_some_and(|c| c > server_now) {
+            return Err(Error::invalid("cutoff", "must not be later than the server's clock").into());
+        }
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let done = if input.dry_run {
+            runs::recompute_dry_run(&mut conn, &project_id, &input.invoice_id, cutoff).await?
+        } else {
+            runs::recompute_draft(&mut conn, &project_id, &input.invoice_id, cutoff, server_now).await?
+        };
+        Ok(RecomputeInvoicePayload(done))
+    }
+
+    /// Finalizes a draft (scope `BILLING`): computes it again with the credits the wallet holds
+    /// now, draws them, numbers it and posts it to the ledger. A finalized invoice is answered as
+    /// it is.
+    async fn finalize_invoice(&self, ctx: &Context<'_>, input: FinalizeInvoiceInput) -> Result<FinalizeInvoicePayload> {
+        let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let invoice = runs::finalize_invoice(&mut conn, &project_id, &input.invoice_id, crate::store::now()).await?;
+        Ok(FinalizeInvoicePayload {
+            invoice: Invoice(invoice),
+        })
+    }
+}

@@ -51,6 +51,7 @@ pub struct MutationRoot(
     billing::SubscriptionMutation,
     invoices::InvoiceMutation,
     discounts::DiscountMutation,
+    invoices::InvoiceEditMutation,
 );
 
 #[derive(MergedSubscription, Default)]
