@@ -38,6 +38,11 @@ CREATE TABLE invoices (
     invoice_transaction_id  VARCHAR(40)     NULL,
     credits_transaction_id  VARCHAR(40)     NULL,
     finalized_at            DATETIME(6)     NULL,
+    -- Voiding reverses both transactions (a finalized invoice is never edited or deleted).
+    voided_at               DATETIME(6)     NULL,
+    void_reason             VARCHAR(1000)   NULL,
+    void_invoice_transaction_id  VARCHAR(40) NULL,
+    void_credits_transaction_id  VARCHAR(40) NULL,
     created_at              DATETIME(6)     NOT NULL,
     updated_at              DATETIME(6)     NOT NULL,
     PRIMARY KEY (id),
@@ -46,7 +51,9 @@ CREATE TABLE invoices (
     KEY ix_invoices_project (project_id, id),
     KEY ix_invoices_customer (project_id, customer_id, id),
     CONSTRAINT ck_invoices_status CHECK (status IN ('DRAFT', 'FINALIZED', 'PAID', 'VOID')),
-    CONSTRAINT ck_invoices_number CHECK ((number IS NULL) = (status = 'DRAFT')),
+    -- Drafts have no number, finalized and paid invoices have one; a voided draft never got one.
+    CONSTRAINT ck_invoices_number CHECK ((status = 'DRAFT' AND number IS NULL)
+        OR (status IN ('FINALIZED', 'PAID') AND number IS NOT NULL) OR status = 'VOID'),
     CONSTRAINT fk_invoices_subscription FOREIGN KEY (subscription_id) REFERENCES subscriptions (id),
     CONSTRAINT fk_invoices_customer FOREIGN KEY (customer_id) REFERENCES customers (id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

@@ -766,3 +766,196 @@ async fn bad_run_input_is_refused_by_field() {
     let r = gql(&app, &key, "query { invoices { edges { node { id } } } }", json!({})).await;
     assert!(r.body["errors"].is_null(), "{}", r.body);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invoice_explains_itself_down_to_its_events_and_voiding_reverses_it() {
+    let app = TestApp::spawn().await;
+    let (_, key) = project_with_key(&app, "Explain").await;
+    metric(&app, &key, "api_calls", "SUM").await;
+    let plan = plan(
+        &app,
+        &key,
+        "usage",
+        json!({ "name": "Usage", "currency": "USD", "interval": { "unit": "MONTH" },
+            "charges": [ { "metric": "api_calls", "price": { "graduated": { "tiers": [
+                { "upTo": "5", "unitAmount": "1" }, { "unitAmount": "0.5" } ] } } } ] }),
+    )
+    .await;
+    customer(&app, &key, "acme").await;
+    let sub = subscribe(&app, &key, "acme", &plan, "2025-01-01T00:00:00Z").await;
+    ingest(
+        &app,
+        &key,
+        "acme",
+        &[
+            ("api_calls", "2", "2025-01-10T00:00:00Z"),
+            ("api_calls", "3", "2025-01-11T00:00:00Z"),
+            ("api_calls", "4", "2025-01-12T00:00:00Z"),
+        ],
+    )
+    .await;
+    let wallet = gql(
+        &app,
+        &key,
+        "mutation { createWallet(input: { customerExternalId: \"acme\", currency: \"USD\" }) { wallet { id } } }",
+        json!({}),
+    )
+    .await;
+    let wallet = wallet.data()["createWallet"]["wallet"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let grant = gql(
+        &app,
+        &key,
+        "mutation($w: ID!) { grantCredits(input: { walletId: $w, amount: \"5\", idempotencyKey: \"g\" }) { transaction { causeId } } }",
+        json!({ "w": wallet }),
+    )
+    .await;
+    let lot = grant.data()["grantCredits"]["transaction"]["causeId"].clone();
+    let report = run(
+        &app,
+        &key,
+        json!({ "subscriptionId": sub, "maxInvoices": 2, "cutoff": now_utc() }),
+    )
+    .await;
+    let january = report["invoices"][1].clone();
+    // 9 calls: 5 × 1 + 4 × 0.5 = 7; the grant's 5 pay first.
+    assert_eq!(amounts(&january), pairs(&[("USAGE", "7"), ("CREDITS", "-5")]));
+
+    // One query: line → tiers → events (paginated); invoice → postings → the lot burned.
+    const EXPLAIN: &str = "query($id: ID!, $after: String) { invoice(id: $id) {
+      lines { kind steps { kind tier quantity amount { amount } }
+        events(first: 2, after: $after) { edges { node { quantity occurredAt } } pageInfo { hasNextPage endCursor } } }
+      ledgerTransactions { cause amount { amount } entries { nodes { amount { amount } account { kind } lotId } } } } }";
+    let explained = gql(&app, &key, EXPLAIN, json!({ "id": january["id"] })).await;
+    let invoice = &explained.data()["invoice"];
+    let usage = &invoice["lines"][0];
+    let tiers: Vec<(&Value, &Value)> = usage["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (&s["quantity"], &s["amount"]["amount"]))
+        .collect();
+    assert_eq!(tiers, [(&json!("5"), &json!("5")), (&json!("4"), &json!("2"))]);
+    let page: Vec<&Value> = usage["events"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["node"]["quantity"])
+        .collect();
+    assert_eq!(page, ["2", "3"]);
+    assert_eq!(usage["events"]["pageInfo"]["hasNextPage"], true);
+    let after = usage["events"]["pageInfo"]["endCursor"].clone();
+    let next = gql(&app, &key, EXPLAIN, json!({ "id": january["id"], "after": after })).await;
+    assert_eq!(
+        next.data()["invoice"]["lines"][0]["events"]["edges"][0]["node"]["quantity"],
+        "4"
+    );
+    assert_eq!(
+        next.data()["invoice"]["lines"][0]["events"]["pageInfo"]["hasNextPage"],
+        false
+    );
+    // The credits line has no events.
+    assert_eq!(invoice["lines"][1]["events"]["edges"], json!([]));
+    let transactions = invoice["ledgerTransactions"].as_array().unwrap();
+    assert_eq!(transactions.len(), 2);
+    assert!(transactions.iter().all(|t| t["cause"] == "INVOICE"));
+    let burned: Vec<&Value> = transactions[1]["entries"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["account"]["kind"] == "LOT")
+        .map(|e| &e["lotId"])
+        .collect();
+    assert_eq!(burned, [&lot], "the credits came from the grant");
+
+    // Voiding reverses both transactions: nothing owed, the credits back in the wallet.
+    const VOID: &str = "mutation($i: VoidInvoiceInput!) { voidInvoice(input: $i) { invoice { status voidReason
+      ledgerTransactions { amount { amount } } } } }";
+    let bad = gql(
+        &app,
+        &key,
+        VOID,
+        json!({ "i": { "invoiceId": january["id"], "reason": "" } }),
+    )
+    .await;
+    assert_eq!(bad.body["errors"][0]["extensions"]["field"], "reason", "{}", bad.body);
+    let voided = gql(
+        &app,
+        &key,
+        VOID,
+        json!({ "i": { "invoiceId": january["id"], "reason": "billed in error" } }),
+    )
+    .await;
+    let voided = voided.data()["voidInvoice"]["invoice"].clone();
+    assert_eq!(voided["status"], "VOID", "{voided}");
+    assert_eq!(voided["ledgerTransactions"].as_array().unwrap().len(), 4);
+    let again = gql(
+        &app,
+        &key,
+        VOID,
+        json!({ "i": { "invoiceId": january["id"], "reason": "twice" } }),
+    )
+    .await;
+    assert_eq!(again.data()["voidInvoice"]["invoice"]["voidReason"], "billed in error");
+    let w = gql(
+        &app,
+        &key,
+        "query($w: ID!) { node(id: $w) { ... on Wallet { balance { amount } } } }",
+        json!({ "w": wallet }),
+    )
+    .await;
+    assert_eq!(w.data()["node"]["balance"]["amount"], "5");
+    let r = gql(
+        &app,
+        &key,
+        "query { reconciliation { clean breaks { check subject } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.data()["reconciliation"]["clean"], true, "{}", r.body);
+    // The boundary stays billed: running again does not bill January again.
+    let rerun = run(
+        &app,
+        &key,
+        json!({ "subscriptionId": sub, "maxInvoices": 1, "cutoff": now_utc() }),
+    )
+    .await;
+    assert_ne!(rerun["invoices"][0]["boundary"], january["boundary"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconciliation_finds_an_invoice_that_disagrees_with_its_postings() {
+    use diesel_async::SimpleAsyncConnection;
+    let app = TestApp::spawn().await;
+    let (project, key) = project_with_key(&app, "Tampered").await;
+    let plan = plan(
+        &app,
+        &key,
+        "flat",
+        json!({ "name": "Flat", "currency": "USD", "interval": { "unit": "MONTH" }, "fixedFee": "10" }),
+    )
+    .await;
+    customer(&app, &key, "acme").await;
+    subscribe(&app, &key, "acme", &plan, "2025-01-01T00:00:00Z").await;
+    let report = run(&app, &key, json!({ "now": "2025-01-15T00:00:00Z" })).await;
+    let invoice = report["invoices"][0]["id"].as_str().unwrap().to_string();
+    const RECONCILE: &str = "query { reconciliation { clean breaks { check subject expected actual } } }";
+    let clean = gql(&app, &key, RECONCILE, json!({})).await;
+    assert_eq!(clean.data()["reconciliation"]["clean"], true, "{}", clean.body);
+
+    // An edit behind the ledger's back: the invoice says 11, its postings say 10.
+    let mut conn = neruba::db::connect(&app.db.as_ref().unwrap().url).await.unwrap();
+    conn.batch_execute(&format!(
+        "UPDATE invoices SET total = 11, amount_due = 11 WHERE id = '{invoice}' AND project_id = '{project}'"
+    ))
+    .await
+    .unwrap();
+    let broken = gql(&app, &key, RECONCILE, json!({})).await;
+    assert_eq!(broken.data()["reconciliation"]["clean"], false);
+    assert_eq!(
+        broken.data()["reconciliation"]["breaks"],
+        json!([{ "check": "INVOICE_MISMATCH", "subject": invoice, "expected": "-11", "actual": "-10" }])
+    );
+}

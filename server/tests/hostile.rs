@@ -784,6 +784,21 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
         },
         Case {
             root: Mutation,
+            field: "voidInvoice",
+            need: BILLING,
+            own: doc(
+                "mutation($id: ID!) { voidInvoice(input: { invoiceId: $id, reason: \"control\" }) { invoice { id status } } }",
+                json!({ "id": a.invoice }),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                "mutation($id: ID!) { voidInvoice(input: { invoiceId: $id, reason: \"hostile\" }) { invoice { id status } } }",
+                json!({ "id": a.invoice }),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Mutation,
             field: "runBilling",
             need: BILLING,
             own: doc(

@@ -628,6 +628,10 @@ fn rows(
         invoice_transaction_id: None,
         credits_transaction_id: None,
         finalized_at: None,
+        voided_at: None,
+        void_reason: None,
+        void_invoice_transaction_id: None,
+        void_credits_transaction_id: None,
         created_at: at,
         updated_at: at,
     };
@@ -1160,4 +1164,143 @@ async fn customer_external_id(conn: &mut Conn, project_id: &str, invoice: &Invoi
         .await?
         .ok_or_else(|| Error::Internal(format!("invoice {} has no customer", invoice.id)))?
         .external_id)
+}
+
+// ---- voiding
+
+/// Voids an invoice: a draft is only marked void; a finalized one also has its postings reversed
+/// (the customer no longer owes it; the prepaid credits it drew come back to the wallet), in one
+/// transaction. Its boundary stays billed: it is not billed again. A paid invoice is not voided
+/// (that is a refund); voiding a void invoice answers it as it is.
+pub async fn void_invoice(
+    conn: &mut Conn,
+    project_id: &str,
+    invoice_id: &str,
+    reason: &str,
+    now: NaiveDateTime,
+) -> Result<InvoiceRow> {
+    let reason = crate::ledger::parse_text("reason", Some(reason), true)?.unwrap_or_default();
+    let invoice = find(conn, project_id, invoice_id).await?;
+    let project_id = project_id.to_string();
+    db::transaction_with_retry!(conn, retryable, |c| {
+        void_once(c, &project_id, &invoice.subscription_id, &invoice.id, &reason, now).await
+    })
+}
+
+async fn void_once(
+    conn: &mut Conn,
+    project_id: &str,
+    subscription_id: &str,
+    invoice_id: &str,
+    reason: &str,
+    now: NaiveDateTime,
+) -> std::result::Result<InvoiceRow, TxFailure> {
+    subscription_store::lock(conn, project_id, subscription_id)
+        .await?
+        .ok_or(Error::NotFound("subscription"))?;
+    let mut invoice = store::lock(conn, project_id, invoice_id)
+        .await?
+        .ok_or(Error::NotFound("invoice"))?;
+    let status: InvoiceStatus = invoice.status.parse()?;
+    match status {
+        InvoiceStatus::Void => return Ok(invoice),
+        InvoiceStatus::Paid => {
+            return Err(Error::conflict(
+                ErrorCode::InvoiceNotDraft,
+                format!("invoice {} is paid: it is refunded, not voided", invoice.id),
+            )
+            .into());
+        }
+        InvoiceStatus::Draft | InvoiceStatus::Finalized => {}
+    }
+    let mut outbox = Vec::new();
+    if status == InvoiceStatus::Finalized {
+        let manifest = stored_manifest(&invoice)?;
+        let find_txn = async |conn: &mut Conn, id: &Option<String>| -> std::result::Result<_, TxFailure> {
+            Ok(match id {
+                Some(id) => crate::store::ledger::find_transaction(conn, project_id, id).await?,
+                None => None,
+            })
+        };
+        let original = ledger::InvoicePosted {
+            invoice: find_txn(conn, &invoice.invoice_transaction_id).await?,
+            credits: find_txn(conn, &invoice.credits_transaction_id).await?,
+        };
+        let external_id = customer_external_id(conn, project_id, &invoice).await?;
+        let mut wallet = match original.credits {
+            Some(_) => {
+                ledger::lock_invoice_wallet(conn, project_id, &external_id, &invoice.currency, now, &mut outbox).await?
+            }
+            None => None,
+        };
+        let reversed = ledger::reverse_invoice(
+            conn,
+            project_id,
+            wallet.as_mut(),
+            &InvoicePosting {
+                invoice_id: &invoice.id,
+                customer_id: &invoice.customer_id,
+                currency: &invoice.currency,
+                revenue: manifest.revenue(),
+                tax: manifest.tax,
+                credits: -manifest.credits,
+                description: format!("void of invoice {}: {reason}", invoice.id),
+            },
+            &original,
+            now,
+            &mut outbox,
+        )
+        .await?;
+        invoice.void_invoice_transaction_id = reversed.invoice.map(|t| t.id);
+        invoice.void_credits_transaction_id = reversed.credits.map(|t| t.id);
+    }
+    invoice.status = InvoiceStatus::Void.as_str().into();
+    invoice.voided_at = Some(now);
+    invoice.void_reason = Some(reason.to_string());
+    invoice.updated_at = now;
+    if store::void(conn, &invoice).await? != 1 {
+        return Err(Error::Internal(format!("invoice {} changed under its lock", invoice.id)).into());
+    }
+    crate::store::ledger::insert_outbox(conn, &outbox).await?;
+    Ok(invoice)
+}
+
+// ---- explanation
+
+/// A page of the events behind a usage line, in the order they occurred: the line's metric (with
+/// its filters), customer and usage period, received by the invoice's cutoff. Empty for lines
+/// that are not usage.
+pub async fn line_events(
+    conn: &mut Conn,
+    invoice: &InvoiceRow,
+    line: &LineRow,
+    after: Option<(NaiveDateTime, u64)>,
+    limit: i64,
+) -> Result<Vec<crate::store::usage_events::EventRow>> {
+    let (Some(charge_id), Some(from), Some(to)) = (&line.charge_id, invoice.usage_from, invoice.usage_to) else {
+        return Ok(Vec::new());
+    };
+    if line.kind != InvoiceLineKind::Usage.as_str() {
+        return Ok(Vec::new());
+    }
+    let charge = crate::store::plans::find_charge(conn, &invoice.project_id, charge_id)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("invoice line's charge {charge_id} is gone")))?;
+    let metric = crate::store::billable_metrics::find_by_id(conn, &invoice.project_id, &charge.metric_id)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("charge {charge_id} has no metric")))?;
+    let def = MetricDef::from_row(&metric)?;
+    let customer = customer_external_id(conn, &invoice.project_id, invoice).await?;
+    metrics::billed_events_page(
+        conn,
+        &invoice.project_id,
+        &def,
+        &customer,
+        from,
+        to,
+        invoice.cutoff,
+        after,
+        limit,
+    )
+    .await
 }

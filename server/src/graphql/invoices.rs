@@ -2,6 +2,8 @@
 //! bills every subscription boundary its clock passed. The runs themselves are
 //! `billing::runs`; the scheduler runs them too, without a caller.
 
+use std::sync::Arc;
+
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject, connection::Connection};
 use chrono::{DateTime, Utc};
 use neruba_pricing::Rating;
@@ -9,11 +11,12 @@ use neruba_pricing::Rating;
 use super::{
     Decimal, Money, absent_is_null,
     billing::{PlanSubscription, PlanVersion, PriceStep, price_steps},
+    ledger::LedgerTransaction,
     loaders::{CustomerLoader, load_link},
     pagination::{self, CursorKind},
     require_read, resolve_project, state,
     types::utc,
-    usage::Customer,
+    usage::{Customer, UsageEvent, event_cursor, parse_event_cursor},
 };
 use crate::{
     auth::Scope,
@@ -27,7 +30,7 @@ use crate::{
     error::{Error, GraphqlResult as Result},
     store::{
         invoices::{self as store, InvoiceFilter, InvoiceRow, LineRow},
-        subscriptions as subscription_store,
+        ledger as ledger_store, subscriptions as subscription_store,
     },
 };
 
@@ -137,14 +140,38 @@ impl Invoice {
     async fn lines(&self, ctx: &Context<'_>) -> Result<Vec<InvoiceLine>> {
         let unit = self.unit(ctx).await?;
         let mut conn = db::get(&state(ctx).pool).await?;
+        let invoice = Arc::new(self.0.clone());
         Ok(runs::lines(&mut conn, &self.0.id)
             .await?
             .into_iter()
             .map(|row| InvoiceLine {
                 row,
                 unit: unit.clone(),
+                invoice: invoice.clone(),
             })
             .collect())
+    }
+    /// The ledger transactions that booked it, once final: the invoice (the customer's
+    /// receivable against revenue and tax) and the prepaid credits drawn to pay it, whose entries
+    /// name each lot (grant or top-up) they burned; after a void, their reversals (scope `READ`).
+    async fn ledger_transactions(&self, ctx: &Context<'_>) -> Result<Vec<LedgerTransaction>> {
+        require_read(ctx, &self.0.project_id)?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let mut found = Vec::new();
+        for id in [
+            &self.0.invoice_transaction_id,
+            &self.0.credits_transaction_id,
+            &self.0.void_invoice_transaction_id,
+            &self.0.void_credits_transaction_id,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Some(t) = ledger_store::find_transaction(&mut conn, &self.0.project_id, id).await? {
+                found.push(LedgerTransaction(t));
+            }
+        }
+        Ok(found)
     }
     /// The run's clock: when it was computed (what prepaid credits could pay then).
     async fn computed_at(&self) -> DateTime<Utc> {
@@ -177,6 +204,12 @@ impl Invoice {
     async fn finalized_at(&self) -> Option<DateTime<Utc>> {
         self.0.finalized_at.map(utc)
     }
+    async fn voided_at(&self) -> Option<DateTime<Utc>> {
+        self.0.voided_at.map(utc)
+    }
+    async fn void_reason(&self) -> Option<&str> {
+        self.0.void_reason.as_deref()
+    }
     async fn created_at(&self) -> DateTime<Utc> {
         utc(self.0.created_at)
     }
@@ -186,6 +219,7 @@ impl Invoice {
 pub struct InvoiceLine {
     row: LineRow,
     unit: Currency,
+    invoice: Arc<InvoiceRow>,
 }
 
 #[Object]
@@ -246,6 +280,33 @@ impl InvoiceLine {
             ))
         })?;
         price_steps(&rating, &self.unit)
+    }
+    /// A usage line: the events behind its quantity, in the order they occurred (the line's
+    /// metric and filters, customer and period, received by the invoice's cutoff; scope `READ`).
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<Connection<String, UsageEvent>> {
+        require_read(ctx, &self.invoice.project_id)?;
+        let size = pagination::page_size(first)?;
+        let cursor = pagination::after_key(CursorKind::Event, after.as_deref())?
+            .as_deref()
+            .map(parse_event_cursor)
+            .transpose()?
+            .map(|c| (c.occurred_at, c.seq));
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let rows = runs::line_events(&mut conn, &self.invoice, &self.row, cursor, size + 1).await?;
+        Ok(pagination::connection(
+            CursorKind::Event,
+            rows,
+            size,
+            after.as_deref(),
+            |r| event_cursor(r.occurred_at, r.seq),
+            |r| UsageEvent(r.into()),
+        ))
     }
 }
 
@@ -382,6 +443,60 @@ impl InvoiceMutation {
                 .collect(),
         })
     }
+
+    /// Computes an invoice again and compares it line by line with the stored one (scope
+    /// `BILLING`). With `dryRun` (the default) nothing is written; otherwise a draft is replaced.
+    async fn recompute_invoice(
+        &self,
+        ctx: &Context<'_>,
+        input: RecomputeInvoiceInput,
+    ) -> Result<RecomputeInvoicePayload> {
+        let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
+        let server_now = crate::store::now();
+        let cutoff = crate::time::opt_to_column("cutoff", input.cutoff)?;
+        if cutoff.is_some_and(|c| c > server_now) {
+            return Err(Error::invalid("cutoff", "must not be later than the server's clock").into());
+        }
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let done = if input.dry_run {
+            runs::recompute_dry_run(&mut conn, &project_id, &input.invoice_id, cutoff).await?
+        } else {
+            runs::recompute_draft(&mut conn, &project_id, &input.invoice_id, cutoff, server_now).await?
+        };
+        Ok(RecomputeInvoicePayload(done))
+    }
+
+    /// Finalizes a draft (scope `BILLING`): computes it again with the credits the wallet holds
+    /// now, draws them, numbers it and posts it to the ledger. A finalized invoice is answered as
+    /// it is.
+    async fn finalize_invoice(&self, ctx: &Context<'_>, input: FinalizeInvoiceInput) -> Result<FinalizeInvoicePayload> {
+        let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let invoice = runs::finalize_invoice(&mut conn, &project_id, &input.invoice_id, crate::store::now()).await?;
+        Ok(FinalizeInvoicePayload {
+            invoice: Invoice(invoice),
+        })
+    }
+
+    /// Voids an invoice (scope `BILLING`): a draft is only marked void; a finalized invoice has its
+    /// ledger postings reversed (the customer no longer owes it, the prepaid credits it drew come
+    /// back to the wallet) in the same transaction. Its boundary is not billed again. A paid
+    /// invoice is refunded, not voided (`INVOICE_NOT_DRAFT`); voiding again changes nothing.
+    async fn void_invoice(&self, ctx: &Context<'_>, input: VoidInvoiceInput) -> Result<VoidInvoicePayload> {
+        let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let invoice = runs::void_invoice(
+            &mut conn,
+            &project_id,
+            &input.invoice_id,
+            &input.reason,
+            crate::store::now(),
+        )
+        .await?;
+        Ok(VoidInvoicePayload {
+            invoice: Invoice(invoice),
+        })
+    }
 }
 
 #[derive(InputObject)]
@@ -494,42 +609,15 @@ pub struct FinalizeInvoicePayload {
     pub invoice: Invoice,
 }
 
-#[derive(Default)]
-pub struct InvoiceEditMutation;
+#[derive(InputObject)]
+pub struct VoidInvoiceInput {
+    pub project_id: Option<ID>,
+    pub invoice_id: ID,
+    /// Why (kept with the invoice and its reversing transactions), 1 to 1000 characters.
+    pub reason: String,
+}
 
-#[Object]
-impl InvoiceEditMutation {
-    /// Computes an invoice again and compares it line by line with the stored one (scope
-    /// `BILLING`). With `dryRun` (the default) nothing is written; otherwise a draft is replaced.
-    async fn recompute_invoice(
-        &self,
-        ctx: &Context<'_>,
-        input: RecomputeInvoiceInput,
-    ) -> Result<RecomputeInvoicePayload> {
-        let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
-        let server_now = crate::store::now();
-        let cutoff = crate::time::opt_to_column("cutoff", input.cutoff)?;
-        if cutoff.is_some_and(|c| c > server_now) {
-            return Err(Error::invalid("cutoff", "must not be later than the server's clock").into());
-        }
-        let mut conn = db::get(&state(ctx).pool).await?;
-        let done = if input.dry_run {
-            runs::recompute_dry_run(&mut conn, &project_id, &input.invoice_id, cutoff).await?
-        } else {
-            runs::recompute_draft(&mut conn, &project_id, &input.invoice_id, cutoff, server_now).await?
-        };
-        Ok(RecomputeInvoicePayload(done))
-    }
-
-    /// Finalizes a draft (scope `BILLING`): computes it again with the credits the wallet holds
-    /// now, draws them, numbers it and posts it to the ledger. A finalized invoice is answered as
-    /// it is.
-    async fn finalize_invoice(&self, ctx: &Context<'_>, input: FinalizeInvoiceInput) -> Result<FinalizeInvoicePayload> {
-        let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
-        let mut conn = db::get(&state(ctx).pool).await?;
-        let invoice = runs::finalize_invoice(&mut conn, &project_id, &input.invoice_id, crate::store::now()).await?;
-        Ok(FinalizeInvoicePayload {
-            invoice: Invoice(invoice),
-        })
-    }
+#[derive(SimpleObject)]
+pub struct VoidInvoicePayload {
+    pub invoice: Invoice,
 }

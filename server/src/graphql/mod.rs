@@ -51,7 +51,6 @@ pub struct MutationRoot(
     billing::SubscriptionMutation,
     invoices::InvoiceMutation,
     discounts::DiscountMutation,
-    invoices::InvoiceEditMutation,
 );
 
 #[derive(MergedSubscription, Default)]

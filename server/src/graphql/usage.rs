@@ -184,11 +184,11 @@ impl Customer {
 }
 
 /// An event's keyset position inside its cursor: `<event time in micros>.<arrival seq>`.
-fn event_cursor(occurred_at: NaiveDateTime, seq: u64) -> String {
+pub(crate) fn event_cursor(occurred_at: NaiveDateTime, seq: u64) -> String {
     format!("{}.{seq}", occurred_at.and_utc().timestamp_micros())
 }
 
-fn parse_event_cursor(raw: &str) -> std::result::Result<EventCursor, Error> {
+pub(crate) fn parse_event_cursor(raw: &str) -> std::result::Result<EventCursor, Error> {
     let bad = || Error::invalid("after", "is not a cursor from this list");
     let (micros, seq) = raw.split_once('.').ok_or_else(bad)?;
     let micros: i64 = micros.parse().map_err(|_| bad())?;

@@ -13,6 +13,10 @@
 //! 6. Every row can be read back: no stored time is a zero date (`0000-00-00`, which MariaDB
 //!    stores for a year past 9999 and which fails every read of its wallet; it sorts before any
 //!    real date). Reported as `UNREADABLE_ROW` rather than calling such a ledger consistent.
+//! 7. Every invoice agrees with its ledger transactions: what its invoice transaction (and its
+//!    reversal, once void) put on the customer's RECEIVABLE is minus its total while it stands
+//!    (zero for drafts and void invoices), and what its credits transaction (and its reversal)
+//!    took off it is the prepaid credits it shows. Both must be the invoice's (`cause_id`).
 
 use diesel::{
     QueryableByName,
@@ -41,6 +45,8 @@ crate::text_enum::text_enum! {
         PostingMismatch = "POSTING_MISMATCH",
         /// 6. A row cannot be read back (a zero date).
         UnreadableRow = "UNREADABLE_ROW",
+        /// 7. An invoice disagrees with its ledger transactions.
+        InvoiceMismatch = "INVOICE_MISMATCH",
     }
 }
 
@@ -159,6 +165,32 @@ const CHECKS: &[(ReconciliationCheck, &str)] = &[
             AND NOT (a.id IS NOT NULL AND t.id IS NOT NULL
                      AND a.project_id = p.project_id AND a.currency = p.currency AND a.wallet_id <=> p.wallet_id
                      AND t.project_id = p.project_id AND t.currency = p.currency AND t.cause = p.cause)",
+    ),
+    (
+        ReconciliationCheck::InvoiceMismatch,
+        "SELECT x.project_id, x.id AS subject, x.accounts, x.expected, x.actual FROM (
+           SELECT i.project_id, i.id, NULL AS accounts,
+                  CASE WHEN i.status IN ('FINALIZED', 'PAID') THEN -i.total ELSE 0 END AS expected,
+                  (SELECT COALESCE(SUM(p.amount), 0) FROM ledger_postings p
+                     JOIN ledger_accounts a ON a.id = p.account_id
+                     JOIN ledger_transactions t ON t.id = p.transaction_id
+                    WHERE p.transaction_id IN (i.invoice_transaction_id, i.void_invoice_transaction_id)
+                      AND a.kind = 'RECEIVABLE' AND t.cause = 'INVOICE' AND t.cause_id = i.id) AS actual
+             FROM invoices i WHERE (? IS NULL OR i.project_id = ?)) x
+          WHERE x.expected <> x.actual",
+    ),
+    (
+        ReconciliationCheck::InvoiceMismatch,
+        "SELECT x.project_id, x.id AS subject, x.accounts, x.expected, x.actual FROM (
+           SELECT i.project_id, i.id, NULL AS accounts,
+                  CASE WHEN i.status IN ('FINALIZED', 'PAID') THEN -i.credits ELSE 0 END AS expected,
+                  (SELECT COALESCE(SUM(p.amount), 0) FROM ledger_postings p
+                     JOIN ledger_accounts a ON a.id = p.account_id
+                     JOIN ledger_transactions t ON t.id = p.transaction_id
+                    WHERE p.transaction_id IN (i.credits_transaction_id, i.void_credits_transaction_id)
+                      AND a.kind = 'RECEIVABLE' AND t.cause = 'INVOICE' AND t.cause_id = i.id) AS actual
+             FROM invoices i WHERE (? IS NULL OR i.project_id = ?)) x
+          WHERE x.expected <> x.actual",
     ),
     (
         ReconciliationCheck::UnreadableRow,

@@ -1135,6 +1135,114 @@ pub async fn post_invoice(
     Ok(posted)
 }
 
+/// Reverses a finalized invoice's postings inside the caller's transaction (voiding it): the
+/// customer no longer owes the total (RECEIVABLE +total against REVENUE and TAX_PAYABLE), and
+/// the prepaid credits it drew come back to `wallet` as a new lot (source ADJUSTMENT, no expiry;
+/// repaying an overdraft first, like every credit), against RECEIVABLE. Each reversal names the
+/// transaction it corrects.
+pub async fn reverse_invoice(
+    conn: &mut Conn,
+    project_id: &str,
+    wallet: Option<&mut InvoiceWallet>,
+    p: &InvoicePosting<'_>,
+    original: &InvoicePosted,
+    now: NaiveDateTime,
+    outbox: &mut Vec<NewOutbox>,
+) -> Result<InvoicePosted, TxFailure> {
+    let total = p.revenue + p.tax;
+    let mut reversed = InvoicePosted::default();
+    if let Some(booked) = &original.invoice {
+        let receivable = receivable_account(conn, project_id, p.currency, p.customer_id, now).await?;
+        let mut lines = vec![(receivable, total)];
+        if !p.revenue.is_zero() {
+            lines.push((
+                system_account(conn, project_id, p.currency, AccountKind::Revenue, now).await?,
+                -p.revenue,
+            ));
+        }
+        if !p.tax.is_zero() {
+            lines.push((
+                system_account(conn, project_id, p.currency, AccountKind::TaxPayable, now).await?,
+                -p.tax,
+            ));
+        }
+        let sum: Decimal = lines.iter().map(|(_, a)| *a).sum();
+        if !sum.is_zero() || lines.len() < 2 {
+            return Err(Error::Internal(format!("unbalanced invoice reversal: {lines:?}")).into());
+        }
+        let transaction = TransactionRow {
+            id: ids::new_id(TRANSACTION_ID_PREFIX),
+            project_id: project_id.to_string(),
+            wallet_id: None,
+            cause: Cause::Invoice.as_str().into(),
+            cause_id: Some(p.invoice_id.to_string()),
+            currency: p.currency.to_string(),
+            amount: -total,
+            idempotency_key: None,
+            request_hash: None,
+            description: Some(p.description.clone()),
+            actor: SYSTEM_ACTOR.into(),
+            corrects_transaction_id: Some(booked.id.clone()),
+            wallet_balance_after: None,
+            created_at: now,
+        };
+        let postings: Vec<NewPosting> = lines
+            .into_iter()
+            .map(|(account_id, amount)| NewPosting {
+                transaction_id: transaction.id.clone(),
+                project_id: project_id.to_string(),
+                account_id,
+                wallet_id: None,
+                lot_id: None,
+                currency: p.currency.to_string(),
+                amount,
+                wallet_balance_after: None,
+                cause: Cause::Invoice.as_str().into(),
+                created_at: now,
+            })
+            .collect();
+        store::insert_transaction(conn, &transaction).await?;
+        store::insert_postings(conn, &postings).await?;
+        reversed.invoice = Some(transaction);
+    }
+    if let Some(drawn) = &original.credits {
+        let Some(w) = wallet else {
+            return Err(Error::Internal("credits returned without a wallet".into()).into());
+        };
+        let overdraft_balance = store::account_balance(conn, &w.wallet.overdraft_account_id).await?;
+        let (mut lines, _) = credit_lines(p.credits, overdraft_balance, AccountKind::Adjustments);
+        if let Some(first) = lines.first_mut() {
+            first.target = Target::Receivable;
+        }
+        let transaction = post(
+            conn,
+            &mut w.wallet,
+            Posting {
+                cause: Cause::Invoice,
+                cause_id: Some(p.invoice_id.to_string()),
+                lines,
+                lots: &w.lots,
+                new_lot: Some(NewLot {
+                    source: LotSource::Adjustment,
+                    priority: 0,
+                    expires_at: None,
+                }),
+                idempotency_key: None,
+                request_hash: None,
+                description: Some(format!("prepaid credits returned: {}", p.description)),
+                actor: SYSTEM_ACTOR.into(),
+                corrects_transaction_id: Some(drawn.id.clone()),
+                amount: p.credits,
+            },
+            now,
+            outbox,
+        )
+        .await?;
+        reversed.credits = Some(transaction);
+    }
+    Ok(reversed)
+}
+
 #[cfg(test)]
 mod tests {
     use diesel::result::{DatabaseErrorKind, Error as DieselError};

@@ -149,6 +149,15 @@ pub async fn event_amounts(conn: &mut Conn, sql: &str, binds: Vec<Bind>) -> Quer
     bound(sql, binds).load(conn).await
 }
 
+/// Runs a page query of whole events built by `usage::metrics::billed_events_page`.
+pub async fn billed_events(
+    conn: &mut Conn,
+    sql: &str,
+    binds: Vec<Bind>,
+) -> QueryResult<Vec<crate::store::usage_events::EventRow>> {
+    bound(sql, binds).load(conn).await
+}
+
 /// The project's metrics with these ids (one query).
 pub async fn find_by_ids(conn: &mut Conn, project_id: &str, ids: &[&str]) -> QueryResult<Vec<MetricRow>> {
     if ids.is_empty() {

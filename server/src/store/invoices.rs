@@ -41,6 +41,10 @@ pub struct InvoiceRow {
     pub invoice_transaction_id: Option<String>,
     pub credits_transaction_id: Option<String>,
     pub finalized_at: Option<NaiveDateTime>,
+    pub voided_at: Option<NaiveDateTime>,
+    pub void_reason: Option<String>,
+    pub void_invoice_transaction_id: Option<String>,
+    pub void_credits_transaction_id: Option<String>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }
@@ -134,6 +138,25 @@ pub async fn finalize(conn: &mut Conn, row: &InvoiceRow) -> QueryResult<usize> {
         invoices::invoice_transaction_id.eq(&row.invoice_transaction_id),
         invoices::credits_transaction_id.eq(&row.credits_transaction_id),
         invoices::finalized_at.eq(row.finalized_at),
+        invoices::updated_at.eq(row.updated_at),
+    ))
+    .execute(conn)
+    .await
+}
+
+/// Marks an invoice void (from a draft or a finalized invoice), with its reversals.
+pub async fn void(conn: &mut Conn, row: &InvoiceRow) -> QueryResult<usize> {
+    diesel::update(
+        invoices::table
+            .filter(invoices::id.eq(&row.id))
+            .filter(invoices::status.eq_any(["DRAFT", "FINALIZED"])),
+    )
+    .set((
+        invoices::status.eq(&row.status),
+        invoices::voided_at.eq(row.voided_at),
+        invoices::void_reason.eq(&row.void_reason),
+        invoices::void_invoice_transaction_id.eq(&row.void_invoice_transaction_id),
+        invoices::void_credits_transaction_id.eq(&row.void_credits_transaction_id),
         invoices::updated_at.eq(row.updated_at),
     ))
     .execute(conn)

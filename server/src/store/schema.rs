@@ -278,6 +278,10 @@ diesel::table! {
         invoice_transaction_id -> Nullable<Varchar>,
         credits_transaction_id -> Nullable<Varchar>,
         finalized_at -> Nullable<Datetime>,
+        voided_at -> Nullable<Datetime>,
+        void_reason -> Nullable<Varchar>,
+        void_invoice_transaction_id -> Nullable<Varchar>,
+        void_credits_transaction_id -> Nullable<Varchar>,
         created_at -> Datetime,
         updated_at -> Datetime,
     }

@@ -23,7 +23,7 @@ pub struct NewEventRow<'a> {
     pub properties: Option<&'a str>,
 }
 
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = usage_events, check_for_backend(diesel::mysql::Mysql))]
 pub struct EventRow {
     pub seq: u64,

@@ -440,6 +440,35 @@ pub async fn event_amounts_page(
     Ok(rows.into_iter().map(|r| (r.occurred_at, r.seq, r.quantity)).collect())
 }
 
+/// One page of the events a usage line billed: `def`'s events of `customer` over `[from, to)`
+/// received by `received_until`, in the order they occurred (then arrived), after the keyset
+/// position `after` (`(occurred_at, seq)` of the previous page's last event).
+#[allow(clippy::too_many_arguments)]
+pub async fn billed_events_page(
+    conn: &mut Conn,
+    project_id: &str,
+    def: &MetricDef,
+    customer: &str,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+    received_until: NaiveDateTime,
+    after: Option<(NaiveDateTime, u64)>,
+    limit: i64,
+) -> Result<Vec<crate::store::usage_events::EventRow>> {
+    let (mut where_sql, mut binds) = where_clause(project_id, def, &[customer], from, to, Some(received_until));
+    if let Some((at, seq)) = after {
+        where_sql.push_str(" AND (occurred_at > ? OR (occurred_at = ? AND seq > ?))");
+        binds.push(Bind::Time(at));
+        binds.push(Bind::Time(at));
+        binds.push(Bind::Text(seq.to_string()));
+    }
+    let sql = format!(
+        "SELECT seq, id, project_id, idempotency_key, request_hash, customer_external_id, metric, quantity, \
+         occurred_at, received_at, properties FROM usage_events WHERE {where_sql} ORDER BY occurred_at, seq LIMIT {limit}"
+    );
+    Ok(billable_metrics::billed_events(conn, &sql, binds).await?)
+}
+
 /// An aggregate's text as an exact decimal. A SUM of many large quantities can have more digits
 /// than a `Decimal` holds (28): that is refused, never answered rounded.
 fn exact(text: Option<&str>) -> Result<Decimal> {
