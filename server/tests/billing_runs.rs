@@ -959,3 +959,165 @@ async fn reconciliation_finds_an_invoice_that_disagrees_with_its_postings() {
         json!([{ "check": "INVOICE_MISMATCH", "subject": invoice, "expected": "-11", "actual": "-10" }])
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upcoming_invoice_previews_the_period_so_far_and_under_another_plan() {
+    use chrono::Datelike;
+    let app = TestApp::spawn().await;
+    let (project, key) = project_with_key(&app, "Preview").await;
+    metric(&app, &key, "api_calls", "SUM").await;
+    let definition = |unit_amount: &str| {
+        json!({ "name": "Usage", "currency": "USD", "interval": { "unit": "MONTH" }, "fixedFee": "10",
+            "charges": [ { "metric": "api_calls", "price": { "perUnit": { "unitAmount": unit_amount } } } ] })
+    };
+    let plan = plan(&app, &key, "usage", definition("1")).await;
+    customer(&app, &key, "acme").await;
+    // From the 1st of this month (UTC): its first invoice (the advance fee) is due at once.
+    let today = chrono::Utc::now().date_naive();
+    let start = today.with_day(1).unwrap();
+    let next = start.checked_add_months(chrono::Months::new(1)).unwrap();
+    let sub = subscribe(&app, &key, "acme", &plan, &format!("{start}T00:00:00Z")).await;
+    // A second version after the subscription: the subscription keeps version 1.
+    let v2 = gql(
+        &app,
+        &key,
+        "mutation($i: CreatePlanVersionInput!) { createPlanVersion(input: $i) { planVersion { id } } }",
+        json!({ "i": { "planId": plan, "definition": definition("2") } }),
+    )
+    .await;
+    let v2 = v2.data()["createPlanVersion"]["planVersion"]["id"].clone();
+    let first = run(&app, &key, json!({ "subscriptionId": sub })).await;
+    assert_eq!(first["invoices"].as_array().unwrap().len(), 1);
+    ingest(&app, &key, "acme", &[("api_calls", "5", &format!("{start}T00:00:00Z"))]).await;
+
+    const UPCOMING: &str = "query($s: ID!, $v: ID) { upcomingInvoice(subscriptionId: $s, planVersionId: $v) {
+      boundary usagePeriod { from } planVersion { version } total { amount }
+      lines { kind amount { amount } quantity events { edges { node { quantity } } } } } }";
+    let upcoming = gql(&app, &key, UPCOMING, json!({ "s": sub })).await;
+    let upcoming = upcoming.data()["upcomingInvoice"].clone();
+    assert_eq!(upcoming["boundary"], format!("{next}T00:00:00+00:00"), "{upcoming}");
+    assert_eq!(upcoming["usagePeriod"]["from"], format!("{start}T00:00:00+00:00"));
+    // Next month's fee in advance, and this month's usage so far.
+    assert_eq!(amounts(&upcoming), pairs(&[("FIXED_FEE", "10"), ("USAGE", "5")]));
+    assert_eq!(upcoming["lines"][1]["events"]["edges"][0]["node"]["quantity"], "5");
+    assert_eq!(upcoming["total"]["amount"], "15");
+
+    // What if the customer were on version 2.
+    let what_if = gql(&app, &key, UPCOMING, json!({ "s": sub, "v": v2 })).await;
+    let what_if = what_if.data()["upcomingInvoice"].clone();
+    assert_eq!(what_if["planVersion"]["version"], 2);
+    assert_eq!(amounts(&what_if), pairs(&[("FIXED_FEE", "10"), ("USAGE", "10")]));
+    // Previews write nothing.
+    assert_eq!(count_rows(&app, "invoices", Some(&project)).await, 1);
+
+    let bogus = gql(
+        &app,
+        &key,
+        UPCOMING,
+        json!({ "s": sub, "v": "plv_00000000000000000000000000" }),
+    )
+    .await;
+    assert_eq!(
+        bogus.body["errors"][0]["extensions"]["field"], "planVersionId",
+        "{}",
+        bogus.body
+    );
+    let (_, other) = project_with_key(&app, "Other").await;
+    let hidden = gql(&app, &other, UPCOMING, json!({ "s": sub })).await;
+    assert_eq!(hidden.data()["upcomingInvoice"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backtest_rates_a_proposed_version_against_last_periods_usage() {
+    let app = TestApp::spawn().await;
+    let (project, key) = project_with_key(&app, "Backtest").await;
+    metric(&app, &key, "api_calls", "SUM").await;
+    let plan = plan(
+        &app,
+        &key,
+        "usage",
+        json!({ "name": "Usage", "currency": "USD", "interval": { "unit": "MONTH" }, "fixedFee": "10",
+            "charges": [ { "metric": "api_calls", "price": { "perUnit": { "unitAmount": "1" } } } ] }),
+    )
+    .await;
+    for c in ["a", "b", "c"] {
+        customer(&app, &key, c).await;
+        subscribe(&app, &key, c, &plan, "2025-01-01T00:00:00Z").await;
+    }
+    ingest(&app, &key, "a", &[("api_calls", "10", "2025-01-05T00:00:00Z")]).await;
+    ingest(&app, &key, "c", &[("api_calls", "100", "2025-01-06T00:00:00Z")]).await;
+    ingest(&app, &key, "c", &[("api_calls", "999", "2025-02-06T00:00:00Z")]).await;
+    let proposed = gql(
+        &app,
+        &key,
+        "mutation($i: CreatePlanVersionInput!) { createPlanVersion(input: $i) { planVersion { id } } }",
+        json!({ "i": { "planId": plan, "definition": { "name": "Usage", "currency": "USD", "interval": { "unit": "MONTH" }, "fixedFee": "20",
+            "charges": [ { "metric": "api_calls", "price": { "graduated": { "tiers": [
+                { "upTo": "50", "unitAmount": "1" }, { "unitAmount": "0.5" } ] } } } ] } } }),
+    )
+    .await;
+    let proposed = proposed.data()["createPlanVersion"]["planVersion"]["id"].clone();
+    const BACKTEST: &str = "query($v: ID!, $after: String) {
+      backtestPlan(planVersionId: $v, from: \"2025-01-01T00:00:00Z\", to: \"2025-02-01T00:00:00Z\", first: 2, after: $after) {
+        subscriptionCount currentTotal { amount } proposedTotal { amount } difference { amount }
+        customers { edges { node { customerExternalId current { amount } proposed { amount } difference { amount } } }
+          pageInfo { hasNextPage endCursor } } } }";
+    let r = gql(&app, &key, BACKTEST, json!({ "v": proposed })).await;
+    let result = r.data()["backtestPlan"].clone();
+    // Today: a 10 + 10, b 10, c 10 + 100 = 140. Proposed: a 20 + 10, b 20, c 20 + 50 + 50 × 0.5.
+    assert_eq!(result["subscriptionCount"], 3, "{result}");
+    assert_eq!(result["currentTotal"]["amount"], "140");
+    assert_eq!(result["proposedTotal"]["amount"], "145");
+    assert_eq!(result["difference"]["amount"], "5");
+    let rows = |page: &Value| -> Vec<(String, String, String)> {
+        page["customers"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let n = &e["node"];
+                (
+                    n["customerExternalId"].as_str().unwrap().to_string(),
+                    n["current"]["amount"].as_str().unwrap().to_string(),
+                    n["proposed"]["amount"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        rows(&result),
+        [
+            ("a".into(), "20".into(), "30".into()),
+            ("b".into(), "10".into(), "20".into())
+        ]
+    );
+    assert_eq!(result["customers"]["pageInfo"]["hasNextPage"], true);
+    let after = result["customers"]["pageInfo"]["endCursor"].clone();
+    let next = gql(&app, &key, BACKTEST, json!({ "v": proposed, "after": after })).await;
+    assert_eq!(
+        rows(&next.data()["backtestPlan"]),
+        [("c".to_string(), "110".to_string(), "95".to_string())]
+    );
+    // Nothing was written.
+    assert_eq!(count_rows(&app, "invoices", Some(&project)).await, 0);
+
+    for (query, field) in [
+        (
+            "query($v: ID!) { backtestPlan(planVersionId: $v, from: \"2025-02-01T00:00:00Z\", to: \"2025-01-01T00:00:00Z\") { difference { amount } } }",
+            "to",
+        ),
+        (
+            "query($v: ID!) { backtestPlan(planVersionId: $v, from: \"2025-01-01T00:00:00Z\", to: \"2999-01-01T00:00:00Z\") { difference { amount } } }",
+            "to",
+        ),
+    ] {
+        let r = gql(&app, &key, query, json!({ "v": proposed })).await;
+        assert_eq!(r.body["errors"][0]["extensions"]["field"], field, "{}", r.body);
+    }
+    let r = gql(&app, &key, BACKTEST, json!({ "v": "plv_00000000000000000000000000" })).await;
+    assert_eq!(
+        r.body["errors"][0]["extensions"]["field"], "planVersionId",
+        "{}",
+        r.body
+    );
+}

@@ -49,6 +49,8 @@ const VICTIM_CUSTOMER: &str = "victim-acme";
 const SCOPES: [&str; 4] = ["INGEST", "READ", "BILLING", "ADMIN"];
 
 struct Victim {
+    /// The plan's version 1.
+    plan_version: String,
     /// The invoice of the subscription's first boundary.
     invoice: String,
     project: String,
@@ -257,6 +259,7 @@ async fn victim(app: &TestApp) -> Victim {
         coupon: coupon_id,
         tax_rate: tax_rate_id,
         invoice: invoice_id,
+        plan_version: str_at(&plan, "/createPlan/planVersion/id"),
         project,
         all,
         single,
@@ -815,6 +818,50 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
                 doc(
                     "mutation($p: ID) { runBilling(input: { projectId: $p }) { invoices { id } } }",
                     p.clone(),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Query,
+            field: "upcomingInvoice",
+            need: READ,
+            own: doc(
+                "query($s: ID!) { upcomingInvoice(subscriptionId: $s) { boundary total { amount } } }",
+                json!({ "s": a.subscription }),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "query($s: ID!) { upcomingInvoice(subscriptionId: $s) { boundary } }",
+                    json!({ "s": a.subscription }),
+                    Null("/upcomingInvoice"),
+                ),
+                doc(
+                    "query($s: ID!, $p: ID) { upcomingInvoice(subscriptionId: $s, projectId: $p) { boundary } }",
+                    json!({ "s": a.subscription, "p": a.project }),
+                    Null("/upcomingInvoice"),
+                ),
+            ],
+        },
+        Case {
+            root: Query,
+            field: "backtestPlan",
+            need: READ,
+            own: doc(
+                "query($v: ID!) { backtestPlan(planVersionId: $v, from: \"2025-01-01T00:00:00Z\", to: \"2025-02-01T00:00:00Z\") { subscriptionCount difference { amount } } }",
+                json!({ "v": a.plan_version }),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "query($v: ID!) { backtestPlan(planVersionId: $v, from: \"2025-01-01T00:00:00Z\", to: \"2025-02-01T00:00:00Z\") { subscriptionCount } }",
+                    json!({ "v": a.plan_version }),
+                    Code("BAD_USER_INPUT"),
+                ),
+                doc(
+                    "query($v: ID!, $p: ID) { backtestPlan(projectId: $p, planVersionId: $v, from: \"2025-01-01T00:00:00Z\", to: \"2025-02-01T00:00:00Z\") { subscriptionCount } }",
+                    json!({ "v": a.plan_version, "p": a.project }),
                     NotFound,
                 ),
             ],
@@ -1758,6 +1805,7 @@ fn every_root_field_of_the_schema_has_an_entry_in_the_hostile_table() {
         coupon: "cpn_a".into(),
         tax_rate: "txr_a".into(),
         invoice: "inv_a".into(),
+        plan_version: "plv_a".into(),
         spare_key_id: "key_a".into(),
         ids: vec![],
     };

@@ -2,6 +2,7 @@
 //! runs that turn closed periods into invoices, and the scheduler that runs them. Rating itself
 //! is the pure `neruba-pricing` crate; this module reads usage and stores what it bills.
 
+pub mod backtest;
 pub mod discounts;
 pub mod plans;
 pub mod runs;

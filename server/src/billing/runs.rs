@@ -269,8 +269,17 @@ struct Context<'a> {
     metrics: &'a HashMap<String, MetricDef>,
     previous: Option<NaiveDateTime>,
     boundary: NaiveDateTime,
+    /// A preview's usage ends here (now), before the boundary.
+    usage_until: Option<NaiveDateTime>,
     clock: Clock,
     credits_available: Decimal,
+}
+
+impl Context<'_> {
+    /// Where the usage this invoice bills ends.
+    fn usage_to(&self) -> NaiveDateTime {
+        self.usage_until.map_or(self.boundary, |until| until.min(self.boundary))
+    }
 }
 
 /// The fixed fee for the days of `period` the subscription covers up to `until`.
@@ -305,20 +314,36 @@ async fn rate_events(
     from: NaiveDateTime,
     to: NaiveDateTime,
 ) -> Result<Rating> {
+    rate_event_amounts(
+        conn,
+        ctx.project_id,
+        def,
+        &ctx.customer.external_id,
+        terms,
+        from,
+        to,
+        ctx.clock.cutoff,
+    )
+    .await
+}
+
+/// Rates a percentage price over a customer's events of `def` in `[from, to)` received by
+/// `cutoff`, streamed through the rater a page at a time: memory stays bounded.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn rate_event_amounts(
+    conn: &mut Conn,
+    project_id: &str,
+    def: &MetricDef,
+    customer: &str,
+    terms: &neruba_pricing::PercentageSpec,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+    cutoff: NaiveDateTime,
+) -> Result<Rating> {
     let mut rater = PercentageRater::new(terms);
     let mut after = None;
     loop {
-        let page = metrics::event_amounts_page(
-            conn,
-            ctx.project_id,
-            def,
-            &ctx.customer.external_id,
-            from,
-            to,
-            ctx.clock.cutoff,
-            after,
-        )
-        .await?;
+        let page = metrics::event_amounts_page(conn, project_id, def, customer, from, to, cutoff, after).await?;
         for (_, _, amount) in &page {
             rater
                 .push(*amount)
@@ -391,7 +416,7 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
     let mut usages = Vec::new();
     let mut ratings = Vec::new();
     if let (Some(from), Some(_)) = (ctx.previous, usage_period) {
-        let to = ctx.boundary;
+        let to = ctx.usage_to();
         for charge in &version.charges {
             let def = ctx
                 .metrics
@@ -435,7 +460,8 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
         }),
         _ => None,
     };
-    // Coupons and taxes: plain reads, under the subscription's lock (`applyCoupon` takes it too).
+    // Coupons and taxes: plain reads (a run holds the subscription's lock, which `applyCoupon`
+    // takes too; a preview reads without it).
     let discounts = discounts::for_invoice(
         conn,
         ctx.project_id,
@@ -456,7 +482,7 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
     })
     .map_err(|e| Error::invalid("charges", format!("the usage cannot be rated: {e}")))?;
 
-    let usage_span = ctx.previous.map(|from| (from, ctx.boundary));
+    let usage_span = ctx.previous.map(|from| (from, ctx.usage_to()));
     let lines = computed
         .lines
         .iter()
@@ -720,6 +746,7 @@ async fn bill_next_once(
         metrics: &metrics,
         previous: last,
         boundary,
+        usage_until: None,
         clock,
         credits_available: wallet.as_ref().map_or(Decimal::ZERO, |w| w.available),
     };
@@ -1005,6 +1032,7 @@ async fn recompute_manifest(
         metrics: &metrics,
         previous: stored.previous_boundary,
         boundary: stored.boundary,
+        usage_until: None,
         clock: Clock {
             now: stored.now.max(cutoff),
             cutoff,
@@ -1164,6 +1192,50 @@ async fn customer_external_id(conn: &mut Conn, project_id: &str, invoice: &Invoi
         .await?
         .ok_or_else(|| Error::Internal(format!("invoice {} has no customer", invoice.id)))?
         .external_id)
+}
+
+// ---- previews
+
+/// The invoice a subscription would get at its next boundary with the usage so far (`now`):
+/// the current period's invoice, or under another plan version of the project (a what-if).
+/// Computed like a run's, nothing written: the rows are answered, not stored.
+pub async fn preview(
+    conn: &mut Conn,
+    project_id: &str,
+    subscription_id: &str,
+    plan_version_id: Option<&str>,
+    now: NaiveDateTime,
+) -> Result<(InvoiceRow, Vec<LineRow>)> {
+    let sub = subscription_store::find(conn, project_id, subscription_id)
+        .await?
+        .ok_or(Error::NotFound("subscription"))?;
+    let version = match plan_version_id {
+        Some(id) => plans::load_version(conn, project_id, id).await?,
+        None => plans::load_version(conn, project_id, &sub.plan_version_id).await?,
+    };
+    let last = store::last_boundary(conn, &sub.id).await?;
+    let boundary = next_boundary(&sub, &version, last)?
+        .ok_or_else(|| Error::invalid("subscriptionId", "the subscription has ended and was billed to its end"))?;
+    let customer = customer_store::find_by_id(conn, project_id, &sub.customer_id)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("subscription {} has no customer", sub.id)))?;
+    let metrics = metric_defs(conn, project_id, &version).await?;
+    let credits_available =
+        ledger::available_credits(conn, project_id, &customer.external_id, &version.row.currency, now).await?;
+    let ctx = Context {
+        project_id,
+        sub: &sub,
+        customer: &customer,
+        version: &version,
+        metrics: &metrics,
+        previous: last,
+        boundary,
+        usage_until: Some(now),
+        clock: Clock { now, cutoff: now },
+        credits_available,
+    };
+    let manifest = compute(conn, &ctx).await?;
+    rows(project_id, &manifest, InvoiceStatus::Draft, now)
 }
 
 // ---- voiding

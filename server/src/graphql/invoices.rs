@@ -21,7 +21,7 @@ use super::{
 use crate::{
     auth::Scope,
     billing::{
-        plans,
+        backtest, plans,
         runs::{self, Clock, InvoiceLineKind, InvoiceStatus},
     },
     credit_units,
@@ -620,4 +620,233 @@ pub struct VoidInvoiceInput {
 #[derive(SimpleObject)]
 pub struct VoidInvoicePayload {
     pub invoice: Invoice,
+}
+
+/// What a subscription's next invoice would be with the usage so far (nothing is stored).
+pub struct UpcomingInvoice {
+    row: Arc<InvoiceRow>,
+    lines: Vec<LineRow>,
+    unit: Currency,
+}
+
+impl UpcomingInvoice {
+    fn money(&self, amount: rust_decimal::Decimal) -> Money {
+        Money::in_unit(amount, &self.unit)
+    }
+}
+
+#[Object]
+impl UpcomingInvoice {
+    /// The boundary it would be billed at (the end of the current period).
+    async fn boundary(&self) -> DateTime<Utc> {
+        utc(self.row.boundary)
+    }
+    /// The usage so far: from the last boundary billed to now.
+    async fn usage_period(&self) -> Option<TimeSpan> {
+        span(self.row.usage_from, self.row.usage_to)
+    }
+    /// The plan version it was computed under (another one for a what-if).
+    async fn plan_version(&self, ctx: &Context<'_>) -> Result<PlanVersion> {
+        let mut conn = db::get(&state(ctx).pool).await?;
+        Ok(PlanVersion(
+            plans::load_version(&mut conn, &self.row.project_id, &self.row.plan_version_id).await?,
+        ))
+    }
+    async fn lines(&self) -> Vec<InvoiceLine> {
+        self.lines
+            .iter()
+            .map(|row| InvoiceLine {
+                row: row.clone(),
+                unit: self.unit.clone(),
+                invoice: self.row.clone(),
+            })
+            .collect()
+    }
+    async fn subtotal(&self) -> Money {
+        self.money(self.row.subtotal)
+    }
+    async fn discount(&self) -> Money {
+        self.money(self.row.discount)
+    }
+    async fn tax(&self) -> Money {
+        self.money(self.row.tax)
+    }
+    async fn total(&self) -> Money {
+        self.money(self.row.total)
+    }
+    /// The prepaid credits that would pay it, from what the wallet holds now.
+    async fn credits(&self) -> Money {
+        self.money(self.row.credits)
+    }
+    async fn amount_due(&self) -> Money {
+        self.money(self.row.amount_due)
+    }
+    /// When it was computed.
+    async fn computed_at(&self) -> DateTime<Utc> {
+        utc(self.row.computed_at)
+    }
+}
+
+#[derive(Default)]
+pub struct PreviewQuery;
+
+#[Object]
+impl PreviewQuery {
+    /// The invoice a subscription would get at the end of its current period, with the usage so
+    /// far; under `planVersionId` (any version of the project's plans), what it would be on that
+    /// plan instead. Computed like a billing run, nothing written (scope `READ`). Null when the
+    /// subscription does not exist.
+    async fn upcoming_invoice(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Option<ID>,
+        subscription_id: ID,
+        plan_version_id: Option<ID>,
+    ) -> Result<Option<UpcomingInvoice>> {
+        absent_is_null(async {
+            let project_id = resolve_project(ctx, &project_id, Scope::Read).await?;
+            let mut conn = db::get(&state(ctx).pool).await?;
+            let (row, lines) = runs::preview(
+                &mut conn,
+                &project_id,
+                &subscription_id,
+                plan_version_id.as_ref().map(|v| v.as_str()),
+                crate::store::now(),
+            )
+            .await
+            .map_err(|e| match e {
+                // A what-if version that is not the project's names its field.
+                Error::NotFound("plan version") => Error::invalid("planVersionId", "no such plan version"),
+                other => other,
+            })?;
+            let unit = credit_units::stored_unit(&mut conn, &project_id, &row.currency).await?;
+            Ok(UpcomingInvoice {
+                row: Arc::new(row),
+                lines,
+                unit,
+            })
+        })
+        .await
+    }
+}
+
+/// One customer in a backtest: what its own plan version bills for the period, and the proposed.
+pub struct BacktestCustomer {
+    result: backtest::CustomerResult,
+    unit: Currency,
+}
+
+#[Object]
+impl BacktestCustomer {
+    async fn customer_external_id(&self) -> &str {
+        &self.result.customer_external_id
+    }
+    async fn subscription(&self) -> PlanSubscription {
+        PlanSubscription(self.result.subscription.clone())
+    }
+    /// Under the subscription's own plan version.
+    async fn current(&self) -> Money {
+        Money::in_unit(self.result.current, &self.unit)
+    }
+    /// Under the proposed version.
+    async fn proposed(&self) -> Money {
+        Money::in_unit(self.result.proposed, &self.unit)
+    }
+    /// `proposed − current`.
+    async fn difference(&self) -> Money {
+        Money::in_unit(self.result.difference(), &self.unit)
+    }
+}
+
+/// A proposed plan version rated against a past period's real usage.
+pub struct PlanBacktest {
+    result: backtest::Backtest,
+    page: Connection<String, BacktestCustomer>,
+}
+
+#[Object]
+impl PlanBacktest {
+    async fn plan_version(&self) -> PlanVersion {
+        PlanVersion(self.result.proposed.clone())
+    }
+    async fn from(&self) -> DateTime<Utc> {
+        utc(self.result.from)
+    }
+    async fn to(&self) -> DateTime<Utc> {
+        utc(self.result.to)
+    }
+    /// How many subscriptions were rated.
+    async fn subscription_count(&self) -> i32 {
+        i32::try_from(self.result.customers.len()).unwrap_or(i32::MAX)
+    }
+    /// What the subscriptions' own versions bill for the period, all customers.
+    async fn current_total(&self) -> Money {
+        Money::in_unit(self.result.current_total, &self.result.proposed.currency)
+    }
+    async fn proposed_total(&self) -> Money {
+        Money::in_unit(self.result.proposed_total, &self.result.proposed.currency)
+    }
+    /// `proposedTotal − currentTotal`.
+    async fn difference(&self) -> Money {
+        Money::in_unit(
+            self.result.proposed_total - self.result.current_total,
+            &self.result.proposed.currency,
+        )
+    }
+    /// Per customer, in subscription order: the page asked for by `first` and `after`.
+    async fn customers(&self) -> &Connection<String, BacktestCustomer> {
+        &self.page
+    }
+}
+
+#[derive(Default)]
+pub struct BacktestQuery;
+
+#[Object]
+impl BacktestQuery {
+    /// Rates a proposed plan version against `[from, to)`'s real usage (events received by now)
+    /// for every customer subscribed to its plan during the period, beside what each one's own
+    /// version bills: the period as one billing period (fixed fee, usage charges, minimums), no
+    /// coupons, taxes or credits. Aggregated in SQL; nothing is written (scope `READ`).
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
+    #[allow(clippy::too_many_arguments)]
+    async fn backtest_plan(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Option<ID>,
+        plan_version_id: ID,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        #[graphql(desc = "Page size of `customers`, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page of `customers`.")] after: Option<String>,
+    ) -> Result<PlanBacktest> {
+        let project_id = resolve_project(ctx, &project_id, Scope::Read).await?;
+        let size = pagination::page_size(first)?;
+        let after_key = pagination::after_key(CursorKind::Backtest, after.as_deref())?;
+        let from = crate::time::to_column("from", from)?;
+        let to = crate::time::to_column("to", to)?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let result =
+            backtest::backtest(&mut conn, &project_id, &plan_version_id, from, to, crate::store::now()).await?;
+        let unit = result.proposed.currency.clone();
+        let rows: Vec<backtest::CustomerResult> = result
+            .customers
+            .iter()
+            .filter(|c| after_key.as_deref().is_none_or(|a| c.subscription.id.as_str() > a))
+            .take(size as usize + 1)
+            .cloned()
+            .collect();
+        let page = pagination::connection(
+            CursorKind::Backtest,
+            rows,
+            size,
+            after.as_deref(),
+            |c| c.subscription.id.clone(),
+            |result| BacktestCustomer {
+                result,
+                unit: unit.clone(),
+            },
+        );
+        Ok(PlanBacktest { result, page })
+    }
 }

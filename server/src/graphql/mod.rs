@@ -37,6 +37,8 @@ pub struct QueryRoot(
     billing::SubscriptionQuery,
     invoices::InvoiceQuery,
     discounts::DiscountQuery,
+    invoices::PreviewQuery,
+    invoices::BacktestQuery,
     node::NodeQuery,
 );
 

@@ -57,6 +57,7 @@ pub enum CursorKind {
     Invoice,
     Coupon,
     TaxRate,
+    Backtest,
 }
 
 impl CursorKind {
@@ -77,6 +78,7 @@ impl CursorKind {
             CursorKind::Invoice => "invoice",
             CursorKind::Coupon => "coupon",
             CursorKind::TaxRate => "taxrate",
+            CursorKind::Backtest => "backtest",
         }
     }
 }

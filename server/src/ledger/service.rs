@@ -995,6 +995,23 @@ pub async fn lock_invoice_wallet(
     }))
 }
 
+/// What the customer's usable lots in `currency` hold at `now`, read without locking (for
+/// previews; an invoice locks the wallet with [`lock_invoice_wallet`]).
+pub async fn available_credits(
+    conn: &mut Conn,
+    project_id: &str,
+    customer_external_id: &str,
+    currency: &str,
+    now: NaiveDateTime,
+) -> Result<Decimal> {
+    let Some(wallet) = store::find_wallet_by_customer(conn, project_id, customer_external_id, currency).await? else {
+        return Ok(Decimal::ZERO);
+    };
+    let lots = store::open_lots(conn, &wallet.id).await?;
+    let views: Vec<LotView> = lots.iter().map(lot_view).collect();
+    Ok(drawable(&views, now).iter().map(|l| l.remaining).sum())
+}
+
 /// What a finalized invoice posts.
 #[derive(Debug, Clone)]
 pub struct InvoicePosting<'a> {

@@ -77,6 +77,25 @@ pub async fn find(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Op
         .optional()
 }
 
+/// The subscriptions to a plan (any version) that ran during part of `[from, to)`, in id order.
+pub async fn on_plan_during(
+    conn: &mut Conn,
+    project_id: &str,
+    plan_id: &str,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> QueryResult<Vec<SubscriptionRow>> {
+    subscriptions::table
+        .filter(subscriptions::project_id.eq(project_id))
+        .filter(subscriptions::plan_id.eq(plan_id))
+        .filter(subscriptions::starts_at.lt(to))
+        .filter(subscriptions::ends_at.is_null().or(subscriptions::ends_at.gt(from)))
+        .select(SubscriptionRow::as_select())
+        .order(subscriptions::id.asc())
+        .load(conn)
+        .await
+}
+
 pub async fn lock(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<SubscriptionRow>> {
     subscriptions::table
         .filter(subscriptions::project_id.eq(project_id))
