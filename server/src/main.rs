@@ -48,6 +48,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a period's billing and reconciliation export: per customer and currency, invoiced,
+    /// credits applied, paid, outstanding, and whether it ties out with the ledger (exit 1 when a
+    /// row does not).
+    Export {
+        /// `YYYY-MM` (a calendar month, UTC) or `YYYY-MM-DD..YYYY-MM-DD` (the end exclusive).
+        #[arg(long)]
+        period: String,
+        /// Only this project (default: all).
+        #[arg(long)]
+        project: Option<String>,
+        /// `csv` (default) or `json`.
+        #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
+        format: String,
+    },
     /// Print the GraphQL schema (SDL), or write it to / compare it with a file.
     Schema {
         /// Write the schema to this file.
@@ -118,6 +132,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => migrate(config).await,
         Command::Doctor => Ok(doctor(config).await),
         Command::Reconcile { project, json } => reconcile(config, project.as_deref(), json).await,
+        Command::Export {
+            period,
+            project,
+            format,
+        } => export(config, &period, project.as_deref(), &format).await,
         Command::Schema { .. } | Command::EmbeddedDb { .. } => unreachable!("handled above"),
     }
 }
@@ -244,6 +263,30 @@ async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn export(config: Config, period: &str, project: Option<&str>, format: &str) -> anyhow::Result<ExitCode> {
+    let (from, to) = neruba::billing::export::parse_period(period).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let (url, embedded) = open_database(&config).await?;
+    let result = async {
+        let mut conn = db::connect(&url).await?;
+        anyhow::Ok(neruba::billing::export::export(&mut conn, project, from, to).await?)
+    }
+    .await;
+    if let Some(embedded) = embedded {
+        embedded.stop().await;
+    }
+    let rows = result?;
+    if format == "json" {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", neruba::billing::export::to_csv(&rows));
+    }
+    Ok(if rows.iter().all(|r| r.ties_out()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn reconcile(config: Config, project: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {

@@ -1121,3 +1121,86 @@ async fn a_backtest_rates_a_proposed_version_against_last_periods_usage() {
         r.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_period_export_totals_each_customer_and_ties_out_with_the_ledger() {
+    let app = TestApp::spawn().await;
+    let (project, key) = project_with_key(&app, "Export").await;
+    let plan = plan(
+        &app,
+        &key,
+        "flat",
+        json!({ "name": "Flat", "currency": "USD", "interval": { "unit": "MONTH" }, "fixedFee": "10" }),
+    )
+    .await;
+    for c in ["a", "b"] {
+        customer(&app, &key, c).await;
+        subscribe(&app, &key, c, &plan, "2025-01-01T00:00:00Z").await;
+    }
+    let wallet = gql(
+        &app,
+        &key,
+        "mutation { createWallet(input: { customerExternalId: \"a\", currency: \"USD\" }) { wallet { id } } }",
+        json!({}),
+    )
+    .await;
+    let wallet = wallet.data()["createWallet"]["wallet"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    gql(
+        &app,
+        &key,
+        "mutation($w: ID!) { topUpWallet(input: { walletId: $w, amount: \"15\", idempotencyKey: \"t\" }) { wallet { id } } }",
+        json!({ "w": wallet }),
+    )
+    .await;
+    // January 1, February 1 and March 1 for both; a's 15 pay January's 10 and 5 of February's.
+    let report = run(&app, &key, json!({ "now": "2025-03-15T00:00:00Z" })).await;
+    assert_eq!(report["invoices"].as_array().unwrap().len(), 6);
+
+    const EXPORT: &str = "query { billingExport(from: \"2025-02-01T00:00:00Z\", to: \"2025-03-01T00:00:00Z\") {
+      tiesOut csv rows { customerExternalId invoices invoiced { amount currency } creditsApplied { amount }
+        paid { amount } outstanding { amount } ledgerReceivable { amount } tiesOut } } }";
+    let r = gql(&app, &key, EXPORT, json!({})).await;
+    let export = r.data()["billingExport"].clone();
+    assert_eq!(export["tiesOut"], true, "{export}");
+    assert_eq!(
+        export["rows"],
+        json!([
+            { "customerExternalId": "a", "invoices": 1, "invoiced": { "amount": "10", "currency": "USD" },
+              "creditsApplied": { "amount": "5" }, "paid": { "amount": "0" }, "outstanding": { "amount": "5" },
+              "ledgerReceivable": { "amount": "-5" }, "tiesOut": true },
+            { "customerExternalId": "b", "invoices": 1, "invoiced": { "amount": "10", "currency": "USD" },
+              "creditsApplied": { "amount": "0" }, "paid": { "amount": "0" }, "outstanding": { "amount": "10" },
+              "ledgerReceivable": { "amount": "-10" }, "tiesOut": true },
+        ])
+    );
+    let csv = export["csv"].as_str().unwrap();
+    let lines: Vec<&str> = csv.trim_end().split("\r\n").collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert_eq!(lines[1], format!("{project},a,USD,1,10,5,0,5,-5,true"));
+
+    // The command line prints the same and exits 0 when everything ties out.
+    let url = app.db.as_ref().unwrap().url.clone();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_neruba"))
+        .args(["export", "--period", "2025-02", "--project", &project])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout, csv);
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_neruba"))
+        .args(["export", "--period", "2025-13"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert_ne!(bad.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("period"));
+}

@@ -868,6 +868,28 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
         },
         Case {
             root: Query,
+            field: "billingExport",
+            need: READ,
+            own: doc(
+                "{ billingExport(from: \"2020-01-01T00:00:00Z\", to: \"2099-01-01T00:00:00Z\") { tiesOut rows { customerExternalId } } }",
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "{ billingExport(from: \"2020-01-01T00:00:00Z\", to: \"2099-01-01T00:00:00Z\") { rows { customerExternalId } } }",
+                    json!({}),
+                    Empty("/billingExport/rows"),
+                ),
+                doc(
+                    "query($p: ID) { billingExport(projectId: $p, from: \"2020-01-01T00:00:00Z\", to: \"2099-01-01T00:00:00Z\") { tiesOut } }",
+                    p.clone(),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Query,
             field: "subscription",
             need: READ,
             own: doc(

@@ -4,6 +4,7 @@
 
 pub mod backtest;
 pub mod discounts;
+pub mod export;
 pub mod plans;
 pub mod runs;
 pub mod scheduler;

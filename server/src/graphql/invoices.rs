@@ -21,7 +21,7 @@ use super::{
 use crate::{
     auth::Scope,
     billing::{
-        backtest, plans,
+        backtest, export, plans,
         runs::{self, Clock, InvoiceLineKind, InvoiceStatus},
     },
     credit_units,
@@ -848,5 +848,102 @@ impl BacktestQuery {
             },
         );
         Ok(PlanBacktest { result, page })
+    }
+}
+
+/// One customer and currency of a billing export.
+pub struct BillingExportRow(export::ExportRow);
+
+#[Object]
+impl BillingExportRow {
+    async fn customer_external_id(&self) -> &str {
+        &self.0.customer_external_id
+    }
+    /// Finalized and paid invoices with a boundary in the period.
+    async fn invoices(&self) -> i32 {
+        i32::try_from(self.0.invoices).unwrap_or(i32::MAX)
+    }
+    async fn invoiced(&self) -> Money {
+        Money::stored(self.0.invoiced, &self.0.currency, &self.0.project_id)
+    }
+    async fn credits_applied(&self) -> Money {
+        Money::stored(self.0.credits_applied, &self.0.currency, &self.0.project_id)
+    }
+    async fn paid(&self) -> Money {
+        Money::stored(self.0.paid, &self.0.currency, &self.0.project_id)
+    }
+    async fn outstanding(&self) -> Money {
+        Money::stored(self.0.outstanding, &self.0.currency, &self.0.project_id)
+    }
+    /// What the invoices' postings left on the customer's receivable account.
+    async fn ledger_receivable(&self) -> Money {
+        Money::stored(self.0.ledger_receivable, &self.0.currency, &self.0.project_id)
+    }
+    /// Whether the invoices and the ledger agree (`ledgerReceivable = −(outstanding + paid)`).
+    async fn ties_out(&self) -> bool {
+        self.0.ties_out()
+    }
+}
+
+/// The billing and reconciliation export of a period.
+pub struct BillingExport {
+    from: chrono::NaiveDateTime,
+    to: chrono::NaiveDateTime,
+    rows: Vec<export::ExportRow>,
+}
+
+#[Object]
+impl BillingExport {
+    async fn from(&self) -> DateTime<Utc> {
+        utc(self.from)
+    }
+    async fn to(&self) -> DateTime<Utc> {
+        utc(self.to)
+    }
+    /// Per customer and currency, by external id.
+    async fn rows(&self) -> Vec<BillingExportRow> {
+        self.rows.iter().cloned().map(BillingExportRow).collect()
+    }
+    /// Whether every row ties out with the ledger.
+    async fn ties_out(&self) -> bool {
+        self.rows.iter().all(export::ExportRow::ties_out)
+    }
+    /// The same rows as CSV (RFC 4180, a header line, exact amounts).
+    async fn csv(&self) -> String {
+        export::to_csv(&self.rows)
+    }
+}
+
+/// The most rows `billingExport` answers; `neruba export` has no limit.
+pub const MAX_EXPORT_ROWS: usize = 10_000;
+
+#[derive(Default)]
+pub struct ExportQuery;
+
+#[Object]
+impl ExportQuery {
+    /// The period's billing and reconciliation export (scope `READ`): per customer and currency,
+    /// invoiced, credits applied, paid and outstanding for the invoices with a boundary in
+    /// `[from, to)`, tied out with the ledger. `neruba export --period` prints the same.
+    async fn billing_export(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Option<ID>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<BillingExport> {
+        let project_id = resolve_project(ctx, &project_id, Scope::Read).await?;
+        let from = crate::time::to_column("from", from)?;
+        let to = crate::time::to_column("to", to)?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let rows = export::export(&mut conn, Some(&project_id), from, to).await?;
+        if rows.len() > MAX_EXPORT_ROWS {
+            return Err(Error::invalid(
+                "to",
+                format!("more than {MAX_EXPORT_ROWS} rows: export a shorter period, or use `neruba export`"),
+            )
+            .into());
+        }
+        Ok(BillingExport { from, to, rows })
     }
 }

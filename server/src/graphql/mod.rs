@@ -39,6 +39,7 @@ pub struct QueryRoot(
     discounts::DiscountQuery,
     invoices::PreviewQuery,
     invoices::BacktestQuery,
+    invoices::ExportQuery,
     node::NodeQuery,
 );
 
