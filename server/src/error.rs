@@ -41,6 +41,12 @@ crate::text_enum::text_enum! {
         PlanExists = "PLAN_EXISTS",
         /// The customer has a live subscription to that plan already (HTTP 409).
         SubscriptionExists = "SUBSCRIPTION_EXISTS",
+        /// The coupon code exists with another definition (HTTP 409).
+        CouponExists = "COUPON_EXISTS",
+        /// The coupon is applied to the subscription already (HTTP 409).
+        CouponApplied = "COUPON_APPLIED",
+        /// The tax rate code exists with another definition (HTTP 409).
+        TaxRateExists = "TAX_RATE_EXISTS",
         /// The invoice is no longer a draft: a finalized invoice is never edited (HTTP 409).
         InvoiceNotDraft = "INVOICE_NOT_DRAFT",
         /// The request body is over the limit (HTTP 413).

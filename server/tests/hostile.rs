@@ -64,6 +64,9 @@ struct Victim {
     account: String,
     plan: String,
     subscription: String,
+    customer: String,
+    coupon: String,
+    tax_rate: String,
     /// A key of A that the positive control of `revokeApiKey` revokes at the very end.
     spare_key_id: String,
     /// Every id of A's objects: none may appear in what B is answered.
@@ -191,8 +194,27 @@ async fn victim(app: &TestApp) -> Victim {
     )
     .await);
     let invoice_id = str_at(&billed, "/runBilling/invoices/0/id");
+    let coupon = ok(&gql(
+        app,
+        &all,
+        "mutation { createCoupon(input: { code: \"VICTIM10\", name: \"Victim\", discount: { percentage: \"10\" }, duration: FOREVER }) { coupon { id } } }",
+        json!({}),
+    )
+    .await);
+    let coupon_id = str_at(&coupon, "/createCoupon/coupon/id");
+    let tax_rate = ok(&gql(
+        app,
+        &all,
+        "mutation { createTaxRate(input: { code: \"VICTIM_VAT\", name: \"VAT\", percentage: \"19\" }) { taxRate { id } } }",
+        json!({}),
+    )
+    .await);
+    let tax_rate_id = str_at(&tax_rate, "/createTaxRate/taxRate/id");
+    let customer_id = str_at(&customer, "/createCustomer/customer/id");
 
     let mut ids = vec![
+        coupon_id.clone(),
+        tax_rate_id.clone(),
         invoice_id.clone(),
         project.clone(),
         wallet.clone(),
@@ -233,6 +255,9 @@ async fn victim(app: &TestApp) -> Victim {
         account: str_at(&charge, "/ingestCharge/transaction/entries/nodes/0/account/id"),
         plan: plan_id,
         subscription: subscription_id,
+        customer: customer_id,
+        coupon: coupon_id,
+        tax_rate: tax_rate_id,
         invoice: invoice_id,
         plan_version: str_at(&plan, "/createPlan/planVersion/id"),
         project,
@@ -666,6 +691,64 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
             ],
         },
         Case {
+            root: Query,
+            field: "coupons",
+            need: READ,
+            own: doc("{ coupons { nodes { id code percentage } } }", json!({}), OwnOnly),
+            cross: vec![
+                doc(
+                    "{ coupons { edges { node { id } } } }",
+                    json!({}),
+                    Empty("/coupons/edges"),
+                ),
+                doc(
+                    "query($p: ID) { coupons(projectId: $p) { edges { node { id } } } }",
+                    p.clone(),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Query,
+            field: "coupon",
+            need: READ,
+            own: doc(
+                "query($id: ID!) { coupon(id: $id) { id code duration } }",
+                json!({ "id": a.coupon }),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "query($id: ID!) { coupon(id: $id) { id code } }",
+                    json!({ "id": a.coupon }),
+                    Null("/coupon"),
+                ),
+                doc(
+                    "query($id: ID!, $p: ID) { coupon(id: $id, projectId: $p) { id } }",
+                    json!({ "id": a.coupon, "p": a.project }),
+                    Null("/coupon"),
+                ),
+            ],
+        },
+        Case {
+            root: Query,
+            field: "taxRates",
+            need: READ,
+            own: doc("{ taxRates { nodes { id code percentage } } }", json!({}), OwnOnly),
+            cross: vec![
+                doc(
+                    "{ taxRates { edges { node { id } } } }",
+                    json!({}),
+                    Empty("/taxRates/edges"),
+                ),
+                doc(
+                    "query($p: ID) { taxRates(projectId: $p) { edges { node { id } } } }",
+                    p.clone(),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
             root: Mutation,
             field: "recomputeInvoice",
             need: BILLING,
@@ -965,6 +1048,16 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
                     json!({ "a": a.subscription }),
                     Null("/node"),
                 ),
+                doc(
+                    "query($a: ID!) { node(id: $a) { id ... on Coupon { code } } }",
+                    json!({ "a": a.coupon }),
+                    Null("/node"),
+                ),
+                doc(
+                    "query($a: ID!) { node(id: $a) { id ... on TaxRate { code } } }",
+                    json!({ "a": a.tax_rate }),
+                    Null("/node"),
+                ),
             ],
         },
         Case {
@@ -974,7 +1067,7 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
             own: doc("{ nodes(ids: [\"wal_unknown\"]) { id } }", json!({}), OwnOnly),
             cross: vec![doc(
                 "query($ids: [ID!]!) { nodes(ids: $ids) { id } }",
-                json!({ "ids": [a.wallet, a.charge_txn, a.project, a.account, a.top_up_txn, a.plan, a.subscription] }),
+                json!({ "ids": [a.wallet, a.charge_txn, a.project, a.account, a.top_up_txn, a.plan, a.subscription, a.coupon, a.tax_rate] }),
                 OwnOnly,
             )],
         },
@@ -1222,6 +1315,102 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
                 json!({ "id": a.subscription }),
                 NotFound,
             )],
+        },
+        Case {
+            root: Mutation,
+            field: "createCoupon",
+            need: BILLING,
+            own: doc(
+                "mutation { createCoupon(input: { code: \"VICTIM10\", name: \"Victim\", discount: { percentage: \"10\" }, duration: FOREVER }) { created coupon { id } } }",
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                "mutation($p: ID) { createCoupon(input: { projectId: $p, code: \"VICTIM10\", name: \"Victim\", discount: { percentage: \"10\" }, duration: FOREVER }) { created coupon { id } } }",
+                p.clone(),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Mutation,
+            field: "applyCoupon",
+            need: BILLING,
+            own: doc(
+                "mutation($s: ID!, $c: ID!) { applyCoupon(input: { subscriptionId: $s, couponId: $c, idempotencyKey: \"victim-apply\" }) { replayed redemption { id } } }",
+                json!({ "s": a.subscription, "c": a.coupon }),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "mutation($s: ID!, $c: ID!) { applyCoupon(input: { subscriptionId: $s, couponId: $c, idempotencyKey: \"x\" }) { redemption { id } } }",
+                    json!({ "s": a.subscription, "c": a.coupon }),
+                    NotFound,
+                ),
+                doc(
+                    "mutation($s: ID!, $c: ID!, $p: ID) { applyCoupon(input: { projectId: $p, subscriptionId: $s, couponId: $c, idempotencyKey: \"x\" }) { redemption { id } } }",
+                    json!({ "s": a.subscription, "c": a.coupon, "p": a.project }),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Mutation,
+            field: "createTaxRate",
+            need: BILLING,
+            own: doc(
+                "mutation { createTaxRate(input: { code: \"VICTIM_VAT\", name: \"VAT\", percentage: \"19\" }) { created taxRate { id } } }",
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                "mutation($p: ID) { createTaxRate(input: { projectId: $p, code: \"VICTIM_VAT\", name: \"VAT\", percentage: \"19\" }) { taxRate { id } } }",
+                p.clone(),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Mutation,
+            field: "setDefaultTaxRates",
+            need: BILLING,
+            own: doc(
+                "mutation($t: ID!) { setDefaultTaxRates(input: { taxRateIds: [$t] }) { taxRates { id code } } }",
+                json!({ "t": a.tax_rate }),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "mutation($t: ID!) { setDefaultTaxRates(input: { taxRateIds: [$t] }) { taxRates { id } } }",
+                    json!({ "t": a.tax_rate }),
+                    NotFound,
+                ),
+                doc(
+                    "mutation($p: ID) { setDefaultTaxRates(input: { projectId: $p, taxRateIds: [] }) { taxRates { id } } }",
+                    p.clone(),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Mutation,
+            field: "setCustomerTaxRates",
+            need: BILLING,
+            own: doc(
+                "mutation($c: ID!, $t: ID!) { setCustomerTaxRates(input: { customerId: $c, taxRateIds: [$t] }) { customer { id } taxRates { id } } }",
+                json!({ "c": a.customer, "t": a.tax_rate }),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "mutation($c: ID!) { setCustomerTaxRates(input: { customerId: $c, taxRateIds: [] }) { customer { id } taxRates { id } } }",
+                    json!({ "c": a.customer }),
+                    NotFound,
+                ),
+                doc(
+                    "mutation($c: ID!, $t: ID!, $p: ID) { setCustomerTaxRates(input: { projectId: $p, customerId: $c, taxRateIds: [$t] }) { customer { id } } }",
+                    json!({ "c": a.customer, "t": a.tax_rate, "p": a.project }),
+                    NotFound,
+                ),
+            ],
         },
         Case {
             root: Mutation,
@@ -1656,6 +1845,9 @@ fn every_root_field_of_the_schema_has_an_entry_in_the_hostile_table() {
         account: "acc_a".into(),
         plan: "pln_a".into(),
         subscription: "sub_a".into(),
+        customer: "cus_a".into(),
+        coupon: "cpn_a".into(),
+        tax_rate: "txr_a".into(),
         invoice: "inv_a".into(),
         plan_version: "plv_a".into(),
         spare_key_id: "key_a".into(),

@@ -71,6 +71,10 @@ async fn the_hand_written_schema_matches_the_migrated_tables() {
         invoice_lines,
         invoice_sequences,
         leases,
+        coupons,
+        coupon_redemptions,
+        tax_rates,
+        customer_tax_rates,
     );
     let tables: Vec<Count> = diesel::sql_query(format!(
         "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = '{}' \

@@ -3,6 +3,7 @@
 //! is the pure `neruba-pricing` crate; this module reads usage and stores what it bills.
 
 pub mod backtest;
+pub mod discounts;
 pub mod export;
 pub mod plans;
 pub mod runs;

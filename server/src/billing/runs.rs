@@ -35,6 +35,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     billing::{
+        discounts::{self, AppliedTax, UsedCoupon},
         plans::{self, FeeTiming, PlanVersion},
         subscriptions,
     },
@@ -217,6 +218,13 @@ pub struct Manifest {
     pub credits: Decimal,
     pub amount_due: Decimal,
     pub postings: Vec<PlannedPosting>,
+    /// The coupon redemptions this invoice used (each uses one of its periods), in order. Left
+    /// out when empty, so invoices without coupons or taxes keep the manifest they had before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coupons: Vec<UsedCoupon>,
+    /// The tax rates it applied, as they were defined then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taxes: Vec<AppliedTax>,
     /// The credits the plan includes for the period that starts at the boundary, granted with
     /// the invoice (none when the period had ended by `now`).
     pub included_credits: Option<IncludedCredits>,
@@ -499,14 +507,25 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
         }),
         _ => None,
     };
+    // Coupons and taxes: plain reads (a run holds the subscription's lock, which `applyCoupon`
+    // takes too; a preview reads without it).
+    let discounts = discounts::for_invoice(
+        conn,
+        ctx.project_id,
+        &ctx.sub.id,
+        &ctx.customer.id,
+        &version.row.currency,
+        ctx.boundary,
+    )
+    .await?;
     let computed = invoice::compute(&InvoiceInput {
         decimals,
         fixed_fees: fixed_fees.clone(),
         fee_adjustments,
         charges,
         minimum_commitment,
-        coupons: Vec::new(),
-        taxes: Vec::new(),
+        coupons: discounts.pricing_coupons(),
+        taxes: discounts.percentages(),
         credits_available: ctx.credits_available,
     })
     .map_err(|e| Error::invalid("charges", format!("the usage cannot be rated: {e}")))?;
@@ -557,14 +576,15 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
                     line.description = format!("{} minimum commitment", version.code);
                     (line.period_from, line.period_to) = (usage_span.map(|s| s.0), usage_span.map(|s| s.1));
                 }
-                LineKind::Coupon => line.description = "Coupon".into(),
-                LineKind::Tax => line.description = "Tax".into(),
+                LineKind::Coupon => line.description = discounts.coupons[l.index].description(),
+                LineKind::Tax => line.description = discounts.taxes[l.index].description(),
                 LineKind::Credits => line.description = "Prepaid credits applied".into(),
             }
             line
         })
         .collect();
 
+    let (coupons_used, taxes_applied) = discounts.manifest(&computed);
     let credits_drawn = -computed.credits;
     let revenue = computed.subtotal + computed.discount;
     let mut postings = Vec::new();
@@ -635,6 +655,8 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
         credits: computed.credits,
         amount_due: computed.amount_due,
         postings,
+        coupons: coupons_used,
+        taxes: taxes_applied,
         included_credits,
     })
 }

@@ -4,6 +4,7 @@
 mod admin;
 pub(crate) mod billing;
 mod credit_units;
+mod discounts;
 mod invoices;
 mod ledger;
 pub mod limits;
@@ -35,6 +36,7 @@ pub struct QueryRoot(
     billing::PlanQuery,
     billing::SubscriptionQuery,
     invoices::InvoiceQuery,
+    discounts::DiscountQuery,
     invoices::PreviewQuery,
     invoices::BacktestQuery,
     invoices::ExportQuery,
@@ -51,6 +53,7 @@ pub struct MutationRoot(
     billing::PlanMutation,
     billing::SubscriptionMutation,
     invoices::InvoiceMutation,
+    discounts::DiscountMutation,
 );
 
 #[derive(MergedSubscription, Default)]

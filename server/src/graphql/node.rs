@@ -9,6 +9,7 @@ use super::{
     ApiKey, Project,
     billing::{Plan, PlanSubscription, PlanVersion, UsageCharge},
     credit_units::CreditUnit,
+    discounts::{Coupon, CouponRedemption, TaxRate},
     invoices::Invoice,
     ledger::{CreditLot, LedgerAccount, LedgerEntry, LedgerTransaction, POSTING_ID_PREFIX, Wallet},
     principal, state,
@@ -20,9 +21,9 @@ use crate::{
     credit_units, db,
     error::{Error, GraphqlResult as Result},
     store::{
-        self, IdTable, api_keys, billable_metrics, customers as customer_store, invoices as invoice_store,
-        ledger as ledger_store, plans as plan_store, projects as project_store, subscriptions as subscription_store,
-        usage_events,
+        self, IdTable, api_keys, billable_metrics, customers as customer_store, discounts as discount_store,
+        invoices as invoice_store, ledger as ledger_store, plans as plan_store, projects as project_store,
+        subscriptions as subscription_store, usage_events,
     },
     usage::event::EVENT_ID_PREFIX,
 };
@@ -38,7 +39,7 @@ pub const MAX_NODES: usize = 100;
 #[graphql(field(
     name = "id",
     ty = "ID",
-    desc = "Unique across Neruba, prefixed by its kind (`prj_`, `key_`, `cus_`, `bm_`, `evt_`, `cru_`, `wal_`, `lot_`, `acc_`, `txn_`, `pst_`, `pln_`, `plv_`, `chg_`, `sub_`, `inv_`); `node(id:)` finds it."
+    desc = "Unique across Neruba, prefixed by its kind (`prj_`, `key_`, `cus_`, `bm_`, `evt_`, `cru_`, `wal_`, `lot_`, `acc_`, `txn_`, `pst_`, `pln_`, `plv_`, `chg_`, `sub_`, `inv_`, `cpn_`, `cpr_`, `txr_`); `node(id:)` finds it."
 ))]
 pub enum Node {
     Project(Project),
@@ -57,6 +58,9 @@ pub enum Node {
     UsageCharge(UsageCharge),
     PlanSubscription(PlanSubscription),
     Invoice(Invoice),
+    Coupon(Coupon),
+    CouponRedemption(CouponRedemption),
+    TaxRate(TaxRate),
 }
 
 #[derive(Default)]
@@ -114,6 +118,9 @@ async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
         "chg" => Some(IdTable::PlanCharges),
         "sub" => Some(IdTable::Subscriptions),
         "inv" => Some(IdTable::Invoices),
+        "cpn" => Some(IdTable::Coupons),
+        "cpr" => Some(IdTable::CouponRedemptions),
+        "txr" => Some(IdTable::TaxRates),
         _ => return Ok(None),
     };
     let mut conn = db::get(&state(ctx).pool).await?;
@@ -191,6 +198,17 @@ async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
         IdTable::Invoices => invoice_store::find(conn, p, id)
             .await?
             .map(|row| Node::Invoice(Invoice(row))),
+        IdTable::Coupons => discount_store::find_coupon(conn, p, id)
+            .await?
+            .map(|row| Node::Coupon(Coupon(row))),
+        IdTable::CouponRedemptions => discount_store::find_redemption(conn, p, id)
+            .await?
+            .map(|row| Node::CouponRedemption(CouponRedemption(row))),
+        IdTable::TaxRates => discount_store::find_tax_rates(conn, p, &[id])
+            .await?
+            .into_iter()
+            .next()
+            .map(|row| Node::TaxRate(TaxRate(row))),
     })
 }
 

@@ -55,6 +55,8 @@ pub enum CursorKind {
     Subscription,
     SubscriptionChange,
     Invoice,
+    Coupon,
+    TaxRate,
     Backtest,
 }
 
@@ -74,6 +76,8 @@ impl CursorKind {
             CursorKind::Subscription => "subscription",
             CursorKind::SubscriptionChange => "subchange",
             CursorKind::Invoice => "invoice",
+            CursorKind::Coupon => "coupon",
+            CursorKind::TaxRate => "taxrate",
             CursorKind::Backtest => "backtest",
         }
     }
@@ -158,6 +162,9 @@ mod tests {
             CursorKind::PlanVersion,
             CursorKind::Subscription,
             CursorKind::SubscriptionChange,
+            CursorKind::Invoice,
+            CursorKind::Coupon,
+            CursorKind::TaxRate,
         ];
         for kind in kinds {
             for key in ["wal_01JX", "42", "1764547200000000.7", "", "a:b:c", "ünï/cødé+=?"] {

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod billable_metrics;
 pub mod credit_units;
 pub mod customers;
+pub mod discounts;
 pub mod invoices;
 pub mod ledger;
 pub mod plans;
@@ -30,6 +31,9 @@ pub enum IdTable {
     PlanCharges,
     Subscriptions,
     Invoices,
+    Coupons,
+    CouponRedemptions,
+    TaxRates,
 }
 
 impl IdTable {
@@ -47,6 +51,9 @@ impl IdTable {
             IdTable::PlanCharges => "plan_charges",
             IdTable::Subscriptions => "subscriptions",
             IdTable::Invoices => "invoices",
+            IdTable::Coupons => "coupons",
+            IdTable::CouponRedemptions => "coupon_redemptions",
+            IdTable::TaxRates => "tax_rates",
         }
     }
 }

@@ -321,6 +321,58 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    coupons (id) {
+        id -> Varchar,
+        project_id -> Varchar,
+        code -> Varchar,
+        name -> Varchar,
+        kind -> Varchar,
+        percentage -> Nullable<Decimal>,
+        amount -> Nullable<Decimal>,
+        currency -> Nullable<Varchar>,
+        duration -> Varchar,
+        periods -> Nullable<Unsigned<Integer>>,
+        definition_hash -> Char,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    coupon_redemptions (id) {
+        id -> Varchar,
+        project_id -> Varchar,
+        subscription_id -> Varchar,
+        coupon_id -> Varchar,
+        applied_at -> Datetime,
+        periods -> Nullable<Unsigned<Integer>>,
+        actor -> Varchar,
+        idempotency_key -> Varchar,
+        request_hash -> Binary,
+    }
+}
+
+diesel::table! {
+    tax_rates (id) {
+        id -> Varchar,
+        project_id -> Varchar,
+        code -> Varchar,
+        name -> Varchar,
+        percentage -> Decimal,
+        default_position -> Nullable<Unsigned<Smallint>>,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    customer_tax_rates (customer_id, position) {
+        customer_id -> Varchar,
+        position -> Unsigned<Smallint>,
+        project_id -> Varchar,
+        tax_rate_id -> Varchar,
+    }
+}
+
 diesel::joinable!(api_keys -> projects (project_id));
 diesel::joinable!(customers -> projects (project_id));
 diesel::joinable!(billable_metrics -> projects (project_id));
@@ -332,6 +384,8 @@ diesel::joinable!(ledger_postings -> ledger_transactions (transaction_id));
 diesel::joinable!(ledger_postings -> ledger_accounts (account_id));
 diesel::joinable!(credit_lots -> wallets (wallet_id));
 diesel::joinable!(invoice_lines -> invoices (invoice_id));
+diesel::joinable!(coupon_redemptions -> coupons (coupon_id));
+diesel::joinable!(customer_tax_rates -> tax_rates (tax_rate_id));
 diesel::allow_tables_to_appear_in_same_query!(
     projects,
     api_keys,
@@ -354,4 +408,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     invoice_lines,
     invoice_sequences,
     leases,
+    coupons,
+    coupon_redemptions,
+    tax_rates,
+    customer_tax_rates,
 );

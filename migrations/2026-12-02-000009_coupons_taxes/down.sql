@@ -1,0 +1,4 @@
+DROP TABLE customer_tax_rates;
+DROP TABLE tax_rates;
+DROP TABLE coupon_redemptions;
+DROP TABLE coupons;
