@@ -1409,3 +1409,86 @@ async fn an_upgrade_prorates_the_fixed_fees_and_a_downgrade_waits_for_the_period
         assert_eq!(r.body["errors"][0]["extensions"]["field"], field, "{}", r.body);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_and_charges_on_one_wallet_at_once_keep_the_ledger_consistent() {
+    let app = TestApp::spawn().await;
+    let (_, key) = project_with_key(&app, "Busy").await;
+    let monthly = plan(
+        &app,
+        &key,
+        "monthly",
+        json!({ "name": "Monthly", "currency": "USD", "interval": { "unit": "MONTH" }, "fixedFee": "1" }),
+    )
+    .await;
+    let daily = plan(
+        &app,
+        &key,
+        "daily",
+        json!({ "name": "Daily", "currency": "USD", "interval": { "unit": "DAY", "count": 7 }, "fixedFee": "0.5" }),
+    )
+    .await;
+    customer(&app, &key, "acme").await;
+    subscribe(&app, &key, "acme", &monthly, "2025-01-01T00:00:00Z").await;
+    subscribe(&app, &key, "acme", &daily, "2025-01-01T00:00:00Z").await;
+    let wallet = gql(
+        &app,
+        &key,
+        "mutation { createWallet(input: { customerExternalId: \"acme\", currency: \"USD\" }) { wallet { id } } }",
+        json!({}),
+    )
+    .await;
+    let wallet = wallet.data()["createWallet"]["wallet"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (i, amount) in ["40", "30", "30"].iter().enumerate() {
+        gql(
+            &app,
+            &key,
+            "mutation($w: ID!, $a: String!, $k: String!) { topUpWallet(input: { walletId: $w, amount: $a, idempotencyKey: $k }) { wallet { id } } }",
+            json!({ "w": wallet, "a": amount, "k": format!("t{i}") }),
+        )
+        .await;
+    }
+    // Runs drawing credits for many boundaries, while charges draw from the same lots.
+    let runs = (0..3).map(|i| {
+        let (app, key) = (&app, key.clone());
+        async move {
+            let r = gql(
+                app,
+                &key,
+                RUN,
+                json!({ "i": { "now": format!("2025-0{}-28T00:00:00Z", i + 4) } }),
+            )
+            .await;
+            assert!(r.body["errors"].is_null(), "{}", r.body);
+        }
+    });
+    let charges = (0..30).map(|i| {
+        let (app, key, wallet) = (&app, key.clone(), wallet.clone());
+        async move {
+            let r = gql(
+                app,
+                &key,
+                "mutation($w: ID!, $k: String!) { ingestCharge(input: { walletId: $w, amount: \"0.7\", idempotencyKey: $k }) { replayed } }",
+                json!({ "w": wallet, "k": format!("c{i}") }),
+            )
+            .await;
+            assert!(r.body["errors"].is_null() || r.error_code() == "INSUFFICIENT_CREDITS", "{}", r.body);
+        }
+    });
+    futures_util::future::join(
+        futures_util::future::join_all(runs),
+        futures_util::future::join_all(charges),
+    )
+    .await;
+    let r = gql(
+        &app,
+        &key,
+        "query { reconciliation { clean breaks { check subject expected actual } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.data()["reconciliation"]["clean"], true, "{}", r.body);
+}

@@ -491,8 +491,9 @@ pub async fn execute(conn: &mut Conn, project_id: &str, op: &Operation) -> Resul
 /// Runs a validated operation inside the caller's transaction: [`execute`] without the
 /// transaction, for callers that commit a money operation together with their own rows. The
 /// caller runs the whole transaction again on a transient error or a failure [`retryable`]
-/// accepts ([`db::transaction_with_retry!`] with [`retryable`]), and calls this before any
-/// plain read of its own: the wallet lock taken first is what makes the reads below current.
+/// accepts ([`db::transaction_with_retry!`] with [`retryable`]). It may run after the caller's
+/// own reads: the wallet's state (its row, lots, overdraft) is read with locking reads, which see
+/// the latest commit rather than the snapshot the caller's first plain read fixed.
 pub async fn apply(conn: &mut Conn, project_id: &str, op: &Operation, now: NaiveDateTime) -> Result<Posted, TxFailure> {
     // The wallet lock comes first, before any plain read: InnoDB fixes a transaction's snapshot at
     // its first plain read, so every plain read below sees all that committed before the lock.
@@ -561,7 +562,7 @@ pub async fn apply(conn: &mut Conn, project_id: &str, op: &Operation, now: Naive
     let mut outbox = Vec::new();
     expire_wallet_lots(conn, &mut wallet, now, &mut outbox).await?;
 
-    let lots = store::open_lots(conn, &wallet.id).await?;
+    let lots = store::lock_open_lots(conn, &wallet.id).await?;
     let overdraft_balance = store::account_balance(conn, &wallet.overdraft_account_id).await?;
     let policy = Policy {
         policy: wallet.policy()?,
@@ -984,7 +985,7 @@ pub async fn lock_invoice_wallet(
         return Ok(None);
     };
     expire_wallet_lots(conn, &mut wallet, now, outbox).await?;
-    let lots = store::open_lots(conn, &wallet.id).await?;
+    let lots = store::lock_open_lots(conn, &wallet.id).await?;
     let views: Vec<LotView> = lots.iter().map(lot_view).collect();
     let available = drawable(&views, now).iter().map(|l| l.remaining).sum();
     Ok(Some(InvoiceWallet {

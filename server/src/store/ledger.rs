@@ -366,11 +366,14 @@ pub async fn insert_postings(conn: &mut Conn, rows: &[NewPosting]) -> QueryResul
         .await
 }
 
-/// Sum of the postings on one account (its balance).
+/// Sum of the postings on one account (its balance), as a locking read: called under the
+/// wallet's lock in a transaction that may have read other rows before, it must see the latest
+/// commit, not the transaction's snapshot.
 pub async fn account_balance(conn: &mut Conn, account_id: &str) -> QueryResult<Decimal> {
     let sum: Option<Decimal> = ledger_postings::table
         .filter(ledger_postings::account_id.eq(account_id))
         .select(diesel::dsl::sum(ledger_postings::amount))
+        .for_update()
         .first(conn)
         .await?;
     Ok(sum.unwrap_or_default())
@@ -471,6 +474,22 @@ pub async fn find_lot(conn: &mut Conn, project_id: &str, id: &str) -> QueryResul
 /// The wallet's lots that still hold something and have not been expired by the sweep. A plain
 /// read: inside a money transaction it runs after the wallet lock, so its snapshot is current
 /// (locking the lots would take gap locks that collide with other wallets' new lots).
+/// The wallet's open lots, locked: for money operations under the wallet's lock, which must see
+/// the latest commit whatever the transaction read before (InnoDB's plain reads see the snapshot
+/// taken at the transaction's first plain read).
+pub async fn lock_open_lots(conn: &mut Conn, wallet_id: &str) -> QueryResult<Vec<LotRow>> {
+    credit_lots::table
+        .filter(credit_lots::wallet_id.eq(wallet_id))
+        .filter(credit_lots::remaining.gt(Decimal::ZERO))
+        .filter(credit_lots::expired_at.is_null())
+        .select(LotRow::as_select())
+        .order(credit_lots::id.asc())
+        .for_update()
+        .load(conn)
+        .await
+}
+
+/// The wallet's open lots as of the reader's snapshot (previews).
 pub async fn open_lots(conn: &mut Conn, wallet_id: &str) -> QueryResult<Vec<LotRow>> {
     credit_lots::table
         .filter(credit_lots::wallet_id.eq(wallet_id))
@@ -504,7 +523,7 @@ pub async fn list_open_lots(
     query.load(conn).await
 }
 
-/// The wallet's unexpired lots whose expiry passed at `now`.
+/// The wallet's unexpired lots whose expiry passed at `now`, locked (see [`lock_open_lots`]).
 pub async fn expired_lots(conn: &mut Conn, wallet_id: &str, now: NaiveDateTime) -> QueryResult<Vec<LotRow>> {
     credit_lots::table
         .filter(credit_lots::wallet_id.eq(wallet_id))
@@ -512,6 +531,7 @@ pub async fn expired_lots(conn: &mut Conn, wallet_id: &str, now: NaiveDateTime) 
         .filter(credit_lots::expires_at.le(now))
         .select(LotRow::as_select())
         .order(credit_lots::id.asc())
+        .for_update()
         .load(conn)
         .await
 }
