@@ -47,8 +47,9 @@ crate::text_enum::text_enum! {
         CouponApplied = "COUPON_APPLIED",
         /// The tax rate code exists with another definition (HTTP 409).
         TaxRateExists = "TAX_RATE_EXISTS",
-        /// The invoice is no longer a draft: a finalized invoice is never edited (HTTP 409).
-        InvoiceNotDraft = "INVOICE_NOT_DRAFT",
+        /// The invoice cannot be changed that way: a void one is not corrected, a paid one not
+        /// voided (HTTP 409).
+        InvoiceStatusConflict = "INVOICE_STATUS_CONFLICT",
         /// The request body is over the limit (HTTP 413).
         PayloadTooLarge = "PAYLOAD_TOO_LARGE",
         /// The body is not JSON, or not a GraphQL request (HTTP 400).

@@ -537,19 +537,57 @@ async fn an_event_received_after_the_cutoff_stays_out_of_the_finalized_invoice()
         january["manifestHash"]
     );
 
-    // Recomputing a finalized invoice for real is refused: it is never edited.
+    // For real, a finalized invoice is never edited: the difference becomes an adjustment
+    // invoice, numbered after the two invoices and posted to the ledger.
+    let adjusted = recompute(
+        &app,
+        &key,
+        json!({ "invoiceId": january["id"], "dryRun": false, "cutoff": now_utc() }),
+    )
+    .await;
+    let adjustment = &adjusted["adjustment"];
+    assert_eq!(adjustment["kind"], "ADJUSTMENT_INVOICE", "{adjusted}");
+    assert_eq!(adjustment["number"], "000003");
+    assert_eq!(adjustment["total"]["amount"], "1005");
+    assert!(adjustment["transactionId"].is_string());
+    assert_eq!(
+        adjusted["invoice"]["total"]["amount"], "7",
+        "the invoice itself is unchanged"
+    );
+    // Again: nothing new to correct, so no second adjustment; the next diff is against it.
+    let again = recompute(
+        &app,
+        &key,
+        json!({ "invoiceId": january["id"], "dryRun": false, "cutoff": now_utc() }),
+    )
+    .await;
+    assert_eq!(again["adjustment"], Value::Null, "{again}");
+    assert_eq!(again["totalDifference"]["amount"], "0");
+    assert_eq!(again["lines"], json!([]));
+    let listed = gql(
+        &app,
+        &key,
+        "query($id: ID!) { invoice(id: $id) { adjustments { kind total { amount } } } }",
+        json!({ "id": january["id"] }),
+    )
+    .await;
+    assert_eq!(
+        listed.data()["invoice"]["adjustments"],
+        json!([{ "kind": "ADJUSTMENT_INVOICE", "total": { "amount": "1005" } }])
+    );
     let r = gql(
         &app,
         &key,
-        RECOMPUTE,
-        json!({ "i": { "invoiceId": january["id"], "dryRun": false, "cutoff": now_utc() } }),
+        "query { reconciliation { clean breaks { check subject } } }",
+        json!({}),
     )
     .await;
-    assert_eq!(r.error_code(), "INVOICE_NOT_DRAFT", "{}", r.body);
+    assert_eq!(r.data()["reconciliation"]["clean"], true, "{}", r.body);
 }
 
 const RECOMPUTE: &str = "mutation($i: RecomputeInvoiceInput!) { recomputeInvoice(input: $i) {
   identical manifestHash totalDifference { amount }
+  adjustment { kind number total { amount } transactionId }
   invoice { id status number total { amount } manifestHash lines { kind amount { amount } } }
   lines { kind stored { amount } recomputed { amount } difference { amount } storedQuantity recomputedQuantity
     storedEventCount recomputedEventCount } } }";

@@ -75,6 +75,7 @@ async fn the_hand_written_schema_matches_the_migrated_tables() {
         coupon_redemptions,
         tax_rates,
         customer_tax_rates,
+        invoice_adjustments,
     );
     let tables: Vec<Count> = diesel::sql_query(format!(
         "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = '{}' \

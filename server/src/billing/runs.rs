@@ -54,6 +54,7 @@ use crate::{
 };
 
 pub const INVOICE_ID_PREFIX: &str = "inv";
+pub const ADJUSTMENT_ID_PREFIX: &str = "adj";
 
 text_enum! {
     /// Where an invoice is in its life.
@@ -1090,6 +1091,8 @@ pub struct Recomputation {
     /// SHA-256 of the recomputed manifest: equal to `stored_hash` when nothing changed.
     pub recomputed_hash: String,
     pub lines: Vec<LineDiff>,
+    /// The credit note or adjustment invoice a recomputation for real made.
+    pub adjustment: Option<crate::store::invoices::AdjustmentRow>,
 }
 
 /// Recomputes `invoice` with its own inputs (plan version, boundaries, clock, the credits that
@@ -1128,9 +1131,22 @@ async fn recompute_manifest(
     compute(conn, &ctx).await
 }
 
+/// The latest document of an invoice: its last adjustment's recomputed manifest, or its own.
+async fn latest_document(conn: &mut Conn, invoice: &InvoiceRow) -> Result<(Manifest, String)> {
+    let adjustments = store::adjustments(conn, &invoice.project_id, &invoice.id).await?;
+    match adjustments.last() {
+        Some(a) => Ok((
+            serde_json::from_str(&a.manifest)
+                .map_err(|e| Error::Internal(format!("adjustment {}: stored manifest unreadable: {e}", a.id)))?,
+            a.manifest_hash.clone(),
+        )),
+        None => Ok((stored_manifest(invoice)?, invoice.manifest_hash.clone())),
+    }
+}
+
 /// What `invoice` would be if computed again with events received by `cutoff` (its own cutoff
-/// when `None`: then the same inputs, and the same bytes unless stored state changed). Writes
-/// nothing.
+/// when `None`: then the same inputs, and the same bytes unless stored state changed), compared
+/// with its latest document (the invoice, or its last adjustment). Writes nothing.
 pub async fn recompute_dry_run(
     conn: &mut Conn,
     project_id: &str,
@@ -1138,24 +1154,26 @@ pub async fn recompute_dry_run(
     cutoff: Option<NaiveDateTime>,
 ) -> Result<Recomputation> {
     let invoice = find(conn, project_id, invoice_id).await?;
-    let stored = stored_manifest(&invoice)?;
+    let (stored, stored_hash) = latest_document(conn, &invoice).await?;
     let cutoff = cutoff.unwrap_or(stored.cutoff);
     let recomputed = recompute_manifest(conn, project_id, &invoice, &stored, cutoff, stored.credits_available).await?;
     let json = recomputed.to_json()?;
     Ok(Recomputation {
         lines: diff_lines(&stored, &recomputed),
-        stored_hash: invoice.manifest_hash.clone(),
+        stored_hash,
         recomputed_hash: Manifest::hash(&json),
         invoice,
         stored,
         recomputed,
+        adjustment: None,
     })
 }
 
-/// Recomputes a draft for real and replaces it (lines, amounts, manifest): with events received
-/// by `cutoff` (the draft's own when `None`) and the credits the wallet holds now. A finalized
-/// invoice is never edited: `INVOICE_NOT_DRAFT`.
-pub async fn recompute_draft(
+/// Recomputes an invoice for real with events received by `cutoff` (its own when `None`): a
+/// draft is replaced (with the credits the wallet holds now); a finalized or paid invoice is never
+/// edited: the difference becomes an adjustment (a credit note or an adjustment invoice),
+/// numbered and posted in one transaction. The same recomputation twice is one adjustment.
+pub async fn recompute_for_real(
     conn: &mut Conn,
     project_id: &str,
     invoice_id: &str,
@@ -1164,18 +1182,117 @@ pub async fn recompute_draft(
 ) -> Result<Recomputation> {
     let invoice = find(conn, project_id, invoice_id).await?;
     let project_id = project_id.to_string();
-    db::transaction_with_retry!(conn, retryable, |c| {
-        rewrite_draft(
-            c,
-            &project_id,
-            &invoice.subscription_id,
-            &invoice.id,
-            cutoff,
-            now,
-            false,
+    if invoice.status == InvoiceStatus::Draft.as_str() {
+        return db::transaction_with_retry!(conn, retryable, |c| {
+            rewrite_draft(
+                c,
+                &project_id,
+                &invoice.subscription_id,
+                &invoice.id,
+                cutoff,
+                now,
+                false,
+            )
+            .await
+        });
+    }
+    db::transaction_with_retry!(
+        conn,
+        |e| retryable(e) || db::is_unique_violation(e, "uq_invoice_adjustments_manifest"),
+        |c| adjust_once(c, &project_id, &invoice.subscription_id, &invoice.id, cutoff, now).await
+    )
+}
+
+async fn adjust_once(
+    conn: &mut Conn,
+    project_id: &str,
+    subscription_id: &str,
+    invoice_id: &str,
+    cutoff: Option<NaiveDateTime>,
+    now: NaiveDateTime,
+) -> std::result::Result<Recomputation, TxFailure> {
+    subscription_store::lock(conn, project_id, subscription_id)
+        .await?
+        .ok_or(Error::NotFound("subscription"))?;
+    let invoice = store::lock(conn, project_id, invoice_id)
+        .await?
+        .ok_or(Error::NotFound("invoice"))?;
+    let status: InvoiceStatus = invoice.status.parse()?;
+    if !matches!(status, InvoiceStatus::Finalized | InvoiceStatus::Paid) {
+        return Err(Error::conflict(
+            ErrorCode::InvoiceStatusConflict,
+            format!("invoice {} is {}: it is not corrected", invoice.id, invoice.status),
         )
-        .await
-    })
+        .into());
+    }
+    let (stored, stored_hash) = latest_document(conn, &invoice).await?;
+    let cutoff = cutoff.unwrap_or(stored.cutoff);
+    // The same credits as drawn: an adjustment neither draws more nor gives any back; the
+    // difference is owed by (or to) the customer on its receivable.
+    let drawn = -stored.credits;
+    let recomputed = recompute_manifest(conn, project_id, &invoice, &stored, cutoff, drawn).await?;
+    let json = recomputed.to_json()?;
+    let recomputed_hash = Manifest::hash(&json);
+    let mut done = Recomputation {
+        lines: diff_lines(&stored, &recomputed),
+        stored_hash,
+        recomputed_hash: recomputed_hash.clone(),
+        invoice: invoice.clone(),
+        stored: stored.clone(),
+        recomputed: recomputed.clone(),
+        adjustment: None,
+    };
+    let total = recomputed.total - stored.total;
+    if total.is_zero() {
+        return Ok(done);
+    }
+    let id = ids::new_id(ADJUSTMENT_ID_PREFIX);
+    let subtotal = recomputed.subtotal - stored.subtotal;
+    let discount = recomputed.discount - stored.discount;
+    let tax = recomputed.tax - stored.tax;
+    let mut outbox = Vec::new();
+    let posted = ledger::post_invoice(
+        conn,
+        project_id,
+        None,
+        &InvoicePosting {
+            invoice_id: &id,
+            customer_id: &invoice.customer_id,
+            currency: &invoice.currency,
+            revenue: subtotal + discount,
+            tax,
+            credits: Decimal::ZERO,
+            description: format!("adjustment {id} of invoice {}", invoice.id),
+        },
+        now,
+        &mut outbox,
+    )
+    .await?;
+    let row = crate::store::invoices::AdjustmentRow {
+        id,
+        project_id: project_id.to_string(),
+        invoice_id: invoice.id.clone(),
+        number: store::next_number(conn, project_id).await?,
+        kind: if total < Decimal::ZERO {
+            "CREDIT_NOTE"
+        } else {
+            "ADJUSTMENT_INVOICE"
+        }
+        .into(),
+        currency: invoice.currency.clone(),
+        subtotal,
+        discount,
+        tax,
+        total,
+        cutoff,
+        manifest: json,
+        manifest_hash: recomputed_hash,
+        transaction_id: posted.invoice.map(|t| t.id),
+        created_at: now,
+    };
+    store::insert_adjustment(conn, &row).await?;
+    done.adjustment = Some(row);
+    Ok(done)
 }
 
 /// Finalizes a draft: computes it again with its own cutoff and the credits the wallet holds
@@ -1225,10 +1342,11 @@ async fn rewrite_draft(
                 stored,
                 lines: Vec::new(),
                 invoice,
+                adjustment: None,
             });
         }
         return Err(Error::conflict(
-            ErrorCode::InvoiceNotDraft,
+            ErrorCode::InvoiceStatusConflict,
             format!(
                 "invoice {} is {}: a finalized invoice is never edited",
                 invoice.id, invoice.status
@@ -1270,6 +1388,7 @@ async fn rewrite_draft(
         invoice: row,
         stored,
         recomputed,
+        adjustment: None,
     })
 }
 
@@ -1364,7 +1483,7 @@ async fn void_once(
         InvoiceStatus::Void => return Ok(invoice),
         InvoiceStatus::Paid => {
             return Err(Error::conflict(
-                ErrorCode::InvoiceNotDraft,
+                ErrorCode::InvoiceStatusConflict,
                 format!("invoice {} is paid: it is refunded, not voided", invoice.id),
             )
             .into());

@@ -29,7 +29,7 @@ use crate::{
     db,
     error::{Error, GraphqlResult as Result},
     store::{
-        invoices::{self as store, InvoiceFilter, InvoiceRow, LineRow},
+        invoices::{self as store, AdjustmentRow, InvoiceFilter, InvoiceRow, LineRow},
         ledger as ledger_store, subscriptions as subscription_store,
     },
 };
@@ -136,6 +136,15 @@ impl Invoice {
     async fn amount_due(&self) -> Money {
         self.money(self.0.amount_due)
     }
+    /// Its credit notes and adjustment invoices, oldest first.
+    async fn adjustments(&self, ctx: &Context<'_>) -> Result<Vec<InvoiceAdjustment>> {
+        let mut conn = db::get(&state(ctx).pool).await?;
+        Ok(store::adjustments(&mut conn, &self.0.project_id, &self.0.id)
+            .await?
+            .into_iter()
+            .map(InvoiceAdjustment)
+            .collect())
+    }
     /// Its lines, in order: fees, usage, true-ups, coupons, taxes, credits.
     async fn lines(&self, ctx: &Context<'_>) -> Result<Vec<InvoiceLine>> {
         let unit = self.unit(ctx).await?;
@@ -209,6 +218,52 @@ impl Invoice {
     }
     async fn void_reason(&self) -> Option<&str> {
         self.0.void_reason.as_deref()
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        utc(self.0.created_at)
+    }
+}
+
+/// A correction of a finalized invoice: a credit note (it billed too much) or an adjustment
+/// invoice (too little), numbered from the project's invoice sequence and posted to the ledger.
+pub struct InvoiceAdjustment(pub(crate) AdjustmentRow);
+
+#[Object]
+impl InvoiceAdjustment {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    /// From the same gapless sequence as invoices.
+    async fn number(&self) -> String {
+        format!("{:06}", self.0.number)
+    }
+    /// `CREDIT_NOTE` or `ADJUSTMENT_INVOICE`.
+    async fn kind(&self) -> &str {
+        &self.0.kind
+    }
+    /// The differences from the document it corrects (negative for a credit note).
+    async fn subtotal(&self) -> Money {
+        Money::stored(self.0.subtotal, &self.0.currency, &self.0.project_id)
+    }
+    async fn tax(&self) -> Money {
+        Money::stored(self.0.tax, &self.0.currency, &self.0.project_id)
+    }
+    async fn total(&self) -> Money {
+        Money::stored(self.0.total, &self.0.currency, &self.0.project_id)
+    }
+    /// The cutoff of the recomputation.
+    async fn cutoff(&self) -> DateTime<Utc> {
+        utc(self.0.cutoff)
+    }
+    /// The recomputed invoice's manifest and its hash: the next recomputation compares with it.
+    async fn manifest(&self) -> &str {
+        &self.0.manifest
+    }
+    async fn manifest_hash(&self) -> &str {
+        &self.0.manifest_hash
+    }
+    async fn transaction_id(&self) -> Option<ID> {
+        self.0.transaction_id.clone().map(ID)
     }
     async fn created_at(&self) -> DateTime<Utc> {
         utc(self.0.created_at)
@@ -461,7 +516,7 @@ impl InvoiceMutation {
         let done = if input.dry_run {
             runs::recompute_dry_run(&mut conn, &project_id, &input.invoice_id, cutoff).await?
         } else {
-            runs::recompute_draft(&mut conn, &project_id, &input.invoice_id, cutoff, server_now).await?
+            runs::recompute_for_real(&mut conn, &project_id, &input.invoice_id, cutoff, server_now).await?
         };
         Ok(RecomputeInvoicePayload(done))
     }
@@ -481,7 +536,7 @@ impl InvoiceMutation {
     /// Voids an invoice (scope `BILLING`): a draft is only marked void; a finalized invoice has its
     /// ledger postings reversed (the customer no longer owes it, the prepaid credits it drew come
     /// back to the wallet) in the same transaction. Its boundary is not billed again. A paid
-    /// invoice is refunded, not voided (`INVOICE_NOT_DRAFT`); voiding again changes nothing.
+    /// invoice is refunded, not voided (`INVOICE_STATUS_CONFLICT`); voiding again changes nothing.
     async fn void_invoice(&self, ctx: &Context<'_>, input: VoidInvoiceInput) -> Result<VoidInvoicePayload> {
         let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
         let mut conn = db::get(&state(ctx).pool).await?;
@@ -506,8 +561,9 @@ pub struct RecomputeInvoiceInput {
     /// Count events received by this time (default: the invoice's own cutoff, which recomputes
     /// it from the same inputs). Not after the server's clock.
     pub cutoff: Option<DateTime<Utc>>,
-    /// Only compare (the default): nothing is written. `false` replaces a draft; a finalized
-    /// invoice is never edited (`INVOICE_NOT_DRAFT`).
+    /// Only compare (the default): nothing is written. `false` replaces a draft; a finalized (or
+    /// paid) invoice is never edited: the difference becomes a credit note or an adjustment
+    /// invoice (`adjustment`). A void invoice is not corrected (`INVOICE_STATUS_CONFLICT`).
     #[graphql(default = true)]
     pub dry_run: bool,
 }
@@ -587,6 +643,11 @@ impl RecomputeInvoicePayload {
                 project_id: self.0.invoice.project_id.clone(),
             })
             .collect()
+    }
+    /// The credit note or adjustment invoice this recomputation made (for real, of a finalized
+    /// invoice whose total changed).
+    async fn adjustment(&self) -> Option<InvoiceAdjustment> {
+        self.0.adjustment.clone().map(InvoiceAdjustment)
     }
     /// `recomputed total − stored total`.
     async fn total_difference(&self) -> Money {

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 
 use super::{
     Conn,
-    schema::{invoice_lines, invoices},
+    schema::{invoice_adjustments, invoice_lines, invoices},
 };
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
@@ -393,5 +393,43 @@ pub async fn release_lease(conn: &mut Conn, name: &str, holder: &str) -> QueryRe
         .bind::<Varchar, _>(name)
         .bind::<Varchar, _>(holder)
         .execute(conn)
+        .await
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = invoice_adjustments, check_for_backend(diesel::mysql::Mysql))]
+pub struct AdjustmentRow {
+    pub id: String,
+    pub project_id: String,
+    pub invoice_id: String,
+    pub number: u64,
+    pub kind: String,
+    pub currency: String,
+    pub subtotal: Decimal,
+    pub discount: Decimal,
+    pub tax: Decimal,
+    pub total: Decimal,
+    pub cutoff: NaiveDateTime,
+    pub manifest: String,
+    pub manifest_hash: String,
+    pub transaction_id: Option<String>,
+    pub created_at: NaiveDateTime,
+}
+
+pub async fn insert_adjustment(conn: &mut Conn, row: &AdjustmentRow) -> QueryResult<usize> {
+    diesel::insert_into(invoice_adjustments::table)
+        .values(row)
+        .execute(conn)
+        .await
+}
+
+/// An invoice's adjustments, oldest first.
+pub async fn adjustments(conn: &mut Conn, project_id: &str, invoice_id: &str) -> QueryResult<Vec<AdjustmentRow>> {
+    invoice_adjustments::table
+        .filter(invoice_adjustments::project_id.eq(project_id))
+        .filter(invoice_adjustments::invoice_id.eq(invoice_id))
+        .select(AdjustmentRow::as_select())
+        .order(invoice_adjustments::id.asc())
+        .load(conn)
         .await
 }

@@ -373,6 +373,26 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    invoice_adjustments (id) {
+        id -> Varchar,
+        project_id -> Varchar,
+        invoice_id -> Varchar,
+        number -> Unsigned<Bigint>,
+        kind -> Varchar,
+        currency -> Varchar,
+        subtotal -> Decimal,
+        discount -> Decimal,
+        tax -> Decimal,
+        total -> Decimal,
+        cutoff -> Datetime,
+        manifest -> Text,
+        manifest_hash -> Char,
+        transaction_id -> Nullable<Varchar>,
+        created_at -> Datetime,
+    }
+}
+
 diesel::joinable!(api_keys -> projects (project_id));
 diesel::joinable!(customers -> projects (project_id));
 diesel::joinable!(billable_metrics -> projects (project_id));
