@@ -1105,58 +1105,7 @@ pub async fn post_invoice(
     }
     let mut posted = InvoicePosted::default();
     if !total.is_zero() {
-        let receivable = receivable_account(conn, project_id, p.currency, p.customer_id, now).await?;
-        let mut lines = vec![(receivable, -total)];
-        if !p.revenue.is_zero() {
-            lines.push((
-                system_account(conn, project_id, p.currency, AccountKind::Revenue, now).await?,
-                p.revenue,
-            ));
-        }
-        if !p.tax.is_zero() {
-            lines.push((
-                system_account(conn, project_id, p.currency, AccountKind::TaxPayable, now).await?,
-                p.tax,
-            ));
-        }
-        let sum: Decimal = lines.iter().map(|(_, a)| *a).sum();
-        if !sum.is_zero() || lines.len() < 2 {
-            return Err(Error::Internal(format!("unbalanced invoice transaction: {lines:?}")).into());
-        }
-        let transaction = TransactionRow {
-            id: ids::new_id(TRANSACTION_ID_PREFIX),
-            project_id: project_id.to_string(),
-            wallet_id: None,
-            cause: Cause::Invoice.as_str().into(),
-            cause_id: Some(p.invoice_id.to_string()),
-            currency: p.currency.to_string(),
-            amount: total,
-            idempotency_key: None,
-            request_hash: None,
-            description: Some(p.description.clone()),
-            actor: SYSTEM_ACTOR.into(),
-            corrects_transaction_id: None,
-            wallet_balance_after: None,
-            created_at: now,
-        };
-        let postings: Vec<NewPosting> = lines
-            .into_iter()
-            .map(|(account_id, amount)| NewPosting {
-                transaction_id: transaction.id.clone(),
-                project_id: project_id.to_string(),
-                account_id,
-                wallet_id: None,
-                lot_id: None,
-                currency: p.currency.to_string(),
-                amount,
-                wallet_balance_after: None,
-                cause: Cause::Invoice.as_str().into(),
-                created_at: now,
-            })
-            .collect();
-        store::insert_transaction(conn, &transaction).await?;
-        store::insert_postings(conn, &postings).await?;
-        posted.invoice = Some(transaction);
+        posted.invoice = Some(post_receivable(conn, project_id, p, Decimal::ONE, None, now).await?);
     }
     if p.credits.is_zero() {
         return Ok(posted);
@@ -1202,6 +1151,67 @@ pub async fn post_invoice(
     Ok(posted)
 }
 
+/// The invoice's transaction without a wallet, times `sign` (−1 reverses it): the customer's
+/// RECEIVABLE −total against REVENUE and TAX_PAYABLE, cause INVOICE, the invoice its cause id.
+async fn post_receivable(
+    conn: &mut Conn,
+    project_id: &str,
+    p: &InvoicePosting<'_>,
+    sign: Decimal,
+    corrects: Option<&str>,
+    now: NaiveDateTime,
+) -> Result<TransactionRow, TxFailure> {
+    let total = p.revenue + p.tax;
+    let receivable = receivable_account(conn, project_id, p.currency, p.customer_id, now).await?;
+    let mut lines = vec![(receivable, -total * sign)];
+    if !p.revenue.is_zero() {
+        let revenue = system_account(conn, project_id, p.currency, AccountKind::Revenue, now).await?;
+        lines.push((revenue, p.revenue * sign));
+    }
+    if !p.tax.is_zero() {
+        let tax = system_account(conn, project_id, p.currency, AccountKind::TaxPayable, now).await?;
+        lines.push((tax, p.tax * sign));
+    }
+    let sum: Decimal = lines.iter().map(|(_, a)| *a).sum();
+    if !sum.is_zero() || lines.len() < 2 {
+        return Err(Error::Internal(format!("unbalanced invoice transaction: {lines:?}")).into());
+    }
+    let transaction = TransactionRow {
+        id: ids::new_id(TRANSACTION_ID_PREFIX),
+        project_id: project_id.to_string(),
+        wallet_id: None,
+        cause: Cause::Invoice.as_str().into(),
+        cause_id: Some(p.invoice_id.to_string()),
+        currency: p.currency.to_string(),
+        amount: total * sign,
+        idempotency_key: None,
+        request_hash: None,
+        description: Some(p.description.clone()),
+        actor: SYSTEM_ACTOR.into(),
+        corrects_transaction_id: corrects.map(str::to_string),
+        wallet_balance_after: None,
+        created_at: now,
+    };
+    let postings: Vec<NewPosting> = lines
+        .into_iter()
+        .map(|(account_id, amount)| NewPosting {
+            transaction_id: transaction.id.clone(),
+            project_id: project_id.to_string(),
+            account_id,
+            wallet_id: None,
+            lot_id: None,
+            currency: p.currency.to_string(),
+            amount,
+            wallet_balance_after: None,
+            cause: Cause::Invoice.as_str().into(),
+            created_at: now,
+        })
+        .collect();
+    store::insert_transaction(conn, &transaction).await?;
+    store::insert_postings(conn, &postings).await?;
+    Ok(transaction)
+}
+
 /// Reverses a finalized invoice's postings inside the caller's transaction (voiding it): the
 /// customer no longer owes the total (RECEIVABLE +total against REVENUE and TAX_PAYABLE), and
 /// the prepaid credits it drew come back to `wallet` as a new lot (source ADJUSTMENT, no expiry;
@@ -1216,61 +1226,10 @@ pub async fn reverse_invoice(
     now: NaiveDateTime,
     outbox: &mut Vec<NewOutbox>,
 ) -> Result<InvoicePosted, TxFailure> {
-    let total = p.revenue + p.tax;
     let mut reversed = InvoicePosted::default();
     if let Some(booked) = &original.invoice {
-        let receivable = receivable_account(conn, project_id, p.currency, p.customer_id, now).await?;
-        let mut lines = vec![(receivable, total)];
-        if !p.revenue.is_zero() {
-            lines.push((
-                system_account(conn, project_id, p.currency, AccountKind::Revenue, now).await?,
-                -p.revenue,
-            ));
-        }
-        if !p.tax.is_zero() {
-            lines.push((
-                system_account(conn, project_id, p.currency, AccountKind::TaxPayable, now).await?,
-                -p.tax,
-            ));
-        }
-        let sum: Decimal = lines.iter().map(|(_, a)| *a).sum();
-        if !sum.is_zero() || lines.len() < 2 {
-            return Err(Error::Internal(format!("unbalanced invoice reversal: {lines:?}")).into());
-        }
-        let transaction = TransactionRow {
-            id: ids::new_id(TRANSACTION_ID_PREFIX),
-            project_id: project_id.to_string(),
-            wallet_id: None,
-            cause: Cause::Invoice.as_str().into(),
-            cause_id: Some(p.invoice_id.to_string()),
-            currency: p.currency.to_string(),
-            amount: -total,
-            idempotency_key: None,
-            request_hash: None,
-            description: Some(p.description.clone()),
-            actor: SYSTEM_ACTOR.into(),
-            corrects_transaction_id: Some(booked.id.clone()),
-            wallet_balance_after: None,
-            created_at: now,
-        };
-        let postings: Vec<NewPosting> = lines
-            .into_iter()
-            .map(|(account_id, amount)| NewPosting {
-                transaction_id: transaction.id.clone(),
-                project_id: project_id.to_string(),
-                account_id,
-                wallet_id: None,
-                lot_id: None,
-                currency: p.currency.to_string(),
-                amount,
-                wallet_balance_after: None,
-                cause: Cause::Invoice.as_str().into(),
-                created_at: now,
-            })
-            .collect();
-        store::insert_transaction(conn, &transaction).await?;
-        store::insert_postings(conn, &postings).await?;
-        reversed.invoice = Some(transaction);
+        reversed.invoice =
+            Some(post_receivable(conn, project_id, p, Decimal::NEGATIVE_ONE, Some(&booked.id), now).await?);
     }
     if let Some(drawn) = &original.credits {
         let Some(w) = wallet else {
