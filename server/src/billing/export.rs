@@ -69,10 +69,13 @@ pub async fn export(
                 SUM(i.total) AS invoiced, SUM(-i.credits) AS credits_applied,
                 SUM(CASE WHEN i.status = 'PAID' THEN i.amount_due ELSE 0 END) AS paid,
                 SUM(CASE WHEN i.status = 'FINALIZED' THEN i.amount_due ELSE 0 END) AS outstanding,
-                COALESCE(SUM((SELECT SUM(p.amount) FROM ledger_postings p
+COALESCE(SUM((SELECT COALESCE(SUM(p.amount), 0) FROM ledger_postings p
                                 JOIN ledger_accounts a ON a.id = p.account_id
-                               WHERE p.transaction_id IN (i.invoice_transaction_id, i.credits_transaction_id)
-                                 AND a.kind = 'RECEIVABLE')), 0) AS ledger_receivable
+                               WHERE p.transaction_id = i.invoice_transaction_id AND a.kind = 'RECEIVABLE')
+                            + (SELECT COALESCE(SUM(p.amount), 0) FROM ledger_postings p
+                                JOIN ledger_accounts a ON a.id = p.account_id
+                               WHERE p.transaction_id = i.credits_transaction_id AND a.kind = 'RECEIVABLE')), 0)
+                  AS ledger_receivable
            FROM invoices i JOIN customers c ON c.id = i.customer_id
           WHERE (? IS NULL OR i.project_id = ?) AND i.status IN ('FINALIZED', 'PAID')
             AND i.boundary >= ? AND i.boundary < ?

@@ -17,6 +17,8 @@
 //!    reversal, once void) put on the customer's RECEIVABLE is minus its total while it stands
 //!    (zero for drafts and void invoices), and what its credits transaction (and its reversal)
 //!    took off it is the prepaid credits it shows. Both must be the invoice's (`cause_id`).
+//!    Each transaction is looked up by equality (`IN (a, b)` over an outer row's columns kept
+//!    MariaDB off the postings' index: a scan per invoice).
 
 use diesel::{
     QueryableByName,
@@ -174,7 +176,12 @@ const CHECKS: &[(ReconciliationCheck, &str)] = &[
                   (SELECT COALESCE(SUM(p.amount), 0) FROM ledger_postings p
                      JOIN ledger_accounts a ON a.id = p.account_id
                      JOIN ledger_transactions t ON t.id = p.transaction_id
-                    WHERE p.transaction_id IN (i.invoice_transaction_id, i.void_invoice_transaction_id)
+                    WHERE p.transaction_id = i.invoice_transaction_id
+                      AND a.kind = 'RECEIVABLE' AND t.cause = 'INVOICE' AND t.cause_id = i.id)
+                + (SELECT COALESCE(SUM(p.amount), 0) FROM ledger_postings p
+                     JOIN ledger_accounts a ON a.id = p.account_id
+                     JOIN ledger_transactions t ON t.id = p.transaction_id
+                    WHERE p.transaction_id = i.void_invoice_transaction_id
                       AND a.kind = 'RECEIVABLE' AND t.cause = 'INVOICE' AND t.cause_id = i.id) AS actual
              FROM invoices i WHERE (? IS NULL OR i.project_id = ?)) x
           WHERE x.expected <> x.actual",
@@ -187,7 +194,12 @@ const CHECKS: &[(ReconciliationCheck, &str)] = &[
                   (SELECT COALESCE(SUM(p.amount), 0) FROM ledger_postings p
                      JOIN ledger_accounts a ON a.id = p.account_id
                      JOIN ledger_transactions t ON t.id = p.transaction_id
-                    WHERE p.transaction_id IN (i.credits_transaction_id, i.void_credits_transaction_id)
+                    WHERE p.transaction_id = i.credits_transaction_id
+                      AND a.kind = 'RECEIVABLE' AND t.cause = 'INVOICE' AND t.cause_id = i.id)
+                + (SELECT COALESCE(SUM(p.amount), 0) FROM ledger_postings p
+                     JOIN ledger_accounts a ON a.id = p.account_id
+                     JOIN ledger_transactions t ON t.id = p.transaction_id
+                    WHERE p.transaction_id = i.void_credits_transaction_id
                       AND a.kind = 'RECEIVABLE' AND t.cause = 'INVOICE' AND t.cause_id = i.id) AS actual
              FROM invoices i WHERE (? IS NULL OR i.project_id = ?)) x
           WHERE x.expected <> x.actual",
