@@ -16,6 +16,9 @@
 //! 2. `billing::runs::run` over the project with the cutoff just after the second boundary: one
 //!    finalized invoice per customer with its ledger postings, end to end.
 //!
+//! It also times single-row autocommit `INSERT`s on one connection: a run commits once per
+//! invoice, so what one commit costs bounds it from below whatever the queries do.
+//!
 //! Then it checks what it measured: one finalized invoice per customer, every usage line's
 //! quantity and event count equal to the raw aggregate, two customers' totals worked out here by
 //! hand, and the ledger's reconciliation clean.
@@ -59,6 +62,8 @@ const TIER1_PRICE: &str = "0.02";
 const TIER2_PRICE: &str = "0.01";
 const MESSAGE_PRICE: &str = "0.01";
 const CONNECTIONS: usize = 4;
+/// Autocommitted single-row INSERTs timed to show what one commit costs on this server.
+const COMMIT_PROBES: u32 = 500;
 
 fn start() -> NaiveDateTime {
     NaiveDate::from_ymd_opt(2025, 1, 1)
@@ -415,6 +420,16 @@ pub async fn bench(server_url: &str, where_: &str) -> anyhow::Result<()> {
     let t = Instant::now();
     let report = runs::run(&mut conn, &scope, clock, true, usize::MAX).await?;
     let billing = t.elapsed();
+    // What one connection's commit costs here: a run commits once per invoice, so this times the
+    // invoice count is a floor that no read or query plan removes.
+    conn.batch_execute("CREATE TABLE commit_probe (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+        .await?;
+    let t = Instant::now();
+    for i in 0..COMMIT_PROBES {
+        conn.batch_execute(&format!("INSERT INTO commit_probe (v) VALUES ({i})"))
+            .await?;
+    }
+    let commit = t.elapsed() / COMMIT_PROBES;
 
     println!();
     println!(
@@ -441,6 +456,12 @@ pub async fn bench(server_url: &str, where_: &str) -> anyhow::Result<()> {
     println!(
         "billing / raw aggregate: {:.2}x   (goal <= 1.5)",
         secs(billing) / secs(baseline)
+    );
+    println!(
+        "one autocommit single-row INSERT on one connection: {:.2} ms; x {} invoices = {:.1} s of the run's time in commits",
+        commit.as_secs_f64() * 1000.0,
+        report.invoices.len(),
+        commit.as_secs_f64() * report.invoices.len() as f64
     );
 
     // ---- what was measured is right
