@@ -254,6 +254,24 @@ fn expected_usage(sum: Decimal, count: u64) -> Decimal {
     tier1 * price(TIER1_PRICE) + tier2 * price(TIER2_PRICE) + Decimal::from(count) * price(MESSAGE_PRICE)
 }
 
+/// The server's counters of this connection: what it sent, prepared, executed, committed.
+async fn session_counters(conn: &mut AsyncMysqlConnection) -> anyhow::Result<HashMap<String, i64>> {
+    #[derive(QueryableByName)]
+    struct Counter {
+        #[diesel(sql_type = Varchar)]
+        name: String,
+        #[diesel(sql_type = BigInt)]
+        value: i64,
+    }
+    let rows: Vec<Counter> = diesel::sql_query(
+        "SELECT VARIABLE_NAME AS name, CAST(VARIABLE_VALUE AS SIGNED) AS value FROM information_schema.SESSION_STATUS \
+         WHERE VARIABLE_NAME IN ('QUESTIONS', 'COM_STMT_PREPARE', 'COM_STMT_EXECUTE', 'COM_COMMIT')",
+    )
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|c| (c.name, c.value)).collect())
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -417,9 +435,15 @@ pub async fn bench(server_url: &str, where_: &str) -> anyhow::Result<()> {
         baseline = baseline.min(t.elapsed());
         ensure!(again == raw, "the raw aggregate changed between runs");
     }
+    let before = session_counters(&mut conn).await?;
     let t = Instant::now();
     let report = runs::run(&mut conn, &scope, clock, true, usize::MAX).await?;
     let billing = t.elapsed();
+    let after = session_counters(&mut conn).await?;
+    let per_invoice = |name: &str| {
+        let delta = after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+        delta as f64 / report.invoices.len().max(1) as f64
+    };
     // What one connection's commit costs here: a run commits once per invoice, so this times the
     // invoice count is a floor that no read or query plan removes.
     conn.batch_execute("CREATE TABLE commit_probe (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
@@ -456,6 +480,13 @@ pub async fn bench(server_url: &str, where_: &str) -> anyhow::Result<()> {
     println!(
         "billing / raw aggregate: {:.2}x   (goal <= 1.5)",
         secs(billing) / secs(baseline)
+    );
+    println!(
+        "the run's connection, per invoice: {:.1} statements ({:.1} prepared, {:.1} executed), {:.2} commits",
+        per_invoice("QUESTIONS"),
+        per_invoice("COM_STMT_PREPARE"),
+        per_invoice("COM_STMT_EXECUTE"),
+        per_invoice("COM_COMMIT"),
     );
     println!(
         "one autocommit single-row INSERT on one connection: {:.2} ms; x {} invoices = {:.1} s of the run's time in commits",
