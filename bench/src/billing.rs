@@ -96,7 +96,7 @@ fn event(i: usize, n: usize, customers: usize) -> Event {
     let span = (period_end() - start()).num_seconds() as u128;
     // Customers take turns (events arrive interleaved, as they would); each customer's events
     // alternate between the two metrics, round by round.
-    let metric = if (i / customers) % 2 == 0 {
+    let metric = if (i / customers).is_multiple_of(2) {
         SUM_METRIC
     } else {
         COUNT_METRIC
@@ -152,7 +152,7 @@ fn insert_sql(project_id: &str, range: std::ops::Range<usize>, n: usize, custome
             e.quantity,
             sql_time(e.occurred_at),
             sql_time(e.occurred_at + TimeDelta::seconds(1)),
-            if i % 3 == 0 { "eu" } else { "us" },
+            if i.is_multiple_of(3) { "eu" } else { "us" },
         ));
     }
     sql
