@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
-# The ingest benchmark: builds neruba-bench in release mode and runs it. Without
+# The benchmarks: builds neruba-bench in release mode and runs it. Without
 # NERUBA_BENCH_DATABASE_URL it starts its own durable MariaDB under .neruba/bench-mariadb.
-# Sizes: BENCH_BATCH_EVENTS, BENCH_BATCH_SIZE, BENCH_BATCH_CLIENTS, BENCH_SINGLE_EVENTS,
-# BENCH_SINGLE_CLIENTS, BENCH_AUTOCOMMIT_ROWS (see bench/src/main.rs).
+#
+#   scripts/bench.sh            both benchmarks
+#   scripts/bench.sh ingest     HTTP ingest against raw INSERTs
+#   scripts/bench.sh billing    a billing run against the raw SQL aggregate of the same events
+#
+# Ingest sizes: BENCH_BATCH_EVENTS, BENCH_BATCH_SIZE, BENCH_BATCH_CLIENTS, BENCH_SINGLE_EVENTS,
+# BENCH_SINGLE_CLIENTS, BENCH_AUTOCOMMIT_ROWS. Billing sizes: BENCH_BILLING_EVENTS,
+# BENCH_BILLING_CUSTOMERS, BENCH_BILLING_BASELINE_RUNS. See bench/src/ and docs/benchmarks.md.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+for name in "$@"; do
+  case "$name" in
+    ingest|billing) ;;
+    *) die "unknown benchmark '$name': usage: scripts/bench.sh [ingest] [billing]" ;;
+  esac
+done
 
 ensure_rust
 [ -n "${NERUBA_BENCH_DATABASE_URL:-}" ] || ensure_mariadb
 claim_target_dir
 step "building neruba-bench (release)"
 (cd "$ROOT" && cargo build --release -p neruba-bench)
-step "running the ingest benchmark"
+step "running the benchmarks: ${*:-ingest billing}"
 cd "$ROOT"
-exec "$TARGET_DIR/release/neruba-bench"
+exec "$TARGET_DIR/release/neruba-bench" "$@"

@@ -20,7 +20,10 @@
 //! its ledger transactions (receivable against revenue, and the prepaid credits drawn) and the
 //! wallet's outbox row in that one transaction.
 
-use std::collections::HashMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use chrono::{Days, NaiveDate, NaiveDateTime, NaiveTime};
 use diesel::result::Error as DieselError;
@@ -46,11 +49,11 @@ use crate::{
     store::{
         Conn,
         customers::{self as customer_store, CustomerRow},
-        invoices::{self as store, InvoiceRow, LineRow},
+        invoices::{self as store, BillingCandidate, InvoiceRow, LineRow},
         subscriptions::{self as subscription_store, SubscriptionRow},
     },
     text_enum::text_enum,
-    usage::metrics::{self, MetricDef},
+    usage::metrics::{self, BilledUsage, MetricDef},
 };
 
 pub const INVOICE_ID_PREFIX: &str = "inv";
@@ -290,6 +293,9 @@ struct Context<'a> {
     usage_until: Option<NaiveDateTime>,
     clock: Clock,
     credits_available: Decimal,
+    /// The usage of `[previous, boundary)` by charge id when the run read it ahead (see
+    /// [`ReadAhead`]); `compute` reads what is missing itself.
+    usage: Option<&'a HashMap<String, BilledUsage>>,
 }
 
 impl Context<'_> {
@@ -470,18 +476,21 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
                 .metrics
                 .get(&charge.metric_id)
                 .ok_or_else(|| Error::Internal(format!("charge {} has no metric", charge.id)))?;
-            let billed = metrics::aggregate_for_billing(
-                conn,
-                ctx.project_id,
-                def,
-                &[ctx.customer.external_id.as_str()],
-                from,
-                to,
-                ctx.clock.cutoff,
-            )
-            .await?
-            .remove(&ctx.customer.external_id)
-            .unwrap_or_default();
+            let billed = match ctx.usage.and_then(|u| u.get(&charge.id)) {
+                Some(billed) => billed.clone(),
+                None => metrics::aggregate_for_billing(
+                    conn,
+                    ctx.project_id,
+                    def,
+                    &[ctx.customer.external_id.as_str()],
+                    from,
+                    to,
+                    ctx.clock.cutoff,
+                )
+                .await?
+                .remove(&ctx.customer.external_id)
+                .unwrap_or_default(),
+            };
             let rating = match charge.charge.price().spec() {
                 PriceSpec::Percentage(terms) => Some(rate_events(conn, ctx, def, terms, from, to).await?),
                 _ => None,
@@ -769,10 +778,32 @@ pub async fn bill_next(
     clock: Clock,
     finalize: bool,
 ) -> Result<Option<Billed>> {
+    bill_next_with(
+        conn,
+        project_id,
+        subscription_id,
+        clock,
+        finalize,
+        &HashMap::new(),
+        None,
+    )
+    .await
+}
+
+/// [`bill_next`] with what a run read ahead: plans by version id, and this subscription's usage.
+async fn bill_next_with(
+    conn: &mut Conn,
+    project_id: &str,
+    subscription_id: &str,
+    clock: Clock,
+    finalize: bool,
+    plans: &Plans,
+    usage: Option<&AheadUsage>,
+) -> Result<Option<Billed>> {
     let project_id = project_id.to_string();
     let subscription_id = subscription_id.to_string();
     db::transaction_with_retry!(conn, retryable, |c| {
-        bill_next_once(c, &project_id, &subscription_id, clock, finalize).await
+        bill_next_once(c, &project_id, &subscription_id, clock, finalize, plans, usage).await
     })
 }
 
@@ -782,14 +813,20 @@ async fn bill_next_once(
     subscription_id: &str,
     clock: Clock,
     finalize: bool,
+    plans: &Plans,
+    usage: Option<&AheadUsage>,
 ) -> std::result::Result<Option<Billed>, TxFailure> {
     // The subscription's lock first: the reads below then see every invoice committed before.
     let Some(sub) = subscription_store::lock(conn, project_id, subscription_id).await? else {
         return Err(Error::NotFound("subscription").into());
     };
     let last = store::last_boundary(conn, &sub.id).await?;
-    let version = plans::load_version(conn, project_id, &sub.plan_version_id).await?;
-    let Some(boundary) = next_boundary(&sub, &version, last)? else {
+    let plan = match plans.get(&sub.plan_version_id) {
+        Some(plan) if plan.version.row.project_id == project_id => plan.clone(),
+        _ => Arc::new(Plan::load(conn, project_id, &sub.plan_version_id).await?),
+    };
+    let (version, metrics) = (&plan.version, &plan.metrics);
+    let Some(boundary) = next_boundary(&sub, version, last)? else {
         return Ok(None);
     };
     if boundary > clock.cutoff {
@@ -798,7 +835,15 @@ async fn bill_next_once(
     let customer = customer_store::find_by_id(conn, project_id, &sub.customer_id)
         .await?
         .ok_or_else(|| Error::Internal(format!("subscription {} has no customer", sub.id)))?;
-    let metrics = metric_defs(conn, project_id, &version).await?;
+    // Read ahead for exactly this invoice, or not used: see `ReadAhead`.
+    let usage = usage
+        .filter(|u| {
+            u.plan_version_id == sub.plan_version_id
+                && u.customer_external_id == customer.external_id
+                && last == Some(u.from)
+                && boundary == u.to
+        })
+        .map(|u| &u.by_charge);
     let mut outbox = Vec::new();
     let mut wallet = ledger::lock_invoice_wallet(
         conn,
@@ -813,13 +858,14 @@ async fn bill_next_once(
         project_id,
         sub: &sub,
         customer: &customer,
-        version: &version,
-        metrics: &metrics,
+        version,
+        metrics,
         previous: last,
         boundary,
         usage_until: None,
         clock,
         credits_available: wallet.as_ref().map_or(Decimal::ZERO, |w| w.available),
+        usage,
     };
     let manifest = compute(conn, &ctx).await?;
     let status = if finalize {
@@ -933,9 +979,177 @@ pub struct RunReport {
 /// How many subscriptions a run reads per page.
 const CANDIDATES_PAGE: i64 = 200;
 
+/// A plan version with its charges' metric definitions: what every invoice of the version
+/// reads. Versions are immutable and metric definitions are never edited, so a run reads each
+/// once ([`Plans`]).
+struct Plan {
+    version: PlanVersion,
+    metrics: HashMap<String, MetricDef>,
+}
+
+impl Plan {
+    async fn load(conn: &mut Conn, project_id: &str, version_id: &str) -> Result<Plan> {
+        let version = plans::load_version(conn, project_id, version_id).await?;
+        let metrics = metric_defs(conn, project_id, &version).await?;
+        Ok(Plan { version, metrics })
+    }
+}
+
+/// The plans a run has read, by version id.
+type Plans = HashMap<String, Arc<Plan>>;
+
+/// One invoice's usage read ahead: for the subscription's version, customer and usage window
+/// `[from, to)` it was read for, the usage by charge id.
+struct AheadUsage {
+    plan_version_id: String,
+    customer_external_id: String,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+    by_charge: HashMap<String, BilledUsage>,
+}
+
+/// What a run learned about a subscription of its page before billing it.
+enum Ahead {
+    /// Its next boundary is after the cutoff (or it has none): no transaction to open.
+    NotDue,
+    /// Due: its row and plan as read ahead, and its usage when it has any to bill.
+    Due {
+        sub: Box<SubscriptionRow>,
+        plan: Arc<Plan>,
+        usage: Option<AheadUsage>,
+    },
+}
+
+/// Reads ahead, for a page of subscriptions, what their invoices would otherwise each read
+/// inside their own transaction: which are due at all, their plans, and their usage, aggregated
+/// in SQL for many customers at once (one query per charge for the subscriptions that share a
+/// plan version and a usage window, up to [`metrics::MAX_CUSTOMERS_PER_QUERY`] customers each).
+///
+/// Why reading outside the invoice's transaction bills the same:
+/// - the usage of `[from, to)` counts the events received by the run's cutoff, fixed before the
+///   run starts; events are append-only, so the aggregate read a moment earlier is the one the
+///   transaction would read. (An event stamped before the cutoff whose ingest commits after the
+///   read is missed by both; the scheduler's grace after a boundary keeps that window empty, and
+///   the events' fingerprint in the manifest makes any difference visible on recomputation.)
+/// - an invoice uses its read-ahead only when what its transaction reads after the subscription's
+///   lock agrees: the same plan version, customer, previous boundary and boundary. A subscription
+///   billed, migrated or canceled in the meantime is computed from what it reads, as before.
+/// - a subscription whose next boundary, from its last boundary as read here, is after the
+///   cutoff is skipped: boundaries only grow, so reading it again under the lock could only
+///   find a later one.
+///
+/// A subscription whose read-ahead fails (an unreadable row, an aggregate too large to compute
+/// exactly) is left out: it is billed as [`bill_next`] bills, where its error is its own.
+async fn read_ahead(
+    conn: &mut Conn,
+    page: &[BillingCandidate],
+    clock: Clock,
+    plans: &mut Plans,
+) -> Result<HashMap<String, Ahead>> {
+    let ids: Vec<&str> = page
+        .iter()
+        .filter(|c| !c.is_done())
+        .map(|c| c.subscription_id.as_str())
+        .collect();
+    let last: HashMap<&str, Option<NaiveDateTime>> = page
+        .iter()
+        .map(|c| (c.subscription_id.as_str(), c.last_boundary))
+        .collect();
+    let mut ahead = HashMap::new();
+    // (project, plan version, from, to) → the subscriptions (id, customer id) billing that usage.
+    type Window = (String, String, NaiveDateTime, NaiveDateTime);
+    let mut windows: BTreeMap<Window, Vec<(String, String)>> = BTreeMap::new();
+    for sub in subscription_store::find_by_ids(conn, &ids).await? {
+        let plan = match plans.get(&sub.plan_version_id) {
+            Some(plan) => plan.clone(),
+            None => match Plan::load(conn, &sub.project_id, &sub.plan_version_id).await {
+                Ok(plan) => {
+                    let plan = Arc::new(plan);
+                    plans.insert(sub.plan_version_id.clone(), plan.clone());
+                    plan
+                }
+                Err(e @ Error::Unavailable(_)) => return Err(e),
+                Err(_) => continue,
+            },
+        };
+        let previous = last.get(sub.id.as_str()).copied().flatten();
+        let boundary = match next_boundary(&sub, &plan.version, previous) {
+            Ok(Some(b)) if b <= clock.cutoff => b,
+            Ok(_) => {
+                ahead.insert(sub.id.clone(), Ahead::NotDue);
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if let Some(from) = previous
+            && !plan.version.charges.is_empty()
+        {
+            windows
+                .entry((sub.project_id.clone(), sub.plan_version_id.clone(), from, boundary))
+                .or_default()
+                .push((sub.id.clone(), sub.customer_id.clone()));
+        }
+        ahead.insert(
+            sub.id.clone(),
+            Ahead::Due {
+                sub: Box::new(sub),
+                plan,
+                usage: None,
+            },
+        );
+    }
+    for ((project_id, version_id, from, to), members) in windows {
+        let Some(plan) = plans.get(&version_id).cloned() else {
+            continue;
+        };
+        let customer_ids: Vec<&str> = members.iter().map(|(_, c)| c.as_str()).collect();
+        let external: HashMap<String, String> = customer_store::find_by_ids(conn, &project_id, &customer_ids)
+            .await?
+            .into_iter()
+            .map(|c| (c.id, c.external_id))
+            .collect();
+        let customers: Vec<&str> = external.values().map(String::as_str).collect();
+        let mut by_charge = Vec::new();
+        for charge in &plan.version.charges {
+            let Some(def) = plan.metrics.get(&charge.metric_id) else {
+                break;
+            };
+            match metrics::aggregate_for_billing(conn, &project_id, def, &customers, from, to, clock.cutoff).await {
+                Ok(values) => by_charge.push((charge.id.clone(), values)),
+                Err(e @ Error::Unavailable(_)) => return Err(e),
+                Err(_) => break,
+            }
+        }
+        if by_charge.len() < plan.version.charges.len() {
+            continue;
+        }
+        for (subscription_id, customer_id) in members {
+            let (Some(external_id), Some(Ahead::Due { usage, .. })) =
+                (external.get(&customer_id), ahead.get_mut(&subscription_id))
+            else {
+                continue;
+            };
+            let values = by_charge
+                .iter()
+                .filter_map(|(charge_id, values)| Some((charge_id.clone(), values.get(external_id)?.clone())))
+                .collect();
+            *usage = Some(AheadUsage {
+                plan_version_id: version_id.clone(),
+                customer_external_id: external_id.clone(),
+                from,
+                to,
+                by_charge: values,
+            });
+        }
+    }
+    Ok(ahead)
+}
+
 /// Bills every boundary in `scope` that `clock.cutoff` passed, oldest first per subscription,
 /// each in its own transaction, up to `max_invoices` (the rest waits for the next run). A
-/// subscription that fails is reported and skipped; the others go on.
+/// subscription that fails is reported and skipped; the others go on. Each page of
+/// subscriptions is read ahead first ([`read_ahead`]): plans once per run, usage in SQL for
+/// many customers at once, and no transaction for a subscription that is not due.
 pub async fn run(
     conn: &mut Conn,
     scope: &Scope,
@@ -944,6 +1158,7 @@ pub async fn run(
     max_invoices: usize,
 ) -> Result<RunReport> {
     let mut report = RunReport::default();
+    let mut plans = Plans::new();
     let mut after = String::new();
     'pages: loop {
         let page = store::billing_candidates(
@@ -957,13 +1172,39 @@ pub async fn run(
         .await?;
         let Some(last) = page.last() else { break };
         after = last.subscription_id.clone();
+        let ahead = read_ahead(conn, &page, clock, &mut plans).await?;
         for candidate in page.iter().filter(|c| !c.is_done()) {
+            let mut usage = match ahead.get(&candidate.subscription_id) {
+                Some(Ahead::NotDue) => continue,
+                Some(Ahead::Due { usage, .. }) => usage.as_ref(),
+                None => None,
+            };
             loop {
                 if report.invoices.len() >= max_invoices {
                     break 'pages;
                 }
-                match bill_next(conn, &candidate.project_id, &candidate.subscription_id, clock, finalize).await {
-                    Ok(Some(billed)) => report.invoices.push(billed.invoice),
+                let billed = bill_next_with(
+                    conn,
+                    &candidate.project_id,
+                    &candidate.subscription_id,
+                    clock,
+                    finalize,
+                    &plans,
+                    usage.take(),
+                )
+                .await;
+                match billed {
+                    Ok(Some(billed)) => {
+                        let boundary = billed.invoice.boundary;
+                        report.invoices.push(billed.invoice);
+                        // Whether another boundary is due, from what was read ahead.
+                        if let Some(Ahead::Due { sub, plan, .. }) = ahead.get(&candidate.subscription_id)
+                            && !next_boundary(sub, &plan.version, Some(boundary))
+                                .is_ok_and(|next| next.is_some_and(|b| b <= clock.cutoff))
+                        {
+                            break;
+                        }
+                    }
                     Ok(None) => break,
                     Err(e @ Error::Unavailable(_)) => return Err(e),
                     Err(e) => {
@@ -1127,6 +1368,7 @@ async fn recompute_manifest(
             cutoff,
         },
         credits_available,
+        usage: None,
     };
     compute(conn, &ctx).await
 }
@@ -1436,6 +1678,7 @@ pub async fn preview(
         previous: last,
         boundary,
         usage_until: Some(now),
+        usage: None,
         clock: Clock { now, cutoff: now },
         credits_available,
     };

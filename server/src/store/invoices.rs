@@ -289,16 +289,17 @@ struct LastNumber {
 }
 
 /// The project's next invoice number, taken inside the caller's transaction: the sequence row
-/// stays locked until it commits (or gives the number back by rolling back).
+/// stays locked until it commits (or gives the number back by rolling back). One statement:
+/// MariaDB's `RETURNING` answers the row as written, inserted or updated (every statement here
+/// is prepared afresh, so a second one cost two round trips per invoice).
 pub async fn next_number(conn: &mut Conn, project_id: &str) -> QueryResult<u64> {
-    diesel::sql_query(
-        "INSERT INTO invoice_sequences (project_id, last_number) VALUES (?, LAST_INSERT_ID(1)) \
-         ON DUPLICATE KEY UPDATE last_number = LAST_INSERT_ID(last_number + 1)",
+    let rows: Vec<LastNumber> = diesel::sql_query(
+        "INSERT INTO invoice_sequences (project_id, last_number) VALUES (?, 1) \
+         ON DUPLICATE KEY UPDATE last_number = last_number + 1 RETURNING last_number AS n",
     )
     .bind::<Varchar, _>(project_id)
-    .execute(conn)
+    .load(conn)
     .await?;
-    let rows: Vec<LastNumber> = diesel::sql_query("SELECT LAST_INSERT_ID() AS n").load(conn).await?;
     rows.into_iter()
         .next()
         .map(|r| r.n)

@@ -96,6 +96,18 @@ pub async fn on_plan_during(
         .await
 }
 
+/// The subscriptions with these ids, of any project (a billing run's page: ids it just read).
+pub async fn find_by_ids(conn: &mut Conn, ids: &[&str]) -> QueryResult<Vec<SubscriptionRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    subscriptions::table
+        .filter(subscriptions::id.eq_any(ids))
+        .select(SubscriptionRow::as_select())
+        .load(conn)
+        .await
+}
+
 pub async fn lock(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<SubscriptionRow>> {
     subscriptions::table
         .filter(subscriptions::project_id.eq(project_id))
