@@ -1373,6 +1373,21 @@ async fn recompute_manifest(
     compute(conn, &ctx).await
 }
 
+/// Locks an invoice for a change, in the run's order: its subscription first, then the invoice.
+async fn lock_invoice(
+    conn: &mut Conn,
+    project_id: &str,
+    subscription_id: &str,
+    invoice_id: &str,
+) -> std::result::Result<InvoiceRow, TxFailure> {
+    subscription_store::lock(conn, project_id, subscription_id)
+        .await?
+        .ok_or(Error::NotFound("subscription"))?;
+    Ok(store::lock(conn, project_id, invoice_id)
+        .await?
+        .ok_or(Error::NotFound("invoice"))?)
+}
+
 /// The latest document of an invoice: its last adjustment's recomputed manifest, or its own.
 async fn latest_document(conn: &mut Conn, invoice: &InvoiceRow) -> Result<(Manifest, String)> {
     let adjustments = store::adjustments(conn, &invoice.project_id, &invoice.id).await?;
@@ -1453,12 +1468,7 @@ async fn adjust_once(
     cutoff: Option<NaiveDateTime>,
     now: NaiveDateTime,
 ) -> std::result::Result<Recomputation, TxFailure> {
-    subscription_store::lock(conn, project_id, subscription_id)
-        .await?
-        .ok_or(Error::NotFound("subscription"))?;
-    let invoice = store::lock(conn, project_id, invoice_id)
-        .await?
-        .ok_or(Error::NotFound("invoice"))?;
+    let invoice = lock_invoice(conn, project_id, subscription_id, invoice_id).await?;
     let status: InvoiceStatus = invoice.status.parse()?;
     if !matches!(status, InvoiceStatus::Finalized | InvoiceStatus::Paid) {
         return Err(Error::conflict(
@@ -1568,12 +1578,7 @@ async fn rewrite_draft(
     now: NaiveDateTime,
     finalize: bool,
 ) -> std::result::Result<Recomputation, TxFailure> {
-    subscription_store::lock(conn, project_id, subscription_id)
-        .await?
-        .ok_or(Error::NotFound("subscription"))?;
-    let invoice = store::lock(conn, project_id, invoice_id)
-        .await?
-        .ok_or(Error::NotFound("invoice"))?;
+    let invoice = lock_invoice(conn, project_id, subscription_id, invoice_id).await?;
     if invoice.status != InvoiceStatus::Draft.as_str() {
         if finalize {
             let stored = stored_manifest(&invoice)?;
@@ -1715,12 +1720,7 @@ async fn void_once(
     reason: &str,
     now: NaiveDateTime,
 ) -> std::result::Result<InvoiceRow, TxFailure> {
-    subscription_store::lock(conn, project_id, subscription_id)
-        .await?
-        .ok_or(Error::NotFound("subscription"))?;
-    let mut invoice = store::lock(conn, project_id, invoice_id)
-        .await?
-        .ok_or(Error::NotFound("invoice"))?;
+    let mut invoice = lock_invoice(conn, project_id, subscription_id, invoice_id).await?;
     let status: InvoiceStatus = invoice.status.parse()?;
     match status {
         InvoiceStatus::Void => return Ok(invoice),

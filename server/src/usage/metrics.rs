@@ -203,6 +203,22 @@ fn path(property: &str) -> String {
     format!("$.\"{property}\"")
 }
 
+/// The SQL expression of a grouped aggregation (every one but `LATEST`, which ranks events
+/// instead), pushing the parameters it binds onto `binds`.
+fn grouped_value(def: &MetricDef, aggregation: Aggregation, binds: &mut Vec<Bind>) -> &'static str {
+    match aggregation {
+        Aggregation::Count => "COUNT(*)",
+        Aggregation::Sum => "SUM(quantity)",
+        Aggregation::Max => "MAX(quantity)",
+        Aggregation::UniqueCount => {
+            let prop = def.property.as_deref().expect("validated: UNIQUE_COUNT has a property");
+            binds.push(Bind::Text(path(prop)));
+            "COUNT(DISTINCT JSON_VALUE(properties, ?))"
+        }
+        Aggregation::Latest => "NULL",
+    }
+}
+
 /// The SQL and parameters aggregating `def` for `customers` over `[from, to)`, grouped by
 /// `group_by` when given. Every value is a bound parameter; only validated property names reach
 /// the JSON paths, and those are bound too.
@@ -251,17 +267,7 @@ pub fn aggregate_sql(
         }
         other => {
             let mut binds = select_binds;
-            let value = match other {
-                Aggregation::Count => "COUNT(*)".to_string(),
-                Aggregation::Sum => "SUM(quantity)".to_string(),
-                Aggregation::Max => "MAX(quantity)".to_string(),
-                Aggregation::UniqueCount => {
-                    let prop = def.property.as_deref().expect("validated: UNIQUE_COUNT has a property");
-                    binds.push(Bind::Text(path(prop)));
-                    "COUNT(DISTINCT JSON_VALUE(properties, ?))".to_string()
-                }
-                Aggregation::Latest => unreachable!("handled above"),
-            };
+            let value = grouped_value(def, other, &mut binds);
             let sql = format!(
                 "SELECT customer_external_id AS customer, {group_expr} AS group_key, \
                  CAST(CAST({value} AS DECIMAL(65, 12)) AS CHAR) AS value FROM usage_events WHERE {where_sql} GROUP BY {grouping}"
@@ -344,17 +350,7 @@ pub fn billing_sql(
             )
         }
         other => {
-            let value = match other {
-                Aggregation::Count => "COUNT(*)",
-                Aggregation::Sum => "SUM(quantity)",
-                Aggregation::Max => "MAX(quantity)",
-                Aggregation::UniqueCount => {
-                    let prop = def.property.as_deref().expect("validated: UNIQUE_COUNT has a property");
-                    binds.push(Bind::Text(path(prop)));
-                    "COUNT(DISTINCT JSON_VALUE(properties, ?))"
-                }
-                Aggregation::Latest => "NULL",
-            };
+            let value = grouped_value(def, other, &mut binds);
             format!(
                 "SELECT customer_external_id AS customer, CAST(CAST({value} AS DECIMAL(65, 12)) AS CHAR) AS value, \
                  {fingerprint} FROM usage_events WHERE {where_sql} GROUP BY customer_external_id"
@@ -408,6 +404,27 @@ pub async fn aggregate_for_billing(
     Ok(out)
 }
 
+/// The WHERE clause of a page of one customer's billed events, after the keyset position
+/// `after` (`(occurred_at, seq)` of the previous page's last event).
+fn page_where(
+    project_id: &str,
+    def: &MetricDef,
+    customer: &str,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+    received_until: NaiveDateTime,
+    after: Option<(NaiveDateTime, u64)>,
+) -> (String, Vec<Bind>) {
+    let (mut where_sql, mut binds) = where_clause(project_id, def, &[customer], from, to, Some(received_until));
+    if let Some((at, seq)) = after {
+        where_sql.push_str(" AND (occurred_at > ? OR (occurred_at = ? AND seq > ?))");
+        binds.push(Bind::Time(at));
+        binds.push(Bind::Time(at));
+        binds.push(Bind::Text(seq.to_string()));
+    }
+    (where_sql, binds)
+}
+
 /// How many event amounts one page of [`event_amounts_page`] reads.
 pub const AMOUNTS_PAGE: i64 = 5_000;
 
@@ -426,13 +443,7 @@ pub async fn event_amounts_page(
     received_until: NaiveDateTime,
     after: Option<(NaiveDateTime, u64)>,
 ) -> Result<Vec<(NaiveDateTime, u64, Decimal)>> {
-    let (mut where_sql, mut binds) = where_clause(project_id, def, &[customer], from, to, Some(received_until));
-    if let Some((at, seq)) = after {
-        where_sql.push_str(" AND (occurred_at > ? OR (occurred_at = ? AND seq > ?))");
-        binds.push(Bind::Time(at));
-        binds.push(Bind::Time(at));
-        binds.push(Bind::Text(seq.to_string()));
-    }
+    let (where_sql, binds) = page_where(project_id, def, customer, from, to, received_until, after);
     let sql = format!(
         "SELECT occurred_at, seq, quantity FROM usage_events WHERE {where_sql} ORDER BY occurred_at, seq LIMIT {AMOUNTS_PAGE}"
     );
@@ -455,13 +466,7 @@ pub async fn billed_events_page(
     after: Option<(NaiveDateTime, u64)>,
     limit: i64,
 ) -> Result<Vec<crate::store::usage_events::EventRow>> {
-    let (mut where_sql, mut binds) = where_clause(project_id, def, &[customer], from, to, Some(received_until));
-    if let Some((at, seq)) = after {
-        where_sql.push_str(" AND (occurred_at > ? OR (occurred_at = ? AND seq > ?))");
-        binds.push(Bind::Time(at));
-        binds.push(Bind::Time(at));
-        binds.push(Bind::Text(seq.to_string()));
-    }
+    let (where_sql, binds) = page_where(project_id, def, customer, from, to, received_until, after);
     let sql = format!(
         "SELECT seq, id, project_id, idempotency_key, request_hash, customer_external_id, metric, quantity, \
          occurred_at, received_at, properties FROM usage_events WHERE {where_sql} ORDER BY occurred_at, seq LIMIT {limit}"
