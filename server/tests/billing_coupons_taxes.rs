@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{count_rows, gql, project_with_key};
+use common::{amounts, count_rows, gql, pairs, project_with_key};
 use neruba::testing::TestApp;
 use serde_json::{Value, json};
 
@@ -109,25 +109,6 @@ async fn run(app: &TestApp, key: &str, input: Value) -> Vec<Value> {
     let d = ok(app, key, RUN, json!({ "i": input })).await;
     assert_eq!(d["runBilling"]["failures"], json!([]), "{d}");
     d["runBilling"]["invoices"].as_array().unwrap().clone()
-}
-
-/// `(kind, amount)` of each line.
-fn amounts(invoice: &Value) -> Vec<(String, String)> {
-    invoice["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["kind"].as_str().unwrap().to_string(),
-                l["amount"]["amount"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
-    expected.iter().map(|(k, a)| (k.to_string(), a.to_string())).collect()
 }
 
 fn manifest(invoice: &Value) -> Value {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{count_rows, gql, post_json, project_with_key};
+use common::{amounts, count_rows, gql, pairs, post_json, project_with_key};
 use neruba::testing::TestApp;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -101,24 +101,6 @@ async fn run(app: &TestApp, key: &str, input: Value) -> Value {
     let r = gql(app, key, RUN, json!({ "i": input })).await;
     assert!(r.body["errors"].is_null(), "{}", r.body);
     r.data()["runBilling"].clone()
-}
-
-fn amounts(invoice: &Value) -> Vec<(String, String)> {
-    invoice["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["kind"].as_str().unwrap().to_string(),
-                l["amount"]["amount"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
-    expected.iter().map(|(k, a)| (k.to_string(), a.to_string())).collect()
 }
 
 fn now_utc() -> String {

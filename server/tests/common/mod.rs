@@ -134,3 +134,23 @@ pub async fn declare_credit_unit(app: &TestApp, project_id: &str, code: &str, de
         r.body
     );
 }
+
+/// `(kind, amount)` of each line of an invoice answered by GraphQL (`lines { kind amount { amount } }`).
+pub fn amounts(invoice: &Value) -> Vec<(String, String)> {
+    invoice["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["kind"].as_str().unwrap().to_string(),
+                l["amount"]["amount"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Expected `(kind, amount)` lines, for comparing with [`amounts`].
+pub fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected.iter().map(|(k, a)| (k.to_string(), a.to_string())).collect()
+}
