@@ -335,6 +335,7 @@ pub async fn bench(server_url: &str, where_: &str) -> anyhow::Result<()> {
             minimum_commitment: None,
             included_credits: None,
             included_credits_currency: None,
+            usage_threshold: None,
             trial_days: 0,
             charges: vec![
                 ChargeInput {

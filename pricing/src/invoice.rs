@@ -1,5 +1,5 @@
 //! An invoice's amounts, computed from its inputs alone, in the one order billing follows:
-//! **fees → minimum true-ups → coupons → taxes → prepaid credits**.
+//! **fees → minimum true-ups → coupons → (amounts billed earlier) → taxes → prepaid credits**.
 //!
 //! 1. Fees: the fixed fee (prorated by days over the period it pays for, the trial's days
 //!    excluded), corrections of fees billed earlier (the unused days of a fee billed in advance,
@@ -9,7 +9,10 @@
 //!    minimum commitment (a line when the period's fees and charge true-ups are below it).
 //! 3. Coupons, in the order given, on what is left of the subtotal: a percentage or a fixed
 //!    amount, never below zero; each discount is one line, rounded once.
-//! 4. Taxes: exclusive percentages of the discounted subtotal, each one line, rounded once.
+//!    Then what threshold invoices already billed for the same period, deducted (one line): the
+//!    fees, true-ups and coupons above are for the whole period, so a percentage coupon discounts
+//!    all of its usage and a minimum counts all of it, wherever it was billed.
+//! 4. Taxes: exclusive percentages of what is left, each one line, rounded once.
 //! 5. Prepaid credits: as much of the total as the credits available cover.
 //!
 //! Every line is rounded to the currency's minor units, half away from zero ([`round_line`]); the
@@ -74,6 +77,12 @@ pub struct InvoiceInput<'a> {
     pub taxes: Vec<Decimal>,
     /// Prepaid credits available to pay this invoice, in its currency.
     pub credits_available: Decimal,
+    /// What earlier (threshold) invoices of the period already billed before tax, in minor
+    /// units: deducted after coupons, before taxes. Zero for most invoices.
+    pub billed_earlier: Decimal,
+    /// Whether this invoice closes the period its usage is for: only then do charge minimums
+    /// apply (a threshold invoice, early in the period, bills usage so far without them).
+    pub closes_period: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -85,6 +94,8 @@ pub enum LineKind {
     ChargeMinimum,
     MinimumCommitment,
     Coupon,
+    /// What earlier invoices of the period billed, deducted (negative).
+    BilledEarlier,
     Tax,
     Credits,
 }
@@ -111,6 +122,8 @@ pub struct Invoice {
     pub subtotal: Decimal,
     /// Coupons (zero or negative).
     pub discount: Decimal,
+    /// What earlier invoices of the period billed, deducted (zero or negative).
+    pub billed_earlier: Decimal,
     pub tax: Decimal,
     /// Total before credits.
     pub total: Decimal,
@@ -185,7 +198,9 @@ pub fn compute(input: &InvoiceInput<'_>) -> Result<Invoice, RateError> {
     for (i, (usage, true_up)) in charge_lines.into_iter().enumerate() {
         lines.push(usage);
         // 2a. Charge minimums.
-        if let Some(gap) = true_up {
+        if input.closes_period
+            && let Some(gap) = true_up
+        {
             true_ups.push(Line {
                 kind: LineKind::ChargeMinimum,
                 index: i,
@@ -236,7 +251,19 @@ pub fn compute(input: &InvoiceInput<'_>) -> Result<Invoice, RateError> {
             rating: None,
         });
     }
-    // 4. Taxes on the discounted subtotal.
+    // 3b. What earlier invoices of the period billed.
+    let billed_earlier = -input.billed_earlier;
+    if !billed_earlier.is_zero() {
+        left = arith::add(left, billed_earlier)?;
+        lines.push(Line {
+            kind: LineKind::BilledEarlier,
+            index: 0,
+            amount: billed_earlier,
+            exact: billed_earlier,
+            rating: None,
+        });
+    }
+    // 4. Taxes on what is left.
     let mut tax = Decimal::ZERO;
     for (i, rate) in input.taxes.iter().enumerate() {
         let t = line(LineKind::Tax, i, arith::percent_of(left, *rate)?, d);
@@ -263,6 +290,7 @@ pub fn compute(input: &InvoiceInput<'_>) -> Result<Invoice, RateError> {
         lines,
         subtotal,
         discount,
+        billed_earlier,
         tax,
         total,
         credits: if drawn.is_zero() { Decimal::ZERO } else { -drawn },

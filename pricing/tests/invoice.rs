@@ -1,5 +1,5 @@
-//! The order of an invoice (fees → minimum true-ups → coupons → taxes → prepaid credits), with
-//! every amount computed by hand in the comments.
+//! The order of an invoice (fees → minimum true-ups → coupons → amounts billed earlier → taxes →
+//! prepaid credits), with every amount computed by hand in the comments.
 
 use std::str::FromStr;
 
@@ -90,6 +90,8 @@ fn an_invoice_is_fees_then_true_ups_then_coupons_then_taxes_then_credits() {
         coupons: vec![Coupon::Percentage(d("10")), Coupon::Amount(d("5"))],
         taxes: vec![d("8.875"), d("1")],
         credits_available: d("50"),
+        billed_earlier: d("0"),
+        closes_period: true,
     };
     let invoice = compute(&input).unwrap();
     let lines: Vec<_> = invoice.lines.iter().map(|l| (l.kind, l.index, l.amount)).collect();
@@ -149,6 +151,8 @@ fn trial_days_are_not_billed_and_coupons_stop_at_zero() {
         coupons: vec![Coupon::Amount(d("500")), Coupon::Percentage(d("50"))],
         taxes: vec![d("20")],
         credits_available: d("0"),
+        billed_earlier: d("0"),
+        closes_period: true,
     };
     let invoice = compute(&input).unwrap();
     let lines: Vec<_> = invoice.lines.iter().map(|l| (l.kind, l.amount)).collect();
@@ -194,6 +198,8 @@ fn a_period_without_usage_still_pays_its_minimums() {
         coupons: vec![],
         taxes: vec![],
         credits_available: d("0"),
+        billed_earlier: d("0"),
+        closes_period: true,
     };
     let invoice = compute(&input).unwrap();
     let lines: Vec<_> = invoice.lines.iter().map(|l| (l.kind, l.amount)).collect();
@@ -236,6 +242,8 @@ fn the_minimum_commitment_counts_only_what_pays_for_the_usage_period() {
         coupons: vec![],
         taxes: vec![],
         credits_available: d("0"),
+        billed_earlier: d("0"),
+        closes_period: true,
     };
     let invoice = compute(&input).unwrap();
     let lines: Vec<_> = invoice.lines.iter().map(|l| (l.kind, l.amount)).collect();
@@ -274,6 +282,8 @@ fn a_fee_adjustment_is_a_line_and_counts_toward_the_commitment() {
         coupons: vec![],
         taxes: vec![],
         credits_available: d("0"),
+        billed_earlier: d("0"),
+        closes_period: true,
     };
     let invoice = compute(&input).unwrap();
     let lines: Vec<_> = invoice.lines.iter().map(|l| (l.kind, l.amount)).collect();
@@ -288,4 +298,95 @@ fn a_fee_adjustment_is_a_line_and_counts_toward_the_commitment() {
     );
     assert_eq!(invoice.total, d("-15.00"));
     assert_eq!(invoice.amount_due, d("-15.00"), "a credit the customer is owed");
+}
+
+#[test]
+fn what_earlier_invoices_billed_is_deducted_after_coupons_and_before_taxes() {
+    let (api, _) = charges();
+    // The whole period's usage: 1050 − 50 free = 1000: 100 × 0.10 + 5 = 15.00, 900 × 0.05 = 45.00.
+    let input = InvoiceInput {
+        decimals: 2,
+        fixed_fees: vec![],
+        fee_adjustments: vec![],
+        charges: vec![ChargeUsage {
+            charge: &api,
+            usage: Usage::Quantity(d("1050")),
+        }],
+        minimum_commitment: None,
+        coupons: vec![Coupon::Percentage(d("10"))],
+        taxes: vec![d("10")],
+        credits_available: d("0"),
+        // Threshold invoices of the period billed 40.00 before tax.
+        billed_earlier: d("40"),
+        closes_period: true,
+    };
+    let invoice = compute(&input).unwrap();
+    let lines: Vec<_> = invoice.lines.iter().map(|l| (l.kind, l.amount)).collect();
+    // 10% of the whole 60.00 off (6.00), then 40.00 deducted: 14.00 left, taxed 10%: 1.40.
+    assert_eq!(
+        lines,
+        vec![
+            (LineKind::Usage, d("60.00")),
+            (LineKind::Coupon, d("-6.00")),
+            (LineKind::BilledEarlier, d("-40.00")),
+            (LineKind::Tax, d("1.40")),
+        ]
+    );
+    assert_eq!(
+        (
+            invoice.subtotal,
+            invoice.discount,
+            invoice.billed_earlier,
+            invoice.tax,
+            invoice.total
+        ),
+        (d("60.00"), d("-6.00"), d("-40.00"), d("1.40"), d("15.40"))
+    );
+
+    // Earlier invoices billed more than the discounted period comes to: a credit, tax included.
+    let over = compute(&InvoiceInput {
+        billed_earlier: d("70"),
+        closes_period: true,
+        ..input
+    })
+    .unwrap();
+    // 54.00 − 70.00 = −16.00; tax −1.60.
+    assert_eq!(
+        (over.tax, over.total, over.amount_due),
+        (d("-1.60"), d("-17.60"), d("-17.60"))
+    );
+}
+
+#[test]
+fn charge_minimums_wait_for_the_invoice_that_closes_the_period() {
+    let (_, storage) = charges();
+    // 4 × 0.25 = 1.00, below the charge's minimum of 5.00.
+    let input = InvoiceInput {
+        decimals: 2,
+        fixed_fees: vec![],
+        fee_adjustments: vec![],
+        charges: vec![ChargeUsage {
+            charge: &storage,
+            usage: Usage::Quantity(d("4")),
+        }],
+        minimum_commitment: None,
+        coupons: vec![],
+        taxes: vec![],
+        credits_available: d("0"),
+        billed_earlier: d("0"),
+        closes_period: false,
+    };
+    let early = compute(&input).unwrap();
+    let lines: Vec<_> = early.lines.iter().map(|l| (l.kind, l.amount)).collect();
+    assert_eq!(lines, vec![(LineKind::Usage, d("1.00"))]);
+    let last = compute(&InvoiceInput {
+        closes_period: true,
+        ..input
+    })
+    .unwrap();
+    let lines: Vec<_> = last.lines.iter().map(|l| (l.kind, l.amount)).collect();
+    assert_eq!(
+        lines,
+        vec![(LineKind::Usage, d("1.00")), (LineKind::ChargeMinimum, d("4.00"))]
+    );
 }

@@ -1,8 +1,9 @@
 //! Billing runs through the real server and a real MariaDB: ingested events become finalized
 //! invoices (every price model, amounts worked out by hand below), prepaid credits pay first
 //! through the ledger, trials and minimums, a boundary billed once however many runs race for it,
-//! gapless numbers, the cutoff keeping late events out of a finalized invoice, and the scheduler
-//! that runs on one replica at a time and finishes what a stopped run left.
+//! gapless numbers, the cutoff keeping late events out of a finalized invoice, threshold invoices
+//! early in a period that its last invoice deducts, and the scheduler that runs on one replica at
+//! a time and finishes what a stopped run left.
 
 mod common;
 
@@ -13,8 +14,8 @@ use serde_json::{Value, json};
 
 const RUN: &str = "mutation($i: RunBillingInput!) { runBilling(input: $i) { hasMore
   failures { subscriptionId code message }
-  invoices { id number status boundary usagePeriod { from to }
-    subtotal { amount currency } total { amount } credits { amount } amountDue { amount }
+  invoices { id number status reason boundary usagePeriod { from to }
+    subtotal { amount currency } billedEarlier { amount } total { amount } credits { amount } amountDue { amount }
     cutoff conventionsVersion manifestHash invoiceTransactionId creditsTransactionId
     lines { position kind description quantity amount { amount } exactAmount eventCount eventsHash
       period { from to } steps { kind tier quantity amount { amount } } }
@@ -1511,4 +1512,193 @@ async fn runs_and_charges_on_one_wallet_at_once_keep_the_ledger_consistent() {
     )
     .await;
     assert_eq!(r.data()["reconciliation"]["clean"], true, "{}", r.body);
+}
+
+/// Now, to the microsecond (what the invoices' clock columns hold).
+fn micros_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn threshold_invoices_bill_usage_early_and_the_period_end_deducts_them() {
+    let app = TestApp::spawn().await;
+    let (_, key) = project_with_key(&app, "Progressive").await;
+    metric(&app, &key, "api_calls", "SUM").await;
+    // No fixed fee: every amount below is usage. 100 calls at 0.10, the rest at 0.05.
+    let plan = plan(
+        &app,
+        &key,
+        "progressive",
+        json!({ "name": "Progressive", "currency": "USD", "interval": { "unit": "MONTH" },
+            "usageThreshold": "20",
+            "charges": [{ "metric": "api_calls", "price": { "graduated": { "tiers": [
+                { "upTo": "100", "unitAmount": "0.10" }, { "unitAmount": "0.05" } ] } } }] }),
+    )
+    .await;
+    let read = gql(
+        &app,
+        &key,
+        "query { plan(code: \"progressive\") { latestVersion { usageThreshold { amount currency } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        read.data()["plan"]["latestVersion"]["usageThreshold"],
+        json!({ "amount": "20", "currency": "USD" })
+    );
+    customer(&app, &key, "acme").await;
+    // Events are counted by when they were received, so this period is around the real clock:
+    // it started ten days ago and ends in about three weeks (anniversary billing).
+    let start = chrono::Utc::now().date_naive() - chrono::Days::new(10);
+    let day = |n: u64| format!("{}T12:00:00Z", start + chrono::Days::new(n));
+    let r = gql(
+        &app,
+        &key,
+        "mutation($i: CreateSubscriptionInput!) { createSubscription(input: $i) { subscription { id } } }",
+        json!({ "i": { "customerExternalId": "acme", "planId": plan, "billingAnchor": "ANNIVERSARY",
+            "startsAt": format!("{start}T00:00:00Z"), "idempotencyKey": "sub-progressive" } }),
+    )
+    .await;
+    let sub = r.data()["createSubscription"]["subscription"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run_now = async |now: String| run(&app, &key, json!({ "subscriptionId": sub, "now": now })).await;
+
+    // The period's first invoice (nothing to bill yet), then 250 calls: 10.00 + 150 × 0.05 =
+    // 17.50, below the threshold: nothing.
+    let opened = run_now(micros_now()).await;
+    assert_eq!(opened["invoices"][0]["reason"], "PERIOD");
+    ingest(
+        &app,
+        &key,
+        "acme",
+        &[("api_calls", "100", &day(1)), ("api_calls", "150", &day(2))],
+    )
+    .await;
+    let below = run_now(micros_now()).await;
+    assert_eq!(below["invoices"], json!([]), "{below}");
+
+    // 100 more: 350 calls rate 10.00 + 12.50 = 22.50, at the threshold or over: an invoice now,
+    // at the run's cutoff, for the period's usage so far.
+    ingest(&app, &key, "acme", &[("api_calls", "100", &day(3))]).await;
+    let first_at = micros_now();
+    let first = run_now(first_at.clone()).await;
+    assert_eq!(first["failures"], json!([]));
+    let first = first["invoices"][0].clone();
+    assert_eq!(first["reason"], "THRESHOLD", "{first}");
+    assert_eq!(first["number"], "000002");
+    assert_eq!(
+        first["boundary"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap(),
+        first_at.parse::<chrono::DateTime<chrono::Utc>>().unwrap(),
+        "its boundary is the run's cutoff"
+    );
+    assert_eq!(
+        first["usagePeriod"]["from"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+            .date_naive(),
+        start
+    );
+    assert_eq!(amounts(&first), pairs(&[("USAGE", "22.5")]));
+    assert_eq!(first["lines"][0]["quantity"], "350");
+    assert_eq!(first["total"]["amount"], "22.5");
+    // The same cutoff again, or a later one with nothing new: no second invoice.
+    assert_eq!(run_now(first_at.clone()).await["invoices"], json!([]));
+    assert_eq!(run_now(micros_now()).await["invoices"], json!([]));
+
+    // 500 more: 850 calls rate 47.50; 25.00 of it unbilled: a second threshold invoice rates
+    // the whole period so far (the tiers count every call) and deducts what the first billed.
+    // Four runs at once, each with its own cutoff: one of them makes it, the others then find
+    // the usage billed.
+    ingest(&app, &key, "acme", &[("api_calls", "500", &day(4))]).await;
+    let racing: Vec<_> = (0..4).map(|_| run_now(micros_now())).collect();
+    let made: Vec<Value> = futures_util::future::join_all(racing)
+        .await
+        .iter()
+        .flat_map(|r| r["invoices"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(made.len(), 1, "{made:?}");
+    let second = made[0].clone();
+    assert_eq!(second["reason"], "THRESHOLD", "{second}");
+    assert_eq!(
+        amounts(&second),
+        pairs(&[("USAGE", "47.5"), ("BILLED_EARLIER", "-22.5")])
+    );
+    assert_eq!(second["billedEarlier"]["amount"], "-22.5");
+    assert_eq!(second["total"]["amount"], "25");
+
+    // 100 more (5.00, below the threshold), then the subscription ends now: its last invoice
+    // bills the whole period, 950 calls at 52.50, less the 47.50 billed early.
+    ingest(&app, &key, "acme", &[("api_calls", "100", &day(5))]).await;
+    let canceled = gql(
+        &app,
+        &key,
+        "mutation($i: CancelSubscriptionInput!) { cancelSubscription(input: $i) { subscription { endsAt } } }",
+        json!({ "i": { "subscriptionId": sub, "atPeriodEnd": false } }),
+    )
+    .await;
+    assert!(canceled.body["errors"].is_null(), "{}", canceled.body);
+    let last = run_now(micros_now()).await;
+    assert_eq!(last["failures"], json!([]));
+    let last = last["invoices"][0].clone();
+    assert_eq!(last["reason"], "PERIOD", "{last}");
+    assert_eq!(amounts(&last), pairs(&[("USAGE", "52.5"), ("BILLED_EARLIER", "-47.5")]));
+    assert_eq!(
+        last["total"]["amount"], "5",
+        "22.50 + 25.00 + 5.00 = 52.50, the period's usage"
+    );
+    assert_eq!(last["number"], "000004");
+
+    // Listed by reason; the ledger agrees with every one of them.
+    let listed = gql(
+        &app,
+        &key,
+        "query($s: ID) { invoices(subscriptionId: $s, reason: THRESHOLD) { edges { node { id } } } }",
+        json!({ "s": sub }),
+    )
+    .await;
+    let ids: Vec<&Value> = listed.data()["invoices"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["node"]["id"])
+        .collect();
+    assert_eq!(ids, [&first["id"], &second["id"]]);
+    const RECONCILE: &str = "query { reconciliation { clean breaks { check subject } } }";
+    let clean = gql(&app, &key, RECONCILE, json!({})).await;
+    assert_eq!(clean.data()["reconciliation"]["clean"], true, "{}", clean.body);
+
+    // Voiding the first threshold invoice: the last one, computed again, deducts only the
+    // second's 25.00 and bills the 22.50 itself (a dry run: nothing written).
+    let voided = gql(
+        &app,
+        &key,
+        "mutation($i: VoidInvoiceInput!) { voidInvoice(input: $i) { invoice { status } } }",
+        json!({ "i": { "invoiceId": first["id"], "reason": "billed in error" } }),
+    )
+    .await;
+    assert_eq!(
+        voided.data()["voidInvoice"]["invoice"]["status"],
+        "VOID",
+        "{}",
+        voided.body
+    );
+    let again = recompute(&app, &key, json!({ "invoiceId": last["id"], "dryRun": true })).await;
+    assert_eq!(again["identical"], false);
+    assert_eq!(again["totalDifference"]["amount"], "22.5");
+    assert_eq!(
+        again["lines"],
+        json!([{ "kind": "BILLED_EARLIER", "stored": { "amount": "-47.5" }, "recomputed": { "amount": "-25" },
+            "difference": { "amount": "22.5" }, "storedQuantity": null, "recomputedQuantity": null,
+            "storedEventCount": null, "recomputedEventCount": null }])
+    );
+    let clean = gql(&app, &key, RECONCILE, json!({})).await;
+    assert_eq!(clean.data()["reconciliation"]["clean"], true, "{}", clean.body);
 }

@@ -218,6 +218,16 @@ async fn bad_plans_name_the_field_and_write_nothing() {
             "interval.count",
         ),
         (with(&|d| d["trialDays"] = json!(-1)), "trialDays"),
+        (with(&|d| d["usageThreshold"] = json!("0")), "usageThreshold"),
+        (with(&|d| d["usageThreshold"] = json!("-5")), "usageThreshold"),
+        (with(&|d| d["usageThreshold"] = json!("10.001")), "usageThreshold"),
+        (
+            with(&|d| {
+                d["usageThreshold"] = json!("10");
+                d["charges"] = json!([]);
+            }),
+            "usageThreshold",
+        ),
         (
             with(&|d| d["includedCredits"] = json!({ "amount": "0", "currency": "USD" })),
             "includedCredits",

@@ -96,6 +96,8 @@ fn rate(
         coupons: Vec::new(),
         taxes: Vec::new(),
         credits_available: Decimal::ZERO,
+        billed_earlier: Decimal::ZERO,
+        closes_period: true,
     })
     .map_err(|e| Error::invalid("planVersionId", format!("the usage cannot be rated: {e}")))?;
     Ok(computed.total)

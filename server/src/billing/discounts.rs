@@ -750,6 +750,7 @@ mod tests {
                 .collect(),
             subtotal: d(subtotal),
             discount: Decimal::ZERO,
+            billed_earlier: Decimal::ZERO,
             tax: Decimal::ZERO,
             total: Decimal::ZERO,
             credits: Decimal::ZERO,

@@ -78,6 +78,8 @@ pub struct PlanInput {
     pub minimum_commitment: Option<String>,
     pub included_credits: Option<String>,
     pub included_credits_currency: Option<String>,
+    /// Threshold (progressive) billing: invoice early once the period's unbilled usage reaches it.
+    pub usage_threshold: Option<String>,
     pub trial_days: i64,
     pub charges: Vec<ChargeInput>,
 }
@@ -93,6 +95,9 @@ struct Definition {
     fixed_fee_timing: &'static str,
     minimum_commitment: Option<String>,
     included_credits: Option<(String, String)>,
+    /// Left out when absent, so versions defined before thresholds keep their hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage_threshold: Option<String>,
     trial_days: u16,
     charges: Vec<DefinedCharge>,
 }
@@ -189,6 +194,22 @@ impl PlanInput {
                 ));
             }
         };
+        let usage_threshold = match self.usage_threshold.as_deref() {
+            Some(raw) => {
+                let threshold = amount("usageThreshold", raw, &unit)?;
+                if threshold.is_zero() {
+                    return Err(Error::invalid("usageThreshold", "must be positive (or left out)"));
+                }
+                if self.charges.is_empty() {
+                    return Err(Error::invalid(
+                        "usageThreshold",
+                        "a plan without usage charges has no usage to bill early",
+                    ));
+                }
+                Some(crate::money::canonical(threshold))
+            }
+            None => None,
+        };
         if !(0..=MAX_TRIAL_DAYS).contains(&self.trial_days) {
             return Err(Error::invalid(
                 "trialDays",
@@ -250,6 +271,7 @@ impl PlanInput {
             fixed_fee_timing: self.fixed_fee_timing.as_str(),
             minimum_commitment: minimum_commitment.map(crate::money::canonical),
             included_credits,
+            usage_threshold,
             trial_days: self.trial_days as u16,
             charges,
         })
@@ -276,6 +298,7 @@ fn version_rows(plan: &PlanRow, version: u32, def: &Definition) -> Result<(PlanV
         minimum_commitment: def.minimum_commitment.as_deref().map(decimal).transpose()?,
         included_credits: def.included_credits.as_ref().map(|(a, _)| decimal(a)).transpose()?,
         included_credits_currency: def.included_credits.as_ref().map(|(_, c)| c.clone()),
+        usage_threshold: def.usage_threshold.as_deref().map(decimal).transpose()?,
         trial_days: def.trial_days,
         definition_hash: def.hash(),
         created_at: now(),

@@ -74,6 +74,16 @@ text_enum! {
 }
 
 text_enum! {
+    /// Why an invoice was made.
+    InvoiceReason {
+        /// A boundary of the subscription's schedule: its start, the end of a period, its end.
+        Period = "PERIOD",
+        /// Early, inside a period: the period's unbilled usage reached the plan's threshold.
+        Threshold = "THRESHOLD",
+    }
+}
+
+text_enum! {
     /// What an invoice line bills.
     InvoiceLineKind {
         /// A plan's fixed fee for (part of) a period, prorated by days.
@@ -89,6 +99,8 @@ text_enum! {
         MinimumCommitment = "MINIMUM_COMMITMENT",
         /// A discount (negative).
         Coupon = "COUPON",
+        /// What the period's threshold invoices already billed, deducted (negative).
+        BilledEarlier = "BILLED_EARLIER",
         /// A tax on the discounted subtotal.
         Tax = "TAX",
         /// Prepaid credits drawn to pay the invoice (negative).
@@ -104,6 +116,7 @@ fn line_kind(kind: LineKind) -> InvoiceLineKind {
         LineKind::ChargeMinimum => InvoiceLineKind::ChargeMinimum,
         LineKind::MinimumCommitment => InvoiceLineKind::MinimumCommitment,
         LineKind::Coupon => InvoiceLineKind::Coupon,
+        LineKind::BilledEarlier => InvoiceLineKind::BilledEarlier,
         LineKind::Tax => InvoiceLineKind::Tax,
         LineKind::Credits => InvoiceLineKind::Credits,
     }
@@ -232,6 +245,21 @@ pub struct Manifest {
     /// The credits the plan includes for the period that starts at the boundary, granted with
     /// the invoice (none when the period had ended by `now`).
     pub included_credits: Option<IncludedCredits>,
+    /// A threshold invoice's: the plan's usage threshold, which the period's unbilled usage
+    /// reached at `boundary` (its cutoff). Absent on the invoices of the schedule's boundaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<Decimal>,
+    /// The period's earlier threshold invoices and what each billed before tax, deducted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub billed_earlier: Vec<EarlierInvoice>,
+}
+
+/// An earlier invoice of the same period, and what it billed before tax (adjustments included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EarlierInvoice {
+    pub invoice_id: String,
+    pub amount: Decimal,
 }
 
 /// A plan's included credits for one period: granted through the ledger, expiring at its end.
@@ -252,22 +280,38 @@ impl Manifest {
         hex::encode(Sha256::digest(json.as_bytes()))
     }
 
-    /// What the invoice earns: fees and true-ups net of coupons.
+    /// Why the invoice was made.
+    pub fn reason(&self) -> InvoiceReason {
+        match self.threshold {
+            Some(_) => InvoiceReason::Threshold,
+            None => InvoiceReason::Period,
+        }
+    }
+
+    /// What earlier invoices of the period billed (zero or positive), deducted from this one.
+    pub fn billed_earlier_total(&self) -> Decimal {
+        self.billed_earlier.iter().map(|e| e.amount).sum()
+    }
+
+    /// What the invoice earns: fees and true-ups net of coupons and of what earlier invoices of
+    /// the period billed.
     fn revenue(&self) -> Decimal {
-        self.subtotal + self.discount
+        self.subtotal + self.discount - self.billed_earlier_total()
     }
 }
 
-/// The invoice's id: derived from its subscription and boundary, so the same inputs give the
-/// same id (and a second writer collides with the first on the primary key as well). Shaped
-/// like every other id (a ULID): the boundary's milliseconds, then 80 bits of SHA-256 of the
-/// pair, so invoices sort by boundary.
-pub fn invoice_id(subscription_id: &str, boundary: NaiveDateTime) -> String {
+/// The invoice's id: derived from its subscription, boundary and reason, so the same inputs
+/// give the same id (and a second writer collides with the first on the primary key as well).
+/// Shaped like every other id (a ULID): the boundary's milliseconds, then 80 bits of SHA-256 of
+/// the key, so invoices sort by boundary.
+pub fn invoice_id(subscription_id: &str, boundary: NaiveDateTime, reason: InvoiceReason) -> String {
     const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    let digest = Sha256::digest(format!(
-        "{subscription_id}|{}",
-        boundary.format("%Y-%m-%dT%H:%M:%S%.6f")
-    ));
+    let at = boundary.format("%Y-%m-%dT%H:%M:%S%.6f");
+    // A period invoice's key is the pair alone, as it was before threshold invoices.
+    let digest = match reason {
+        InvoiceReason::Period => Sha256::digest(format!("{subscription_id}|{at}")),
+        InvoiceReason::Threshold => Sha256::digest(format!("{subscription_id}|{at}|THRESHOLD")),
+    };
     let millis = u128::try_from(boundary.and_utc().timestamp_millis().max(0)).unwrap_or(0) & ((1 << 48) - 1);
     let mut random = [0u8; 16];
     random[6..].copy_from_slice(&digest[..10]);
@@ -296,6 +340,10 @@ struct Context<'a> {
     /// The usage of `[previous, boundary)` by charge id when the run read it ahead (see
     /// [`ReadAhead`]); `compute` reads what is missing itself.
     usage: Option<&'a HashMap<String, BilledUsage>>,
+    /// A threshold invoice's: the plan's threshold. Such an invoice, at `boundary` inside the
+    /// period that starts at `previous`, bills that period's usage so far and nothing else (no
+    /// fees, minimums, coupons or included credits: those belong to the period's last invoice).
+    threshold: Option<Decimal>,
 }
 
 impl Context<'_> {
@@ -338,7 +386,7 @@ async fn billed_in_advance(
     let Some(previous) = ctx.previous else {
         return Ok(Decimal::ZERO);
     };
-    let Some(invoice) = store::find_at(conn, &ctx.sub.id, previous).await? else {
+    let Some(invoice) = store::find_at(conn, &ctx.sub.id, previous, InvoiceReason::Period.as_str()).await? else {
         return Ok(Decimal::ZERO);
     };
     let from = midnight(period.billed.start());
@@ -411,7 +459,9 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
     let schedule = subscriptions::schedule(ctx.sub, version)?;
     let decimals = version.currency.decimals();
     let timing: FeeTiming = version.row.fixed_fee_timing.parse()?;
-    let has_fee = !version.row.fixed_fee.is_zero();
+    // A threshold invoice bills usage so far, nothing that belongs to the whole period.
+    let early = ctx.threshold.is_some();
+    let has_fee = !version.row.fixed_fee.is_zero() && !early;
     let ends_at = ctx.sub.ends_at;
 
     let mut fixed_fees = Vec::new();
@@ -511,7 +561,7 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
         })
         .collect();
     let minimum_commitment = match (usage_period, version.row.minimum_commitment) {
-        (Some(_), Some(amount)) => Some(Commitment {
+        (Some(_), Some(amount)) if !early => Some(Commitment {
             amount,
             billed_before: commitment_billed_before,
         }),
@@ -519,7 +569,7 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
     };
     // Coupons and taxes: plain reads (a run holds the subscription's lock, which `applyCoupon`
     // takes too; a preview reads without it).
-    let discounts = discounts::for_invoice(
+    let mut discounts = discounts::for_invoice(
         conn,
         ctx.project_id,
         &ctx.sub.id,
@@ -528,6 +578,23 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
         ctx.boundary,
     )
     .await?;
+    if early {
+        // The period's coupons apply once, on its last invoice, to the whole period.
+        discounts.coupons.clear();
+    }
+    // What the period's threshold invoices before this boundary billed.
+    let billed_earlier = match (ctx.previous, usage_period) {
+        (Some(from), Some(_)) => store::threshold_billed(conn, &ctx.sub.id, from, ctx.boundary)
+            .await?
+            .into_iter()
+            .map(|t| EarlierInvoice {
+                invoice_id: t.id,
+                amount: t.billed,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let billed_earlier_total: Decimal = billed_earlier.iter().map(|e| e.amount).sum();
     let computed = invoice::compute(&InvoiceInput {
         decimals,
         fixed_fees: fixed_fees.clone(),
@@ -537,6 +604,8 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
         coupons: discounts.pricing_coupons(),
         taxes: discounts.percentages(),
         credits_available: ctx.credits_available,
+        billed_earlier: billed_earlier_total,
+        closes_period: !early,
     })
     .map_err(|e| Error::invalid("charges", format!("the usage cannot be rated: {e}")))?;
 
@@ -587,6 +656,13 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
                     (line.period_from, line.period_to) = (usage_span.map(|s| s.0), usage_span.map(|s| s.1));
                 }
                 LineKind::Coupon => line.description = discounts.coupons[l.index].description(),
+                LineKind::BilledEarlier => {
+                    line.description = match billed_earlier.len() {
+                        1 => "Billed earlier in the period, on a threshold invoice".into(),
+                        n => format!("Billed earlier in the period, on {n} threshold invoices"),
+                    };
+                    (line.period_from, line.period_to) = (usage_span.map(|s| s.0), usage_span.map(|s| s.1));
+                }
                 LineKind::Tax => line.description = discounts.taxes[l.index].description(),
                 LineKind::Credits => line.description = "Prepaid credits applied".into(),
             }
@@ -596,7 +672,7 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
 
     let (coupons_used, taxes_applied) = discounts.manifest(&computed);
     let credits_drawn = -computed.credits;
-    let revenue = computed.subtotal + computed.discount;
+    let revenue = computed.subtotal + computed.discount + computed.billed_earlier;
     let mut postings = Vec::new();
     if !computed.total.is_zero() {
         postings.push(PlannedPosting {
@@ -629,7 +705,7 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
 
     // The plan's included credits for the period starting here, unless it is over already.
     let included_credits = match (version.row.included_credits, &version.row.included_credits_currency) {
-        (Some(amount), Some(currency)) if ends_at.is_none_or(|end| ctx.boundary < end) => schedule
+        (Some(amount), Some(currency)) if !early && ends_at.is_none_or(|end| ctx.boundary < end) => schedule
             .period_containing(ctx.boundary.date())
             .map(|period| {
                 let end = midnight(period.full.end());
@@ -668,6 +744,8 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
         coupons: coupons_used,
         taxes: taxes_applied,
         included_credits,
+        threshold: ctx.threshold,
+        billed_earlier,
     })
 }
 
@@ -679,7 +757,7 @@ fn rows(
     at: NaiveDateTime,
 ) -> Result<(InvoiceRow, Vec<LineRow>)> {
     let json = m.to_json()?;
-    let id = invoice_id(&m.subscription_id, m.boundary);
+    let id = invoice_id(&m.subscription_id, m.boundary, m.reason());
     let lines = m
         .lines
         .iter()
@@ -714,6 +792,7 @@ fn rows(
         customer_id: m.customer_id.clone(),
         subscription_id: m.subscription_id.clone(),
         plan_version_id: m.plan_version_id.clone(),
+        reason: m.reason().as_str().into(),
         boundary: m.boundary,
         usage_from: m.usage_from,
         usage_to: m.usage_to,
@@ -821,10 +900,7 @@ async fn bill_next_once(
         return Err(Error::NotFound("subscription").into());
     };
     let last = store::last_boundary(conn, &sub.id).await?;
-    let plan = match plans.get(&sub.plan_version_id) {
-        Some(plan) if plan.version.row.project_id == project_id => plan.clone(),
-        _ => Arc::new(Plan::load(conn, project_id, &sub.plan_version_id).await?),
-    };
+    let plan = Plan::of(conn, plans, project_id, &sub).await?;
     let (version, metrics) = (&plan.version, &plan.metrics);
     let Some(boundary) = next_boundary(&sub, version, last)? else {
         return Ok(None);
@@ -866,38 +942,23 @@ async fn bill_next_once(
         clock,
         credits_available: wallet.as_ref().map_or(Decimal::ZERO, |w| w.available),
         usage,
+        threshold: None,
     };
     let manifest = compute(conn, &ctx).await?;
-    let status = if finalize {
-        InvoiceStatus::Finalized
-    } else {
-        InvoiceStatus::Draft
-    };
-    let (mut row, lines) = rows(project_id, &manifest, InvoiceStatus::Draft, clock.now)?;
-    if !store::insert_ignore(conn, &row, &lines).await? {
-        // Another run made it since this transaction's lock: impossible on one server (the
-        // subscription lock orders them), a lost race on a cluster. Its retry answers it.
-        let existing = store::lock_at(conn, &sub.id, boundary)
-            .await?
-            .ok_or_else(|| Error::Internal("invoice vanished after a duplicate key".into()))?;
-        return Ok(Some(Billed {
-            invoice: existing,
-            created: false,
-        }));
-    }
-    if status == InvoiceStatus::Finalized {
-        finalize_row(
-            conn,
-            project_id,
-            &mut row,
-            &manifest,
-            wallet.as_mut(),
-            clock.now,
-            &mut outbox,
-        )
-        .await?;
-    }
+    let billed = store_invoice(
+        conn,
+        project_id,
+        &manifest,
+        finalize,
+        wallet.as_mut(),
+        clock.now,
+        &mut outbox,
+    )
+    .await?;
     crate::store::ledger::insert_outbox(conn, &outbox).await?;
+    if !billed.created {
+        return Ok(Some(billed));
+    }
     // After the invoice drew its credits: the period's included credits are for its own usage,
     // not for what the invoice bills (the previous period's usage, this period's fee).
     if let Some(included) = &manifest.included_credits {
@@ -908,16 +969,192 @@ async fn bill_next_once(
             &included.currency,
             included.amount,
             included.expires_at,
-            &format!("included-credits:{}", row.id),
+            &format!("included-credits:{}", billed.invoice.id),
             &format!("{} included credits", version.code),
             clock.now,
         )
         .await?;
     }
-    Ok(Some(Billed {
+    Ok(Some(billed))
+}
+
+/// Stores a computed invoice inside the caller's transaction, finalized when asked (its ledger
+/// transactions and its number), unless its subscription has one at that boundary for that
+/// reason already: that one is answered (`created: false`). Another run made it since this
+/// transaction took the subscription's lock: impossible on one server (the lock orders them),
+/// a lost race on a cluster, whose retry answers it.
+async fn store_invoice(
+    conn: &mut Conn,
+    project_id: &str,
+    manifest: &Manifest,
+    finalize: bool,
+    wallet: Option<&mut ledger::InvoiceWallet>,
+    now: NaiveDateTime,
+    outbox: &mut Vec<crate::store::ledger::NewOutbox>,
+) -> std::result::Result<Billed, TxFailure> {
+    let (mut row, lines) = rows(project_id, manifest, InvoiceStatus::Draft, now)?;
+    if !store::insert_ignore(conn, &row, &lines).await? {
+        let existing = store::lock_at(conn, &row.subscription_id, row.boundary, &row.reason)
+            .await?
+            .ok_or_else(|| Error::Internal("invoice vanished after a duplicate key".into()))?;
+        return Ok(Billed {
+            invoice: existing,
+            created: false,
+        });
+    }
+    if finalize {
+        finalize_row(conn, project_id, &mut row, manifest, wallet, now, outbox).await?;
+    }
+    Ok(Billed {
         invoice: row,
         created: true,
-    }))
+    })
+}
+
+// ---- threshold (progressive) billing
+
+/// Bills a threshold invoice of a subscription at `clock.cutoff` (its boundary) when its plan
+/// has a usage threshold and its current period's usage so far, rated and net of what the
+/// period's earlier threshold invoices billed, reached it: one transaction, like a period's
+/// invoice. Answers `None` when not, or when a boundary of its schedule is due first (a run
+/// bills those first). A first look reads without locks; only a crossing opens the transaction,
+/// which looks again under the subscription's lock: two runs at one cutoff make one invoice
+/// (the key is the boundary), and a run at a later cutoff finds the usage billed.
+pub async fn bill_threshold(
+    conn: &mut Conn,
+    project_id: &str,
+    subscription_id: &str,
+    clock: Clock,
+    finalize: bool,
+) -> Result<Option<Billed>> {
+    bill_threshold_with(conn, project_id, subscription_id, clock, finalize, &Plans::new()).await
+}
+
+async fn bill_threshold_with(
+    conn: &mut Conn,
+    project_id: &str,
+    subscription_id: &str,
+    clock: Clock,
+    finalize: bool,
+    plans: &Plans,
+) -> Result<Option<Billed>> {
+    let Some(sub) = subscription_store::find(conn, project_id, subscription_id).await? else {
+        return Err(Error::NotFound("subscription"));
+    };
+    let plan = Plan::of(conn, plans, project_id, &sub).await?;
+    if plan.version.row.usage_threshold.is_none() {
+        return Ok(None);
+    }
+    let customer = customer_store::find_by_id(conn, project_id, &sub.customer_id)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("subscription {} has no customer", sub.id)))?;
+    if threshold_due(conn, project_id, &sub, &customer, &plan, clock, Decimal::ZERO)
+        .await?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let project_id = project_id.to_string();
+    let subscription_id = subscription_id.to_string();
+    db::transaction_with_retry!(conn, retryable, |c| {
+        bill_threshold_once(c, &project_id, &subscription_id, clock, finalize, plans).await
+    })
+}
+
+async fn bill_threshold_once(
+    conn: &mut Conn,
+    project_id: &str,
+    subscription_id: &str,
+    clock: Clock,
+    finalize: bool,
+    plans: &Plans,
+) -> std::result::Result<Option<Billed>, TxFailure> {
+    let Some(sub) = subscription_store::lock(conn, project_id, subscription_id).await? else {
+        return Err(Error::NotFound("subscription").into());
+    };
+    let plan = Plan::of(conn, plans, project_id, &sub).await?;
+    let customer = customer_store::find_by_id(conn, project_id, &sub.customer_id)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("subscription {} has no customer", sub.id)))?;
+    let mut outbox = Vec::new();
+    let mut wallet = ledger::lock_invoice_wallet(
+        conn,
+        project_id,
+        &customer.external_id,
+        &plan.version.row.currency,
+        clock.now,
+        &mut outbox,
+    )
+    .await?;
+    let available = wallet.as_ref().map_or(Decimal::ZERO, |w| w.available);
+    let billed = match threshold_due(conn, project_id, &sub, &customer, &plan, clock, available).await? {
+        Some(manifest) => Some(
+            store_invoice(
+                conn,
+                project_id,
+                &manifest,
+                finalize,
+                wallet.as_mut(),
+                clock.now,
+                &mut outbox,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    // The wallet's lots that expired on the way are announced either way.
+    crate::store::ledger::insert_outbox(conn, &outbox).await?;
+    Ok(billed)
+}
+
+/// The threshold invoice a subscription is due at `clock.cutoff`, computed (not stored): when
+/// its plan has a threshold, its schedule's last boundary was billed and the next is after the
+/// cutoff (the period is open), and the period's usage so far, rated, less what its earlier
+/// threshold invoices billed, is at least the threshold.
+async fn threshold_due(
+    conn: &mut Conn,
+    project_id: &str,
+    sub: &SubscriptionRow,
+    customer: &CustomerRow,
+    plan: &Plan,
+    clock: Clock,
+    credits_available: Decimal,
+) -> Result<Option<Manifest>> {
+    let Some(threshold) = plan.version.row.usage_threshold else {
+        return Ok(None);
+    };
+    let Some(from) = store::last_boundary(conn, &sub.id).await? else {
+        return Ok(None);
+    };
+    let open = matches!(next_boundary(sub, &plan.version, Some(from))?, Some(next) if next > clock.cutoff);
+    if !open || clock.cutoff <= from {
+        return Ok(None);
+    }
+    // Billed at this very cutoff already (a run again with the same clock): nothing new, as
+    // for a boundary of the schedule.
+    if store::find_at(conn, &sub.id, clock.cutoff, InvoiceReason::Threshold.as_str())
+        .await?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    let ctx = Context {
+        project_id,
+        sub,
+        customer,
+        version: &plan.version,
+        metrics: &plan.metrics,
+        previous: Some(from),
+        boundary: clock.cutoff,
+        usage_until: None,
+        clock,
+        credits_available,
+        usage: None,
+        threshold: Some(threshold),
+    };
+    let manifest = compute(conn, &ctx).await?;
+    let unbilled = manifest.subtotal - manifest.billed_earlier_total();
+    Ok((unbilled >= threshold).then_some(manifest))
 }
 
 /// Finalizes a stored draft inside the caller's transaction: its ledger transactions, then its
@@ -993,6 +1230,14 @@ impl Plan {
         let metrics = metric_defs(conn, project_id, &version).await?;
         Ok(Plan { version, metrics })
     }
+
+    /// A subscription's plan: from what the run read, or read now.
+    async fn of(conn: &mut Conn, plans: &Plans, project_id: &str, sub: &SubscriptionRow) -> Result<Arc<Plan>> {
+        Ok(match plans.get(&sub.plan_version_id) {
+            Some(plan) if plan.version.row.project_id == project_id => plan.clone(),
+            _ => Arc::new(Plan::load(conn, project_id, &sub.plan_version_id).await?),
+        })
+    }
 }
 
 /// The plans a run has read, by version id.
@@ -1010,8 +1255,9 @@ struct AheadUsage {
 
 /// What a run learned about a subscription of its page before billing it.
 enum Ahead {
-    /// Its next boundary is after the cutoff (or it has none): no transaction to open.
-    NotDue,
+    /// Its next boundary is after the cutoff (or it has none): no transaction to open, unless
+    /// its plan bills early (`progressive`: it has a usage threshold) and the period is open.
+    NotDue { progressive: bool },
     /// Due: its row and plan as read ahead, and its usage when it has any to bill.
     Due {
         sub: Box<SubscriptionRow>,
@@ -1075,8 +1321,9 @@ async fn read_ahead(
         let previous = last.get(sub.id.as_str()).copied().flatten();
         let boundary = match next_boundary(&sub, &plan.version, previous) {
             Ok(Some(b)) if b <= clock.cutoff => b,
-            Ok(_) => {
-                ahead.insert(sub.id.clone(), Ahead::NotDue);
+            Ok(next) => {
+                let progressive = next.is_some() && plan.version.row.usage_threshold.is_some();
+                ahead.insert(sub.id.clone(), Ahead::NotDue { progressive });
                 continue;
             }
             Err(_) => continue,
@@ -1174,10 +1421,17 @@ pub async fn run(
         after = last.subscription_id.clone();
         let ahead = read_ahead(conn, &page, clock, &mut plans).await?;
         for candidate in page.iter().filter(|c| !c.is_done()) {
-            let mut usage = match ahead.get(&candidate.subscription_id) {
-                Some(Ahead::NotDue) => continue,
-                Some(Ahead::Due { usage, .. }) => usage.as_ref(),
-                None => None,
+            // Whether the plan may bill early: then, once its due boundaries are billed, the
+            // open period's usage is looked at too (unknown without a read-ahead: looked at).
+            let (mut usage, progressive) = match ahead.get(&candidate.subscription_id) {
+                Some(Ahead::NotDue { progressive }) => {
+                    if *progressive && report.invoices.len() < max_invoices {
+                        bill_early(conn, candidate, clock, finalize, &plans, &mut report).await?;
+                    }
+                    continue;
+                }
+                Some(Ahead::Due { usage, plan, .. }) => (usage.as_ref(), plan.version.row.usage_threshold.is_some()),
+                None => (None, true),
             };
             loop {
                 if report.invoices.len() >= max_invoices {
@@ -1214,12 +1468,49 @@ pub async fn run(
                     }
                 }
             }
+            if progressive
+                && report.invoices.len() < max_invoices
+                && !report.failures.iter().any(|(s, _)| *s == candidate.subscription_id)
+            {
+                bill_early(conn, candidate, clock, finalize, &plans, &mut report).await?;
+            }
         }
         if (page.len() as i64) < CANDIDATES_PAGE {
             break;
         }
     }
     Ok(report)
+}
+
+/// A run's threshold check of one subscription ([`bill_threshold`]), reported like its other
+/// invoices: a failure is the subscription's own, an unavailable database stops the run.
+async fn bill_early(
+    conn: &mut Conn,
+    candidate: &BillingCandidate,
+    clock: Clock,
+    finalize: bool,
+    plans: &Plans,
+    report: &mut RunReport,
+) -> Result<()> {
+    match bill_threshold_with(
+        conn,
+        &candidate.project_id,
+        &candidate.subscription_id,
+        clock,
+        finalize,
+        plans,
+    )
+    .await
+    {
+        Ok(Some(billed)) => report.invoices.push(billed.invoice),
+        Ok(None) => {}
+        Err(e @ Error::Unavailable(_)) => return Err(e),
+        Err(e) => {
+            tracing::warn!(subscription = %candidate.subscription_id, error = %e, "threshold billing failed; the next run retries");
+            report.failures.push((candidate.subscription_id.clone(), e));
+        }
+    }
+    Ok(())
 }
 
 /// A stored invoice's lines, in order.
@@ -1369,6 +1660,7 @@ async fn recompute_manifest(
         },
         credits_available,
         usage: None,
+        threshold: stored.threshold,
     };
     compute(conn, &ctx).await
 }
@@ -1511,7 +1803,7 @@ async fn adjust_once(
             invoice_id: &id,
             customer_id: &invoice.customer_id,
             currency: &invoice.currency,
-            revenue: subtotal + discount,
+            revenue: recomputed.revenue() - stored.revenue(),
             tax,
             credits: Decimal::ZERO,
             description: format!("adjustment {id} of invoice {}", invoice.id),
@@ -1686,6 +1978,7 @@ pub async fn preview(
         usage: None,
         clock: Clock { now, cutoff: now },
         credits_available,
+        threshold: None,
     };
     let manifest = compute(conn, &ctx).await?;
     rows(project_id, &manifest, InvoiceStatus::Draft, now)

@@ -495,6 +495,11 @@ pub struct PlanDefinitionInput {
     /// The least a period bills in all: a true-up line when the period's fees are below it.
     pub minimum_commitment: Option<Decimal>,
     pub included_credits: Option<IncludedCreditsInput>,
+    /// Threshold (progressive) billing: once the period's usage charges, net of what earlier
+    /// threshold invoices of the period billed, reach this amount, a billing run invoices them
+    /// early (`reason: THRESHOLD`); the period's last invoice deducts what they billed. Needs
+    /// usage charges; positive.
+    pub usage_threshold: Option<Decimal>,
     #[graphql(default = 0)]
     pub trial_days: i32,
     /// At most 50, one per metric.
@@ -559,6 +564,7 @@ fn plan_input(def: PlanDefinitionInput) -> std::result::Result<PlanInput, Error>
         minimum_commitment: def.minimum_commitment.map(|d| d.0),
         included_credits,
         included_credits_currency,
+        usage_threshold: def.usage_threshold.map(|d| d.0),
         trial_days: i64::from(def.trial_days),
         charges,
     })
@@ -683,6 +689,10 @@ impl PlanVersion {
             (Some(amount), Some(code)) => Some(Money::stored(amount, code, &self.0.row.project_id)),
             _ => None,
         }
+    }
+    /// Usage that triggers an early (threshold) invoice within a period; `null`: none.
+    async fn usage_threshold(&self) -> Option<Money> {
+        self.0.row.usage_threshold.map(|m| self.money(m))
     }
     async fn trial_days(&self) -> i32 {
         i32::from(self.0.row.trial_days)

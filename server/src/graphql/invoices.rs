@@ -22,7 +22,7 @@ use crate::{
     auth::Scope,
     billing::{
         backtest, export, plans,
-        runs::{self, Clock, InvoiceLineKind, InvoiceStatus},
+        runs::{self, Clock, InvoiceLineKind, InvoiceReason, InvoiceStatus},
     },
     credit_units,
     currency::Currency,
@@ -78,6 +78,11 @@ impl Invoice {
     async fn status(&self) -> Result<InvoiceStatus> {
         Ok(self.0.status.parse()?)
     }
+    /// `PERIOD` for a boundary of the subscription's schedule, `THRESHOLD` for an early invoice
+    /// of the period's usage so far.
+    async fn reason(&self) -> Result<InvoiceReason> {
+        Ok(self.0.reason.parse()?)
+    }
     /// The customer billed (scope `READ`).
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
         require_read(ctx, &self.0.project_id)?;
@@ -105,7 +110,8 @@ impl Invoice {
         ))
     }
     /// The period boundary it bills: the fixed fee in advance of the period starting here, the
-    /// usage (and fixed fee in arrears) of the period ending here.
+    /// usage (and fixed fee in arrears) of the period ending here. A threshold invoice's is the
+    /// cutoff of the run that made it, inside the period whose usage so far it bills.
     async fn boundary(&self) -> DateTime<Utc> {
         utc(self.0.boundary)
     }
@@ -121,10 +127,15 @@ impl Invoice {
     async fn discount(&self) -> Money {
         self.money(self.0.discount)
     }
+    /// What the period's threshold invoices billed before this one, before tax, deducted (zero
+    /// or negative).
+    async fn billed_earlier(&self) -> Money {
+        self.money(self.0.total - self.0.subtotal - self.0.discount - self.0.tax)
+    }
     async fn tax(&self) -> Money {
         self.money(self.0.tax)
     }
-    /// `subtotal + discount + tax`.
+    /// `subtotal + discount + billedEarlier + tax`.
     async fn total(&self) -> Money {
         self.money(self.0.total)
     }
@@ -371,7 +382,7 @@ pub struct InvoiceQuery;
 #[Object]
 impl InvoiceQuery {
     /// The project's invoices, oldest first, optionally for one customer or subscription, in one
-    /// status, or with their boundary in `[boundaryFrom, boundaryTo)` (scope `READ`).
+    /// status, for one reason, or with their boundary in `[boundaryFrom, boundaryTo)` (scope `READ`).
     #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
     #[allow(clippy::too_many_arguments)]
     async fn invoices(
@@ -381,6 +392,7 @@ impl InvoiceQuery {
         customer_id: Option<ID>,
         subscription_id: Option<ID>,
         status: Option<InvoiceStatus>,
+        reason: Option<InvoiceReason>,
         boundary_from: Option<DateTime<Utc>>,
         boundary_to: Option<DateTime<Utc>>,
         #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
@@ -393,6 +405,7 @@ impl InvoiceQuery {
             customer_id: customer_id.map(|c| c.0),
             subscription_id: subscription_id.map(|s| s.0),
             status: status.map(|s| s.as_str().to_string()),
+            reason: reason.map(|r| r.as_str().to_string()),
             boundary_from: crate::time::opt_to_column("boundaryFrom", boundary_from)?,
             boundary_to: crate::time::opt_to_column("boundaryTo", boundary_to)?,
         };
@@ -728,6 +741,10 @@ impl UpcomingInvoice {
     }
     async fn discount(&self) -> Money {
         self.money(self.row.discount)
+    }
+    /// What the period's threshold invoices billed so far, deducted (zero or negative).
+    async fn billed_earlier(&self) -> Money {
+        self.money(self.row.total - self.row.subtotal - self.row.discount - self.row.tax)
     }
     async fn tax(&self) -> Money {
         self.money(self.row.tax)

@@ -21,6 +21,8 @@ pub struct InvoiceRow {
     pub customer_id: String,
     pub subscription_id: String,
     pub plan_version_id: String,
+    /// `PERIOD` or `THRESHOLD` (`billing::runs::InvoiceReason`).
+    pub reason: String,
     pub boundary: NaiveDateTime,
     pub usage_from: Option<NaiveDateTime>,
     pub usage_to: Option<NaiveDateTime>,
@@ -184,30 +186,35 @@ pub async fn lock(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Op
         .optional()
 }
 
-/// The invoice of a subscription at a boundary.
+/// The invoice of a subscription at a boundary, for a reason.
 pub async fn find_at(
     conn: &mut Conn,
     subscription_id: &str,
     boundary: NaiveDateTime,
+    reason: &str,
 ) -> QueryResult<Option<InvoiceRow>> {
     invoices::table
         .filter(invoices::subscription_id.eq(subscription_id))
         .filter(invoices::boundary.eq(boundary))
+        .filter(invoices::reason.eq(reason))
         .select(InvoiceRow::as_select())
         .first(conn)
         .await
         .optional()
 }
 
-/// The invoice of a subscription at a boundary, locked (a locking read sees the latest commit).
+/// The invoice of a subscription at a boundary for a reason, locked (a locking read sees the
+/// latest commit).
 pub async fn lock_at(
     conn: &mut Conn,
     subscription_id: &str,
     boundary: NaiveDateTime,
+    reason: &str,
 ) -> QueryResult<Option<InvoiceRow>> {
     invoices::table
         .filter(invoices::subscription_id.eq(subscription_id))
         .filter(invoices::boundary.eq(boundary))
+        .filter(invoices::reason.eq(reason))
         .select(InvoiceRow::as_select())
         .for_update()
         .first(conn)
@@ -215,10 +222,12 @@ pub async fn lock_at(
         .optional()
 }
 
-/// The latest boundary a subscription was billed at.
+/// The latest boundary of its schedule a subscription was billed at (threshold invoices, inside
+/// periods, are not boundaries of its schedule).
 pub async fn last_boundary(conn: &mut Conn, subscription_id: &str) -> QueryResult<Option<NaiveDateTime>> {
     invoices::table
         .filter(invoices::subscription_id.eq(subscription_id))
+        .filter(invoices::reason.eq("PERIOD"))
         .select(diesel::dsl::max(invoices::boundary))
         .first(conn)
         .await
@@ -242,6 +251,7 @@ pub struct InvoiceFilter {
     pub customer_id: Option<String>,
     pub subscription_id: Option<String>,
     pub status: Option<String>,
+    pub reason: Option<String>,
     /// Invoices whose boundary is in `[from, to)`.
     pub boundary_from: Option<NaiveDateTime>,
     pub boundary_to: Option<NaiveDateTime>,
@@ -270,6 +280,9 @@ pub async fn list(
     if let Some(s) = &filter.status {
         query = query.filter(invoices::status.eq(s.clone()));
     }
+    if let Some(r) = &filter.reason {
+        query = query.filter(invoices::reason.eq(r.clone()));
+    }
     if let Some(t) = filter.boundary_from {
         query = query.filter(invoices::boundary.ge(t));
     }
@@ -280,6 +293,38 @@ pub async fn list(
         query = query.filter(invoices::id.gt(a.to_string()));
     }
     query.load(conn).await
+}
+
+/// A threshold invoice of a period and what it billed before tax: its total less its tax, and
+/// the same of its adjustments.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct ThresholdBilled {
+    #[diesel(sql_type = Varchar)]
+    pub id: String,
+    #[diesel(sql_type = diesel::sql_types::Decimal)]
+    pub billed: Decimal,
+}
+
+/// The subscription's threshold invoices (not void) with a boundary in `(from, to)`, oldest first.
+pub async fn threshold_billed(
+    conn: &mut Conn,
+    subscription_id: &str,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> QueryResult<Vec<ThresholdBilled>> {
+    diesel::sql_query(
+        "SELECT i.id, i.total - i.tax + COALESCE( \
+             (SELECT SUM(a.total - a.tax) FROM invoice_adjustments a WHERE a.invoice_id = i.id), 0) AS billed \
+         FROM invoices i \
+         WHERE i.subscription_id = ? AND i.reason = 'THRESHOLD' AND i.status <> 'VOID' \
+           AND i.boundary > ? AND i.boundary < ? \
+         ORDER BY i.boundary",
+    )
+    .bind::<Varchar, _>(subscription_id)
+    .bind::<Datetime, _>(from)
+    .bind::<Datetime, _>(to)
+    .load(conn)
+    .await
 }
 
 #[derive(QueryableByName)]
@@ -338,7 +383,8 @@ pub async fn billing_candidates(
 ) -> QueryResult<Vec<BillingCandidate>> {
     diesel::sql_query(
         "SELECT s.project_id, s.id AS subscription_id, s.ends_at, \
-           (SELECT MAX(i.boundary) FROM invoices i WHERE i.subscription_id = s.id) AS last_boundary \
+           (SELECT MAX(i.boundary) FROM invoices i WHERE i.subscription_id = s.id AND i.reason = 'PERIOD') \
+             AS last_boundary \
          FROM subscriptions s \
          WHERE s.starts_at <= ? AND s.id > ? AND (? IS NULL OR s.project_id = ?) AND (? IS NULL OR s.id = ?) \
          ORDER BY s.id LIMIT ?",

@@ -37,6 +37,7 @@ pub struct PlanVersionRow {
     pub minimum_commitment: Option<Decimal>,
     pub included_credits: Option<Decimal>,
     pub included_credits_currency: Option<String>,
+    pub usage_threshold: Option<Decimal>,
     pub trial_days: u16,
     pub definition_hash: String,
     pub created_at: NaiveDateTime,

@@ -1,0 +1,10 @@
+DELETE l FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id WHERE i.reason = 'THRESHOLD';
+DELETE FROM invoices WHERE reason = 'THRESHOLD';
+ALTER TABLE invoices
+    DROP INDEX uq_invoices_period,
+    ADD UNIQUE KEY uq_invoices_period (subscription_id, boundary),
+    DROP CONSTRAINT ck_invoices_reason,
+    DROP COLUMN reason;
+ALTER TABLE plan_versions
+    DROP CONSTRAINT ck_plan_versions_threshold,
+    DROP COLUMN usage_threshold;
