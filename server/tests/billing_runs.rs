@@ -460,6 +460,7 @@ async fn a_boundary_is_billed_once_however_many_runs_race_for_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_event_received_after_the_cutoff_stays_out_of_the_finalized_invoice() {
+    use chrono::Datelike;
     let app = TestApp::spawn().await;
     let (_, key) = project_with_key(&app, "Late").await;
     metric(&app, &key, "api_calls", "SUM").await;
@@ -558,14 +559,87 @@ async fn an_event_received_after_the_cutoff_stays_out_of_the_finalized_invoice()
         listed.data()["invoice"]["adjustments"],
         json!([{ "kind": "ADJUSTMENT_INVOICE", "total": { "amount": "1005" } }])
     );
-    let r = gql(
+    const RECONCILE: &str = "query { reconciliation { clean breaks { check subject expected actual } } }";
+    let r = gql(&app, &key, RECONCILE, json!({})).await;
+    assert_eq!(r.data()["reconciliation"]["clean"], true, "{}", r.body);
+
+    // The project's corrections: by customer, invoice and kind.
+    const NOTES: &str =
+        "query($c: ID, $i: ID, $k: AdjustmentKind) { creditNotes(customerId: $c, invoiceId: $i, kind: $k) {
+      edges { node { id kind number total { amount } invoice { id } } } } }";
+    let all = gql(&app, &key, NOTES, json!({})).await;
+    let notes = all.data()["creditNotes"]["edges"].clone();
+    assert_eq!(notes.as_array().unwrap().len(), 1, "{}", all.body);
+    let note = &notes[0]["node"];
+    assert_eq!(
+        (
+            &note["kind"],
+            &note["number"],
+            &note["total"]["amount"],
+            &note["invoice"]["id"]
+        ),
+        (
+            &json!("ADJUSTMENT_INVOICE"),
+            &json!("000003"),
+            &json!("1005"),
+            &january["id"]
+        )
+    );
+    let customer_id = gql(&app, &key, "query { customer(externalId: \"acme\") { id } }", json!({}))
+        .await
+        .data()["customer"]["id"]
+        .clone();
+    for (vars, count) in [
+        (json!({ "c": customer_id }), 1),
+        (json!({ "i": january["id"] }), 1),
+        (json!({ "i": report["invoices"][0]["id"] }), 0),
+        (json!({ "k": "CREDIT_NOTE" }), 0),
+        (json!({ "k": "ADJUSTMENT_INVOICE" }), 1),
+    ] {
+        let r = gql(&app, &key, NOTES, vars.clone()).await;
+        assert_eq!(
+            r.data()["creditNotes"]["edges"].as_array().unwrap().len(),
+            count,
+            "{vars}: {}",
+            r.body
+        );
+    }
+
+    // The export of the month it was made in has it, owed and tied out with the ledger.
+    let month = chrono::Utc::now().date_naive().with_day(1).unwrap();
+    let next = month.checked_add_months(chrono::Months::new(1)).unwrap();
+    let export = gql(
         &app,
         &key,
-        "query { reconciliation { clean breaks { check subject } } }",
-        json!({}),
+        "query($f: DateTime!, $t: DateTime!) { billingExport(from: $f, to: $t) { tiesOut rows {
+          customerExternalId invoices invoiced { amount } adjustments adjusted { amount } outstanding { amount }
+          ledgerReceivable { amount } } } }",
+        json!({ "f": format!("{month}T00:00:00Z"), "t": format!("{next}T00:00:00Z") }),
     )
     .await;
-    assert_eq!(r.data()["reconciliation"]["clean"], true, "{}", r.body);
+    assert_eq!(
+        export.data()["billingExport"],
+        json!({ "tiesOut": true, "rows": [{ "customerExternalId": "acme", "invoices": 0, "invoiced": { "amount": "0" },
+            "adjustments": 1, "adjusted": { "amount": "1005" }, "outstanding": { "amount": "1005" },
+            "ledgerReceivable": { "amount": "-1005" } }] }),
+        "{}",
+        export.body
+    );
+
+    // An adjustment edited behind the ledger's back is found.
+    use diesel_async::SimpleAsyncConnection;
+    let mut conn = neruba::db::connect(&app.db.as_ref().unwrap().url).await.unwrap();
+    conn.batch_execute(&format!(
+        "UPDATE invoice_adjustments SET total = 1006 WHERE id = '{}'",
+        note["id"].as_str().unwrap()
+    ))
+    .await
+    .unwrap();
+    let broken = gql(&app, &key, RECONCILE, json!({})).await;
+    assert_eq!(
+        broken.data()["reconciliation"]["breaks"],
+        json!([{ "check": "INVOICE_MISMATCH", "subject": note["id"], "expected": "-1006", "actual": "-1005" }])
+    );
 }
 
 const RECOMPUTE: &str = "mutation($i: RecomputeInvoiceInput!) { recomputeInvoice(input: $i) {
@@ -1200,7 +1274,7 @@ async fn the_period_export_totals_each_customer_and_ties_out_with_the_ledger() {
     let csv = export["csv"].as_str().unwrap();
     let lines: Vec<&str> = csv.trim_end().split("\r\n").collect();
     assert_eq!(lines.len(), 3, "{csv}");
-    assert_eq!(lines[1], format!("{project},a,USD,1,10,5,0,5,-5,true"));
+    assert_eq!(lines[1], format!("{project},a,USD,1,10,0,0,5,0,5,-5,true"));
 
     // The command line prints the same and exits 0 when everything ties out.
     let url = app.db.as_ref().unwrap().url.clone();

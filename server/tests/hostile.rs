@@ -53,6 +53,8 @@ struct Victim {
     plan_version: String,
     /// The invoice of the subscription's first boundary.
     invoice: String,
+    /// An invoice corrected by an adjustment invoice.
+    adjusted_invoice: String,
     project: String,
     /// The all-scope key.
     all: String,
@@ -194,6 +196,45 @@ async fn victim(app: &TestApp) -> Victim {
     )
     .await);
     let invoice_id = str_at(&billed, "/runBilling/invoices/0/id");
+    // A correction to find: a usage-only subscription since January 2025, its February invoice
+    // recomputed for real after a late event (an adjustment invoice).
+    let usage_plan = ok(&gql(
+        app,
+        &all,
+        "mutation { createPlan(input: { code: \"victim_usage\", definition: { name: \"Usage\", currency: \"USD\", interval: { unit: MONTH }, charges: [{ metric: \"api_calls\", price: { perUnit: { unitAmount: \"1\" } } }] } }) { planVersion { plan { id } } } }",
+        json!({}),
+    )
+    .await);
+    let old = ok(&gql(
+        app,
+        &all,
+        "mutation($c: String!, $p: ID!) { createSubscription(input: { customerExternalId: $c, planId: $p, startsAt: \"2025-01-01T00:00:00Z\", idempotencyKey: \"victim-old-sub\" }) { subscription { id } } }",
+        json!({ "c": VICTIM_CUSTOMER, "p": str_at(&usage_plan, "/createPlan/planVersion/plan/id") }),
+    )
+    .await);
+    let old = ok(&gql(
+        app,
+        &all,
+        "mutation($s: ID) { runBilling(input: { subscriptionId: $s, maxInvoices: 2 }) { invoices { id } } }",
+        json!({ "s": str_at(&old, "/createSubscription/subscription/id") }),
+    )
+    .await);
+    let february = str_at(&old, "/runBilling/invoices/1/id");
+    ok(&gql(
+        app,
+        &all,
+        "mutation($c: String!) { ingestUsage(input: { event: { idempotencyKey: \"victim-late\", customerExternalId: $c, metric: \"api_calls\", quantity: \"4\", occurredAt: \"2025-01-15T00:00:00Z\" } }) { event { id } } }",
+        json!({ "c": VICTIM_CUSTOMER }),
+    )
+    .await);
+    let adjusted = ok(&gql(
+        app,
+        &all,
+        "mutation($i: ID!, $t: DateTime) { recomputeInvoice(input: { invoiceId: $i, dryRun: false, cutoff: $t }) { adjustment { id } } }",
+        json!({ "i": february, "t": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true) }),
+    )
+    .await);
+    let adjustment_id = str_at(&adjusted, "/recomputeInvoice/adjustment/id");
     let coupon = ok(&gql(
         app,
         &all,
@@ -213,6 +254,8 @@ async fn victim(app: &TestApp) -> Victim {
     let customer_id = str_at(&customer, "/createCustomer/customer/id");
 
     let mut ids = vec![
+        adjustment_id,
+        february.clone(),
         coupon_id.clone(),
         tax_rate_id.clone(),
         invoice_id.clone(),
@@ -259,6 +302,7 @@ async fn victim(app: &TestApp) -> Victim {
         coupon: coupon_id,
         tax_rate: tax_rate_id,
         invoice: invoice_id,
+        adjusted_invoice: february,
         plan_version: str_at(&plan, "/createPlan/planVersion/id"),
         project,
         all,
@@ -663,6 +707,24 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
                 ),
                 doc(
                     "query($p: ID) { invoices(projectId: $p) { edges { node { id } } } }",
+                    p.clone(),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Query,
+            field: "creditNotes",
+            need: READ,
+            own: doc("{ creditNotes { edges { node { id number } } } }", json!({}), OwnOnly),
+            cross: vec![
+                doc(
+                    "query($i: ID) { creditNotes(invoiceId: $i) { edges { node { id } } } }",
+                    json!({ "i": a.adjusted_invoice }),
+                    Empty("/creditNotes/edges"),
+                ),
+                doc(
+                    "query($p: ID) { creditNotes(projectId: $p) { edges { node { id } } } }",
                     p.clone(),
                     NotFound,
                 ),
@@ -1849,6 +1911,7 @@ fn every_root_field_of_the_schema_has_an_entry_in_the_hostile_table() {
         coupon: "cpn_a".into(),
         tax_rate: "txr_a".into(),
         invoice: "inv_a".into(),
+        adjusted_invoice: "inv_b".into(),
         plan_version: "plv_a".into(),
         spare_key_id: "key_a".into(),
         ids: vec![],

@@ -1,7 +1,8 @@
 //! The billing and reconciliation export of a period: per customer and currency, what its
-//! invoices with a boundary in the period billed, what prepaid credits paid, what payments paid,
-//! and what is outstanding, tied out with the ledger: the invoices' own postings on the customer's
-//! RECEIVABLE must come to minus the outstanding amount. One SQL aggregate; CSV or JSON.
+//! invoices with a boundary in the period billed, what the credit notes and adjustment invoices
+//! made in the period corrected, what prepaid credits paid, what payments paid, and what is
+//! outstanding, tied out with the ledger: those documents' own postings on the customer's
+//! RECEIVABLE must come to minus what is unpaid. One SQL aggregate; CSV or JSON.
 
 use chrono::NaiveDateTime;
 use diesel::{
@@ -32,17 +33,23 @@ pub struct ExportRow {
     /// Σ invoice totals (finalized and paid; void invoices are left out).
     #[diesel(sql_type = Numeric)]
     pub invoiced: Decimal,
+    /// Credit notes and adjustment invoices made in the period (whatever invoice they correct).
+    #[diesel(sql_type = BigInt)]
+    pub adjustments: i64,
+    /// Σ their totals (negative for credit notes).
+    #[diesel(sql_type = Numeric)]
+    pub adjusted: Decimal,
     /// Σ prepaid credits drawn.
     #[diesel(sql_type = Numeric)]
     pub credits_applied: Decimal,
     /// Σ amounts due of paid invoices (payments).
     #[diesel(sql_type = Numeric)]
     pub paid: Decimal,
-    /// Σ amounts due of invoices not paid yet.
+    /// Σ amounts due of invoices not paid yet, and the adjustments' totals.
     #[diesel(sql_type = Numeric)]
     pub outstanding: Decimal,
-    /// What the invoices' own postings left on the customer's RECEIVABLE (−outstanding when it
-    /// ties out, until payments post).
+    /// What the documents' own postings left on the customer's RECEIVABLE (−outstanding when
+    /// it ties out, until payments post).
     #[diesel(sql_type = Numeric)]
     pub ledger_receivable: Decimal,
 }
@@ -54,7 +61,8 @@ impl ExportRow {
     }
 }
 
-/// Exports `[from, to)` (by invoice boundary) for one project or all.
+/// Exports `[from, to)` (invoices by boundary, adjustments by when they were made) for one
+/// project or all.
 pub async fn export(
     conn: &mut Conn,
     project_id: Option<&str>,
@@ -64,35 +72,53 @@ pub async fn export(
     if to <= from {
         return Err(Error::invalid("to", "must be after from"));
     }
-    let rows: Vec<ExportRow> = diesel::sql_query(
-        "SELECT i.project_id, c.external_id AS customer_external_id, i.currency, COUNT(*) AS invoices,
-                SUM(i.total) AS invoiced, SUM(-i.credits) AS credits_applied,
-                SUM(CASE WHEN i.status = 'PAID' THEN i.amount_due ELSE 0 END) AS paid,
-                SUM(CASE WHEN i.status = 'FINALIZED' THEN i.amount_due ELSE 0 END) AS outstanding,
-COALESCE(SUM((SELECT COALESCE(SUM(p.amount), 0) FROM ledger_postings p
-                                JOIN ledger_accounts a ON a.id = p.account_id
-                               WHERE p.transaction_id = i.invoice_transaction_id AND a.kind = 'RECEIVABLE')
-                            + (SELECT COALESCE(SUM(p.amount), 0) FROM ledger_postings p
-                                JOIN ledger_accounts a ON a.id = p.account_id
-                               WHERE p.transaction_id = i.credits_transaction_id AND a.kind = 'RECEIVABLE')), 0)
-                  AS ledger_receivable
-           FROM invoices i JOIN customers c ON c.id = i.customer_id
-          WHERE (? IS NULL OR i.project_id = ?) AND i.status IN ('FINALIZED', 'PAID')
-            AND i.boundary >= ? AND i.boundary < ?
-          GROUP BY i.project_id, c.external_id, i.currency
-          ORDER BY i.project_id, c.external_id, i.currency",
-    )
-    .bind::<Nullable<Text>, _>(project_id)
-    .bind::<Nullable<Text>, _>(project_id)
-    .bind::<Datetime, _>(from)
-    .bind::<Datetime, _>(to)
-    .load(conn)
-    .await?;
+    // What a transaction put on the customer's RECEIVABLE.
+    const RECEIVABLE: &str = "(SELECT COALESCE(SUM(p.amount), 0) FROM ledger_postings p \
+         JOIN ledger_accounts a ON a.id = p.account_id WHERE p.transaction_id = {} AND a.kind = 'RECEIVABLE')";
+    let receivable = |txn: &str| RECEIVABLE.replace("{}", txn);
+    let sql = format!(
+        "SELECT d.project_id, c.external_id AS customer_external_id, d.currency,
+                CAST(SUM(d.invoice) AS SIGNED) AS invoices, SUM(d.invoiced) AS invoiced,
+                CAST(SUM(1 - d.invoice) AS SIGNED) AS adjustments, SUM(d.adjusted) AS adjusted,
+                SUM(d.credits_applied) AS credits_applied, SUM(d.paid) AS paid,
+                SUM(d.outstanding) AS outstanding, COALESCE(SUM(d.ledger), 0) AS ledger_receivable
+           FROM (
+             SELECT i.project_id, i.customer_id, i.currency, 1 AS invoice, i.total AS invoiced,
+                    0 AS adjusted, -i.credits AS credits_applied,
+                    CASE WHEN i.status = 'PAID' THEN i.amount_due ELSE 0 END AS paid,
+                    CASE WHEN i.status = 'FINALIZED' THEN i.amount_due ELSE 0 END AS outstanding,
+                    {} + {} AS ledger
+               FROM invoices i
+              WHERE (? IS NULL OR i.project_id = ?) AND i.status IN ('FINALIZED', 'PAID')
+                AND i.boundary >= ? AND i.boundary < ?
+             UNION ALL
+             SELECT j.project_id, i.customer_id, j.currency, 0, 0, j.total, 0, 0, j.total, {}
+               FROM invoice_adjustments j JOIN invoices i ON i.id = j.invoice_id
+              WHERE (? IS NULL OR j.project_id = ?) AND j.created_at >= ? AND j.created_at < ?
+           ) d JOIN customers c ON c.id = d.customer_id
+          GROUP BY d.project_id, c.external_id, d.currency
+          ORDER BY d.project_id, c.external_id, d.currency",
+        receivable("i.invoice_transaction_id"),
+        receivable("i.credits_transaction_id"),
+        receivable("j.transaction_id"),
+    );
+    let rows: Vec<ExportRow> = diesel::sql_query(sql)
+        .bind::<Nullable<Text>, _>(project_id)
+        .bind::<Nullable<Text>, _>(project_id)
+        .bind::<Datetime, _>(from)
+        .bind::<Datetime, _>(to)
+        .bind::<Nullable<Text>, _>(project_id)
+        .bind::<Nullable<Text>, _>(project_id)
+        .bind::<Datetime, _>(from)
+        .bind::<Datetime, _>(to)
+        .load(conn)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|mut r| {
             for d in [
                 &mut r.invoiced,
+                &mut r.adjusted,
                 &mut r.credits_applied,
                 &mut r.paid,
                 &mut r.outstanding,
@@ -118,7 +144,7 @@ pub fn to_csv(rows: &[ExportRow]) -> String {
         }
     }
     let mut out = String::from(
-        "project_id,customer_external_id,currency,invoices,invoiced,credits_applied,paid,outstanding,ledger_receivable,ties_out\r\n",
+        "project_id,customer_external_id,currency,invoices,invoiced,adjustments,adjusted,credits_applied,paid,outstanding,ledger_receivable,ties_out\r\n",
     );
     for r in rows {
         let values = [
@@ -127,6 +153,8 @@ pub fn to_csv(rows: &[ExportRow]) -> String {
             r.currency.clone(),
             r.invoices.to_string(),
             r.invoiced.to_string(),
+            r.adjustments.to_string(),
+            r.adjusted.to_string(),
             r.credits_applied.to_string(),
             r.paid.to_string(),
             r.outstanding.to_string(),
@@ -177,6 +205,8 @@ mod tests {
             currency: "USD".into(),
             invoices: 2,
             invoiced: Decimal::new(12345, 2),
+            adjustments: 0,
+            adjusted: Decimal::ZERO,
             credits_applied: Decimal::new(5, 0),
             paid: Decimal::ZERO,
             outstanding: Decimal::new(11845, 2),
@@ -190,7 +220,10 @@ mod tests {
         off.ledger_receivable = Decimal::new(-1, 0);
         let csv = to_csv(&[row("a,\"1\""), off]);
         let lines: Vec<&str> = csv.split("\r\n").collect();
-        assert_eq!(lines[1], "prj_1,\"a,\"\"1\"\"\",USD,2,123.45,5,0,118.45,-118.45,true");
+        assert_eq!(
+            lines[1],
+            "prj_1,\"a,\"\"1\"\"\",USD,2,123.45,0,0,5,0,118.45,-118.45,true"
+        );
         assert!(lines[2].ends_with(",-1,false"), "{csv}");
     }
 

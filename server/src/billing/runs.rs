@@ -84,6 +84,16 @@ text_enum! {
 }
 
 text_enum! {
+    /// What an adjustment of a finalized invoice is.
+    AdjustmentKind {
+        /// The invoice billed too much: the difference is owed to the customer.
+        CreditNote = "CREDIT_NOTE",
+        /// The invoice billed too little: the difference is owed by the customer.
+        AdjustmentInvoice = "ADJUSTMENT_INVOICE",
+    }
+}
+
+text_enum! {
     /// What an invoice line bills.
     InvoiceLineKind {
         /// A plan's fixed fee for (part of) a period, prorated by days.
@@ -1818,10 +1828,11 @@ async fn adjust_once(
         invoice_id: invoice.id.clone(),
         number: store::next_number(conn, project_id).await?,
         kind: if total < Decimal::ZERO {
-            "CREDIT_NOTE"
+            AdjustmentKind::CreditNote
         } else {
-            "ADJUSTMENT_INVOICE"
+            AdjustmentKind::AdjustmentInvoice
         }
+        .as_str()
         .into(),
         currency: invoice.currency.clone(),
         subtotal,

@@ -22,14 +22,14 @@ use crate::{
     auth::Scope,
     billing::{
         backtest, export, plans,
-        runs::{self, Clock, InvoiceLineKind, InvoiceReason, InvoiceStatus},
+        runs::{self, AdjustmentKind, Clock, InvoiceLineKind, InvoiceReason, InvoiceStatus},
     },
     credit_units,
     currency::Currency,
     db,
     error::{Error, GraphqlResult as Result},
     store::{
-        invoices::{self as store, AdjustmentRow, InvoiceFilter, InvoiceRow, LineRow},
+        invoices::{self as store, AdjustmentFilter, AdjustmentRow, InvoiceFilter, InvoiceRow, LineRow},
         ledger as ledger_store, subscriptions as subscription_store,
     },
 };
@@ -248,9 +248,16 @@ impl InvoiceAdjustment {
     async fn number(&self) -> String {
         format!("{:06}", self.0.number)
     }
-    /// `CREDIT_NOTE` or `ADJUSTMENT_INVOICE`.
-    async fn kind(&self) -> &str {
-        &self.0.kind
+    async fn kind(&self) -> Result<AdjustmentKind> {
+        Ok(self.0.kind.parse()?)
+    }
+    /// The invoice it corrects (scope `READ`).
+    async fn invoice(&self, ctx: &Context<'_>) -> Result<Invoice> {
+        require_read(ctx, &self.0.project_id)?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        Ok(Invoice(
+            runs::find(&mut conn, &self.0.project_id, &self.0.invoice_id).await?,
+        ))
     }
     /// The differences from the document it corrects (negative for a credit note).
     async fn subtotal(&self) -> Money {
@@ -418,6 +425,40 @@ impl InvoiceQuery {
             after.as_deref(),
             |i| i.id.clone(),
             Invoice,
+        ))
+    }
+
+    /// The project's credit notes and adjustment invoices (corrections of finalized invoices),
+    /// oldest first, optionally for one customer or invoice, or of one kind (scope `READ`).
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
+    #[allow(clippy::too_many_arguments)]
+    async fn credit_notes(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Option<ID>,
+        customer_id: Option<ID>,
+        invoice_id: Option<ID>,
+        kind: Option<AdjustmentKind>,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<Connection<String, InvoiceAdjustment>> {
+        let project_id = resolve_project(ctx, &project_id, Scope::Read).await?;
+        let size = pagination::page_size(first)?;
+        let after_key = pagination::after_key(CursorKind::Adjustment, after.as_deref())?;
+        let filter = AdjustmentFilter {
+            customer_id: customer_id.map(|c| c.0),
+            invoice_id: invoice_id.map(|i| i.0),
+            kind: kind.map(|k| k.as_str().to_string()),
+        };
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let rows = store::list_adjustments(&mut conn, &project_id, &filter, after_key.as_deref(), size + 1).await?;
+        Ok(pagination::connection(
+            CursorKind::Adjustment,
+            rows,
+            size,
+            after.as_deref(),
+            |a| a.id.clone(),
+            InvoiceAdjustment,
         ))
     }
 
@@ -944,6 +985,14 @@ impl BillingExportRow {
     async fn invoiced(&self) -> Money {
         Money::stored(self.0.invoiced, &self.0.currency, &self.0.project_id)
     }
+    /// Credit notes and adjustment invoices made in the period.
+    async fn adjustments(&self) -> i32 {
+        i32::try_from(self.0.adjustments).unwrap_or(i32::MAX)
+    }
+    /// What they corrected: the sum of their totals (negative for credit notes).
+    async fn adjusted(&self) -> Money {
+        Money::stored(self.0.adjusted, &self.0.currency, &self.0.project_id)
+    }
     async fn credits_applied(&self) -> Money {
         Money::stored(self.0.credits_applied, &self.0.currency, &self.0.project_id)
     }
@@ -953,7 +1002,7 @@ impl BillingExportRow {
     async fn outstanding(&self) -> Money {
         Money::stored(self.0.outstanding, &self.0.currency, &self.0.project_id)
     }
-    /// What the invoices' postings left on the customer's receivable account.
+    /// What the invoices' and adjustments' postings left on the customer's receivable account.
     async fn ledger_receivable(&self) -> Money {
         Money::stored(self.0.ledger_receivable, &self.0.currency, &self.0.project_id)
     }
@@ -1002,7 +1051,8 @@ pub struct ExportQuery;
 impl ExportQuery {
     /// The period's billing and reconciliation export (scope `READ`): per customer and currency,
     /// invoiced, credits applied, paid and outstanding for the invoices with a boundary in
-    /// `[from, to)`, tied out with the ledger. `neruba export --period` prints the same.
+    /// `[from, to)` and the credit notes and adjustment invoices made in it, tied out with the
+    /// ledger. `neruba export --period` prints the same.
     async fn billing_export(
         &self,
         ctx: &Context<'_>,

@@ -58,6 +58,7 @@ pub enum CursorKind {
     Coupon,
     TaxRate,
     Backtest,
+    Adjustment,
 }
 
 impl CursorKind {
@@ -79,6 +80,7 @@ impl CursorKind {
             CursorKind::Coupon => "coupon",
             CursorKind::TaxRate => "taxrate",
             CursorKind::Backtest => "backtest",
+            CursorKind::Adjustment => "adjustment",
         }
     }
 }

@@ -205,6 +205,20 @@ const CHECKS: &[(ReconciliationCheck, &str)] = &[
           WHERE x.expected <> x.actual",
     ),
     (
+        // A credit note or adjustment invoice: its transaction puts minus its total on the
+        // customer's RECEIVABLE.
+        ReconciliationCheck::InvoiceMismatch,
+        "SELECT x.project_id, x.id AS subject, x.accounts, x.expected, x.actual FROM (
+           SELECT d.project_id, d.id, NULL AS accounts, -d.total AS expected,
+                  (SELECT COALESCE(SUM(p.amount), 0) FROM ledger_postings p
+                     JOIN ledger_accounts a ON a.id = p.account_id
+                     JOIN ledger_transactions t ON t.id = p.transaction_id
+                    WHERE p.transaction_id = d.transaction_id
+                      AND a.kind = 'RECEIVABLE' AND t.cause = 'INVOICE' AND t.cause_id = d.id) AS actual
+             FROM invoice_adjustments d WHERE (? IS NULL OR d.project_id = ?)) x
+          WHERE x.expected <> x.actual",
+    ),
+    (
         ReconciliationCheck::UnreadableRow,
         "SELECT l.project_id, l.id AS subject, l.account_id AS accounts, NULL AS expected, NULL AS actual
            FROM credit_lots l WHERE (? IS NULL OR l.project_id = ?)

@@ -480,3 +480,47 @@ pub async fn adjustments(conn: &mut Conn, project_id: &str, invoice_id: &str) ->
         .load(conn)
         .await
 }
+
+/// What `creditNotes` may be filtered by.
+#[derive(Debug, Clone, Default)]
+pub struct AdjustmentFilter {
+    pub customer_id: Option<String>,
+    pub invoice_id: Option<String>,
+    pub kind: Option<String>,
+}
+
+/// A page of the project's adjustments in id order (oldest first), after the cursor `after`.
+pub async fn list_adjustments(
+    conn: &mut Conn,
+    project_id: &str,
+    filter: &AdjustmentFilter,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<AdjustmentRow>> {
+    let mut query = invoice_adjustments::table
+        .filter(invoice_adjustments::project_id.eq(project_id))
+        .select(AdjustmentRow::as_select())
+        .order(invoice_adjustments::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(c) = &filter.customer_id {
+        query = query.filter(
+            invoice_adjustments::invoice_id.eq_any(
+                invoices::table
+                    .filter(invoices::project_id.eq(project_id.to_string()))
+                    .filter(invoices::customer_id.eq(c.clone()))
+                    .select(invoices::id),
+            ),
+        );
+    }
+    if let Some(i) = &filter.invoice_id {
+        query = query.filter(invoice_adjustments::invoice_id.eq(i.clone()));
+    }
+    if let Some(k) = &filter.kind {
+        query = query.filter(invoice_adjustments::kind.eq(k.clone()));
+    }
+    if let Some(a) = after {
+        query = query.filter(invoice_adjustments::id.gt(a.to_string()));
+    }
+    query.load(conn).await
+}

@@ -434,4 +434,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     coupon_redemptions,
     tax_rates,
     customer_tax_rates,
+    invoice_adjustments,
 );
