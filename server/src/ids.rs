@@ -45,10 +45,26 @@ pub fn looks_like(prefix: &str, id: &str) -> bool {
         && id[prefix.len() + 1..].bytes().all(|b| CROCKFORD.contains(&b))
 }
 
-/// A client's idempotency key: 1 to 255 characters, no control characters, and no leading or
-/// trailing whitespace: MariaDB's `utf8mb4_bin` pads with spaces when comparing, so `"k "` and
-/// `"k"` would be one key to the unique index but two to us.
+/// Idempotency keys Neruba writes itself (a billing run's grant of included credits) start with
+/// this; a client's may not, so no client can take a key a run will need.
+pub const RESERVED_KEY_PREFIX: &str = "neruba:";
+
+/// A client's idempotency key: 1 to 255 characters, no control characters, no leading or
+/// trailing whitespace (MariaDB's `utf8mb4_bin` pads with spaces when comparing, so `"k "` and
+/// `"k"` would be one key to the unique index but two to us), and not [`RESERVED_KEY_PREFIX`].
 pub fn parse_idempotency_key(field: &str, raw: &str) -> Result<String, crate::error::Error> {
+    let key = parse_system_key(field, raw)?;
+    if key.starts_with(RESERVED_KEY_PREFIX) {
+        return Err(crate::error::Error::invalid(
+            field,
+            format!("must not start with '{RESERVED_KEY_PREFIX}' (Neruba's own keys do)"),
+        ));
+    }
+    Ok(key)
+}
+
+/// An idempotency key Neruba itself sends: a client's rules, its reserved prefix allowed.
+pub fn parse_system_key(field: &str, raw: &str) -> Result<String, crate::error::Error> {
     use crate::error::Error;
     if raw.is_empty() || raw.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
         return Err(Error::invalid(
@@ -70,6 +86,13 @@ pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_cannot_send_the_keys_neruba_reserves() {
+        assert!(parse_idempotency_key("k", "neruba:included-credits:inv_1").is_err());
+        assert!(parse_system_key("k", "neruba:included-credits:inv_1").is_ok());
+        assert_eq!(parse_idempotency_key("k", "nerubaX:1").unwrap(), "nerubaX:1");
+    }
 
     #[test]
     fn ids_are_prefixed_unique_and_time_ordered() {

@@ -1332,7 +1332,7 @@ async fn included_credits_are_granted_each_period_and_expire_at_its_end() {
     let report = run(&app, &key, json!({ "subscriptionId": sub })).await;
     assert_eq!(report["invoices"].as_array().unwrap().len(), 3, "{report}");
     const LOTS: &str =
-        "query { wallets(customerExternalId: \"acme\", first: 5) { edges { node { currency balance { amount }
+        "query { wallets(customerExternalId: \"acme\", first: 5) { edges { node { id currency balance { amount }
       lots(first: 5) { edges { node { originalAmount { amount } expiresAt source } } } } } } }";
     let wallets = gql(&app, &key, LOTS, json!({})).await;
     let wallets = wallets.data()["wallets"]["edges"].as_array().unwrap().clone();
@@ -1354,6 +1354,17 @@ async fn included_credits_are_granted_each_period_and_expire_at_its_end() {
     );
     let r = gql(&app, &key, "query { reconciliation { clean } }", json!({})).await;
     assert_eq!(r.data()["reconciliation"]["clean"], true);
+
+    // The grant's idempotency key is Neruba's own (`neruba:`): no client can take it first.
+    let taken = gql(
+        &app,
+        &key,
+        "mutation($w: ID) { grantCredits(input: { walletId: $w, amount: \"1\", idempotencyKey: \"neruba:included-credits:x\" }) { replayed } }",
+        json!({ "w": wallets.data()["wallets"]["edges"][0]["node"]["id"] }),
+    )
+    .await;
+    assert_eq!(taken.error_code(), "BAD_USER_INPUT", "{}", taken.body);
+    assert_eq!(taken.body["errors"][0]["extensions"]["field"], "idempotencyKey");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -979,7 +979,11 @@ async fn bill_next_once(
             &included.currency,
             included.amount,
             included.expires_at,
-            &format!("included-credits:{}", billed.invoice.id),
+            &format!(
+                "{}included-credits:{}",
+                crate::ids::RESERVED_KEY_PREFIX,
+                billed.invoice.id
+            ),
             &format!("{} included credits", version.code),
             clock.now,
         )

@@ -449,7 +449,11 @@ impl Operation {
             wallet,
             currency,
             amount,
-            idempotency_key: parse_idempotency_key("idempotencyKey", &request.idempotency_key)?,
+            idempotency_key: if actor == SYSTEM_ACTOR {
+                crate::ids::parse_system_key("idempotencyKey", &request.idempotency_key)?
+            } else {
+                parse_idempotency_key("idempotencyKey", &request.idempotency_key)?
+            },
             description,
             expires_at: request.expires_at,
             priority,
