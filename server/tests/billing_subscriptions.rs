@@ -271,3 +271,89 @@ async fn concurrent_retries_of_one_request_make_one_subscription() {
     );
     assert_eq!(count_rows(&app, "subscriptions", Some(&project)).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_running_subscriptions_of_a_customer_never_charge_the_same_metric() {
+    let app = TestApp::spawn().await;
+    let (project, key, _) = setup(&app, "Shared metrics", 0).await;
+    for code in ["api_calls", "storage"] {
+        let r = gql(
+            &app,
+            &key,
+            "mutation($c: String!) { createBillableMetric(input: { code: $c, name: $c, aggregation: SUM }) { billableMetric { id } } }",
+            json!({ "c": code }),
+        )
+        .await;
+        assert!(r.body["errors"].is_null(), "{}", r.body);
+    }
+    let plan = async |code: &str, metric: &str| {
+        let r = gql(
+            &app,
+            &key,
+            "mutation($c: String!, $m: String!) { createPlan(input: { code: $c, definition: { name: $c, currency: \"USD\", interval: { unit: MONTH }, charges: [{ metric: $m, price: { perUnit: { unitAmount: \"1\" } } }] } }) { planVersion { id plan { id } } } }",
+            json!({ "c": code, "m": metric }),
+        )
+        .await;
+        let v = &r.data()["createPlan"]["planVersion"];
+        (
+            v["plan"]["id"].as_str().unwrap().to_string(),
+            v["id"].as_str().unwrap().to_string(),
+        )
+    };
+    let (calls, _) = plan("calls", "api_calls").await;
+    let (more_calls, more_calls_version) = plan("more_calls", "api_calls").await;
+    let (storage, _) = plan("storage", "storage").await;
+    let subscribe = async |plan: &str, key_: &str, starts_at: Option<&str>| {
+        gql(
+            &app,
+            &key,
+            CREATE,
+            json!({ "i": { "customerExternalId": "acme", "planId": plan, "idempotencyKey": key_, "startsAt": starts_at } }),
+        )
+        .await
+    };
+    let first = subscribe(&calls, "calls", None).await;
+    assert!(first.body["errors"].is_null(), "{}", first.body);
+    let first = first.data()["createSubscription"]["subscription"]["id"].clone();
+
+    // Another plan charging api_calls while the first runs: both would bill the same events.
+    let twice = subscribe(&more_calls, "more", None).await;
+    assert_eq!(twice.error_code(), "SUBSCRIPTION_EXISTS", "{}", twice.body);
+    let message = twice.body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("'api_calls'") && message.contains(first.as_str().unwrap()),
+        "{message}"
+    );
+    assert_eq!(count_rows(&app, "subscriptions", Some(&project)).await, 1);
+
+    // Another metric is fine; and moving that subscription onto api_calls is refused too.
+    let other = subscribe(&storage, "storage", None).await;
+    assert!(other.body["errors"].is_null(), "{}", other.body);
+    let other = other.data()["createSubscription"]["subscription"]["id"].clone();
+    let moved = gql(
+        &app,
+        &key,
+        "mutation($i: ChangeSubscriptionPlanInput!) { changeSubscriptionPlan(input: $i) { subscription { id } } }",
+        json!({ "i": { "subscriptionId": other, "planVersionId": more_calls_version, "timing": "NOW", "idempotencyKey": "move" } }),
+    )
+    .await;
+    assert_eq!(moved.error_code(), "SUBSCRIPTION_EXISTS", "{}", moved.body);
+    assert_eq!(count_rows(&app, "subscriptions", Some(&project)).await, 2);
+
+    // Once the first ends, the metric is free from then on.
+    let canceled = gql(
+        &app,
+        &key,
+        CANCEL,
+        json!({ "i": { "subscriptionId": first, "atPeriodEnd": true } }),
+    )
+    .await;
+    let ends_at = canceled.data()["cancelSubscription"]["subscription"]["endsAt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let early = subscribe(&more_calls, "more-early", None).await;
+    assert_eq!(early.error_code(), "SUBSCRIPTION_EXISTS", "{}", early.body);
+    let after = subscribe(&more_calls, "more-after", Some(&ends_at)).await;
+    assert!(after.body["errors"].is_null(), "{}", after.body);
+}

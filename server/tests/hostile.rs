@@ -196,12 +196,20 @@ async fn victim(app: &TestApp) -> Victim {
     )
     .await);
     let invoice_id = str_at(&billed, "/runBilling/invoices/0/id");
-    // A correction to find: a usage-only subscription since January 2025, its February invoice
-    // recomputed for real after a late event (an adjustment invoice).
+    // A correction to find: a usage-only subscription since January 2025 (on a metric of its
+    // own: two running subscriptions never charge one metric), its February invoice recomputed
+    // for real after a late event (an adjustment invoice).
+    ok(&gql(
+        app,
+        &all,
+        "mutation { createBillableMetric(input: { code: \"late_calls\", name: \"Late calls\", aggregation: SUM }) { billableMetric { id } } }",
+        json!({}),
+    )
+    .await);
     let usage_plan = ok(&gql(
         app,
         &all,
-        "mutation { createPlan(input: { code: \"victim_usage\", definition: { name: \"Usage\", currency: \"USD\", interval: { unit: MONTH }, charges: [{ metric: \"api_calls\", price: { perUnit: { unitAmount: \"1\" } } }] } }) { planVersion { plan { id } } } }",
+        "mutation { createPlan(input: { code: \"victim_usage\", definition: { name: \"Usage\", currency: \"USD\", interval: { unit: MONTH }, charges: [{ metric: \"late_calls\", price: { perUnit: { unitAmount: \"1\" } } }] } }) { planVersion { plan { id } } } }",
         json!({}),
     )
     .await);
@@ -223,7 +231,7 @@ async fn victim(app: &TestApp) -> Victim {
     ok(&gql(
         app,
         &all,
-        "mutation($c: String!) { ingestUsage(input: { event: { idempotencyKey: \"victim-late\", customerExternalId: $c, metric: \"api_calls\", quantity: \"4\", occurredAt: \"2025-01-15T00:00:00Z\" } }) { event { id } } }",
+        "mutation($c: String!) { ingestUsage(input: { event: { idempotencyKey: \"victim-late\", customerExternalId: $c, metric: \"late_calls\", quantity: \"4\", occurredAt: \"2025-01-15T00:00:00Z\" } }) { event { id } } }",
         json!({ "c": VICTIM_CUSTOMER }),
     )
     .await);

@@ -211,6 +211,11 @@ pub async fn create(
     }
     let inserted = conn
         .transaction(async |conn| {
+            // The customer's row, locked: two subscriptions sharing a metric take turns here.
+            crate::store::customers::lock_by_external_id(conn, project_id, &customer.external_id).await?;
+            if let Err(e) = refuse_shared_metrics(conn, project_id, &customer, &version, starts_at).await {
+                return Ok(Err(e));
+            }
             store::insert(conn, &row).await?;
             store::insert_change(
                 conn,
@@ -225,11 +230,12 @@ pub async fn create(
                 },
             )
             .await?;
-            Ok::<_, DieselError>(())
+            Ok::<_, DieselError>(Ok(()))
         })
         .await;
     match inserted {
-        Ok(()) => Ok((row, true)),
+        Ok(Ok(())) => Ok((row, true)),
+        Ok(Err(refused)) => Err(refused),
         Err(e)
             if db::is_unique_violation(&e, "uq_subscriptions_idempotency")
                 || db::is_unique_violation(&e, "uq_subscriptions_live") =>
@@ -252,6 +258,35 @@ pub async fn create(
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Refuses a subscription of `customer` on `version` from `starts_at` on when another of the
+/// customer's subscriptions running then charges one of the same metrics: usage is the
+/// customer's, not a subscription's, so both would bill the same events. Called with the
+/// customer's row locked, so two such requests take turns.
+async fn refuse_shared_metrics(
+    conn: &mut Conn,
+    project_id: &str,
+    customer: &crate::store::customers::CustomerRow,
+    version: &plans::PlanVersion,
+    starts_at: NaiveDateTime,
+) -> Result<()> {
+    let metric_ids: Vec<&str> = version.charges.iter().map(|c| c.metric_id.as_str()).collect();
+    let Some((other, metric_id)) =
+        store::charging_any_of(conn, project_id, &customer.id, starts_at, &metric_ids).await?
+    else {
+        return Ok(());
+    };
+    let metric = crate::store::billable_metrics::find_by_id(conn, project_id, &metric_id)
+        .await?
+        .map_or(metric_id, |m| m.code);
+    Err(Error::conflict(
+        ErrorCode::SubscriptionExists,
+        format!(
+            "customer {}'s subscription {other} charges metric '{metric}' already: its usage would be billed twice",
+            customer.external_id
+        ),
+    ))
 }
 
 /// Cancels a subscription: at the end of its current period (`at_period_end`), or at once. A
@@ -422,6 +457,9 @@ pub async fn change_plan(
                 .into());
             }
             store::cancel(conn, &previous.id, effective, at).await?;
+            // Another of the customer's subscriptions may charge the new plan's metrics.
+            crate::store::customers::lock_by_external_id(conn, &project, &customer.external_id).await?;
+            refuse_shared_metrics(conn, &project, &customer, &version, effective).await?;
             store::insert_change(
                 conn,
                 &NewChange {

@@ -6,7 +6,7 @@ use diesel_async::RunQueryDsl;
 
 use super::{
     Conn,
-    schema::{subscription_changes, subscriptions},
+    schema::{plan_charges, subscription_changes, subscriptions},
 };
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
@@ -94,6 +94,50 @@ pub async fn on_plan_during(
         .order(subscriptions::id.asc())
         .load(conn)
         .await
+}
+
+/// A subscription of the customer that runs at some time from `starts_at` on and whose plan
+/// version charges one of `metric_ids`: its id and the metric's id.
+pub async fn charging_any_of(
+    conn: &mut Conn,
+    project_id: &str,
+    customer_id: &str,
+    starts_at: NaiveDateTime,
+    metric_ids: &[&str],
+) -> QueryResult<Option<(String, String)>> {
+    if metric_ids.is_empty() {
+        return Ok(None);
+    }
+    let running: Vec<(String, String)> = subscriptions::table
+        .filter(subscriptions::project_id.eq(project_id))
+        .filter(subscriptions::customer_id.eq(customer_id))
+        .filter(
+            subscriptions::ends_at
+                .is_null()
+                .or(subscriptions::ends_at.gt(starts_at)),
+        )
+        .select((subscriptions::id, subscriptions::plan_version_id))
+        .order(subscriptions::id.asc())
+        .load(conn)
+        .await?;
+    if running.is_empty() {
+        return Ok(None);
+    }
+    let versions: Vec<&str> = running.iter().map(|(_, v)| v.as_str()).collect();
+    let shared: Option<(String, String)> = plan_charges::table
+        .filter(plan_charges::plan_version_id.eq_any(&versions))
+        .filter(plan_charges::metric_id.eq_any(metric_ids))
+        .select((plan_charges::plan_version_id, plan_charges::metric_id))
+        .order((plan_charges::plan_version_id.asc(), plan_charges::position.asc()))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(shared.and_then(|(version, metric)| {
+        running
+            .into_iter()
+            .find(|(_, v)| *v == version)
+            .map(|(id, _)| (id, metric))
+    }))
 }
 
 /// The subscriptions with these ids, of any project (a billing run's page: ids it just read).
