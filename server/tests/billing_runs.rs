@@ -626,6 +626,16 @@ async fn an_event_received_after_the_cutoff_stays_out_of_the_finalized_invoice()
         export.body
     );
 
+    // An invoice with an adjustment is not voided: the adjustment would stay owed.
+    let void = gql(
+        &app,
+        &key,
+        "mutation($i: VoidInvoiceInput!) { voidInvoice(input: $i) { invoice { status } } }",
+        json!({ "i": { "invoiceId": january["id"], "reason": "mistake" } }),
+    )
+    .await;
+    assert_eq!(void.error_code(), "INVOICE_STATUS_CONFLICT", "{}", void.body);
+
     // An adjustment edited behind the ledger's back is found.
     use diesel_async::SimpleAsyncConnection;
     let mut conn = neruba::db::connect(&app.db.as_ref().unwrap().url).await.unwrap();
@@ -1667,6 +1677,8 @@ async fn threshold_invoices_bill_usage_early_and_the_period_end_deducts_them() {
     // 100 more: 350 calls rate 10.00 + 12.50 = 22.50, at the threshold or over: an invoice now,
     // at the run's cutoff, for the period's usage so far.
     ingest(&app, &key, "acme", &[("api_calls", "100", &day(3))]).await;
+    let earlier = micros_now();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let first_at = micros_now();
     let first = run_now(first_at.clone()).await;
     assert_eq!(first["failures"], json!([]));
@@ -1694,16 +1706,26 @@ async fn threshold_invoices_bill_usage_early_and_the_period_end_deducts_them() {
     assert_eq!(amounts(&first), pairs(&[("USAGE", "22.5")]));
     assert_eq!(first["lines"][0]["quantity"], "350");
     assert_eq!(first["total"]["amount"], "22.5");
-    // The same cutoff again, or a later one with nothing new: no second invoice.
+    // The same cutoff again, an earlier one (the usage up to it is billed), or a later one with
+    // nothing new: no second invoice.
     assert_eq!(run_now(first_at.clone()).await["invoices"], json!([]));
+    assert_eq!(run_now(earlier).await["invoices"], json!([]));
     assert_eq!(run_now(micros_now()).await["invoices"], json!([]));
 
     // 500 more: 850 calls rate 47.50; 25.00 of it unbilled: a second threshold invoice rates
     // the whole period so far (the tiers count every call) and deducts what the first billed.
-    // Four runs at once, each with its own cutoff: one of them makes it, the others then find
-    // the usage billed.
+    // Four runs at once, each with its own cutoff, the latest sent first: one of them makes it,
+    // the others then find the usage billed, whether their cutoff is earlier or later.
     ingest(&app, &key, "acme", &[("api_calls", "500", &day(4))]).await;
-    let racing: Vec<_> = (0..4).map(|_| run_now(micros_now())).collect();
+    let after_ingest = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    let racing: Vec<_> = (0..4)
+        .rev()
+        .map(|k| {
+            let cutoff = after_ingest + chrono::TimeDelta::milliseconds(10 * k);
+            run_now(cutoff.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        })
+        .collect();
     let made: Vec<Value> = futures_util::future::join_all(racing)
         .await
         .iter()

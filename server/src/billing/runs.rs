@@ -1144,11 +1144,13 @@ async fn threshold_due(
     if !open || clock.cutoff <= from {
         return Ok(None);
     }
-    // Billed at this very cutoff already (a run again with the same clock): nothing new, as
-    // for a boundary of the schedule.
-    if store::find_at(conn, &sub.id, clock.cutoff, InvoiceReason::Threshold.as_str())
+    // Threshold invoices of a period follow each other: one at this cutoff or a later one (a
+    // run again with the same clock, or a run with a later clock that got the lock first) has
+    // billed the usage this one would, and this one would not see it (it deducts only the
+    // invoices before its boundary).
+    if store::last_threshold_boundary(conn, &sub.id, from)
         .await?
-        .is_some()
+        .is_some_and(|last| last >= clock.cutoff)
     {
         return Ok(None);
     }
@@ -2004,7 +2006,8 @@ pub async fn preview(
 /// Voids an invoice: a draft is only marked void; a finalized one also has its postings reversed
 /// (the customer no longer owes it; the prepaid credits it drew come back to the wallet), in one
 /// transaction. Its boundary stays billed: it is not billed again. A paid invoice is not voided
-/// (that is a refund); voiding a void invoice answers it as it is.
+/// (that is a refund), nor one with credit notes or adjustment invoices (they would stay owed);
+/// voiding a void invoice answers it as it is.
 pub async fn void_invoice(
     conn: &mut Conn,
     project_id: &str,
@@ -2040,6 +2043,21 @@ async fn void_once(
             .into());
         }
         InvoiceStatus::Draft | InvoiceStatus::Finalized => {}
+    }
+    // Its credit notes and adjustment invoices are documents of their own, posted on the
+    // customer's receivable: voiding the invoice alone would leave them owed.
+    let adjustments = store::adjustments(conn, project_id, &invoice.id).await?;
+    if let Some(last) = adjustments.last() {
+        return Err(Error::conflict(
+            ErrorCode::InvoiceStatusConflict,
+            format!(
+                "invoice {} has {} adjustment(s) (the last: {}): it is corrected, not voided",
+                invoice.id,
+                adjustments.len(),
+                last.id
+            ),
+        )
+        .into());
     }
     let mut outbox = Vec::new();
     if status == InvoiceStatus::Finalized {

@@ -222,6 +222,21 @@ pub async fn lock_at(
         .optional()
 }
 
+/// The latest boundary of a subscription's threshold invoices (any status) after `after`.
+pub async fn last_threshold_boundary(
+    conn: &mut Conn,
+    subscription_id: &str,
+    after: NaiveDateTime,
+) -> QueryResult<Option<NaiveDateTime>> {
+    invoices::table
+        .filter(invoices::subscription_id.eq(subscription_id))
+        .filter(invoices::reason.eq("THRESHOLD"))
+        .filter(invoices::boundary.gt(after))
+        .select(diesel::dsl::max(invoices::boundary))
+        .first(conn)
+        .await
+}
+
 /// The latest boundary of its schedule a subscription was billed at (threshold invoices, inside
 /// periods, are not boundaries of its schedule).
 pub async fn last_boundary(conn: &mut Conn, subscription_id: &str) -> QueryResult<Option<NaiveDateTime>> {
