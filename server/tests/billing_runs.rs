@@ -1093,11 +1093,28 @@ async fn the_upcoming_invoice_previews_the_period_so_far_and_under_another_plan(
     let v2 = v2.data()["createPlanVersion"]["planVersion"]["id"].clone();
     let first = run(&app, &key, json!({ "subscriptionId": sub })).await;
     assert_eq!(first["invoices"].as_array().unwrap().len(), 1);
+    let before_ingest = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     ingest(&app, &key, "acme", &[("api_calls", "5", &format!("{start}T00:00:00Z"))]).await;
 
-    const UPCOMING: &str = "query($s: ID!, $v: ID) { upcomingInvoice(subscriptionId: $s, planVersionId: $v) {
-      boundary usagePeriod { from } planVersion { version } total { amount }
+    const UPCOMING: &str =
+        "query($s: ID!, $v: ID, $at: DateTime) { upcomingInvoice(subscriptionId: $s, planVersionId: $v, at: $at) {
+      boundary usagePeriod { from } planVersion { version } total { amount } computedAt
       lines { kind amount { amount } quantity events { edges { node { quantity } } } } } }";
+    // With a clock before the event arrived, the preview does not count it; a clock after the
+    // server's is refused.
+    let then = gql(&app, &key, UPCOMING, json!({ "s": sub, "at": before_ingest })).await;
+    let then = then.data()["upcomingInvoice"].clone();
+    assert_eq!(amounts(&then), pairs(&[("FIXED_FEE", "10"), ("USAGE", "0")]), "{then}");
+    assert_eq!(
+        then["computedAt"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap(),
+        before_ingest.parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+    );
+    let future = gql(&app, &key, UPCOMING, json!({ "s": sub, "at": "2999-01-01T00:00:00Z" })).await;
+    assert_eq!(future.body["errors"][0]["extensions"]["field"], "at", "{}", future.body);
     let upcoming = gql(&app, &key, UPCOMING, json!({ "s": sub })).await;
     let upcoming = upcoming.data()["upcomingInvoice"].clone();
     assert_eq!(upcoming["boundary"], format!("{next}T00:00:00+00:00"), "{upcoming}");

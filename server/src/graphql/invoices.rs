@@ -821,16 +821,25 @@ impl PreviewQuery {
         project_id: Option<ID>,
         subscription_id: ID,
         plan_version_id: Option<ID>,
+        #[graphql(
+            desc = "The preview's clock (default: the server's; not later): the usage that occurred and arrived by then counts. Prepaid credits are what the wallet holds now."
+        )]
+        at: Option<DateTime<Utc>>,
     ) -> Result<Option<UpcomingInvoice>> {
         absent_is_null(async {
             let project_id = resolve_project(ctx, &project_id, Scope::Read).await?;
+            let server_now = crate::store::now();
+            let at = crate::time::opt_to_column("at", at)?.unwrap_or(server_now);
+            if at > server_now {
+                return Err(Error::invalid("at", "must not be later than the server's clock").into());
+            }
             let mut conn = db::get(&state(ctx).pool).await?;
             let (row, lines) = runs::preview(
                 &mut conn,
                 &project_id,
                 &subscription_id,
                 plan_version_id.as_ref().map(|v| v.as_str()),
-                crate::store::now(),
+                at,
             )
             .await
             .map_err(|e| match e {
