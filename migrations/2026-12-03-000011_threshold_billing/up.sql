@@ -9,9 +9,11 @@ ALTER TABLE plan_versions
 -- PERIOD: the invoice at a boundary of the subscription's schedule (its start, a period's end,
 -- its end). THRESHOLD: an early invoice inside a period. A subscription has one invoice per
 -- boundary and reason: a threshold invoice at an instant that later becomes the subscription's
--- end (a cancellation at that very second) does not take the end invoice's place.
+-- end (a cancellation at that very second) does not take the end invoice's place. The reason
+-- comes before the boundary in the key: "the latest boundary of the schedule" (reason PERIOD)
+-- and "the period's threshold invoices" are ranges of it.
 ALTER TABLE invoices
     ADD COLUMN reason VARCHAR(16) NOT NULL DEFAULT 'PERIOD' AFTER plan_version_id,
     ADD CONSTRAINT ck_invoices_reason CHECK (reason IN ('PERIOD', 'THRESHOLD')),
     DROP INDEX uq_invoices_period,
-    ADD UNIQUE KEY uq_invoices_period (subscription_id, boundary, reason);
+    ADD UNIQUE KEY uq_invoices_period (subscription_id, reason, boundary);

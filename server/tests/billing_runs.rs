@@ -1695,6 +1695,14 @@ async fn threshold_invoices_bill_usage_early_and_the_period_end_deducts_them() {
     // at the run's cutoff, for the period's usage so far.
     ingest(&app, &key, "acme", &[("api_calls", "100", &day(3))]).await;
     let earlier = micros_now();
+    // A run that leaves drafts makes no threshold invoice: later ones deduct it as posted.
+    let drafts = run(
+        &app,
+        &key,
+        json!({ "subscriptionId": sub, "now": earlier, "finalize": false }),
+    )
+    .await;
+    assert_eq!(drafts["invoices"], json!([]), "{drafts}");
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let first_at = micros_now();
     let first = run_now(first_at.clone()).await;
@@ -1757,6 +1765,15 @@ async fn threshold_invoices_bill_usage_early_and_the_period_end_deducts_them() {
     );
     assert_eq!(second["billedEarlier"]["amount"], "-22.5");
     assert_eq!(second["total"]["amount"], "25");
+    // The first is corrected no more on its own: the second deducted it as it stood.
+    let stale = gql(
+        &app,
+        &key,
+        RECOMPUTE,
+        json!({ "i": { "invoiceId": first["id"], "dryRun": false, "cutoff": micros_now() } }),
+    )
+    .await;
+    assert_eq!(stale.error_code(), "INVOICE_STATUS_CONFLICT", "{}", stale.body);
 
     // 100 more (5.00, below the threshold), then the subscription ends now: its last invoice
     // bills the whole period, 950 calls at 52.50, less the 47.50 billed early.
@@ -1822,6 +1839,22 @@ async fn threshold_invoices_bill_usage_early_and_the_period_end_deducts_them() {
         json!([{ "kind": "BILLED_EARLIER", "stored": { "amount": "-47.5" }, "recomputed": { "amount": "-25" },
             "difference": { "amount": "22.5" }, "storedQuantity": null, "recomputedQuantity": null,
             "storedEventCount": null, "recomputedEventCount": null }])
+    );
+    // For real: an adjustment invoice for what the void left unbilled, no usage line changed.
+    let adjusted = gql(
+        &app,
+        &key,
+        "mutation($i: RecomputeInvoiceInput!) { recomputeInvoice(input: $i) { adjustment { kind
+          subtotal { amount } discount { amount } billedEarlier { amount } tax { amount } total { amount } } } }",
+        json!({ "i": { "invoiceId": last["id"], "dryRun": false } }),
+    )
+    .await;
+    assert_eq!(
+        adjusted.data()["recomputeInvoice"]["adjustment"],
+        json!({ "kind": "ADJUSTMENT_INVOICE", "subtotal": { "amount": "0" }, "discount": { "amount": "0" },
+            "billedEarlier": { "amount": "22.5" }, "tax": { "amount": "0" }, "total": { "amount": "22.5" } }),
+        "{}",
+        adjusted.body
     );
     let clean = gql(&app, &key, RECONCILE, json!({})).await;
     assert_eq!(clean.data()["reconciliation"]["clean"], true, "{}", clean.body);

@@ -356,4 +356,42 @@ async fn two_running_subscriptions_of_a_customer_never_charge_the_same_metric() 
     assert_eq!(early.error_code(), "SUBSCRIPTION_EXISTS", "{}", early.body);
     let after = subscribe(&more_calls, "more-after", Some(&ends_at)).await;
     assert!(after.body["errors"].is_null(), "{}", after.body);
+
+    // Four plans on one more metric, subscribed at once: one wins.
+    let r = gql(
+        &app,
+        &key,
+        "mutation { createBillableMetric(input: { code: \"seats\", name: \"Seats\", aggregation: MAX }) { billableMetric { id } } }",
+        json!({}),
+    )
+    .await;
+    assert!(r.body["errors"].is_null(), "{}", r.body);
+    let mut seat_plans = Vec::new();
+    for i in 0..4 {
+        seat_plans.push(plan(&format!("seats_{i}"), "seats").await);
+    }
+    // Three new subscriptions and a plan change of the storage one, all onto seats.
+    let change = async || {
+        gql(
+            &app,
+            &key,
+            "mutation($i: ChangeSubscriptionPlanInput!) { changeSubscriptionPlan(input: $i) { subscription { id } } }",
+            json!({ "i": { "subscriptionId": other, "planVersionId": seat_plans[0].1, "timing": "NOW", "idempotencyKey": "to-seats" } }),
+        )
+        .await
+    };
+    let creates = futures_util::future::join_all(seat_plans[1..].iter().enumerate().map(|(i, (p, _))| {
+        let key_ = format!("seats-{i}");
+        async move { subscribe(p, &key_, None).await }
+    }));
+    let (changed, mut answers) = futures_util::future::join(change(), creates).await;
+    answers.push(changed);
+    let won = answers.iter().filter(|r| r.body["errors"].is_null()).count();
+    assert_eq!(won, 1, "{:?}", answers.iter().map(|r| &r.body).collect::<Vec<_>>());
+    assert!(
+        answers
+            .iter()
+            .filter(|r| !r.body["errors"].is_null())
+            .all(|r| r.error_code() == "SUBSCRIPTION_EXISTS")
+    );
 }

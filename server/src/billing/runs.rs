@@ -594,14 +594,19 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
     }
     // What the period's threshold invoices before this boundary billed.
     let billed_earlier = match (ctx.previous, usage_period) {
-        (Some(from), Some(_)) => store::threshold_billed(conn, &ctx.sub.id, from, ctx.boundary)
-            .await?
-            .into_iter()
-            .map(|t| EarlierInvoice {
-                invoice_id: t.id,
-                amount: t.billed,
-            })
-            .collect(),
+        // A period's invoice deducts those up to its boundary (a threshold invoice at the very
+        // instant the subscription ended is before its end invoice); a threshold invoice, those
+        // before its own.
+        (Some(from), Some(_)) => {
+            store::threshold_billed(conn, &ctx.sub.id, &version.row.currency, from, ctx.boundary, !early)
+                .await?
+                .into_iter()
+                .map(|t| EarlierInvoice {
+                    invoice_id: t.id,
+                    amount: t.billed,
+                })
+                .collect()
+        }
         _ => Vec::new(),
     };
     let billed_earlier_total: Decimal = billed_earlier.iter().map(|e| e.amount).sum();
@@ -1034,14 +1039,16 @@ async fn store_invoice(
 /// bills those first). A first look reads without locks; only a crossing opens the transaction,
 /// which looks again under the subscription's lock: two runs at one cutoff make one invoice
 /// (the key is the boundary), and a run at a later cutoff finds the usage billed.
+///
+/// A threshold invoice is always finalized (a run with `finalize: false` makes none): later
+/// invoices of the period deduct it, so it must stand as posted.
 pub async fn bill_threshold(
     conn: &mut Conn,
     project_id: &str,
     subscription_id: &str,
     clock: Clock,
-    finalize: bool,
 ) -> Result<Option<Billed>> {
-    bill_threshold_with(conn, project_id, subscription_id, clock, finalize, &Plans::new()).await
+    bill_threshold_with(conn, project_id, subscription_id, clock, &Plans::new()).await
 }
 
 async fn bill_threshold_with(
@@ -1049,7 +1056,6 @@ async fn bill_threshold_with(
     project_id: &str,
     subscription_id: &str,
     clock: Clock,
-    finalize: bool,
     plans: &Plans,
 ) -> Result<Option<Billed>> {
     let Some(sub) = subscription_store::find(conn, project_id, subscription_id).await? else {
@@ -1071,7 +1077,7 @@ async fn bill_threshold_with(
     let project_id = project_id.to_string();
     let subscription_id = subscription_id.to_string();
     db::transaction_with_retry!(conn, retryable, |c| {
-        bill_threshold_once(c, &project_id, &subscription_id, clock, finalize, plans).await
+        bill_threshold_once(c, &project_id, &subscription_id, clock, plans).await
     })
 }
 
@@ -1080,7 +1086,6 @@ async fn bill_threshold_once(
     project_id: &str,
     subscription_id: &str,
     clock: Clock,
-    finalize: bool,
     plans: &Plans,
 ) -> std::result::Result<Option<Billed>, TxFailure> {
     let Some(sub) = subscription_store::lock(conn, project_id, subscription_id).await? else {
@@ -1107,7 +1112,7 @@ async fn bill_threshold_once(
                 conn,
                 project_id,
                 &manifest,
-                finalize,
+                true,
                 wallet.as_mut(),
                 clock.now,
                 &mut outbox,
@@ -1441,8 +1446,8 @@ pub async fn run(
             // open period's usage is looked at too (unknown without a read-ahead: looked at).
             let (mut usage, progressive) = match ahead.get(&candidate.subscription_id) {
                 Some(Ahead::NotDue { progressive }) => {
-                    if *progressive && report.invoices.len() < max_invoices {
-                        bill_early(conn, candidate, clock, finalize, &plans, &mut report).await?;
+                    if *progressive && finalize && report.invoices.len() < max_invoices {
+                        bill_early(conn, candidate, clock, &plans, &mut report).await?;
                     }
                     continue;
                 }
@@ -1485,10 +1490,11 @@ pub async fn run(
                 }
             }
             if progressive
+                && finalize
                 && report.invoices.len() < max_invoices
                 && !report.failures.iter().any(|(s, _)| *s == candidate.subscription_id)
             {
-                bill_early(conn, candidate, clock, finalize, &plans, &mut report).await?;
+                bill_early(conn, candidate, clock, &plans, &mut report).await?;
             }
         }
         if (page.len() as i64) < CANDIDATES_PAGE {
@@ -1504,20 +1510,10 @@ async fn bill_early(
     conn: &mut Conn,
     candidate: &BillingCandidate,
     clock: Clock,
-    finalize: bool,
     plans: &Plans,
     report: &mut RunReport,
 ) -> Result<()> {
-    match bill_threshold_with(
-        conn,
-        &candidate.project_id,
-        &candidate.subscription_id,
-        clock,
-        finalize,
-        plans,
-    )
-    .await
-    {
+    match bill_threshold_with(conn, &candidate.project_id, &candidate.subscription_id, clock, plans).await {
         Ok(Some(billed)) => report.invoices.push(billed.invoice),
         Ok(None) => {}
         Err(e @ Error::Unavailable(_)) => return Err(e),
@@ -1782,6 +1778,22 @@ async fn adjust_once(
         return Err(Error::conflict(
             ErrorCode::InvoiceStatusConflict,
             format!("invoice {} is {}: it is not corrected", invoice.id, invoice.status),
+        )
+        .into());
+    }
+    // A threshold invoice that a later invoice of its period deducted is corrected there: the
+    // later one rates the whole period so far and deducts what this one billed as it stood, so
+    // an adjustment here would bill (or credit) the difference a second time.
+    if invoice.reason == InvoiceReason::Threshold.as_str()
+        && let Some(from) = invoice.usage_from
+        && let Some(later) = store::later_in_period(conn, &invoice.subscription_id, from, invoice.boundary).await?
+    {
+        return Err(Error::conflict(
+            ErrorCode::InvoiceStatusConflict,
+            format!(
+                "invoice {} was deducted by the period's later invoice {later}: recompute that one (the period's latest) instead",
+                invoice.id
+            ),
         )
         .into());
     }

@@ -260,10 +260,19 @@ pub async fn create(
     }
 }
 
+/// `at`, or the subscription's latest threshold invoice if that is later (another replica's
+/// clock ran ahead): a subscription never ends before usage it was billed for, and its end
+/// invoice deducts the threshold invoices up to its end.
+async fn not_before_threshold(conn: &mut Conn, sub: &SubscriptionRow, at: NaiveDateTime) -> Result<NaiveDateTime> {
+    let last = crate::store::invoices::last_threshold_boundary(conn, &sub.id, sub.starts_at).await?;
+    Ok(last.map_or(at, |last| last.max(at)))
+}
+
 /// Refuses a subscription of `customer` on `version` from `starts_at` on when another of the
 /// customer's subscriptions running then charges one of the same metrics: usage is the
 /// customer's, not a subscription's, so both would bill the same events. Called with the
-/// customer's row locked, so two such requests take turns.
+/// customer's row locked, so two such requests take turns (on one server: a Galera cluster does
+/// not share row locks, see docs/notes.md).
 async fn refuse_shared_metrics(
     conn: &mut Conn,
     project_id: &str,
@@ -319,7 +328,10 @@ pub async fn cancel(
                 SubscriptionChangeKind::CancelScheduled,
             )
         } else {
-            (at, SubscriptionChangeKind::Canceled)
+            (
+                not_before_threshold(conn, &row, at).await?,
+                SubscriptionChangeKind::Canceled,
+            )
         };
         if row.ends_at.is_some_and(|current| current <= ends_at) {
             return Ok(row);
@@ -399,10 +411,19 @@ pub async fn change_plan(
             other => other,
         })?;
     let project = project_id.to_string();
+    // Its customer (which never changes) is locked first, as `create` does: the check that no
+    // two running subscriptions charge one metric takes turns on it.
+    let customer_id = store::find(conn, project_id, &input.subscription_id)
+        .await?
+        .ok_or(Error::NotFound("subscription"))?
+        .customer_id;
     let done = db::transaction_with_retry!(
         conn,
         |e| db::is_unique_violation(e, "uq_subscriptions_idempotency"),
         |conn| {
+            let customer = crate::store::customers::lock_by_id(conn, &project, &customer_id)
+                .await?
+                .ok_or_else(|| Error::Internal("a subscription without its customer".into()))?;
             let previous = store::lock(conn, &project, &input.subscription_id)
                 .await?
                 .ok_or(Error::NotFound("subscription"))?;
@@ -429,7 +450,10 @@ pub async fn change_plan(
             }
             let current = plans::load_version(conn, &project, &previous.plan_version_id).await?;
             let (effective, kind) = match input.timing {
-                PlanChangeTiming::Now => (at, SubscriptionChangeKind::PlanChanged),
+                PlanChangeTiming::Now => (
+                    not_before_threshold(conn, &previous, at).await?,
+                    SubscriptionChangeKind::PlanChanged,
+                ),
                 PlanChangeTiming::PeriodEnd => {
                     let period = schedule(&previous, &current)?
                         .period_containing(at.date())
@@ -440,9 +464,6 @@ pub async fn change_plan(
                     )
                 }
             };
-            let customer = crate::store::customers::find_by_id(conn, &project, &previous.customer_id)
-                .await?
-                .ok_or_else(|| Error::Internal("a subscription without its customer".into()))?;
             if let Some(currency) = customer.currency.as_deref()
                 && currency != version.row.currency
                 && version.currency.is_iso()
@@ -458,7 +479,6 @@ pub async fn change_plan(
             }
             store::cancel(conn, &previous.id, effective, at).await?;
             // Another of the customer's subscriptions may charge the new plan's metrics.
-            crate::store::customers::lock_by_external_id(conn, &project, &customer.external_id).await?;
             refuse_shared_metrics(conn, &project, &customer, &version, effective).await?;
             store::insert_change(
                 conn,

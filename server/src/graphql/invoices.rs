@@ -259,9 +259,22 @@ impl InvoiceAdjustment {
             runs::find(&mut conn, &self.0.project_id, &self.0.invoice_id).await?,
         ))
     }
-    /// The differences from the document it corrects (negative for a credit note).
+    /// The differences from the document it corrects (negative for a credit note):
+    /// `subtotal + discount + billedEarlier + tax = total`.
     async fn subtotal(&self) -> Money {
         Money::stored(self.0.subtotal, &self.0.currency, &self.0.project_id)
+    }
+    async fn discount(&self) -> Money {
+        Money::stored(self.0.discount, &self.0.currency, &self.0.project_id)
+    }
+    /// The change in what the period's threshold invoices were deducted for (one voided since,
+    /// for instance).
+    async fn billed_earlier(&self) -> Money {
+        Money::stored(
+            self.0.total - self.0.subtotal - self.0.discount - self.0.tax,
+            &self.0.currency,
+            &self.0.project_id,
+        )
     }
     async fn tax(&self) -> Money {
         Money::stored(self.0.tax, &self.0.currency, &self.0.project_id)

@@ -116,6 +116,18 @@ pub async fn find_by_external_id(
         .optional()
 }
 
+/// Locks the customer row by id for the rest of the transaction (`SELECT … FOR UPDATE`).
+pub async fn lock_by_id(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<CustomerRow>> {
+    customers::table
+        .filter(customers::project_id.eq(project_id))
+        .filter(customers::id.eq(id))
+        .select(CustomerRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
 /// Locks the customer row for the rest of the transaction (`SELECT … FOR UPDATE`).
 pub async fn lock_by_external_id(
     conn: &mut Conn,

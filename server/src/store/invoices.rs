@@ -222,6 +222,27 @@ pub async fn lock_at(
         .optional()
 }
 
+/// A later invoice (not void) of the same subscription and usage period as the invoice at
+/// `boundary` whose usage starts at `usage_from`: one that deducted it, if it is a threshold
+/// invoice.
+pub async fn later_in_period(
+    conn: &mut Conn,
+    subscription_id: &str,
+    usage_from: NaiveDateTime,
+    boundary: NaiveDateTime,
+) -> QueryResult<Option<String>> {
+    invoices::table
+        .filter(invoices::subscription_id.eq(subscription_id))
+        .filter(invoices::usage_from.eq(usage_from))
+        .filter(invoices::boundary.gt(boundary))
+        .filter(invoices::status.ne("VOID"))
+        .select(invoices::id)
+        .order(invoices::boundary.asc())
+        .first(conn)
+        .await
+        .optional()
+}
+
 /// The latest boundary of a subscription's threshold invoices (any status) after `after`.
 pub async fn last_threshold_boundary(
     conn: &mut Conn,
@@ -320,23 +341,29 @@ pub struct ThresholdBilled {
     pub billed: Decimal,
 }
 
-/// The subscription's threshold invoices (not void) with a boundary in `(from, to)`, oldest first.
+/// The subscription's threshold invoices in `currency` (not void) with a boundary in
+/// `(from, to)`, or `(from, to]` when `through`, oldest first.
 pub async fn threshold_billed(
     conn: &mut Conn,
     subscription_id: &str,
+    currency: &str,
     from: NaiveDateTime,
     to: NaiveDateTime,
+    through: bool,
 ) -> QueryResult<Vec<ThresholdBilled>> {
     diesel::sql_query(
         "SELECT i.id, i.total - i.tax + COALESCE( \
              (SELECT SUM(a.total - a.tax) FROM invoice_adjustments a WHERE a.invoice_id = i.id), 0) AS billed \
          FROM invoices i \
-         WHERE i.subscription_id = ? AND i.reason = 'THRESHOLD' AND i.status <> 'VOID' \
-           AND i.boundary > ? AND i.boundary < ? \
+         WHERE i.subscription_id = ? AND i.reason = 'THRESHOLD' AND i.status <> 'VOID' AND i.currency = ? \
+           AND i.boundary > ? AND (i.boundary < ? OR (? AND i.boundary = ?)) \
          ORDER BY i.boundary",
     )
     .bind::<Varchar, _>(subscription_id)
+    .bind::<Varchar, _>(currency)
     .bind::<Datetime, _>(from)
+    .bind::<Datetime, _>(to)
+    .bind::<diesel::sql_types::Bool, _>(through)
     .bind::<Datetime, _>(to)
     .load(conn)
     .await

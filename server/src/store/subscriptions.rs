@@ -97,7 +97,8 @@ pub async fn on_plan_during(
 }
 
 /// A subscription of the customer that runs at some time from `starts_at` on and whose plan
-/// version charges one of `metric_ids`: its id and the metric's id.
+/// version charges one of `metric_ids`: its id and the metric's id. Locking reads: they see the
+/// latest commits, not the transaction's snapshot (taken before the caller's lock was granted).
 pub async fn charging_any_of(
     conn: &mut Conn,
     project_id: &str,
@@ -118,6 +119,7 @@ pub async fn charging_any_of(
         )
         .select((subscriptions::id, subscriptions::plan_version_id))
         .order(subscriptions::id.asc())
+        .for_update()
         .load(conn)
         .await?;
     if running.is_empty() {
@@ -129,6 +131,7 @@ pub async fn charging_any_of(
         .filter(plan_charges::metric_id.eq_any(metric_ids))
         .select((plan_charges::plan_version_id, plan_charges::metric_id))
         .order((plan_charges::plan_version_id.asc(), plan_charges::position.asc()))
+        .for_update()
         .first(conn)
         .await
         .optional()?;
