@@ -1,5 +1,7 @@
 //! The `invoices`, `invoice_lines`, `invoice_sequences` and `leases` tables.
 
+use std::ops::RangeInclusive;
+
 use chrono::NaiveDateTime;
 use diesel::{
     prelude::*,
@@ -289,21 +291,32 @@ struct LastNumber {
 }
 
 /// The project's next invoice number, taken inside the caller's transaction: the sequence row
-/// stays locked until it commits (or gives the number back by rolling back). One statement:
-/// MariaDB's `RETURNING` answers the row as written, inserted or updated (every statement here
-/// is prepared afresh, so a second one cost two round trips per invoice).
+/// stays locked until it commits (or gives the number back by rolling back).
 pub async fn next_number(conn: &mut Conn, project_id: &str) -> QueryResult<u64> {
+    Ok(*next_numbers(conn, project_id, 1).await?.start())
+}
+
+/// The project's next `count` invoice numbers (at least one), taken at once inside the caller's
+/// transaction, as [`next_number`] takes one: a billing run numbers a group of invoices with one
+/// statement. One statement either way: MariaDB's `RETURNING` answers the row as written,
+/// inserted or updated (every statement here is prepared afresh, so a second one cost two round
+/// trips).
+pub async fn next_numbers(conn: &mut Conn, project_id: &str, count: u64) -> QueryResult<RangeInclusive<u64>> {
+    let count = count.max(1);
     let rows: Vec<LastNumber> = diesel::sql_query(
-        "INSERT INTO invoice_sequences (project_id, last_number) VALUES (?, 1) \
-         ON DUPLICATE KEY UPDATE last_number = last_number + 1 RETURNING last_number AS n",
+        "INSERT INTO invoice_sequences (project_id, last_number) VALUES (?, ?) \
+         ON DUPLICATE KEY UPDATE last_number = last_number + VALUES(last_number) RETURNING last_number AS n",
     )
     .bind::<Varchar, _>(project_id)
+    .bind::<Unsigned<BigInt>, _>(count)
     .load(conn)
     .await?;
-    rows.into_iter()
+    let last = rows
+        .into_iter()
         .next()
         .map(|r| r.n)
-        .ok_or(diesel::result::Error::NotFound)
+        .ok_or(diesel::result::Error::NotFound)?;
+    Ok(last + 1 - count..=last)
 }
 
 /// A subscription a billing run looks at, with the last boundary it was billed at.
