@@ -699,10 +699,10 @@ async fn a_run_killed_mid_way_is_finished_by_the_next_replicas_pass() {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         n: i64,
     }
-    // Transactions waiting for a lock the blocker holds.
-    let waiting_for_blocker = "SELECT COUNT(*) AS n FROM information_schema.INNODB_LOCK_WAITS w \
-        JOIN information_schema.INNODB_TRX t ON t.trx_id = w.blocking_trx_id \
-        WHERE t.trx_mysql_thread_id = CONNECTION_ID()";
+    // Another connection to this database in the middle of locking subscriptions: the run,
+    // waiting for b's lock (the statement takes a's, b's and c's in one go).
+    let waiting_for_b = "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST \
+        WHERE db = DATABASE() AND id <> CONNECTION_ID() AND info LIKE '%FROM `subscriptions`%FOR UPDATE%'";
     let run_url = url.clone();
     let project_id = project.clone();
     let killed = tokio::spawn(async move {
@@ -715,7 +715,7 @@ async fn a_run_killed_mid_way_is_finished_by_the_next_replicas_pass() {
     });
     let mut waited = 0;
     loop {
-        let rows: Vec<N> = diesel::sql_query(waiting_for_blocker).load(&mut blocker).await.unwrap();
+        let rows: Vec<N> = diesel::sql_query(waiting_for_b).load(&mut blocker).await.unwrap();
         if rows[0].n > 0 {
             break;
         }
