@@ -1409,7 +1409,7 @@ impl Group<'_> {
 /// Numbers a group's finalized invoices at the end of its transaction and writes them
 /// finalized: per project (in id order, so that two groups lock the sequence rows in one order;
 /// last, as every invoice takes its number), one statement takes as many numbers as the project
-/// has invoices in the group, assigned in the order they were billed. An invoice another run
+/// has invoices in the group, assigned in the order they were billed, and one more writes them. An invoice another run
 /// made ([`Billed::created`] false) has its number already.
 async fn number_group(conn: &mut Conn, billed: &mut [Billed]) -> std::result::Result<(), TxFailure> {
     let mut by_project: BTreeMap<String, Vec<&mut InvoiceRow>> = BTreeMap::new();
@@ -1421,11 +1421,14 @@ async fn number_group(conn: &mut Conn, billed: &mut [Billed]) -> std::result::Re
                 .push(&mut b.invoice);
         }
     }
-    for (project_id, rows) in by_project {
+    for (project_id, mut rows) in by_project {
         let numbers = store::next_numbers(conn, &project_id, rows.len() as u64).await?;
-        for (row, number) in rows.into_iter().zip(numbers) {
+        for (row, number) in rows.iter_mut().zip(numbers) {
             row.number = Some(number);
-            write_finalized(conn, row).await?;
+        }
+        let rows: Vec<&InvoiceRow> = rows.into_iter().map(|r| &*r).collect();
+        if store::finalize_many(conn, &rows).await? != rows.len() {
+            return Err(Error::Internal(format!("a group of {project_id}'s invoices were not all drafts")).into());
         }
     }
     Ok(())

@@ -146,6 +146,59 @@ pub async fn finalize(conn: &mut Conn, row: &InvoiceRow) -> QueryResult<usize> {
     .await
 }
 
+/// [`finalize`] for many drafts in one statement (a billing run's group): each row's status,
+/// number, ledger transactions and times, matched by id. Answers the rows changed.
+pub async fn finalize_many(conn: &mut Conn, rows: &[&InvoiceRow]) -> QueryResult<usize> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let case = |column: &str| {
+        let whens = " WHEN ? THEN ?".repeat(rows.len());
+        format!("{column} = CASE id{whens} END")
+    };
+    let sql = format!(
+        "UPDATE invoices SET {}, {}, {}, {}, {}, {} WHERE status = 'DRAFT' AND id IN ({})",
+        case("status"),
+        case("number"),
+        case("invoice_transaction_id"),
+        case("credits_transaction_id"),
+        case("finalized_at"),
+        case("updated_at"),
+        vec!["?"; rows.len()].join(", ")
+    );
+    let mut query = diesel::sql_query(sql).into_boxed::<diesel::mysql::Mysql>();
+    for r in rows {
+        query = query.bind::<Varchar, _>(&r.id).bind::<Varchar, _>(&r.status);
+    }
+    for r in rows {
+        query = query
+            .bind::<Varchar, _>(&r.id)
+            .bind::<Nullable<Unsigned<BigInt>>, _>(r.number);
+    }
+    for r in rows {
+        query = query
+            .bind::<Varchar, _>(&r.id)
+            .bind::<Nullable<Varchar>, _>(&r.invoice_transaction_id);
+    }
+    for r in rows {
+        query = query
+            .bind::<Varchar, _>(&r.id)
+            .bind::<Nullable<Varchar>, _>(&r.credits_transaction_id);
+    }
+    for r in rows {
+        query = query
+            .bind::<Varchar, _>(&r.id)
+            .bind::<Nullable<Datetime>, _>(r.finalized_at);
+    }
+    for r in rows {
+        query = query.bind::<Varchar, _>(&r.id).bind::<Datetime, _>(r.updated_at);
+    }
+    for r in rows {
+        query = query.bind::<Varchar, _>(&r.id);
+    }
+    query.execute(conn).await
+}
+
 /// Marks an invoice void (from a draft or a finalized invoice), with its reversals.
 pub async fn void(conn: &mut Conn, row: &InvoiceRow) -> QueryResult<usize> {
     diesel::update(
