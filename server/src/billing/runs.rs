@@ -1213,7 +1213,7 @@ async fn read_ahead(
 /// and skipped; the others go on. Each page of subscriptions is read ahead first
 /// ([`read_ahead`]): plans once per run, usage in SQL for many customers at once, and no
 /// transaction for a subscription that is not due. The due ones are billed in groups of up to
-/// [`GROUP_SUBSCRIPTIONS`], each group one transaction ([`bill_group`]).
+/// [`GROUP_SUBSCRIPTIONS`], each group one transaction ([`Group::bill`]).
 pub async fn run(
     conn: &mut Conn,
     scope: &Scope,
