@@ -767,8 +767,8 @@ async fn a_run_killed_mid_way_is_finished_by_the_next_replicas_pass() {
         .and_hms_opt(0, 0, 0)
         .unwrap();
 
-    // Another transaction holds subscription b: the run bills a, then waits inside b's
-    // transaction, and is killed there.
+    // Another transaction holds subscription b: the run's group (a, b and c in one
+    // transaction) takes a's lock, waits for b's, and is killed there.
     let mut blocker = neruba::db::connect(&url).await.unwrap();
     use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
     blocker.batch_execute("BEGIN").await.unwrap();
@@ -779,6 +779,15 @@ async fn a_run_killed_mid_way_is_finished_by_the_next_replicas_pass() {
     .execute(&mut blocker)
     .await
     .unwrap();
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    // Another connection to this database in the middle of locking subscriptions: the run,
+    // waiting for b's lock (the statement takes a's, b's and c's in one go).
+    let waiting_for_b = "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST \
+        WHERE db = DATABASE() AND id <> CONNECTION_ID() AND info LIKE '%FROM `subscriptions`%FOR UPDATE%'";
     let run_url = url.clone();
     let project_id = project.clone();
     let killed = tokio::spawn(async move {
@@ -790,19 +799,22 @@ async fn a_run_killed_mid_way_is_finished_by_the_next_replicas_pass() {
         runs::run(&mut conn, &scope, Clock::new(now, None).unwrap(), true, 100).await
     });
     let mut waited = 0;
-    while count_rows(&app, "invoices", Some(&project)).await < 3 {
+    loop {
+        let rows: Vec<N> = diesel::sql_query(waiting_for_b).load(&mut blocker).await.unwrap();
+        if rows[0].n > 0 {
+            break;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         waited += 1;
-        assert!(waited < 200, "the run did not bill subscription a");
+        assert!(waited < 200, "the run did not reach subscription b");
     }
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     killed.abort();
     assert!(killed.await.unwrap_err().is_cancelled());
     blocker.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(
         count_rows(&app, "invoices", Some(&project)).await,
-        3,
-        "b's invoice was not half written"
+        0,
+        "nothing of the killed group was written"
     );
 
     // The next pass of a replica's scheduler takes the lease and bills what is left; another
@@ -813,7 +825,7 @@ async fn a_run_killed_mid_way_is_finished_by_the_next_replicas_pass() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(report.invoices.len(), 6, "{:?}", report.failures);
+    assert_eq!(report.invoices.len(), 9, "{:?}", report.failures);
     assert!(
         scheduler::pass(&mut conn, "replica-3", now, grace)
             .await

@@ -19,6 +19,18 @@
 //! project's invoice number, the hottest row, last. Finalization writes the invoice, its number,
 //! its ledger transactions (receivable against revenue, and the prepaid credits drawn) and the
 //! wallet's outbox row in that one transaction.
+//!
+//! A run bills up to [`GROUP_SUBSCRIPTIONS`] subscriptions per transaction (one commit for many
+//! invoices), in the same order: all the group's subscription rows first, in id order, with one
+//! statement; then each invoice in turn its customer's wallet; at the end the group's invoice
+//! numbers, project by project in id order, a block of numbers per project. An operation on one
+//! invoice (finalize, void, recompute, a run of one subscription) takes a subscription, then a
+//! wallet, then a number, so it and a group take turns: a deadlock needs two wallets locked in
+//! opposite orders (a customer's wallets in two units, or two groups over interleaved
+//! subscriptions of the same customers), and then InnoDB rolls one back (1213, as a Galera
+//! conflict does) and the retry wrapper runs that whole transaction again. A group that fails
+//! for another reason is billed again one subscription per transaction, so that a subscription
+//! that cannot be billed is reported alone and the others are billed.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -897,16 +909,38 @@ async fn bill_next_with(
     let project_id = project_id.to_string();
     let subscription_id = subscription_id.to_string();
     db::transaction_with_retry!(conn, retryable, |c| {
-        bill_next_once(c, &project_id, &subscription_id, clock, finalize, plans, usage).await
+        bill_next_once(
+            c,
+            &project_id,
+            &subscription_id,
+            clock,
+            finalize,
+            Numbering::Own,
+            plans,
+            usage,
+        )
+        .await
     })
 }
 
+/// When a finalized invoice takes its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Numbering {
+    /// In its own transaction, right after its postings: the project's sequence row last.
+    Own,
+    /// With the other invoices of its run's group, at the end of the group's transaction
+    /// ([`number_group`]): until then the stored row is a draft without a number.
+    Group,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn bill_next_once(
     conn: &mut Conn,
     project_id: &str,
     subscription_id: &str,
     clock: Clock,
     finalize: bool,
+    numbering: Numbering,
     plans: &Plans,
     usage: Option<&AheadUsage>,
 ) -> std::result::Result<Option<Billed>, TxFailure> {
@@ -964,7 +998,7 @@ async fn bill_next_once(
         conn,
         project_id,
         &manifest,
-        finalize,
+        finalize.then_some(numbering),
         wallet.as_mut(),
         clock.now,
         &mut outbox,
@@ -997,8 +1031,9 @@ async fn bill_next_once(
     Ok(Some(billed))
 }
 
-/// Stores a computed invoice inside the caller's transaction, finalized when asked (its ledger
-/// transactions and its number), unless its subscription has one at that boundary for that
+/// Stores a computed invoice inside the caller's transaction, finalized when `finalize` says how
+/// it is numbered (its ledger transactions, and its number unless its group numbers it), a
+/// draft otherwise, unless its subscription has one at that boundary for that
 /// reason already: that one is answered (`created: false`). Another run made it since this
 /// transaction took the subscription's lock: impossible on one server (the lock orders them),
 /// a lost race on a cluster, whose retry answers it.
@@ -1006,7 +1041,7 @@ async fn store_invoice(
     conn: &mut Conn,
     project_id: &str,
     manifest: &Manifest,
-    finalize: bool,
+    finalize: Option<Numbering>,
     wallet: Option<&mut ledger::InvoiceWallet>,
     now: NaiveDateTime,
     outbox: &mut Vec<crate::store::ledger::NewOutbox>,
@@ -1021,8 +1056,11 @@ async fn store_invoice(
             created: false,
         });
     }
-    if finalize {
-        finalize_row(conn, project_id, &mut row, manifest, wallet, now, outbox).await?;
+    if let Some(numbering) = finalize {
+        post_row(conn, project_id, &mut row, manifest, wallet, now, outbox).await?;
+        if numbering == Numbering::Own {
+            number_row(conn, project_id, &mut row).await?;
+        }
     }
     Ok(Billed {
         invoice: row,
@@ -1112,7 +1150,7 @@ async fn bill_threshold_once(
                 conn,
                 project_id,
                 &manifest,
-                true,
+                Some(Numbering::Own),
                 wallet.as_mut(),
                 clock.now,
                 &mut outbox,
@@ -1189,6 +1227,28 @@ async fn finalize_row(
     now: NaiveDateTime,
     outbox: &mut Vec<crate::store::ledger::NewOutbox>,
 ) -> std::result::Result<(), TxFailure> {
+    post_row(conn, project_id, row, manifest, wallet, now, outbox).await?;
+    number_row(conn, project_id, row).await
+}
+
+/// The second half of [`finalize_row`]: numbers a posted invoice and writes it finalized.
+async fn number_row(conn: &mut Conn, project_id: &str, row: &mut InvoiceRow) -> std::result::Result<(), TxFailure> {
+    row.number = Some(store::next_number(conn, project_id).await?);
+    write_finalized(conn, row).await
+}
+
+/// The first half of [`finalize_row`]: posts the draft's ledger transactions and marks `row`
+/// finalized, in memory only. The stored row stays a draft, without a number, until
+/// [`write_finalized`] (a run's group numbers its invoices together: [`number_group`]).
+async fn post_row(
+    conn: &mut Conn,
+    project_id: &str,
+    row: &mut InvoiceRow,
+    manifest: &Manifest,
+    wallet: Option<&mut ledger::InvoiceWallet>,
+    now: NaiveDateTime,
+    outbox: &mut Vec<crate::store::ledger::NewOutbox>,
+) -> std::result::Result<(), TxFailure> {
     let posted = ledger::post_invoice(
         conn,
         project_id,
@@ -1206,12 +1266,16 @@ async fn finalize_row(
         outbox,
     )
     .await?;
-    row.number = Some(store::next_number(conn, project_id).await?);
     row.status = InvoiceStatus::Finalized.as_str().into();
     row.invoice_transaction_id = posted.invoice.map(|t| t.id);
     row.credits_transaction_id = posted.credits.map(|t| t.id);
     row.finalized_at = Some(now);
     row.updated_at = now;
+    Ok(())
+}
+
+/// Writes a posted and numbered invoice over its stored draft.
+async fn write_finalized(conn: &mut Conn, row: &InvoiceRow) -> std::result::Result<(), TxFailure> {
     if store::finalize(conn, row).await? != 1 {
         return Err(Error::Internal(format!("invoice {} was not a draft", row.id)).into());
     }
@@ -1414,10 +1478,11 @@ async fn read_ahead(
 }
 
 /// Bills every boundary in `scope` that `clock.cutoff` passed, oldest first per subscription,
-/// each in its own transaction, up to `max_invoices` (the rest waits for the next run). A
-/// subscription that fails is reported and skipped; the others go on. Each page of
-/// subscriptions is read ahead first ([`read_ahead`]): plans once per run, usage in SQL for
-/// many customers at once, and no transaction for a subscription that is not due.
+/// up to `max_invoices` (the rest waits for the next run). A subscription that fails is reported
+/// and skipped; the others go on. Each page of subscriptions is read ahead first
+/// ([`read_ahead`]): plans once per run, usage in SQL for many customers at once, and no
+/// transaction for a subscription that is not due. The due ones are billed in groups of up to
+/// [`GROUP_SUBSCRIPTIONS`], each group one transaction ([`Group::bill`]).
 pub async fn run(
     conn: &mut Conn,
     scope: &Scope,
@@ -1428,7 +1493,7 @@ pub async fn run(
     let mut report = RunReport::default();
     let mut plans = Plans::new();
     let mut after = String::new();
-    'pages: loop {
+    loop {
         let page = store::billing_candidates(
             conn,
             scope.project_id.as_deref(),
@@ -1441,60 +1506,33 @@ pub async fn run(
         let Some(last) = page.last() else { break };
         after = last.subscription_id.clone();
         let ahead = read_ahead(conn, &page, clock, &mut plans).await?;
-        for candidate in page.iter().filter(|c| !c.is_done()) {
-            // Whether the plan may bill early: then, once its due boundaries are billed, the
-            // open period's usage is looked at too (unknown without a read-ahead: looked at).
-            let (mut usage, progressive) = match ahead.get(&candidate.subscription_id) {
-                Some(Ahead::NotDue { progressive }) => {
-                    if *progressive && finalize && report.invoices.len() < max_invoices {
-                        bill_early(conn, candidate, clock, &plans, &mut report).await?;
-                    }
-                    continue;
-                }
-                Some(Ahead::Due { usage, plan, .. }) => (usage.as_ref(), plan.version.row.usage_threshold.is_some()),
-                None => (None, true),
-            };
-            loop {
-                if report.invoices.len() >= max_invoices {
-                    break 'pages;
-                }
-                let billed = bill_next_with(
-                    conn,
-                    &candidate.project_id,
-                    &candidate.subscription_id,
-                    clock,
-                    finalize,
-                    &plans,
-                    usage.take(),
-                )
-                .await;
-                match billed {
-                    Ok(Some(billed)) => {
-                        let boundary = billed.invoice.boundary;
-                        report.invoices.push(billed.invoice);
-                        // Whether another boundary is due, from what was read ahead.
-                        if let Some(Ahead::Due { sub, plan, .. }) = ahead.get(&candidate.subscription_id)
-                            && !next_boundary(sub, &plan.version, Some(boundary))
-                                .is_ok_and(|next| next.is_some_and(|b| b <= clock.cutoff))
-                        {
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e @ Error::Unavailable(_)) => return Err(e),
-                    Err(e) => {
-                        tracing::warn!(subscription = %candidate.subscription_id, error = %e, "billing failed; the next run retries");
-                        report.failures.push((candidate.subscription_id.clone(), e));
-                        break;
-                    }
-                }
+        let due: Vec<&BillingCandidate> = page
+            .iter()
+            .filter(|c| !c.is_done() && !matches!(ahead.get(&c.subscription_id), Some(Ahead::NotDue { .. })))
+            .collect();
+        let group = Group {
+            ahead: &ahead,
+            plans: &plans,
+            clock,
+            finalize,
+        };
+        for members in due.chunks(GROUP_SUBSCRIPTIONS) {
+            let budget = max_invoices.saturating_sub(report.invoices.len());
+            if budget == 0 {
+                return Ok(report);
             }
-            if progressive
-                && finalize
-                && report.invoices.len() < max_invoices
-                && !report.failures.iter().any(|(s, _)| *s == candidate.subscription_id)
-            {
-                bill_early(conn, candidate, clock, &plans, &mut report).await?;
+            group.bill(conn, members, budget, &mut report).await?;
+        }
+        // Then the page's plans that bill early, once their due boundaries are billed: the open
+        // period's usage so far (a threshold invoice is always finalized: none in a draft run).
+        if finalize {
+            for candidate in page.iter().filter(|c| !c.is_done() && progressive(&ahead, c)) {
+                if report.invoices.len() >= max_invoices {
+                    return Ok(report);
+                }
+                if !report.failures.iter().any(|(s, _)| *s == candidate.subscription_id) {
+                    bill_early(conn, candidate, clock, &plans, &mut report).await?;
+                }
             }
         }
         if (page.len() as i64) < CANDIDATES_PAGE {
@@ -1520,6 +1558,189 @@ async fn bill_early(
         Err(e) => {
             tracing::warn!(subscription = %candidate.subscription_id, error = %e, "threshold billing failed; the next run retries");
             report.failures.push((candidate.subscription_id.clone(), e));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a candidate's plan may bill early (has a usage threshold) and its period is open;
+/// unknown without a read-ahead: looked at.
+fn progressive(ahead: &HashMap<String, Ahead>, candidate: &BillingCandidate) -> bool {
+    match ahead.get(&candidate.subscription_id) {
+        Some(Ahead::NotDue { progressive }) => *progressive,
+        Some(Ahead::Due { plan, .. }) => plan.version.row.usage_threshold.is_some(),
+        None => true,
+    }
+}
+
+/// How many subscriptions a run bills per transaction. A transaction and its commit (a flush of
+/// the redo log) per invoice was most of a run's time; a group shares them, and takes its
+/// invoice numbers with one statement. Larger groups hold their subscriptions' and wallets'
+/// locks longer and redo more after a conflict or a failure.
+const GROUP_SUBSCRIPTIONS: usize = 50;
+
+/// What the groups of one page of a run share: the page as read ahead, and the run's inputs.
+struct Group<'a> {
+    ahead: &'a HashMap<String, Ahead>,
+    plans: &'a Plans,
+    clock: Clock,
+    finalize: bool,
+}
+
+impl Group<'_> {
+    /// Bills `members`' due boundaries, up to `budget` invoices, in one transaction. When it
+    /// fails for a reason the retry wrapper does not settle (a subscription that cannot be
+    /// billed), bills them again one transaction each: each failure is then reported alone, and
+    /// the others are billed.
+    async fn bill(
+        &self,
+        conn: &mut Conn,
+        members: &[&BillingCandidate],
+        budget: usize,
+        report: &mut RunReport,
+    ) -> Result<()> {
+        if members.len() > 1 {
+            match db::transaction_with_retry!(conn, retryable, |c| self.bill_once(c, members, budget).await) {
+                Ok(invoices) => {
+                    report.invoices.extend(invoices);
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, subscriptions = members.len(), "a billing group failed; billing its subscriptions one by one");
+                }
+            }
+        }
+        let limit = report.invoices.len() + budget;
+        for candidate in members {
+            self.bill_each(conn, candidate, limit, report).await?;
+        }
+        Ok(())
+    }
+
+    /// The group's transaction: each member's due boundaries in turn (each as [`bill_next`]
+    /// bills it, locks in the module's order), then the numbers of all its finalized invoices.
+    async fn bill_once(
+        &self,
+        conn: &mut Conn,
+        members: &[&BillingCandidate],
+        budget: usize,
+    ) -> std::result::Result<Vec<InvoiceRow>, TxFailure> {
+        // Every member's lock before any wallet's: see the module's lock order.
+        let ids: Vec<&str> = members.iter().map(|c| c.subscription_id.as_str()).collect();
+        subscription_store::lock_ids(conn, &ids).await?;
+        let mut billed = Vec::new();
+        for candidate in members {
+            let mut usage = self.usage(candidate);
+            while billed.len() < budget {
+                let Some(b) = bill_next_once(
+                    conn,
+                    &candidate.project_id,
+                    &candidate.subscription_id,
+                    self.clock,
+                    self.finalize,
+                    Numbering::Group,
+                    self.plans,
+                    usage.take(),
+                )
+                .await?
+                else {
+                    break;
+                };
+                let boundary = b.invoice.boundary;
+                billed.push(b);
+                if !self.more_due(candidate, boundary) {
+                    break;
+                }
+            }
+        }
+        number_group(conn, &mut billed).await?;
+        Ok(billed.into_iter().map(|b| b.invoice).collect())
+    }
+
+    /// One subscription's due boundaries, each in its own transaction, while the run has fewer
+    /// than `limit` invoices; its failure is reported (and ends its turn), as a run did before
+    /// groups.
+    async fn bill_each(
+        &self,
+        conn: &mut Conn,
+        candidate: &BillingCandidate,
+        limit: usize,
+        report: &mut RunReport,
+    ) -> Result<()> {
+        let mut usage = self.usage(candidate);
+        while report.invoices.len() < limit {
+            let billed = bill_next_with(
+                conn,
+                &candidate.project_id,
+                &candidate.subscription_id,
+                self.clock,
+                self.finalize,
+                self.plans,
+                usage.take(),
+            )
+            .await;
+            match billed {
+                Ok(Some(billed)) => {
+                    let boundary = billed.invoice.boundary;
+                    report.invoices.push(billed.invoice);
+                    if !self.more_due(candidate, boundary) {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e @ Error::Unavailable(_)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(subscription = %candidate.subscription_id, error = %e, "billing failed; the next run retries");
+                    report.failures.push((candidate.subscription_id.clone(), e));
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The usage read ahead for the subscription's first due boundary, if any.
+    fn usage(&self, candidate: &BillingCandidate) -> Option<&AheadUsage> {
+        match self.ahead.get(&candidate.subscription_id) {
+            Some(Ahead::Due { usage, .. }) => usage.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Whether another boundary may be due after `boundary`: `false` when what was read ahead
+    /// says it is not (no transaction then), `true` when unknown (the next one finds out).
+    fn more_due(&self, candidate: &BillingCandidate, boundary: NaiveDateTime) -> bool {
+        match self.ahead.get(&candidate.subscription_id) {
+            Some(Ahead::Due { sub, plan, .. }) => next_boundary(sub, &plan.version, Some(boundary))
+                .is_ok_and(|next| next.is_some_and(|b| b <= self.clock.cutoff)),
+            _ => true,
+        }
+    }
+}
+
+/// Numbers a group's finalized invoices at the end of its transaction and writes them
+/// finalized: per project (in id order, so that two groups lock the sequence rows in one order;
+/// last, as every invoice takes its number), one statement takes as many numbers as the project
+/// has invoices in the group, assigned in the order they were billed, and one more writes them. An invoice another run
+/// made ([`Billed::created`] false) has its number already.
+async fn number_group(conn: &mut Conn, billed: &mut [Billed]) -> std::result::Result<(), TxFailure> {
+    let mut by_project: BTreeMap<String, Vec<&mut InvoiceRow>> = BTreeMap::new();
+    for b in billed.iter_mut() {
+        if b.created && b.invoice.number.is_none() && b.invoice.status == InvoiceStatus::Finalized.as_str() {
+            by_project
+                .entry(b.invoice.project_id.clone())
+                .or_default()
+                .push(&mut b.invoice);
+        }
+    }
+    for (project_id, mut rows) in by_project {
+        let numbers = store::next_numbers(conn, &project_id, rows.len() as u64).await?;
+        for (row, number) in rows.iter_mut().zip(numbers) {
+            row.number = Some(number);
+        }
+        let rows: Vec<&InvoiceRow> = rows.into_iter().map(|r| &*r).collect();
+        if store::finalize_many(conn, &rows).await? != rows.len() {
+            return Err(Error::Internal(format!("a group of {project_id}'s invoices were not all drafts")).into());
         }
     }
     Ok(())

@@ -835,15 +835,15 @@ async fn system_account(
     kind: AccountKind,
     now: NaiveDateTime,
 ) -> Result<String, TxFailure> {
-    derived_account(
-        conn,
-        project_id,
-        currency,
-        kind,
-        format!("system:{}", kind.as_str()),
-        now,
-    )
-    .await
+    derived_account(conn, project_id, currency, kind, system_code(kind), now).await
+}
+
+fn system_code(kind: AccountKind) -> String {
+    format!("system:{}", kind.as_str())
+}
+
+fn receivable_code(customer_id: &str) -> String {
+    format!("customer:{customer_id}:receivable")
 }
 
 /// The id of a customer's receivable account in one unit.
@@ -854,8 +854,15 @@ async fn receivable_account(
     customer_id: &str,
     now: NaiveDateTime,
 ) -> Result<String, TxFailure> {
-    let code = format!("customer:{customer_id}:receivable");
-    derived_account(conn, project_id, currency, AccountKind::Receivable, code, now).await
+    derived_account(
+        conn,
+        project_id,
+        currency,
+        AccountKind::Receivable,
+        receivable_code(customer_id),
+        now,
+    )
+    .await
 }
 
 /// The id of an account that is not a wallet's, made on first use. Its id is derived from what it
@@ -871,6 +878,44 @@ async fn derived_account(
     if let Some(account) = store::find_account(conn, project_id, currency, &code).await? {
         return Ok(account.id);
     }
+    insert_derived_account(conn, project_id, currency, kind, code, now).await
+}
+
+/// [`derived_account`] for several accounts of one unit, read with one query: an invoice's
+/// postings need up to three (its customer's receivable, revenue, tax payable), and a billing
+/// run posts thousands of invoices. Answers their ids in the order asked.
+async fn derived_accounts(
+    conn: &mut Conn,
+    project_id: &str,
+    currency: &str,
+    wanted: Vec<(AccountKind, String)>,
+    now: NaiveDateTime,
+) -> Result<Vec<String>, TxFailure> {
+    let codes: Vec<&str> = wanted.iter().map(|(_, code)| code.as_str()).collect();
+    let mut found: HashMap<String, String> = store::find_accounts(conn, project_id, currency, &codes)
+        .await?
+        .into_iter()
+        .map(|a| (a.code, a.id))
+        .collect();
+    let mut ids = Vec::with_capacity(wanted.len());
+    for (kind, code) in wanted {
+        ids.push(match found.remove(&code) {
+            Some(id) => id,
+            None => insert_derived_account(conn, project_id, currency, kind, code, now).await?,
+        });
+    }
+    Ok(ids)
+}
+
+/// Makes a derived account (unless a concurrent first use made it) and answers its id.
+async fn insert_derived_account(
+    conn: &mut Conn,
+    project_id: &str,
+    currency: &str,
+    kind: AccountKind,
+    code: String,
+    now: NaiveDateTime,
+) -> Result<String, TxFailure> {
     let digest = request_hash(&[project_id, currency, &code]);
     let id = format!("{ACCOUNT_ID_PREFIX}_sys_{}", &hex::encode(digest)[..32]);
     store::insert_account_missing(
@@ -1166,16 +1211,16 @@ async fn post_receivable(
     now: NaiveDateTime,
 ) -> Result<TransactionRow, TxFailure> {
     let total = p.revenue + p.tax;
-    let receivable = receivable_account(conn, project_id, p.currency, p.customer_id, now).await?;
-    let mut lines = vec![(receivable, -total * sign)];
-    if !p.revenue.is_zero() {
-        let revenue = system_account(conn, project_id, p.currency, AccountKind::Revenue, now).await?;
-        lines.push((revenue, p.revenue * sign));
+    let mut wanted = vec![(AccountKind::Receivable, receivable_code(p.customer_id))];
+    let mut amounts = vec![-total * sign];
+    for (kind, amount) in [(AccountKind::Revenue, p.revenue), (AccountKind::TaxPayable, p.tax)] {
+        if !amount.is_zero() {
+            wanted.push((kind, system_code(kind)));
+            amounts.push(amount * sign);
+        }
     }
-    if !p.tax.is_zero() {
-        let tax = system_account(conn, project_id, p.currency, AccountKind::TaxPayable, now).await?;
-        lines.push((tax, p.tax * sign));
-    }
+    let accounts = derived_accounts(conn, project_id, p.currency, wanted, now).await?;
+    let lines: Vec<(String, Decimal)> = accounts.into_iter().zip(amounts).collect();
     let sum: Decimal = lines.iter().map(|(_, a)| *a).sum();
     if !sum.is_zero() || lines.len() < 2 {
         return Err(Error::Internal(format!("unbalanced invoice transaction: {lines:?}")).into());

@@ -1,5 +1,7 @@
 //! The `invoices`, `invoice_lines`, `invoice_sequences` and `leases` tables.
 
+use std::ops::RangeInclusive;
+
 use chrono::NaiveDateTime;
 use diesel::{
     prelude::*,
@@ -144,6 +146,59 @@ pub async fn finalize(conn: &mut Conn, row: &InvoiceRow) -> QueryResult<usize> {
     ))
     .execute(conn)
     .await
+}
+
+/// [`finalize`] for many drafts in one statement (a billing run's group): each row's status,
+/// number, ledger transactions and times, matched by id. Answers the rows changed.
+pub async fn finalize_many(conn: &mut Conn, rows: &[&InvoiceRow]) -> QueryResult<usize> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let case = |column: &str| {
+        let whens = " WHEN ? THEN ?".repeat(rows.len());
+        format!("{column} = CASE id{whens} END")
+    };
+    let sql = format!(
+        "UPDATE invoices SET {}, {}, {}, {}, {}, {} WHERE status = 'DRAFT' AND id IN ({})",
+        case("status"),
+        case("number"),
+        case("invoice_transaction_id"),
+        case("credits_transaction_id"),
+        case("finalized_at"),
+        case("updated_at"),
+        vec!["?"; rows.len()].join(", ")
+    );
+    let mut query = diesel::sql_query(sql).into_boxed::<diesel::mysql::Mysql>();
+    for r in rows {
+        query = query.bind::<Varchar, _>(&r.id).bind::<Varchar, _>(&r.status);
+    }
+    for r in rows {
+        query = query
+            .bind::<Varchar, _>(&r.id)
+            .bind::<Nullable<Unsigned<BigInt>>, _>(r.number);
+    }
+    for r in rows {
+        query = query
+            .bind::<Varchar, _>(&r.id)
+            .bind::<Nullable<Varchar>, _>(&r.invoice_transaction_id);
+    }
+    for r in rows {
+        query = query
+            .bind::<Varchar, _>(&r.id)
+            .bind::<Nullable<Varchar>, _>(&r.credits_transaction_id);
+    }
+    for r in rows {
+        query = query
+            .bind::<Varchar, _>(&r.id)
+            .bind::<Nullable<Datetime>, _>(r.finalized_at);
+    }
+    for r in rows {
+        query = query.bind::<Varchar, _>(&r.id).bind::<Datetime, _>(r.updated_at);
+    }
+    for r in rows {
+        query = query.bind::<Varchar, _>(&r.id);
+    }
+    query.execute(conn).await
 }
 
 /// Marks an invoice void (from a draft or a finalized invoice), with its reversals.
@@ -376,21 +431,32 @@ struct LastNumber {
 }
 
 /// The project's next invoice number, taken inside the caller's transaction: the sequence row
-/// stays locked until it commits (or gives the number back by rolling back). One statement:
-/// MariaDB's `RETURNING` answers the row as written, inserted or updated (every statement here
-/// is prepared afresh, so a second one cost two round trips per invoice).
+/// stays locked until it commits (or gives the number back by rolling back).
 pub async fn next_number(conn: &mut Conn, project_id: &str) -> QueryResult<u64> {
+    Ok(*next_numbers(conn, project_id, 1).await?.start())
+}
+
+/// The project's next `count` invoice numbers (at least one), taken at once inside the caller's
+/// transaction, as [`next_number`] takes one: a billing run numbers a group of invoices with one
+/// statement. One statement either way: MariaDB's `RETURNING` answers the row as written,
+/// inserted or updated (every statement here is prepared afresh, so a second one cost two round
+/// trips).
+pub async fn next_numbers(conn: &mut Conn, project_id: &str, count: u64) -> QueryResult<RangeInclusive<u64>> {
+    let count = count.max(1);
     let rows: Vec<LastNumber> = diesel::sql_query(
-        "INSERT INTO invoice_sequences (project_id, last_number) VALUES (?, 1) \
-         ON DUPLICATE KEY UPDATE last_number = last_number + 1 RETURNING last_number AS n",
+        "INSERT INTO invoice_sequences (project_id, last_number) VALUES (?, ?) \
+         ON DUPLICATE KEY UPDATE last_number = last_number + VALUES(last_number) RETURNING last_number AS n",
     )
     .bind::<Varchar, _>(project_id)
+    .bind::<Unsigned<BigInt>, _>(count)
     .load(conn)
     .await?;
-    rows.into_iter()
+    let last = rows
+        .into_iter()
         .next()
         .map(|r| r.n)
-        .ok_or(diesel::result::Error::NotFound)
+        .ok_or(diesel::result::Error::NotFound)?;
+    Ok(last + 1 - count..=last)
 }
 
 /// A subscription a billing run looks at, with the last boundary it was billed at.

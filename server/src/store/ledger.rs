@@ -314,6 +314,22 @@ pub async fn find_account_by_id(conn: &mut Conn, project_id: &str, id: &str) -> 
 }
 
 /// Inserts the account unless its code exists (concurrent creators settle on the unique index).
+/// The accounts of a project in one unit with these codes (those that exist), in one query.
+pub async fn find_accounts(
+    conn: &mut Conn,
+    project_id: &str,
+    currency: &str,
+    codes: &[&str],
+) -> QueryResult<Vec<AccountRow>> {
+    ledger_accounts::table
+        .filter(ledger_accounts::project_id.eq(project_id))
+        .filter(ledger_accounts::currency.eq(currency))
+        .filter(ledger_accounts::code.eq_any(codes))
+        .select(AccountRow::as_select())
+        .load(conn)
+        .await
+}
+
 pub async fn insert_account_missing(conn: &mut Conn, row: &AccountRow) -> QueryResult<usize> {
     diesel::insert_or_ignore_into(ledger_accounts::table)
         .values(row)

@@ -166,6 +166,21 @@ pub async fn lock(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Op
         .optional()
 }
 
+/// Locks the subscriptions `ids` (of any project) in id order, as one statement: a billing run's
+/// group takes all its subscriptions' locks before any wallet's. Answers the ids locked.
+pub async fn lock_ids(conn: &mut Conn, ids: &[&str]) -> QueryResult<Vec<String>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    subscriptions::table
+        .filter(subscriptions::id.eq_any(ids))
+        .order(subscriptions::id)
+        .select(subscriptions::id)
+        .for_update()
+        .load(conn)
+        .await
+}
+
 pub async fn find_by_idempotency_key(
     conn: &mut Conn,
     project_id: &str,
