@@ -211,7 +211,8 @@ pub async fn create(
     }
     let inserted = conn
         .transaction(async |conn| {
-            // The customer's row, locked: two subscriptions sharing a metric take turns here.
+            // The customer's row, locked first: two subscriptions sharing a metric take turns
+            // here, and the reads below see what the one before committed.
             crate::store::customers::lock_by_external_id(conn, project_id, &customer.external_id).await?;
             if let Err(e) = refuse_shared_metrics(conn, project_id, &customer, &version, starts_at).await {
                 return Ok(Err(e));
@@ -412,7 +413,8 @@ pub async fn change_plan(
         })?;
     let project = project_id.to_string();
     // Its customer (which never changes) is locked first, as `create` does: the check that no
-    // two running subscriptions charge one metric takes turns on it.
+    // two running subscriptions charge one metric takes turns on it, and the transaction's
+    // snapshot (its first plain read) is taken once the lock is granted.
     let customer_id = store::find(conn, project_id, &input.subscription_id)
         .await?
         .ok_or(Error::NotFound("subscription"))?

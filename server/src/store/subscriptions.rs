@@ -97,8 +97,11 @@ pub async fn on_plan_during(
 }
 
 /// A subscription of the customer that runs at some time from `starts_at` on and whose plan
-/// version charges one of `metric_ids`: its id and the metric's id. Locking reads: they see the
-/// latest commits, not the transaction's snapshot (taken before the caller's lock was granted).
+/// version charges one of `metric_ids`: its id and the metric's id. Plain reads: the caller
+/// takes the customer's lock as its transaction's first statement, so the snapshot they read
+/// is taken after every transaction that held it committed (locking reads here would take gap
+/// locks on the customer's index range and deadlock concurrent subscriptions of other
+/// customers).
 pub async fn charging_any_of(
     conn: &mut Conn,
     project_id: &str,
@@ -119,7 +122,6 @@ pub async fn charging_any_of(
         )
         .select((subscriptions::id, subscriptions::plan_version_id))
         .order(subscriptions::id.asc())
-        .for_update()
         .load(conn)
         .await?;
     if running.is_empty() {
@@ -131,7 +133,6 @@ pub async fn charging_any_of(
         .filter(plan_charges::metric_id.eq_any(metric_ids))
         .select((plan_charges::plan_version_id, plan_charges::metric_id))
         .order((plan_charges::plan_version_id.asc(), plan_charges::position.asc()))
-        .for_update()
         .first(conn)
         .await
         .optional()?;
