@@ -72,10 +72,13 @@ pub async fn export(
     if to <= from {
         return Err(Error::invalid("to", "must be after from"));
     }
-    // What a transaction put on the customer's RECEIVABLE.
-    const RECEIVABLE: &str = "(SELECT COALESCE(SUM(p.amount), 0) FROM ledger_postings p \
-         JOIN ledger_accounts a ON a.id = p.account_id WHERE p.transaction_id = {} AND a.kind = 'RECEIVABLE')";
-    let receivable = |txn: &str| RECEIVABLE.replace("{}", txn);
+    // What the transaction in column `txn` put on the customer's RECEIVABLE.
+    let receivable = |txn: &str| {
+        format!(
+            "(SELECT COALESCE(SUM(p.amount), 0) FROM ledger_postings p \
+              JOIN ledger_accounts a ON a.id = p.account_id WHERE p.transaction_id = {txn} AND a.kind = 'RECEIVABLE')"
+        )
+    };
     let sql = format!(
         "SELECT d.project_id, c.external_id AS customer_external_id, d.currency,
                 CAST(SUM(d.invoice) AS SIGNED) AS invoices, SUM(d.invoiced) AS invoiced,

@@ -284,6 +284,13 @@ pub struct EarlierInvoice {
     pub amount: Decimal,
 }
 
+impl EarlierInvoice {
+    /// What `earlier` billed in all.
+    fn total(earlier: &[EarlierInvoice]) -> Decimal {
+        earlier.iter().map(|e| e.amount).sum()
+    }
+}
+
 /// A plan's included credits for one period: granted through the ledger, expiring at its end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -312,7 +319,7 @@ impl Manifest {
 
     /// What earlier invoices of the period billed (zero or positive), deducted from this one.
     pub fn billed_earlier_total(&self) -> Decimal {
-        self.billed_earlier.iter().map(|e| e.amount).sum()
+        EarlierInvoice::total(&self.billed_earlier)
     }
 
     /// What the invoice earns: fees and true-ups net of coupons and of what earlier invoices of
@@ -621,7 +628,6 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
         }
         _ => Vec::new(),
     };
-    let billed_earlier_total: Decimal = billed_earlier.iter().map(|e| e.amount).sum();
     let computed = invoice::compute(&InvoiceInput {
         decimals,
         fixed_fees: fixed_fees.clone(),
@@ -631,7 +637,7 @@ async fn compute(conn: &mut Conn, ctx: &Context<'_>) -> Result<Manifest> {
         coupons: discounts.pricing_coupons(),
         taxes: discounts.percentages(),
         credits_available: ctx.credits_available,
-        billed_earlier: billed_earlier_total,
+        billed_earlier: EarlierInvoice::total(&billed_earlier),
         closes_period: !early,
     })
     .map_err(|e| Error::invalid("charges", format!("the usage cannot be rated: {e}")))?;

@@ -130,7 +130,7 @@ impl Invoice {
     /// What the period's threshold invoices billed before this one, before tax, deducted (zero
     /// or negative).
     async fn billed_earlier(&self) -> Money {
-        self.money(self.0.total - self.0.subtotal - self.0.discount - self.0.tax)
+        self.money(self.0.billed_earlier())
     }
     async fn tax(&self) -> Money {
         self.money(self.0.tax)
@@ -270,11 +270,7 @@ impl InvoiceAdjustment {
     /// The change in what the period's threshold invoices were deducted for (one voided since,
     /// for instance).
     async fn billed_earlier(&self) -> Money {
-        Money::stored(
-            self.0.total - self.0.subtotal - self.0.discount - self.0.tax,
-            &self.0.currency,
-            &self.0.project_id,
-        )
+        Money::stored(self.0.billed_earlier(), &self.0.currency, &self.0.project_id)
     }
     async fn tax(&self) -> Money {
         Money::stored(self.0.tax, &self.0.currency, &self.0.project_id)
@@ -798,7 +794,7 @@ impl UpcomingInvoice {
     }
     /// What the period's threshold invoices billed so far, deducted (zero or negative).
     async fn billed_earlier(&self) -> Money {
-        self.money(self.row.total - self.row.subtotal - self.row.discount - self.row.tax)
+        self.money(self.row.billed_earlier())
     }
     async fn tax(&self) -> Money {
         self.money(self.row.tax)

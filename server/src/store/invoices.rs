@@ -72,6 +72,14 @@ pub struct LineRow {
     pub rating: Option<String>,
 }
 
+impl InvoiceRow {
+    /// What the period's threshold invoices billed, deducted (zero or negative): the part of the
+    /// total that is not subtotal, discount or tax.
+    pub fn billed_earlier(&self) -> Decimal {
+        self.total - self.subtotal - self.discount - self.tax
+    }
+}
+
 /// Inserts an invoice unless its (subscription, boundary) already has one: `false` then.
 pub async fn insert_ignore(conn: &mut Conn, row: &InvoiceRow, lines: &[LineRow]) -> QueryResult<bool> {
     let inserted = diesel::insert_or_ignore_into(invoices::table)
@@ -569,6 +577,14 @@ pub struct AdjustmentRow {
     pub manifest_hash: String,
     pub transaction_id: Option<String>,
     pub created_at: NaiveDateTime,
+}
+
+impl AdjustmentRow {
+    /// The change in what the period's threshold invoices were deducted for, as
+    /// [`InvoiceRow::billed_earlier`].
+    pub fn billed_earlier(&self) -> Decimal {
+        self.total - self.subtotal - self.discount - self.tax
+    }
 }
 
 pub async fn insert_adjustment(conn: &mut Conn, row: &AdjustmentRow) -> QueryResult<usize> {
