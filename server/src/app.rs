@@ -33,6 +33,8 @@ use crate::{
 pub struct AppState {
     pub config: Arc<Config>,
     pub pool: Pool,
+    /// The outbox tailer's own connection: it never waits behind requests for the pool.
+    pub tail_pool: Pool,
     pub events: EventBus,
     /// Cancelled when the server starts shutting down: long-lived work (websockets) ends on it.
     pub shutdown: CancellationToken,
@@ -47,9 +49,10 @@ impl AppState {
         let known_customers = Arc::new(KnownCustomers::default());
         AppState {
             group_commit: Arc::new(GroupCommit::new(pool.clone(), known_customers.clone())),
+            events: EventBus::with_capacity(config.event_bus_capacity),
             config: Arc::new(config),
+            tail_pool: pool.dedicated(1),
             pool,
-            events: EventBus::default(),
             shutdown: CancellationToken::new(),
             known_customers,
         }

@@ -98,6 +98,9 @@ pub struct Config {
     /// no CORS headers at all.
     pub cors_origins: Vec<String>,
     pub billing: BillingSchedule,
+    /// Live events a subscriber may fall behind by before its stream ends with
+    /// `SUBSCRIBER_LAGGED` (`NERUBA_EVENT_BUS_CAPACITY`, default 1024).
+    pub event_bus_capacity: usize,
 }
 
 /// How the billing scheduler runs (docs/billing.md, "Billing runs").
@@ -154,6 +157,7 @@ struct FileConfig {
     cors_origins: Option<String>,
     billing_interval_secs: Option<u32>,
     billing_grace_secs: Option<u32>,
+    event_bus_capacity: Option<usize>,
 }
 
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
@@ -332,7 +336,17 @@ impl Config {
             )?,
         };
 
+        let event_bus_capacity = parse_num(
+            "NERUBA_EVENT_BUS_CAPACITY",
+            get("NERUBA_EVENT_BUS_CAPACITY"),
+            file.event_bus_capacity,
+            crate::events::DEFAULT_CAPACITY,
+            1,
+            1_000_000,
+        )?;
+
         Ok(Config {
+            event_bus_capacity,
             database_url,
             bind,
             env,

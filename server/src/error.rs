@@ -50,6 +50,12 @@ crate::text_enum::text_enum! {
         /// The invoice cannot be changed that way: a void one is not corrected, a paid one not
         /// voided (HTTP 409).
         InvoiceStatusConflict = "INVOICE_STATUS_CONFLICT",
+        /// A live stream's subscriber fell behind and the stream ended: subscribe again with
+        /// `afterSequence` set to the last `sequence` received.
+        SubscriberLagged = "SUBSCRIBER_LAGGED",
+        /// The changes after `afterSequence` are no longer kept (a day): read the balances
+        /// again and subscribe without it.
+        ReplayUnavailable = "REPLAY_UNAVAILABLE",
         /// The request body is over the limit (HTTP 413).
         PayloadTooLarge = "PAYLOAD_TOO_LARGE",
         /// The body is not JSON, or not a GraphQL request (HTTP 400).

@@ -38,15 +38,22 @@ pub struct EventBus {
     tx: broadcast::Sender<Arc<DomainEvent>>,
 }
 
+/// Events a subscriber may fall behind by before it is told so (`NERUBA_EVENT_BUS_CAPACITY`).
+pub const DEFAULT_CAPACITY: usize = 1024;
+
 impl Default for EventBus {
     fn default() -> Self {
-        EventBus {
-            tx: broadcast::channel(1024).0,
-        }
+        EventBus::with_capacity(DEFAULT_CAPACITY)
     }
 }
 
 impl EventBus {
+    pub fn with_capacity(capacity: usize) -> EventBus {
+        EventBus {
+            tx: broadcast::channel(capacity.max(1)).0,
+        }
+    }
+
     pub fn publish(&self, event: DomainEvent) {
         // No receivers is fine: nobody is listening.
         let _ = self.tx.send(Arc::new(event));

@@ -19,7 +19,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let token = state.shutdown.clone();
     // Committed wallet changes, from this server or another, reach this server's subscribers.
-    tokio::spawn(crate::ledger::outbox::run_tailer(state.clone()));
+    // The tail starts before the first request is accepted (when the database answers in time).
+    let tail_start = tokio::time::timeout(Duration::from_secs(5), crate::ledger::outbox::start_cursor(&state))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    tokio::spawn(crate::ledger::outbox::run_tailer(state.clone(), tail_start));
     tokio::spawn(crate::ledger::sweeper::run_sweeper(state.clone()));
     tokio::spawn(crate::billing::scheduler::run_scheduler(state.clone()));
     let trigger = token.clone();

@@ -1698,18 +1698,18 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
             field: "balanceChanged",
             need: READ,
             own: doc(
-                "subscription($w: ID) { balanceChanged(walletId: $w) { walletId balance { amount } } }",
+                "subscription($w: ID) { balanceChanged(walletId: $w) { ... on BalanceChange { walletId balance { amount } } } }",
                 w.clone(),
                 OwnOnly,
             ),
             cross: vec![
                 doc(
-                    "subscription($w: ID) { balanceChanged(walletId: $w) { walletId balance { amount } delta { amount } transactionId } }",
+                    "subscription($w: ID) { balanceChanged(walletId: $w) { ... on BalanceChange { walletId balance { amount } delta { amount } transactionId } } }",
                     w.clone(),
                     NotFound,
                 ),
                 doc(
-                    "subscription($p: ID) { balanceChanged(projectId: $p, afterSequence: \"0\") { walletId balance { amount } delta { amount } transactionId } }",
+                    "subscription($p: ID) { balanceChanged(projectId: $p, afterSequence: 0) { ... on BalanceChange { walletId balance { amount } delta { amount } transactionId } } }",
                     p.clone(),
                     NotFound,
                 ),
@@ -2235,11 +2235,19 @@ async fn a_subscriber_in_another_project_hears_nothing_of_the_victims_wallet() {
     let app = TestApp::spawn().await;
     let a = victim(&app).await;
     let b = attacker(&app).await;
-    // B watches "its" customer with A's external id, and all of its own wallets.
+    // B watches its own customer with A's customer's external id, and all of its own wallets.
+    gql(
+        &app,
+        &b.all,
+        "mutation($c: String!) { createWallet(input: { customerExternalId: $c, currency: \"USD\" }) { wallet { id } } }",
+        json!({ "c": VICTIM_CUSTOMER }),
+    )
+    .await
+    .data();
     let mut sockets = Vec::new();
     for query in [
-        "subscription($c: String) { balanceChanged(customerExternalId: $c) { walletId balance { amount } } }",
-        "subscription { balanceChanged(afterSequence: \"0\") { walletId balance { amount } } }",
+        "subscription($c: String) { balanceChanged(customerExternalId: $c) { ... on BalanceChange { walletId balance { amount } } } }",
+        "subscription { balanceChanged { ... on BalanceChange { walletId balance { amount } } } }",
         "subscription { projectEvents { kind apiKey { id } } }",
     ] {
         let mut socket = ws_open(&app).await;
@@ -2397,7 +2405,7 @@ async fn a_key_revoked_while_its_socket_is_open_starts_nothing_more() {
     app.revoke_api_key_by_secret(&key).await;
     ws_send(
         &mut socket,
-        json!({ "id": "2", "type": "subscribe", "payload": { "query": "subscription { balanceChanged { walletId balance { amount } } }" } }),
+        json!({ "id": "2", "type": "subscribe", "payload": { "query": "subscription { balanceChanged { ... on BalanceChange { walletId balance { amount } } } }" } }),
     )
     .await;
     match ws_next(&mut socket, Duration::from_secs(5)).await {

@@ -1010,7 +1010,7 @@ async fn bill_next_once(
         &mut outbox,
     )
     .await?;
-    crate::store::ledger::insert_outbox(conn, &outbox).await?;
+    crate::ledger::outbox::write(conn, outbox).await?;
     if !billed.created {
         return Ok(Some(billed));
     }
@@ -1166,7 +1166,7 @@ async fn bill_threshold_once(
         None => None,
     };
     // The wallet's lots that expired on the way are announced either way.
-    crate::store::ledger::insert_outbox(conn, &outbox).await?;
+    crate::ledger::outbox::write(conn, outbox).await?;
     Ok(billed)
 }
 
@@ -2175,7 +2175,7 @@ async fn rewrite_draft(
         )
         .await?;
     }
-    crate::store::ledger::insert_outbox(conn, &outbox).await?;
+    crate::ledger::outbox::write(conn, outbox).await?;
     Ok(Recomputation {
         lines: diff_lines(&stored, &recomputed),
         stored_hash: invoice.manifest_hash.clone(),
@@ -2346,7 +2346,7 @@ async fn void_once(
     if store::void(conn, &invoice).await? != 1 {
         return Err(Error::Internal(format!("invoice {} changed under its lock", invoice.id)).into());
     }
-    crate::store::ledger::insert_outbox(conn, &outbox).await?;
+    crate::ledger::outbox::write(conn, outbox).await?;
     Ok(invoice)
 }
 

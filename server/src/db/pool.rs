@@ -30,6 +30,7 @@ pub const VALIDATE_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Pool {
     inner: bb8::Pool<Manager>,
     breaker: Arc<Breaker>,
+    url: Arc<str>,
 }
 
 /// A checked-out connection; derefs to `AsyncMysqlConnection`.
@@ -49,7 +50,17 @@ impl Pool {
             .connection_timeout(CHECKOUT_TIMEOUT)
             .idle_timeout(Some(Duration::from_secs(300)))
             .build_unchecked(manager);
-        Pool { inner, breaker }
+        Pool {
+            inner,
+            breaker,
+            url: url.into(),
+        }
+    }
+
+    /// A separate pool of `max_size` connections to the same database, for work that must not
+    /// wait behind requests (the outbox tailer).
+    pub fn dedicated(&self, max_size: u32) -> Pool {
+        Pool::new(&self.url, max_size)
     }
 
     pub fn breaker(&self) -> &Breaker {

@@ -8,10 +8,9 @@
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject, Subscription, connection::Connection};
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
-use tokio_stream::wrappers::BroadcastStream;
 
 use super::{
-    Decimal, Money,
+    Decimal, Money, Sequence,
     loaders::{CustomerLoader, WalletLoader, load_link},
     opt_id,
     pagination::{self, CursorKind},
@@ -21,7 +20,6 @@ use crate::{
     auth::Scope,
     db,
     error::{Error, GraphqlResult as Result},
-    events::DomainEvent,
     ledger::{
         AccountKind, Cause, LotSource, WalletEventKind, WalletPolicy,
         outbox::WalletEvent,
@@ -533,40 +531,106 @@ impl From<Report> for Reconciliation {
     }
 }
 
-/// A committed change of a wallet, pushed to `balanceChanged` subscribers.
+/// One event of `balanceChanged`: a committed change of a wallet's balance, or its fall below
+/// the low-balance threshold.
+#[derive(async_graphql::Union)]
+pub enum BalanceEvent {
+    BalanceChange(BalanceChange),
+    LowBalanceCrossing(LowBalanceCrossing),
+}
+
+impl BalanceEvent {
+    /// `event` as seen by a stream that numbers by `key` (the wallet's sequence without one).
+    fn new(e: WalletEvent, key: Option<&ledger_store::StreamKey>) -> BalanceEvent {
+        let money = |amount| Money::stored(amount, &e.currency, &e.project_id);
+        let base = StreamEventFields {
+            wallet_id: ID(e.wallet_id.clone()),
+            customer_external_id: e.customer_external_id.clone(),
+            balance: money(e.balance),
+            transaction_id: ID(e.transaction_id.clone()),
+            occurred_at: utc(e.at),
+            sequence: Sequence(key.and_then(|k| e.seq_for(k)).unwrap_or(e.wallet_seq)),
+            wallet_sequence: Sequence(e.wallet_seq),
+            customer_sequence: Sequence(e.customer_seq),
+            project_id: e.project_id.clone(),
+        };
+        match e.kind {
+            WalletEventKind::BalanceChanged => BalanceEvent::BalanceChange(BalanceChange {
+                delta: money(e.delta),
+                cause: e.cause,
+                base,
+            }),
+            WalletEventKind::LowBalance => BalanceEvent::LowBalanceCrossing(LowBalanceCrossing {
+                threshold: e.threshold.map(money),
+                base,
+            }),
+        }
+    }
+}
+
+/// The fields both kinds of stream events have.
 #[derive(SimpleObject)]
-pub struct WalletChange {
-    pub kind: WalletEventKind,
+pub struct StreamEventFields {
     pub wallet_id: ID,
     pub customer_external_id: String,
-    /// The balance after the change, in the wallet's unit.
+    /// The balance after the event, in the wallet's unit.
     pub balance: Money,
+    /// The ledger transaction behind the event.
+    pub transaction_id: ID,
+    /// When the transaction committed.
+    pub occurred_at: DateTime<Utc>,
+    /// The event's number in this stream: the customer's sequence on a customer's stream, the
+    /// wallet's otherwise. Contiguous (1, 2, 3, …): a missing number is a missed event. Pass the
+    /// last one received as `afterSequence` to resume.
+    pub sequence: Sequence,
+    /// The event's number among the wallet's events.
+    pub wallet_sequence: Sequence,
+    /// The event's number among the events of all the customer's wallets.
+    pub customer_sequence: Sequence,
+    #[graphql(skip)]
+    pub project_id: String,
+}
+
+impl StreamEventFields {
+    async fn wallet(&self, ctx: &Context<'_>) -> Result<Option<Wallet>> {
+        super::absent_is_null(async { wallet_of(ctx, &self.project_id, &self.wallet_id).await }).await
+    }
+}
+
+/// A committed change of a wallet's balance.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct BalanceChange {
+    #[graphql(flatten)]
+    pub base: StreamEventFields,
     /// The change of the balance.
     pub delta: Money,
     pub cause: Cause,
-    pub transaction_id: ID,
-    /// The wallet's low-balance threshold (for `LOW_BALANCE`).
-    pub threshold: Option<Money>,
-    /// When the change committed.
-    pub occurred_at: DateTime<Utc>,
-    /// Increases with every change of a wallet: a client can detect a gap or a duplicate.
-    pub sequence: String,
 }
 
-impl From<&WalletEvent> for WalletChange {
-    fn from(e: &WalletEvent) -> Self {
-        WalletChange {
-            kind: e.kind,
-            wallet_id: ID(e.wallet_id.clone()),
-            customer_external_id: e.customer_external_id.clone(),
-            balance: Money::stored(e.balance, &e.currency, &e.project_id),
-            delta: Money::stored(e.delta, &e.currency, &e.project_id),
-            cause: e.cause,
-            transaction_id: ID(e.transaction_id.clone()),
-            threshold: e.threshold.map(|t| Money::stored(t, &e.currency, &e.project_id)),
-            occurred_at: utc(e.at),
-            sequence: e.outbox_id.to_string(),
-        }
+#[async_graphql::ComplexObject]
+impl BalanceChange {
+    /// The wallet (scope `READ`).
+    async fn wallet(&self, ctx: &Context<'_>) -> Result<Option<Wallet>> {
+        self.base.wallet(ctx).await
+    }
+}
+
+/// A wallet's balance fell below its low-balance threshold (once per crossing).
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct LowBalanceCrossing {
+    #[graphql(flatten)]
+    pub base: StreamEventFields,
+    /// The threshold crossed.
+    pub threshold: Option<Money>,
+}
+
+#[async_graphql::ComplexObject]
+impl LowBalanceCrossing {
+    /// The wallet (scope `READ`).
+    async fn wallet(&self, ctx: &Context<'_>) -> Result<Option<Wallet>> {
+        self.base.wallet(ctx).await
     }
 }
 
@@ -748,7 +812,8 @@ async fn run<P: From<Posted>>(ctx: &Context<'_>, project_id: String, kind: OpKin
     let principal = principal(ctx)?;
     let op = Operation::parse(kind, &request, &principal.actor())?;
     let mut conn = db::get(&state(ctx).pool).await?;
-    let posted = service::execute(&mut conn, &project_id, &op).await?;
+    let mut posted = service::execute(&mut conn, &project_id, &op).await?;
+    crate::ledger::outbox::publish_committed(&state(ctx).events, std::mem::take(&mut posted.events));
     if !posted.replayed {
         tracing::debug!(
             project_id,
@@ -905,76 +970,55 @@ pub struct LedgerSubscription;
 
 #[Subscription]
 impl LedgerSubscription {
-    /// Every committed change of a wallet's balance, and `LOW_BALANCE` crossings, pushed after
-    /// commit, whichever server made the change. Name a wallet, a customer, or neither for all of
-    /// the project's wallets. A client that reconnects passes the last `sequence` it saw as
-    /// `afterSequence` and first gets what it missed (kept for a day). Scope `READ`.
+    /// Every committed change of a wallet's balance (`BalanceChange`) and low-balance crossing
+    /// (`LowBalanceCrossing`), pushed after commit, whichever server made it. Follow one wallet
+    /// (`walletId`) or one customer's wallets (`customerExternalId`): events come in `sequence`
+    /// order without gaps or repeats, and a client that reconnects passes the last `sequence` it
+    /// received as `afterSequence` to get exactly what it missed (kept for a day; older:
+    /// `REPLAY_UNAVAILABLE`) before the live events. Neither: every wallet of the project, from
+    /// the outbox tail, without resuming. A subscriber that falls behind gets `SUBSCRIBER_LAGGED`
+    /// and the stream ends: resume with `afterSequence`. Scope `READ`.
     async fn balance_changed(
         &self,
         ctx: &Context<'_>,
         project_id: Option<ID>,
         wallet_id: Option<ID>,
         customer_external_id: Option<String>,
-        after_sequence: Option<String>,
-    ) -> Result<impl Stream<Item = WalletChange> + use<>> {
+        after_sequence: Option<Sequence>,
+    ) -> Result<impl Stream<Item = Result<BalanceEvent>> + use<>> {
         let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Read)?;
         let state = state(ctx);
-        let after = after_sequence
-            .as_deref()
-            .map(|a| {
-                a.parse::<u64>()
-                    .map_err(|_| Error::invalid("afterSequence", "not a sequence from this subscription"))
-            })
-            .transpose()?;
-        // Subscribe before reading what was missed, so that nothing falls between the two.
-        let live = BroadcastStream::new(state.events.subscribe());
         let mut conn = db::get(&state.pool).await?;
-        if let Some(wallet_id) = &wallet_id {
-            // Say so rather than wait forever on a wallet that does not exist.
-            service::find_wallet(&mut conn, &project_id, wallet_id).await?;
-        }
-        let wallet_id = wallet_id.map(|w| w.0);
-        let mut missed = Vec::new();
-        let wanted = {
-            let (project_id, wallet_id) = (project_id.clone(), wallet_id.clone());
-            move |e: &WalletEvent| {
-                e.project_id == project_id
-                    && wallet_id.as_ref().is_none_or(|w| *w == e.wallet_id)
-                    && customer_external_id
-                        .as_ref()
-                        .is_none_or(|c| *c == e.customer_external_id)
+        let key = match (wallet_id, customer_external_id) {
+            (Some(wallet_id), customer) => {
+                // Say so rather than wait forever on a wallet that does not exist.
+                let wallet = service::find_wallet(&mut conn, &project_id, &wallet_id).await?;
+                if customer.is_some_and(|c| c != wallet.customer_external_id) {
+                    return Err(Error::invalid("customerExternalId", "the wallet belongs to another customer").into());
+                }
+                Some(ledger_store::StreamKey::Wallet(wallet.id))
             }
+            (None, Some(customer)) => {
+                let customer = store::customers::find_by_external_id(&mut conn, &project_id, &customer)
+                    .await?
+                    .ok_or(Error::NotFound("customer"))?;
+                Some(ledger_store::StreamKey::Customer(customer.id))
+            }
+            (None, None) => None,
         };
-        if let Some(after) = after {
-            let rows =
-                ledger_store::project_outbox_after(&mut conn, &project_id, wallet_id.as_deref(), after, MAX_CATCH_UP)
-                    .await?;
-            for row in rows {
-                let event = WalletEvent::from_outbox(&row)?;
-                if wanted(&event) {
-                    missed.push(event);
-                }
-            }
-        }
         drop(conn);
-        // The tailer may publish some of the missed rows again: each is delivered once.
-        let replayed: std::collections::HashSet<u64> = missed.iter().map(|e| e.outbox_id).collect();
-        let catch_up = futures_util::stream::iter(missed.iter().map(WalletChange::from).collect::<Vec<_>>());
-        let live = live.filter_map(move |event| {
-            let change = match event.as_deref() {
-                Ok(DomainEvent::BalanceChanged(e) | DomainEvent::ThresholdCrossed(e))
-                    if wanted(e) && !replayed.contains(&e.outbox_id) =>
-                {
-                    Some(WalletChange::from(e))
-                }
-                // A lagging subscriber skips what it missed (the sequence shows the gap).
-                _ => None,
-            };
-            async move { change }
-        });
-        Ok(catch_up.chain(live))
+        let events = crate::ledger::stream::open(
+            state.clone(),
+            crate::ledger::stream::Request {
+                project_id,
+                key: key.clone(),
+                after: after_sequence.map(|s| s.0),
+            },
+        )
+        .await?;
+        Ok(events.map(move |item| {
+            item.map(|event| BalanceEvent::new(event, key.as_ref()))
+                .map_err(Into::into)
+        }))
     }
 }
-
-/// At most this many missed changes are replayed on reconnect (then the client re-reads wallets).
-const MAX_CATCH_UP: i64 = 1000;

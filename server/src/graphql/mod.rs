@@ -21,7 +21,7 @@ use async_graphql::{Context, MergedObject, MergedSubscription, Schema, SchemaBui
 use crate::{app::AppState, auth::Principal, error::Error};
 
 pub use money::Money;
-pub use scalars::Decimal;
+pub use scalars::{Decimal, Sequence};
 pub use types::*;
 pub use usage::UsageLoader;
 

@@ -40,3 +40,35 @@ impl From<rust_decimal::Decimal> for Decimal {
         Decimal(crate::money::canonical(d))
     }
 }
+
+/// A position in a live stream: an event's number in its wallet's or customer's sequence, 1, 2,
+/// 3, … without gaps. Sent and answered as a JSON number (whole, 0 to 2^53 − 1, so JavaScript
+/// compares it exactly); a string of digits is accepted too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Sequence(pub u64);
+
+/// The largest sequence JSON numbers carry exactly in every client (2^53 − 1).
+pub const MAX_SEQUENCE: u64 = (1 << 53) - 1;
+
+#[Scalar(name = "Sequence")]
+impl ScalarType for Sequence {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        let n = match &value {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) if !s.is_empty() && s.len() <= 16 && s.bytes().all(|b| b.is_ascii_digit()) => {
+                s.parse().ok()
+            }
+            _ => None,
+        };
+        match n {
+            Some(n) if n <= MAX_SEQUENCE => Ok(Sequence(n)),
+            _ => Err(InputValueError::custom(format!(
+                "a sequence is a whole number from 0 to {MAX_SEQUENCE}"
+            ))),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        Value::Number(self.0.into())
+    }
+}

@@ -75,7 +75,8 @@ pub async fn ingest_charge(
     };
     let op = Operation::parse(OpKind::Charge, &request, &principal.actor())?;
     let mut conn = db::get(&state.pool).await?;
-    let posted = service::execute(&mut conn, &project_id, &op).await?;
+    let mut posted = service::execute(&mut conn, &project_id, &op).await?;
+    crate::ledger::outbox::publish_committed(&state.events, std::mem::take(&mut posted.events));
     let t = &posted.transaction;
     let number = |d: rust_decimal::Decimal| money::canonical(d);
     let charge = json!({

@@ -10,6 +10,7 @@
 pub mod outbox;
 pub mod reconcile;
 pub mod service;
+pub mod stream;
 pub mod sweeper;
 
 use std::cmp::Ordering;

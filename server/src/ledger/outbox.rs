@@ -9,7 +9,7 @@
 //! [`GAP_GRACE`] (in flight, or rolled back and never coming), without holding up newer rows.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     time::Duration,
 };
 
@@ -23,12 +23,16 @@ use crate::{
     app::AppState,
     db,
     error::Error,
-    events::DomainEvent,
-    store::ledger::{self as store, NewOutbox, OutboxRow},
+    events::{DomainEvent, EventBus},
+    store::{
+        Conn,
+        ledger::{self as store, NewOutbox, OutboxRow, StreamKey},
+    },
 };
 
-/// How often each server polls the outbox.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often each server polls the outbox (changes made on this server reach its subscribers at
+/// once; this bounds how late a change made on another server arrives).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How long a missing id below delivered ones is waited for (longer than any money transaction).
 pub const GAP_GRACE: Duration = Duration::from_secs(10);
 const BATCH: i64 = 500;
@@ -42,6 +46,9 @@ pub fn key_revoked(project_id: &str, key_id: &str, at: NaiveDateTime) -> NewOutb
     NewOutbox {
         project_id: project_id.to_string(),
         wallet_id: key_id.to_string(),
+        customer_id: None,
+        wallet_seq: None,
+        customer_seq: None,
         kind: API_KEY_REVOKED.to_string(),
         payload: "{}".to_string(),
         created_at: at,
@@ -61,6 +68,18 @@ pub struct WalletEvent {
     pub project_id: String,
     #[serde(skip)]
     pub wallet_id: String,
+    /// The customer's internal id (its own column, not in the payload).
+    #[serde(skip)]
+    pub customer_id: String,
+    /// The event's number in its wallet's sequence: 1, 2, 3, … without gaps.
+    #[serde(skip)]
+    pub wallet_seq: u64,
+    /// The event's number in its customer's sequence (all of the customer's wallets).
+    #[serde(skip)]
+    pub customer_seq: u64,
+    /// Published by the server that committed it, right after commit (not read from the tail).
+    #[serde(skip)]
+    pub local: bool,
     pub customer_external_id: String,
     pub currency: String,
     #[serde(with = "rust_decimal_text")]
@@ -75,6 +94,46 @@ pub struct WalletEvent {
     pub at: NaiveDateTime,
 }
 
+/// Writes a transaction's wallet events (built by the ledger's `post`, numbered per wallet) as
+/// its last step: each customer's events take the next numbers of the customer's sequence, whose
+/// row stays locked until commit. Answers the events as written, for [`publish_committed`] once
+/// the transaction committed.
+pub async fn write(conn: &mut Conn, mut rows: Vec<NewOutbox>) -> Result<Vec<WalletEvent>, Error> {
+    let mut customers: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for row in &rows {
+        if let Some(customer) = &row.customer_id {
+            *customers.entry((customer.clone(), row.project_id.clone())).or_default() += 1;
+        }
+    }
+    // In customer id order, so two transactions never wait on each other's customers crosswise.
+    let mut next: HashMap<String, u64> = HashMap::new();
+    for ((customer, project), n) in customers {
+        let last = store::take_customer_seqs(conn, &project, &customer, n).await?;
+        next.insert(customer, last + 1 - n);
+    }
+    for row in &mut rows {
+        if let Some(customer) = &row.customer_id
+            && let Some(seq) = next.get_mut(customer)
+        {
+            row.customer_seq = Some(*seq);
+            *seq += 1;
+        }
+    }
+    store::insert_outbox(conn, &rows).await?;
+    rows.iter()
+        .filter(|r| r.wallet_seq.is_some())
+        .map(WalletEvent::from_new)
+        .collect()
+}
+
+/// Publishes committed events to this server's subscribers at once (the tail publishes them again
+/// later; subscribers drop what they already have by sequence).
+pub fn publish_committed(bus: &EventBus, events: Vec<WalletEvent>) {
+    for event in events {
+        bus.publish(event.into_domain_event());
+    }
+}
+
 fn default_kind() -> WalletEventKind {
     WalletEventKind::BalanceChanged
 }
@@ -84,6 +143,9 @@ impl WalletEvent {
         Ok(NewOutbox {
             project_id: self.project_id.clone(),
             wallet_id: self.wallet_id.clone(),
+            customer_id: Some(self.customer_id.clone()),
+            wallet_seq: Some(self.wallet_seq),
+            customer_seq: (self.customer_seq > 0).then_some(self.customer_seq),
             kind: self.kind.as_str().into(),
             payload: serde_json::to_string(self).map_err(|e| Error::Internal(e.to_string()))?,
             created_at: self.at,
@@ -97,7 +159,33 @@ impl WalletEvent {
         event.kind = row.kind.parse()?;
         event.project_id = row.project_id.clone();
         event.wallet_id = row.wallet_id.clone();
+        event.customer_id = row.customer_id.clone().unwrap_or_default();
+        event.wallet_seq = row.wallet_seq.unwrap_or(0);
+        event.customer_seq = row.customer_seq.unwrap_or(0);
         Ok(event)
+    }
+
+    /// The event an outbox row about to be written announces (its id is not known yet).
+    fn from_new(row: &NewOutbox) -> Result<WalletEvent, Error> {
+        let mut event: WalletEvent =
+            serde_json::from_str(&row.payload).map_err(|e| Error::Internal(format!("outbox payload: {e}")))?;
+        event.kind = row.kind.parse()?;
+        event.project_id = row.project_id.clone();
+        event.wallet_id = row.wallet_id.clone();
+        event.customer_id = row.customer_id.clone().unwrap_or_default();
+        event.wallet_seq = row.wallet_seq.unwrap_or(0);
+        event.customer_seq = row.customer_seq.unwrap_or(0);
+        event.local = true;
+        Ok(event)
+    }
+
+    /// The number of this event in the sequence `key` follows.
+    pub fn seq_for(&self, key: &StreamKey) -> Option<u64> {
+        match key {
+            StreamKey::Wallet(id) if *id == self.wallet_id => Some(self.wallet_seq),
+            StreamKey::Customer(id) if *id == self.customer_id => Some(self.customer_seq),
+            _ => None,
+        }
     }
 
     pub fn into_domain_event(self) -> DomainEvent {
@@ -235,11 +323,29 @@ impl Cursor {
 /// How far below the newest row a starting tailer looks for ids that are not committed yet.
 const START_WINDOW: u64 = 1000;
 
-/// Publishes outbox rows to the bus until the server shuts down. Starts after the newest row:
-/// subscribers want changes from now on. But a row with a lower id may still be in flight when
-/// the tailer starts: the ids missing among the last [`START_WINDOW`] are awaited like any gap.
-pub async fn run_tailer(state: AppState) {
-    let mut cursor = None;
+/// Where a starting tailer begins: after the newest row, since subscribers want changes from now
+/// on. A row with a lower id may still be in flight, so the ids missing among the last
+/// [`START_WINDOW`] are awaited like any gap. `server::serve` takes this before it accepts
+/// requests: a client that resubscribes right after a restart and replays from the database gets
+/// everything committed after its replay from this tail.
+pub async fn start_cursor(state: &AppState) -> Result<Cursor, Error> {
+    let mut conn = db::get(&state.tail_pool).await?;
+    let newest = store::outbox_max_id(&mut conn).await?;
+    let mut start = Cursor::starting_at(newest.saturating_sub(START_WINDOW));
+    for row in store::outbox_after(&mut conn, start.floor, START_WINDOW as i64).await? {
+        if row.id <= newest {
+            start.mark_seen(row.id);
+        }
+    }
+    start.mark_seen(newest);
+    start.advance(Instant::now(), GAP_GRACE);
+    Ok(start)
+}
+
+/// Publishes outbox rows to the bus until the server shuts down, from `cursor` (or from where
+/// [`start_cursor`] says, once the database answers). Reads through its own connection
+/// (`AppState::tail_pool`), so busy request handlers never delay it.
+pub async fn run_tailer(state: AppState, mut cursor: Option<Cursor>) {
     let mut failing = false;
     loop {
         tokio::select! {
@@ -259,22 +365,11 @@ pub async fn run_tailer(state: AppState) {
 }
 
 async fn poll(state: &AppState, cursor: &mut Option<Cursor>) -> Result<(), Error> {
-    let mut conn = db::get(&state.pool).await?;
     let cursor = match cursor {
         Some(c) => c,
-        None => {
-            let newest = store::outbox_max_id(&mut conn).await?;
-            let mut start = Cursor::starting_at(newest.saturating_sub(START_WINDOW));
-            for row in store::outbox_after(&mut conn, start.floor, START_WINDOW as i64).await? {
-                if row.id <= newest {
-                    start.mark_seen(row.id);
-                }
-            }
-            start.mark_seen(newest);
-            start.advance(Instant::now(), GAP_GRACE);
-            cursor.insert(start)
-        }
+        None => cursor.insert(start_cursor(state).await?),
     };
+    let mut conn = db::get(&state.tail_pool).await?;
     // New rows above the highest delivered, and the ids still awaited below it.
     let mut rows = store::outbox_after(&mut conn, cursor.high(), BATCH).await?;
     let missing = cursor.missing(BATCH as usize);
@@ -360,6 +455,10 @@ mod tests {
             kind: WalletEventKind::LowBalance,
             project_id: "prj_1".into(),
             wallet_id: "wal_1".into(),
+            customer_id: "cus_1".into(),
+            wallet_seq: 7,
+            customer_seq: 9,
+            local: false,
             customer_external_id: "c".into(),
             currency: "USD".into(),
             balance: "1.50".parse().unwrap(),
@@ -374,6 +473,9 @@ mod tests {
             id: 42,
             project_id: new.project_id,
             wallet_id: new.wallet_id,
+            customer_id: new.customer_id,
+            wallet_seq: new.wallet_seq,
+            customer_seq: new.customer_seq,
             kind: new.kind,
             payload: new.payload,
             created_at: new.created_at,

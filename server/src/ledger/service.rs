@@ -202,6 +202,7 @@ async fn create_wallet_once(
         low_balance_threshold: settings.low_balance_threshold,
         below_threshold: below,
         balance: Decimal::ZERO,
+        event_seq: 0,
         overdraft_account_id: overdraft.id.clone(),
         created_at: at,
         updated_at: at,
@@ -484,6 +485,9 @@ pub struct Posted {
     pub transaction: TransactionRow,
     pub wallet: WalletRow,
     pub replayed: bool,
+    /// The wallet events the transaction wrote: publish them with
+    /// [`outbox::publish_committed`](super::outbox::publish_committed) once it committed.
+    pub events: Vec<super::outbox::WalletEvent>,
 }
 
 /// Runs a validated operation: one transaction, retried on deadlock.
@@ -535,6 +539,7 @@ pub async fn apply(conn: &mut Conn, project_id: &str, op: &Operation, now: Naive
                 transaction: existing,
                 wallet,
                 replayed: true,
+                events: Vec::new(),
             });
         }
         return Err(Error::conflict(
@@ -626,11 +631,12 @@ pub async fn apply(conn: &mut Conn, project_id: &str, op: &Operation, now: Naive
         &mut outbox,
     )
     .await?;
-    store::insert_outbox(conn, &outbox).await?;
+    let events = super::outbox::write(conn, outbox).await?;
     Ok(Posted {
         transaction,
         wallet,
         replayed: false,
+        events,
     })
 }
 
@@ -801,16 +807,24 @@ async fn post(
     let delta = new_balance - wallet.balance;
     let crossed = threshold_transition(wallet.low_balance_threshold, wallet.below_threshold, new_balance);
     let below = crossed.unwrap_or(wallet.below_threshold);
-    store::update_wallet_balance(conn, &wallet.id, new_balance, below, now).await?;
+    // Every event of the wallet takes the next number of its sequence (under the wallet lock).
+    let first_seq = wallet.event_seq + 1;
+    let last_seq = wallet.event_seq + if crossed == Some(true) { 2 } else { 1 };
+    store::update_wallet_balance(conn, &wallet.id, new_balance, below, last_seq, now).await?;
     wallet.balance = new_balance;
     wallet.below_threshold = below;
+    wallet.event_seq = last_seq;
     wallet.updated_at = now;
 
-    let event = |kind: WalletEventKind| WalletEvent {
+    let event = |kind: WalletEventKind, wallet_seq: u64| WalletEvent {
         outbox_id: 0,
         kind,
         project_id: wallet.project_id.clone(),
         wallet_id: wallet.id.clone(),
+        customer_id: wallet.customer_id.clone(),
+        wallet_seq,
+        customer_seq: 0,
+        local: false,
         customer_external_id: wallet.customer_external_id.clone(),
         currency: wallet.currency.clone(),
         balance: new_balance.normalize(),
@@ -820,9 +834,9 @@ async fn post(
         threshold: wallet.low_balance_threshold.map(|t| t.normalize()),
         at: now,
     };
-    outbox.push(event(WalletEventKind::BalanceChanged).to_outbox()?);
+    outbox.push(event(WalletEventKind::BalanceChanged, first_seq).to_outbox()?);
     if crossed == Some(true) {
-        outbox.push(event(WalletEventKind::LowBalance).to_outbox()?);
+        outbox.push(event(WalletEventKind::LowBalance, last_seq).to_outbox()?);
     }
     Ok(transaction)
 }
@@ -991,7 +1005,7 @@ pub async fn sweep_expired(
             };
             let mut outbox = Vec::new();
             let done = expire_wallet_lots(c, &mut wallet, now, &mut outbox).await?;
-            store::insert_outbox(c, &outbox).await?;
+            super::outbox::write(c, outbox).await?;
             Ok(done)
         });
         match done {

@@ -8,7 +8,9 @@ use rust_decimal::Decimal;
 
 use super::{
     Conn,
-    schema::{credit_lots, ledger_accounts, ledger_outbox, ledger_postings, ledger_transactions, wallets},
+    schema::{
+        credit_lots, customer_event_seqs, ledger_accounts, ledger_outbox, ledger_postings, ledger_transactions, wallets,
+    },
 };
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Insertable)]
@@ -26,6 +28,8 @@ pub struct WalletRow {
     pub low_balance_threshold: Option<Decimal>,
     pub below_threshold: bool,
     pub balance: Decimal,
+    /// The sequence of the wallet's latest balance event (0 before the first).
+    pub event_seq: u64,
     pub overdraft_account_id: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
@@ -116,6 +120,9 @@ pub struct OutboxRow {
     pub id: u64,
     pub project_id: String,
     pub wallet_id: String,
+    pub customer_id: Option<String>,
+    pub wallet_seq: Option<u64>,
+    pub customer_seq: Option<u64>,
     pub kind: String,
     pub payload: String,
     pub created_at: NaiveDateTime,
@@ -126,6 +133,9 @@ pub struct OutboxRow {
 pub struct NewOutbox {
     pub project_id: String,
     pub wallet_id: String,
+    pub customer_id: Option<String>,
+    pub wallet_seq: Option<u64>,
+    pub customer_seq: Option<u64>,
     pub kind: String,
     pub payload: String,
     pub created_at: NaiveDateTime,
@@ -217,12 +227,14 @@ pub async fn update_wallet_balance(
     id: &str,
     balance: Decimal,
     below_threshold: bool,
+    event_seq: u64,
     at: NaiveDateTime,
 ) -> QueryResult<usize> {
     diesel::update(wallets::table.find(id))
         .set((
             wallets::balance.eq(balance),
             wallets::below_threshold.eq(below_threshold),
+            wallets::event_seq.eq(event_seq),
             wallets::updated_at.eq(at),
         ))
         .execute(conn)
@@ -610,27 +622,89 @@ pub async fn delete_outbox_before(conn: &mut Conn, before: NaiveDateTime, limit:
         .await
 }
 
-/// A project's wallet events after `after` (optionally one wallet's), oldest first: what a
-/// reconnecting subscriber missed.
-pub async fn project_outbox_after(
+/// Which events a stream follows: one wallet's (numbered by `wallet_seq`) or one customer's (by
+/// `customer_seq`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamKey {
+    Wallet(String),
+    Customer(String),
+}
+
+/// The events of `key` numbered `from` and up (at most `limit`, in order): what a resuming or
+/// gap-filling subscriber reads. Filtered by the key before the limit, through the key's unique
+/// index.
+pub async fn stream_rows(
     conn: &mut Conn,
     project_id: &str,
-    wallet_id: Option<&str>,
-    after: u64,
+    key: &StreamKey,
+    from: u64,
     limit: i64,
 ) -> QueryResult<Vec<OutboxRow>> {
-    let mut query = ledger_outbox::table
+    let query = ledger_outbox::table
         .filter(ledger_outbox::project_id.eq(project_id.to_string()))
-        .filter(ledger_outbox::id.gt(after))
-        .filter(ledger_outbox::kind.ne(crate::ledger::outbox::API_KEY_REVOKED))
         .select(OutboxRow::as_select())
-        .order(ledger_outbox::id.asc())
         .limit(limit)
         .into_boxed();
-    if let Some(wallet_id) = wallet_id {
-        query = query.filter(ledger_outbox::wallet_id.eq(wallet_id.to_string()));
+    match key {
+        StreamKey::Wallet(id) => {
+            query
+                .filter(ledger_outbox::wallet_id.eq(id.clone()))
+                .filter(ledger_outbox::wallet_seq.ge(from))
+                .order(ledger_outbox::wallet_seq.asc())
+                .load(conn)
+                .await
+        }
+        StreamKey::Customer(id) => {
+            query
+                .filter(ledger_outbox::customer_id.eq(id.clone()))
+                .filter(ledger_outbox::customer_seq.ge(from))
+                .order(ledger_outbox::customer_seq.asc())
+                .load(conn)
+                .await
+        }
     }
-    query.load(conn).await
+}
+
+/// The sequence of the latest event of `key` (0 before the first).
+pub async fn stream_head(conn: &mut Conn, project_id: &str, key: &StreamKey) -> QueryResult<u64> {
+    let seq = match key {
+        StreamKey::Wallet(id) => wallets::table
+            .filter(wallets::project_id.eq(project_id))
+            .filter(wallets::id.eq(id))
+            .select(wallets::event_seq)
+            .first::<u64>(conn)
+            .await
+            .optional()?,
+        StreamKey::Customer(id) => customer_event_seqs::table
+            .filter(customer_event_seqs::project_id.eq(project_id))
+            .filter(customer_event_seqs::customer_id.eq(id))
+            .select(customer_event_seqs::seq)
+            .first::<u64>(conn)
+            .await
+            .optional()?,
+    };
+    Ok(seq.unwrap_or(0))
+}
+
+/// Takes the next `n` numbers of a customer's event sequence and answers the last one. The row
+/// stays locked until the transaction ends, so a customer's numbers follow commit order: call it
+/// as the transaction's last step.
+pub async fn take_customer_seqs(conn: &mut Conn, project_id: &str, customer_id: &str, n: u64) -> QueryResult<u64> {
+    diesel::sql_query(
+        "INSERT INTO customer_event_seqs (customer_id, project_id, seq) VALUES (?, ?, ?) \
+         ON DUPLICATE KEY UPDATE seq = seq + VALUES(seq)",
+    )
+    .bind::<diesel::sql_types::Varchar, _>(customer_id)
+    .bind::<diesel::sql_types::Varchar, _>(project_id)
+    .bind::<diesel::sql_types::Unsigned<diesel::sql_types::BigInt>, _>(n)
+    .execute(conn)
+    .await?;
+    customer_event_seqs::table
+        .find(customer_id)
+        .select(customer_event_seqs::seq)
+        .for_update()
+        .first(conn)
+        .await
 }
 
 pub async fn outbox_by_ids(conn: &mut Conn, ids: &[u64]) -> QueryResult<Vec<OutboxRow>> {

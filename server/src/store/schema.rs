@@ -83,6 +83,7 @@ diesel::table! {
         low_balance_threshold -> Nullable<Numeric>,
         below_threshold -> Bool,
         balance -> Numeric,
+        event_seq -> Unsigned<Bigint>,
         overdraft_account_id -> Varchar,
         created_at -> Datetime,
         updated_at -> Datetime,
@@ -158,9 +159,20 @@ diesel::table! {
         id -> Unsigned<Bigint>,
         project_id -> Varchar,
         wallet_id -> Varchar,
+        customer_id -> Nullable<Varchar>,
+        wallet_seq -> Nullable<Unsigned<Bigint>>,
+        customer_seq -> Nullable<Unsigned<Bigint>>,
         kind -> Varchar,
         payload -> Text,
         created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    customer_event_seqs (customer_id) {
+        customer_id -> Varchar,
+        project_id -> Varchar,
+        seq -> Unsigned<Bigint>,
     }
 }
 
@@ -418,6 +430,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     ledger_accounts,
     ledger_transactions,
     ledger_postings,
+    customer_event_seqs,
     credit_lots,
     ledger_outbox,
     credit_units,
