@@ -57,6 +57,8 @@ cargo test --workspace --exclude neruba-web -- --color never
 step "benchmarks smoke run (tiny sizes; proves they run and check themselves, measures nothing)"
 BENCH_BATCH_EVENTS=2000 BENCH_BATCH_SIZE=500 BENCH_SINGLE_EVENTS=200 BENCH_AUTOCOMMIT_ROWS=20 \
   BENCH_BILLING_EVENTS=4000 BENCH_BILLING_CUSTOMERS=40 BENCH_BILLING_BASELINE_RUNS=1 \
+  BENCH_LEDGER_HOT_CHARGES=100 BENCH_LEDGER_CLIENTS=8 BENCH_LEDGER_WALLETS=20 BENCH_LEDGER_SPREAD_CHARGES=100 \
+  BENCH_LEDGER_LATENCY_CHARGES=20 \
   NERUBA_BENCH_DATABASE_URL="$NERUBA_TEST_DATABASE_URL" cargo run -q -p neruba-bench
 step "cargo test -p neruba-web (portal logic, host target)"
 cargo test -p neruba-web -- --color never

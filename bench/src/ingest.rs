@@ -70,17 +70,17 @@ fn values_tuple(project_id: &str, i: usize, r: &Row) -> String {
 const COLUMNS: &str = "(id, project_id, idempotency_key, request_hash, customer_external_id, metric, quantity, occurred_at, received_at, properties)";
 
 #[derive(Default)]
-struct Measured {
-    events: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
+pub(crate) struct Measured {
+    pub(crate) events: usize,
+    pub(crate) elapsed: Duration,
+    pub(crate) latencies: Vec<Duration>,
 }
 
 impl Measured {
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.events as f64 / self.elapsed.as_secs_f64()
     }
-    fn percentile(&self, p: f64) -> f64 {
+    pub(crate) fn percentile(&self, p: f64) -> f64 {
         let mut l = self.latencies.clone();
         l.sort();
         if l.is_empty() {
@@ -89,7 +89,7 @@ impl Measured {
         let i = ((l.len() as f64 * p).ceil() as usize).clamp(1, l.len()) - 1;
         l[i].as_secs_f64() * 1000.0
     }
-    fn line(&self, name: &str) -> String {
+    pub(crate) fn line(&self, name: &str) -> String {
         format!(
             "{name:<44} {:>8} {:>9.2} {:>11.0} {:>9.2} {:>9.2}",
             self.events,
@@ -102,7 +102,7 @@ impl Measured {
 }
 
 /// Runs `jobs` with `clients` concurrent workers; each job returns how many events it carried.
-async fn run<F, Fut>(jobs: Vec<F>, clients: usize) -> anyhow::Result<Measured>
+pub(crate) async fn run<F, Fut>(jobs: Vec<F>, clients: usize) -> anyhow::Result<Measured>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<usize>> + Send,

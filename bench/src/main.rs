@@ -1,11 +1,13 @@
 //! Neruba's benchmarks, each measured against a raw-SQL baseline on the same database server in
 //! the same run, and printed as a ratio (never asserted: see `docs/benchmarks.md`).
 //!
-//! `neruba-bench [ingest] [billing]` runs the named benchmarks, both when none is named:
+//! `neruba-bench [ingest] [billing] [ledger]` runs the named benchmarks, both when none is named:
 //!
 //! - `ingest` ([`ingest`]): HTTP batch and single ingest against raw `INSERT`s;
 //! - `billing` ([`billing`]): billing one period of many customers' events against the raw SQL
-//!   aggregate of the same rows.
+//!   aggregate of the same rows;
+//! - `ledger` ([`ledger`]): charges on one hot wallet and across many, and commit → push latency
+//!   of live balances, against single-row autocommit `INSERT`s.
 //!
 //! The server is a private, durable MariaDB under `.neruba/bench-mariadb`, unless
 //! `NERUBA_BENCH_DATABASE_URL` names one; each benchmark makes a fresh database there and drops it.
@@ -21,13 +23,14 @@ use neruba::{
 
 mod billing;
 mod ingest;
+mod ledger;
 
 /// A size from the environment, or its default.
 pub(crate) fn setting(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-const BENCHMARKS: [&str; 2] = ["ingest", "billing"];
+const BENCHMARKS: [&str; 3] = ["ingest", "billing", "ledger"];
 
 #[global_allocator]
 static ALLOCATOR: neruba::Allocator = neruba::Allocator;
@@ -71,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         }
         result = match name.as_str() {
             "ingest" => ingest::bench(&server_url, &where_).await,
+            "ledger" => ledger::bench(&server_url, &where_).await,
             _ => billing::bench(&server_url, &where_).await,
         };
         if result.is_err() {

@@ -23,3 +23,12 @@ ALTER TABLE ledger_outbox
     ADD COLUMN customer_seq  BIGINT UNSIGNED NULL AFTER wallet_seq,
     ADD UNIQUE KEY uq_ledger_outbox_wallet_seq (wallet_id, wallet_seq),
     ADD UNIQUE KEY uq_ledger_outbox_customer_seq (customer_id, customer_seq);
+
+-- A wallet transaction's place in its wallet's sequence (the number of its BALANCE_CHANGED
+-- event), so `Wallet.balance(asOf: {sequence})` finds it after the outbox forgot the event; and
+-- the indexes `balance(asOf: {at})` and the credit statement read by.
+ALTER TABLE ledger_transactions
+    ADD COLUMN wallet_seq BIGINT UNSIGNED NULL AFTER wallet_balance_after,
+    ADD UNIQUE KEY uq_ledger_transactions_wallet_seq (wallet_id, wallet_seq);
+ALTER TABLE ledger_postings
+    ADD KEY ix_ledger_postings_wallet_time (wallet_id, created_at);

@@ -73,9 +73,76 @@ impl Wallet {
     async fn currency(&self) -> &str {
         &self.0.currency
     }
-    /// The balance: the sum of the postings on the wallet's accounts (lots and overdraft).
-    async fn balance(&self) -> Money {
-        self.money(self.0.balance)
+    /// The balance: the sum of the postings on the wallet's accounts (lots and overdraft). With
+    /// `asOf`, the balance at that point of the wallet's history (scope `READ`): after every
+    /// transaction stamped no later than `at`, or after the event numbered `sequence` (a
+    /// `balanceChanged` sequence of this wallet) — read from the ledger's running balance.
+    async fn balance(&self, ctx: &Context<'_>, as_of: Option<BalanceAsOf>) -> Result<Money> {
+        let Some(as_of) = as_of else {
+            return Ok(self.money(self.0.balance));
+        };
+        require_read(ctx, &self.0.project_id)?;
+        let point = match as_of {
+            BalanceAsOf::At(at) => ledger_store::AsOf::At(time::to_column("asOf.at", at)?),
+            BalanceAsOf::Sequence(seq) => {
+                if seq.0 > self.0.event_seq {
+                    return Err(Error::invalid(
+                        "asOf.sequence",
+                        format!("the wallet's latest sequence is {}", self.0.event_seq),
+                    )
+                    .into());
+                }
+                ledger_store::AsOf::Sequence(seq.0)
+            }
+        };
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let balance = ledger_store::balance_as_of(&mut conn, &self.0.id, point).await?;
+        Ok(self.money(balance))
+    }
+    /// What moved the balance in `[from, to)`, from the ledger's postings: the opening and
+    /// closing balance, the change per cause, and what charges drew from each lot (scope `READ`).
+    /// `openingBalance` + Σ `changes` = `closingBalance` (`tiesOut`).
+    async fn statement(&self, ctx: &Context<'_>, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<CreditStatement> {
+        require_read(ctx, &self.0.project_id)?;
+        let (from_at, to_at) = (time::to_column("from", from)?, time::to_column("to", to)?);
+        if to_at <= from_at {
+            return Err(Error::invalid("to", "must be after from").into());
+        }
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let opening = ledger_store::balance_as_of(&mut conn, &self.0.id, ledger_store::AsOf::Before(from_at)).await?;
+        let closing = ledger_store::balance_as_of(&mut conn, &self.0.id, ledger_store::AsOf::Before(to_at)).await?;
+        let causes = ledger_store::statement_by_cause(&mut conn, &self.0.id, from_at, to_at).await?;
+        let burns =
+            ledger_store::statement_by_lot(&mut conn, &self.0.id, Cause::Charge.as_str(), from_at, to_at).await?;
+        let net: rust_decimal::Decimal = causes.iter().map(|c| c.amount).sum();
+        Ok(CreditStatement {
+            from,
+            to,
+            opening_balance: self.money(opening),
+            closing_balance: self.money(closing),
+            net_change: self.money(net),
+            ties_out: opening + net == closing,
+            changes: causes
+                .into_iter()
+                .map(|c| {
+                    Ok(StatementChange {
+                        cause: c.cause.parse()?,
+                        amount: self.money(c.amount),
+                        transactions: i32::try_from(c.transactions).unwrap_or(i32::MAX),
+                    })
+                })
+                .collect::<std::result::Result<_, Error>>()?,
+            burns: burns
+                .into_iter()
+                .map(|b| {
+                    Ok(StatementBurn {
+                        lot_id: b.lot_id.map(ID),
+                        source: b.source.as_deref().map(str::parse).transpose()?,
+                        amount: self.money(-b.amount),
+                    })
+                })
+                .collect::<std::result::Result<_, Error>>()?,
+        })
     }
     /// What one unit of the wallet is worth in money (`rateToMoney` in `moneyCurrency` when it was
     /// created, or its credit unit's declared value); `null` when it has no rate.
@@ -529,6 +596,51 @@ impl From<Report> for Reconciliation {
                 .collect(),
         }
     }
+}
+
+/// A point in a wallet's history: a time or one of its `balanceChanged` sequences.
+#[derive(async_graphql::OneofObject)]
+pub enum BalanceAsOf {
+    /// After every transaction stamped no later than this.
+    At(DateTime<Utc>),
+    /// After the wallet's event with this number (and every lower one).
+    Sequence(Sequence),
+}
+
+/// What moved a wallet's balance in a period (`Wallet.statement`), from its postings.
+#[derive(SimpleObject)]
+pub struct CreditStatement {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// The balance before `from`.
+    pub opening_balance: Money,
+    /// The balance before `to`.
+    pub closing_balance: Money,
+    /// Σ `changes`.
+    pub net_change: Money,
+    /// `openingBalance + netChange = closingBalance`, as it must be.
+    pub ties_out: bool,
+    /// Per cause (top-ups, grants, charges, holds, expiries, adjustments, write-offs, invoice
+    /// credits), the sum of the wallet's postings and the number of transactions.
+    pub changes: Vec<StatementChange>,
+    /// What charges drew, per lot (`lotId` null: the overdraft), positive.
+    pub burns: Vec<StatementBurn>,
+}
+
+#[derive(SimpleObject)]
+pub struct StatementChange {
+    pub cause: Cause,
+    /// Signed: what the cause added to the balance.
+    pub amount: Money,
+    pub transactions: i32,
+}
+
+#[derive(SimpleObject)]
+pub struct StatementBurn {
+    pub lot_id: Option<ID>,
+    /// The lot's source (a paid top-up, a grant, an adjustment); null for the overdraft.
+    pub source: Option<LotSource>,
+    pub amount: Money,
 }
 
 /// One event of `balanceChanged`: a committed change of a wallet's balance, or its fall below

@@ -684,6 +684,10 @@ async fn post(
     outbox: &mut Vec<NewOutbox>,
 ) -> Result<TransactionRow, TxFailure> {
     check_balanced(&p.lines)?;
+    // A wallet's transactions are stamped in the order they commit (the lock orders them; a
+    // clock read before the lock may be older than the last commit's), so "the balance at T" is
+    // the balance after the last transaction stamped no later than T.
+    let now = now.max(wallet.updated_at);
     let transaction_id = ids::new_id(TRANSACTION_ID_PREFIX);
     let lot_accounts: HashMap<&str, &str> = p.lots.iter().map(|l| (l.id.as_str(), l.account_id.as_str())).collect();
     let new_lot_id = ids::new_id(LOT_ID_PREFIX);
@@ -762,6 +766,10 @@ async fn post(
         });
     }
 
+    // Every event of the wallet takes the next number of its sequence (under the wallet lock).
+    let crossed = threshold_transition(wallet.low_balance_threshold, wallet.below_threshold, new_balance);
+    let first_seq = wallet.event_seq + 1;
+    let last_seq = wallet.event_seq + if crossed == Some(true) { 2 } else { 1 };
     let transaction = TransactionRow {
         id: transaction_id.clone(),
         project_id: wallet.project_id.clone(),
@@ -776,6 +784,7 @@ async fn post(
         actor: p.actor,
         corrects_transaction_id: p.corrects_transaction_id,
         wallet_balance_after: Some(new_balance),
+        wallet_seq: Some(first_seq),
         created_at: now,
     };
     store::insert_transaction(conn, &transaction).await?;
@@ -805,11 +814,7 @@ async fn post(
     }
 
     let delta = new_balance - wallet.balance;
-    let crossed = threshold_transition(wallet.low_balance_threshold, wallet.below_threshold, new_balance);
     let below = crossed.unwrap_or(wallet.below_threshold);
-    // Every event of the wallet takes the next number of its sequence (under the wallet lock).
-    let first_seq = wallet.event_seq + 1;
-    let last_seq = wallet.event_seq + if crossed == Some(true) { 2 } else { 1 };
     store::update_wallet_balance(conn, &wallet.id, new_balance, below, last_seq, now).await?;
     wallet.balance = new_balance;
     wallet.below_threshold = below;
@@ -1253,6 +1258,7 @@ async fn post_receivable(
         actor: SYSTEM_ACTOR.into(),
         corrects_transaction_id: corrects.map(str::to_string),
         wallet_balance_after: None,
+        wallet_seq: None,
         created_at: now,
     };
     let postings: Vec<NewPosting> = lines

@@ -63,6 +63,8 @@ pub struct TransactionRow {
     pub actor: String,
     pub corrects_transaction_id: Option<String>,
     pub wallet_balance_after: Option<Decimal>,
+    /// The number of the transaction's balance event in its wallet's sequence.
+    pub wallet_seq: Option<u64>,
     pub created_at: NaiveDateTime,
 }
 
@@ -722,4 +724,125 @@ pub async fn outbox_max_id(conn: &mut Conn) -> QueryResult<u64> {
         .first(conn)
         .await?;
     Ok(max.unwrap_or(0))
+}
+
+// ---- history: balances at a point, statements
+
+/// A point in a wallet's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// After every transaction stamped no later than this (stamps follow commit order per wallet).
+    At(NaiveDateTime),
+    /// After every transaction stamped before this.
+    Before(NaiveDateTime),
+    /// After the wallet's event with this number and those below it.
+    Sequence(u64),
+}
+
+/// The wallet's balance at `point`: the running balance its last transaction up to there left,
+/// found through an index (it does not sum the history); zero before the first.
+pub async fn balance_as_of(conn: &mut Conn, wallet_id: &str, point: AsOf) -> QueryResult<Decimal> {
+    use ledger_transactions as t;
+    let base = t::table
+        .filter(t::wallet_id.eq(wallet_id))
+        .select(t::wallet_balance_after)
+        .into_boxed();
+    let found: Option<Option<Decimal>> = match point {
+        AsOf::At(at) => base
+            .filter(t::created_at.le(at))
+            .order((t::created_at.desc(), t::wallet_seq.desc()))
+            .first(conn)
+            .await
+            .optional()?,
+        AsOf::Before(at) => base
+            .filter(t::created_at.lt(at))
+            .order((t::created_at.desc(), t::wallet_seq.desc()))
+            .first(conn)
+            .await
+            .optional()?,
+        AsOf::Sequence(seq) => {
+            let numbered = t::table
+                .filter(t::wallet_id.eq(wallet_id))
+                .filter(t::wallet_seq.le(seq))
+                .select(t::wallet_balance_after)
+                .order(t::wallet_seq.desc())
+                .first(conn)
+                .await
+                .optional()?;
+            match numbered {
+                Some(found) => Some(found),
+                // Before the first numbered event: where the wallet stood when numbering began.
+                None => base
+                    .filter(t::wallet_seq.is_null())
+                    .order(t::created_at.desc())
+                    .first(conn)
+                    .await
+                    .optional()?,
+            }
+        }
+    };
+    Ok(found.flatten().unwrap_or(Decimal::ZERO))
+}
+
+/// What moved a wallet's balance in `[from, to)`: per cause, the sum of the wallet-side postings
+/// and the number of transactions; and per lot, what charges drew from it (`None`: the
+/// overdraft).
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct CauseSum {
+    #[diesel(sql_type = diesel::sql_types::Varchar)]
+    pub cause: String,
+    #[diesel(sql_type = diesel::sql_types::Numeric)]
+    pub amount: Decimal,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub transactions: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct LotSum {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Varchar>)]
+    pub lot_id: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Varchar>)]
+    pub source: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Numeric)]
+    pub amount: Decimal,
+}
+
+pub async fn statement_by_cause(
+    conn: &mut Conn,
+    wallet_id: &str,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> QueryResult<Vec<CauseSum>> {
+    diesel::sql_query(
+        "SELECT cause, SUM(amount) AS amount, COUNT(DISTINCT transaction_id) AS transactions \
+         FROM ledger_postings WHERE wallet_id = ? AND created_at >= ? AND created_at < ? \
+         GROUP BY cause ORDER BY cause",
+    )
+    .bind::<diesel::sql_types::Varchar, _>(wallet_id)
+    .bind::<diesel::sql_types::Datetime, _>(from)
+    .bind::<diesel::sql_types::Datetime, _>(to)
+    .load(conn)
+    .await
+}
+
+/// Per lot (and the overdraft), what `cause` postings took from it in `[from, to)`.
+pub async fn statement_by_lot(
+    conn: &mut Conn,
+    wallet_id: &str,
+    cause: &str,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> QueryResult<Vec<LotSum>> {
+    diesel::sql_query(
+        "SELECT p.lot_id, l.source, SUM(p.amount) AS amount \
+         FROM ledger_postings p LEFT JOIN credit_lots l ON l.id = p.lot_id \
+         WHERE p.wallet_id = ? AND p.cause = ? AND p.created_at >= ? AND p.created_at < ? \
+         GROUP BY p.lot_id, l.source ORDER BY p.lot_id",
+    )
+    .bind::<diesel::sql_types::Varchar, _>(wallet_id)
+    .bind::<diesel::sql_types::Varchar, _>(cause)
+    .bind::<diesel::sql_types::Datetime, _>(from)
+    .bind::<diesel::sql_types::Datetime, _>(to)
+    .load(conn)
+    .await
 }

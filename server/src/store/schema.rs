@@ -117,6 +117,7 @@ diesel::table! {
         actor -> Varchar,
         corrects_transaction_id -> Nullable<Varchar>,
         wallet_balance_after -> Nullable<Numeric>,
+        wallet_seq -> Nullable<Unsigned<Bigint>>,
         created_at -> Datetime,
     }
 }
