@@ -50,6 +50,8 @@ crate::text_enum::text_enum! {
         /// The invoice cannot be changed that way: a void one is not corrected, a paid one not
         /// voided (HTTP 409).
         InvoiceStatusConflict = "INVOICE_STATUS_CONFLICT",
+        /// The credit hold was settled, released or expired already; nothing posted (HTTP 409).
+        HoldNotActive = "HOLD_NOT_ACTIVE",
         /// The request body is over the limit (HTTP 413).
         PayloadTooLarge = "PAYLOAD_TOO_LARGE",
         /// The body is not JSON, or not a GraphQL request (HTTP 400).

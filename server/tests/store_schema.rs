@@ -76,6 +76,7 @@ async fn the_hand_written_schema_matches_the_migrated_tables() {
         tax_rates,
         customer_tax_rates,
         invoice_adjustments,
+        credit_holds,
     );
     let tables: Vec<Count> = diesel::sql_query(format!(
         "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = '{}' \
