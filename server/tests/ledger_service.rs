@@ -599,6 +599,11 @@ enum Step {
     Sweep(i64),
     Replay(usize),
     WriteOff(Decimal),
+    /// Reserve an amount for some days.
+    Reserve(Decimal, i64),
+    /// Settle one of the active holds: 0 settles 30% of it, 1 all of it, 2 one and a half times.
+    Settle(usize, u8),
+    Release(usize),
 }
 
 fn step() -> impl proptest::strategy::Strategy<Value = Step> {
@@ -612,11 +617,15 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
         1 => (1i64..12).prop_map(Step::Sweep),
         1 => (0usize..100).prop_map(Step::Replay),
         1 => amount().prop_map(Step::WriteOff),
+        2 => (amount(), 1i64..10).prop_map(|(a, days)| Step::Reserve(a, days)),
+        2 => (0usize..10, 0u8..3).prop_map(|(j, f)| Step::Settle(j, f)),
+        1 => (0usize..10).prop_map(Step::Release),
     ]
 }
 
-/// Random sequences of top-ups, grants, charges, adjustments, write-offs, sweeps and replays on one wallet:
-/// the balance follows a model, never passes the policy, and reconciliation stays clean.
+/// Random sequences of top-ups, grants, charges, adjustments, write-offs, holds (reserve, settle,
+/// release, expiry), sweeps and replays on one wallet: the balance and what is held follow a
+/// model, what is available never passes the policy, and reconciliation stays clean.
 #[test]
 fn random_sequences_keep_every_ledger_invariant() {
     use proptest::{
@@ -658,6 +667,8 @@ fn random_sequences_keep_every_ledger_invariant() {
                 };
                 let limit = if allow { limit } else { Decimal::ZERO };
                 let mut balance = Decimal::ZERO;
+                let mut held = Decimal::ZERO;
+                let mut active: Vec<(String, Decimal)> = Vec::new();
                 let mut sent: Vec<(OpKind, MoneyRequest, Decimal)> = Vec::new();
                 let start = store::now();
                 for (i, s) in steps.iter().enumerate() {
@@ -697,9 +708,80 @@ fn random_sequences_keep_every_ledger_invariant() {
                                     .unwrap();
                             // Earlier cases' wallets share the project: only this wallet's expiries count here.
                             for t in expired.iter().filter(|t| t.wallet_id.as_deref() == Some(w.id.as_str())) {
-                                assert_eq!(t.cause, "EXPIRY");
-                                balance -= t.amount;
+                                if t.cause == "EXPIRY" {
+                                    balance -= t.amount;
+                                    continue;
+                                }
+                                assert_eq!(t.cause, "HOLD_RELEASE");
+                                let at = active
+                                    .iter()
+                                    .position(|(id, _)| Some(id) == t.cause_id.as_ref())
+                                    .expect("an active hold");
+                                let (_, remaining) = active.remove(at);
+                                let lost = expired_part(&app, &t.id).await;
+                                assert!(lost <= remaining);
+                                balance -= lost;
+                                held -= remaining;
                             }
+                            continue;
+                        }
+                        Step::Reserve(a, days) => {
+                            let allowed = balance - held - *a >= -limit;
+                            match reserve(&app, &project, &w, &a.to_string(), &key, days * 86_400).await {
+                                Ok(posted) => {
+                                    assert!(allowed, "{s:?} on {balance} held {held} (limit {limit})");
+                                    held += *a;
+                                    active.push((posted.hold.id, *a));
+                                    assert_eq!((posted.wallet.balance, posted.wallet.held), (balance, held));
+                                }
+                                Err(e) => {
+                                    assert!(!allowed, "{s:?} on {balance} held {held}: {e}");
+                                    assert_eq!(e.code(), "INSUFFICIENT_CREDITS");
+                                }
+                            }
+                            assert!(balance - held >= -limit);
+                            continue;
+                        }
+                        Step::Settle(j, _) | Step::Release(j) => {
+                            if active.is_empty() {
+                                continue;
+                            }
+                            let at = j % active.len();
+                            let remaining = active[at].1;
+                            let settled = match s {
+                                Step::Settle(_, 0) => Some((remaining * d("0.3")).round_dp(12)),
+                                Step::Settle(_, 1) => Some(remaining),
+                                Step::Settle(..) => Some((remaining * d("1.5")).round_dp(12)),
+                                _ => None,
+                            };
+                            if settled.is_some_and(|a| a.is_zero()) {
+                                continue;
+                            }
+                            let wanted = settled.unwrap_or_default();
+                            let overage = (wanted - remaining).max(Decimal::ZERO);
+                            let allowed = overage.is_zero() || (allow && balance - held - overage >= -limit);
+                            let amount = settled.map(|a| a.to_string());
+                            match close(&app, &project, &active[at].0, amount.as_deref(), &key).await {
+                                Ok(posted) => {
+                                    assert!(allowed, "{s:?} of {remaining} on {balance} held {held}");
+                                    let lost = expired_part(&app, &posted.transaction.id).await;
+                                    assert!(lost <= remaining - wanted.min(remaining));
+                                    balance -= wanted + lost;
+                                    held -= remaining;
+                                    active.remove(at);
+                                    assert_eq!((posted.wallet.balance, posted.wallet.held), (balance, held));
+                                }
+                                Err(e) => {
+                                    assert!(!allowed, "{s:?} of {remaining} on {balance} held {held}: {e}");
+                                    let expected = if allow {
+                                        "INSUFFICIENT_CREDITS"
+                                    } else {
+                                        "BAD_USER_INPUT"
+                                    };
+                                    assert_eq!(e.code(), expected);
+                                }
+                            }
+                            assert!(balance - held >= -limit);
                             continue;
                         }
                         Step::Replay(j) => {
@@ -718,12 +800,13 @@ fn random_sequences_keep_every_ledger_invariant() {
                         Step::TopUp(a) | Step::Grant(a, ..) | Step::WriteOff(a) => *a,
                         _ => unreachable!(),
                     };
-                    // An overdrawn wallet has no lots left (credits repay the overdraft first), so
-                    // what it owes is minus its balance.
-                    let owed = (-balance).max(Decimal::ZERO);
+                    // An overdrawn wallet has no lots left (credits, and what holds give back, repay
+                    // the overdraft first), so what it owes is minus what is available.
+                    let available = balance - held;
+                    let owed = (-available).max(Decimal::ZERO);
                     let allowed = match s {
                         Step::WriteOff(a) => *a <= owed,
-                        _ => signed > Decimal::ZERO || balance + signed >= -limit,
+                        _ => signed > Decimal::ZERO || available + signed >= -limit,
                     };
                     match op(&app, &project, kind, request.clone()).await {
                         Ok(posted) => {
@@ -742,11 +825,12 @@ fn random_sequences_keep_every_ledger_invariant() {
                             assert_eq!(e.code(), expected);
                         }
                     }
-                    assert!(balance >= -limit);
+                    assert!(balance - held >= -limit);
                 }
                 let mut conn = db::get(&app.pool).await.unwrap();
                 let stored = service::find_wallet(&mut conn, &project, &w.id).await.unwrap();
                 assert_eq!(stored.balance, balance);
+                assert_eq!(stored.held, held);
                 let report = reconcile(&mut conn, Some(&project)).await.unwrap();
                 assert!(report.is_clean(), "{report:?}");
             });
