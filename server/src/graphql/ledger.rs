@@ -75,9 +75,20 @@ impl Wallet {
     async fn currency(&self) -> &str {
         &self.0.currency
     }
-    /// The balance: the sum of the postings on the wallet's accounts (lots and overdraft).
+    /// The balance: the sum of the postings on the wallet's accounts (lots, overdraft and what
+    /// its active holds reserve).
     async fn balance(&self) -> Money {
         self.money(self.0.balance)
+    }
+    /// What the wallet's active holds reserve: part of `balance`, not usable by charges or new
+    /// holds until settled or released.
+    async fn held(&self) -> Money {
+        self.money(self.0.held)
+    }
+    /// What charges and new holds can use: `balance − held` (below zero when overdrawn; never
+    /// below minus the credit limit).
+    async fn available(&self) -> Money {
+        self.money(self.0.balance - self.0.held)
     }
     /// What one unit of the wallet is worth in money (`rateToMoney` in `moneyCurrency` when it was
     /// created, or its credit unit's declared value); `null` when it has no rate.
@@ -134,6 +145,21 @@ impl Wallet {
                 currency: self.0.currency.clone(),
             },
         )))
+    }
+    /// The wallet's credit holds, a page at a time, oldest first (by id), optionally in one
+    /// status. Needs `READ` (a payload reached with an `INGEST` key has `null` here, with an error).
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
+    async fn holds(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<crate::ledger::HoldStatus>,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<Option<Connection<String, super::holds::CreditHold>>> {
+        require_read(ctx, &self.0.project_id)?;
+        Ok(Some(
+            super::holds::hold_page(ctx, &self.0.id, status, first, after).await?,
+        ))
     }
     async fn created_at(&self) -> DateTime<Utc> {
         utc(self.0.created_at)
@@ -215,7 +241,7 @@ impl CreditLot {
 
 /// A wallet an object of the same project links to; needs `READ`, however it was reached.
 /// Batched: a page of rows linking to wallets is one query.
-async fn wallet_of(ctx: &Context<'_>, project_id: &str, wallet_id: &str) -> Result<Wallet> {
+pub(super) async fn wallet_of(ctx: &Context<'_>, project_id: &str, wallet_id: &str) -> Result<Wallet> {
     require_read(ctx, project_id)?;
     Ok(Wallet(
         load_link::<WalletLoader>(ctx, project_id, wallet_id, "wallet").await?,
