@@ -407,7 +407,7 @@ pub struct SweepExpiredCreditsInput {
 
 #[derive(SimpleObject)]
 pub struct SweepExpiredCreditsPayload {
-    /// The expiry transactions posted now, one per lot.
+    /// The transactions posted now: one EXPIRY per lot remainder, one HOLD_RELEASE per expired hold.
     pub transactions: Vec<LedgerTransaction>,
 }
 
@@ -418,7 +418,8 @@ pub struct LedgerAccount {
     #[graphql(skip)]
     pub id: ID,
     pub kind: AccountKind,
-    /// Unique in the project and unit: `system:REVENUE`, `lot:<lot id>`, `wallet:<id>:overdraft`.
+    /// Unique in the project and unit: `system:REVENUE`, `lot:<lot id>`, `wallet:<id>:overdraft`,
+    /// `wallet:<id>:holds`.
     pub code: String,
     pub currency: String,
     pub wallet_id: Option<ID>,
@@ -896,8 +897,9 @@ impl LedgerMutation {
         run(ctx, project_id, OpKind::WriteOff, request).await
     }
 
-    /// Expires the unused rest of every lot whose expiry passed (scope `ADMIN`). The server also
-    /// does this on its own every minute; returns the expiry transactions posted now.
+    /// Expires the unused rest of every lot whose expiry passed, and releases every active hold
+    /// whose expiry passed (scope `ADMIN`). The server also does this on its own every minute;
+    /// returns the transactions posted now.
     async fn sweep_expired_credits(
         &self,
         ctx: &Context<'_>,
