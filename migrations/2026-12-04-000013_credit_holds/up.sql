@@ -34,7 +34,8 @@ CREATE TABLE credit_holds (
     created_at              DATETIME(6)     NOT NULL,
     closed_at               DATETIME(6)     NULL,
     PRIMARY KEY (id),
-    KEY ix_credit_holds_wallet (wallet_id, status, id),
+    KEY ix_credit_holds_wallet (wallet_id, id),
+    KEY ix_credit_holds_wallet_status (wallet_id, status, id),
     KEY ix_credit_holds_expiry (status, expires_at),
     CONSTRAINT fk_credit_holds_wallet FOREIGN KEY (wallet_id) REFERENCES wallets (id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

@@ -390,6 +390,79 @@ async fn a_hundred_concurrent_hold_sequences_end_at_the_exact_balance() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_limit_below_what_a_hold_overdrew_is_refused() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let w = wallet(&app, &project, "acme", WalletPolicy::AllowUntilLimit, Some("50")).await;
+    // Balance 0, held 40, all of it from the overdraft.
+    reserve(&app, &project, &w, "40", "r1", 3600).await.unwrap();
+    let mut conn = db::get(&app.pool).await.unwrap();
+    let changes = service::WalletChanges {
+        credit_limit: Some("10".into()),
+        ..service::WalletChanges::default()
+    };
+    let err = service::update_wallet(&mut conn, &project, &w.id, &changes)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "BAD_USER_INPUT");
+    let changes = service::WalletChanges {
+        credit_limit: Some("40".into()),
+        ..service::WalletChanges::default()
+    };
+    service::update_wallet(&mut conn, &project, &w.id, &changes)
+        .await
+        .unwrap();
+    let report = reconcile(&mut conn, None).await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_names_a_hold_or_held_amount_that_disagrees_with_the_postings() {
+    use diesel_async::RunQueryDsl;
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let w = wallet(&app, &project, "acme", WalletPolicy::Reject, None).await;
+    op(&app, &project, OpKind::TopUp, req(&w, "10", "t1")).await.unwrap();
+    let h = reserve(&app, &project, &w, "4", "r1", 3600).await.unwrap();
+    let mut conn = db::get(&app.pool).await.unwrap();
+    assert!(reconcile(&mut conn, None).await.unwrap().is_clean());
+    let breaks = async |conn: &mut neruba::store::Conn| -> Vec<(String, String)> {
+        reconcile(conn, None)
+            .await
+            .unwrap()
+            .breaks
+            .into_iter()
+            .map(|b| (b.check.as_str().to_string(), b.subject))
+            .collect()
+    };
+    diesel::sql_query(format!(
+        "UPDATE credit_holds SET remaining = 3 WHERE id = '{}'",
+        h.hold.id
+    ))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let found = breaks(&mut conn).await;
+    assert!(
+        found.contains(&("HOLD_MISMATCH".into(), h.hold.id.clone())),
+        "{found:?}"
+    );
+    diesel::sql_query(format!(
+        "UPDATE credit_holds SET remaining = 4 WHERE id = '{}'",
+        h.hold.id
+    ))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    diesel::sql_query(format!("UPDATE wallets SET held = 0 WHERE id = '{}'", w.id))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let found = breaks(&mut conn).await;
+    assert!(found.contains(&("HOLD_MISMATCH".into(), w.id.clone())), "{found:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn top_up_charge_and_reconcile() {
     let app = TestApp::spawn().await;
     let project = app.create_project("P").await;

@@ -294,14 +294,17 @@ pub async fn update_wallet(
             (WalletPolicy::AllowUntilLimit, Some(l)) => l,
             (WalletPolicy::AllowUntilLimit, None) => wallet.credit_limit,
         };
-        if wallet.balance < -limit {
+        // What is available (the balance less what holds reserve) is what the overdraft reaches:
+        // a hold drawn into the overdraft keeps it drawn.
+        let available = wallet.balance - wallet.held;
+        if available < -limit {
             return Err(Error::invalid(
                 if credit_limit.is_some() {
                     "creditLimit"
                 } else {
                     "policy"
                 },
-                format!("the wallet is already {} below zero", (-wallet.balance).normalize()),
+                format!("the wallet is already {} below zero", (-available).normalize()),
             )
             .into());
         }
