@@ -198,7 +198,7 @@ async fn holds_reserve_settle_and_release_with_replays_and_conflicts() {
         json!({ "i": { "walletId": s.wallet, "amount": "1", "expiresIn": 60, "idempotencyKey": "r2" } }),
     )
     .await;
-    let second = r.body["data"]["reserveCredits"]["hold"]["id"]
+    let second_id = r.body["data"]["reserveCredits"]["hold"]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("{}", r.body))
         .to_string();
@@ -206,7 +206,7 @@ async fn holds_reserve_settle_and_release_with_replays_and_conflicts() {
         &s.app,
         &ingest,
         "mutation($i: ReleaseHoldInput!) { releaseHold(input: $i) { replayed hold { status held { amount } } } }",
-        json!({ "i": { "holdId": second, "idempotencyKey": "rel1" } }),
+        json!({ "i": { "holdId": second_id, "idempotencyKey": "rel1" } }),
     )
     .await;
     assert_eq!(r.data()["releaseHold"]["hold"]["status"], "RELEASED");
@@ -229,6 +229,31 @@ async fn holds_reserve_settle_and_release_with_replays_and_conflicts() {
     .await;
     let w = &r.data()["wallet"];
     assert_eq!((amount(&w["balance"]), amount(&w["held"])), ("7.5", "0"));
+    // The wallet's holds page oldest first; a cursor of another list is refused.
+    let page = "query($w: ID!, $a: String) { wallet(id: $w) { holds(first: 1, after: $a) { nodes { id status } pageInfo { hasNextPage endCursor } } lots(first: 1) { pageInfo { endCursor } } } }";
+    let r = gql(&s.app, &s.key, page, json!({ "w": s.wallet })).await;
+    let first = r.data()["wallet"].clone();
+    assert_eq!(first["holds"]["nodes"], json!([{ "id": hold_id, "status": "SETTLED" }]));
+    assert_eq!(first["holds"]["pageInfo"]["hasNextPage"], true);
+    let r = gql(
+        &s.app,
+        &s.key,
+        page,
+        json!({ "w": s.wallet, "a": first["holds"]["pageInfo"]["endCursor"] }),
+    )
+    .await;
+    let second = &r.data()["wallet"]["holds"];
+    assert_eq!(second["nodes"], json!([{ "id": second_id, "status": "RELEASED" }]));
+    assert_eq!(second["pageInfo"]["hasNextPage"], false);
+    let r = gql(
+        &s.app,
+        &s.key,
+        page,
+        json!({ "w": s.wallet, "a": first["lots"]["pageInfo"]["endCursor"] }),
+    )
+    .await;
+    assert_eq!(r.error_code(), "BAD_USER_INPUT");
+
     let rec = reconciliation(&s).await;
     assert_eq!(rec["clean"], true, "{rec}");
     // top-up, reserve, settle, reserve, release.
