@@ -56,6 +56,8 @@ crate::text_enum::text_enum! {
         /// The changes after `afterSequence` are no longer kept (a day): read the balances
         /// again and subscribe without it.
         ReplayUnavailable = "REPLAY_UNAVAILABLE",
+        /// The credit hold was settled, released or expired already; nothing posted (HTTP 409).
+        HoldNotActive = "HOLD_NOT_ACTIVE",
         /// The request body is over the limit (HTTP 413).
         PayloadTooLarge = "PAYLOAD_TOO_LARGE",
         /// The body is not JSON, or not a GraphQL request (HTTP 400).

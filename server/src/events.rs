@@ -59,6 +59,12 @@ impl EventBus {
         let _ = self.tx.send(Arc::new(event));
     }
 
+    /// Events not yet seen by every receiver (at most the capacity: beyond it, the slowest
+    /// receiver lags).
+    pub fn queued(&self) -> usize {
+        self.tx.len()
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<DomainEvent>> {
         self.tx.subscribe()
     }

@@ -61,6 +61,9 @@ struct Victim {
     /// One key per single scope, by GraphQL scope name.
     single: BTreeMap<&'static str, String>,
     wallet: String,
+    /// Two active holds on the wallet: the positive controls settle one and release the other.
+    hold: String,
+    hold_to_release: String,
     top_up_txn: String,
     charge_txn: String,
     account: String,
@@ -170,6 +173,17 @@ async fn victim(app: &TestApp) -> Victim {
         json!({ "w": wallet }),
     )
     .await);
+    let mut holds = Vec::new();
+    for key in ["victim-hold", "victim-hold-2"] {
+        let held = ok(&gql(
+            app,
+            &all,
+            "mutation($w: ID!, $k: String!) { reserveCredits(input: { walletId: $w, amount: \"2\", expiresIn: 86400, idempotencyKey: $k, metadata: { job: \"victim\" } }) { hold { id } transaction { id } } }",
+            json!({ "w": wallet, "k": key }),
+        )
+        .await);
+        holds.push(held);
+    }
 
     let plan = ok(&gql(
         app,
@@ -288,6 +302,10 @@ async fn victim(app: &TestApp) -> Victim {
             }
         }
     }
+    for held in &holds {
+        ids.push(str_at(held, "/reserveCredits/hold/id"));
+        ids.push(str_at(held, "/reserveCredits/transaction/id"));
+    }
     let spare_key_id = key_id(app, &spare).await;
     ids.push(spare_key_id.clone());
     ids.push(key_id(app, &all).await);
@@ -316,6 +334,8 @@ async fn victim(app: &TestApp) -> Victim {
         all,
         single,
         wallet,
+        hold: str_at(&holds[0], "/reserveCredits/hold/id"),
+        hold_to_release: str_at(&holds[1], "/reserveCredits/hold/id"),
         spare_key_id,
         ids,
     }
@@ -490,6 +510,10 @@ const CHARGE: Need = Need::Scope(&["INGEST", "BILLING"]);
 /// nested field is caught by the "no A ids in data" check. Nested pages are small: each is
 /// costed at its size, and the victim has a few rows of each.
 const WALLET: &str = "id customerExternalId currency balance { amount currency formatted } balanceInMoney { amount currency } unitValue { amount } policy creditLimit { amount } lowBalanceThreshold { amount } belowThreshold lots(first: 5) { nodes { id accountId originalAmount { amount } remaining { amount } } } createdAt updatedAt";
+/// A wallet's holds, selected where a wallet is (not in [`WALLET`]: nested under customers it
+/// would take those pages past the complexity limit).
+const WALLET_HOLDS: &str = "held { amount } available { amount } holds(first: 5) { nodes { id status transactionId } }";
+const HOLD: &str = "id status walletId amount { amount currency } held { amount } settledAmount { amount } metadata expiresAt transactionId closingTransactionId createdAt closedAt";
 const TXN: &str = "id walletId cause causeId amount { amount currency } idempotencyKey description actor { kind apiKeyId apiKey { id name } } balanceAfter { amount } entries(first: 10) { nodes { id amount { amount } balanceAfter { amount } walletId lotId account { id kind code } } }";
 
 fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
@@ -991,7 +1015,7 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
             ),
             cross: vec![
                 doc(
-                    &format!("query($w: ID!) {{ wallet(id: $w) {{ {WALLET} }} }}"),
+                    &format!("query($w: ID!) {{ wallet(id: $w) {{ {WALLET} {WALLET_HOLDS} }} }}"),
                     w.clone(),
                     Null("/wallet"),
                 ),
@@ -999,6 +1023,28 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
                     &format!("query($w: ID!, $p: ID) {{ wallet(id: $w, projectId: $p) {{ {WALLET} }} }}"),
                     json!({ "w": a.wallet, "p": a.project }),
                     Null("/wallet"),
+                ),
+            ],
+        },
+        Case {
+            root: Query,
+            field: "creditHold",
+            need: READ,
+            own: doc(
+                &format!("query($h: ID!) {{ creditHold(id: $h) {{ {HOLD} wallet {{ {WALLET} {WALLET_HOLDS} }} }} }}"),
+                json!({ "h": a.hold }),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    &format!("query($h: ID!) {{ creditHold(id: $h) {{ {HOLD} }} }}"),
+                    json!({ "h": a.hold }),
+                    Null("/creditHold"),
+                ),
+                doc(
+                    &format!("query($h: ID!, $p: ID) {{ creditHold(id: $h, projectId: $p) {{ {HOLD} }} }}"),
+                    json!({ "h": a.hold, "p": a.project }),
+                    Null("/creditHold"),
                 ),
             ],
         },
@@ -1106,6 +1152,11 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
                 doc(
                     "query($a: ID!) { node(id: $a) { id } }",
                     json!({ "a": a.account }),
+                    Null("/node"),
+                ),
+                doc(
+                    "query($h: ID!) { node(id: $h) { id ... on CreditHold { status amount { amount } } } }",
+                    json!({ "h": a.hold }),
                     Null("/node"),
                 ),
                 doc(
@@ -1567,6 +1618,82 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
         },
         Case {
             root: Mutation,
+            field: "reserveCredits",
+            need: CHARGE,
+            own: doc(
+                &format!(
+                    "mutation($w: ID!) {{ reserveCredits(input: {{ walletId: $w, amount: \"1\", expiresIn: 60, idempotencyKey: \"hostile-own-reserve\" }}) {{ hold {{ {HOLD} }} {posted} }} }}"
+                ),
+                w.clone(),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    &format!(
+                        "mutation($w: ID!) {{ reserveCredits(input: {{ walletId: $w, amount: \"1\", expiresIn: 60, idempotencyKey: \"hostile-cross-reserve\" }}) {{ hold {{ {HOLD} }} {posted} }} }}"
+                    ),
+                    w.clone(),
+                    NotFound,
+                ),
+                // A's own key and request, replayed from B with A's project named.
+                doc(
+                    &format!(
+                        "mutation($w: ID!, $p: ID) {{ reserveCredits(input: {{ projectId: $p, walletId: $w, amount: \"2\", expiresIn: 86400, idempotencyKey: \"victim-hold\", metadata: {{ job: \"victim\" }} }}) {{ hold {{ {HOLD} }} {posted} }} }}"
+                    ),
+                    json!({ "w": a.wallet, "p": a.project }),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Mutation,
+            field: "settleHold",
+            need: CHARGE,
+            own: doc(
+                &format!(
+                    "mutation($h: ID!) {{ settleHold(input: {{ holdId: $h, amount: \"1\", idempotencyKey: \"hostile-own-settle\" }}) {{ hold {{ {HOLD} }} {posted} }} }}"
+                ),
+                json!({ "h": a.hold }),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    &format!(
+                        "mutation($h: ID!) {{ settleHold(input: {{ holdId: $h, amount: \"2\", idempotencyKey: \"hostile-cross-settle\" }}) {{ hold {{ {HOLD} }} {posted} }} }}"
+                    ),
+                    json!({ "h": a.hold }),
+                    NotFound,
+                ),
+                doc(
+                    &format!(
+                        "mutation($h: ID!, $p: ID) {{ settleHold(input: {{ projectId: $p, holdId: $h, amount: \"2\", idempotencyKey: \"hostile-cross-settle-2\" }}) {{ hold {{ {HOLD} }} {posted} }} }}"
+                    ),
+                    json!({ "h": a.hold, "p": a.project }),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Mutation,
+            field: "releaseHold",
+            need: CHARGE,
+            own: doc(
+                &format!(
+                    "mutation($h: ID!) {{ releaseHold(input: {{ holdId: $h, idempotencyKey: \"hostile-own-release\" }}) {{ hold {{ {HOLD} }} {posted} }} }}"
+                ),
+                json!({ "h": a.hold_to_release }),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                &format!(
+                    "mutation($h: ID!) {{ releaseHold(input: {{ holdId: $h, idempotencyKey: \"hostile-cross-release\" }}) {{ hold {{ {HOLD} }} {posted} }} }}"
+                ),
+                json!({ "h": a.hold_to_release }),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Mutation,
             field: "topUpWallet",
             need: BILLING,
             own: doc(
@@ -1910,6 +2037,8 @@ fn every_root_field_of_the_schema_has_an_entry_in_the_hostile_table() {
         all: String::new(),
         single: BTreeMap::new(),
         wallet: "wal_a".into(),
+        hold: "hld_a".into(),
+        hold_to_release: "hld_b".into(),
         top_up_txn: "txn_a".into(),
         charge_txn: "txn_b".into(),
         account: "acc_a".into(),

@@ -8,6 +8,7 @@ use neruba::{
     db,
     ledger::{
         WalletPolicy,
+        holds::{self, Close, CloseRequest, HoldPosted, Reserve, ReserveRequest},
         reconcile::reconcile,
         service::{self, MoneyRequest, OpKind, Operation, Posted, WalletInput},
     },
@@ -62,6 +63,454 @@ fn req(wallet: &WalletRow, amount: &str, key: &str) -> MoneyRequest {
         idempotency_key: key.into(),
         ..MoneyRequest::default()
     }
+}
+
+async fn reserve(
+    app: &TestApp,
+    project: &str,
+    wallet: &WalletRow,
+    amount: &str,
+    key: &str,
+    expires_in: i64,
+) -> neruba::error::Result<HoldPosted> {
+    let mut conn = db::get(&app.pool).await.unwrap();
+    let op = Reserve::parse(
+        &ReserveRequest {
+            wallet_id: wallet.id.clone(),
+            amount: amount.into(),
+            expires_in,
+            idempotency_key: key.into(),
+            metadata: Some(serde_json::json!({ "job": key })),
+        },
+        "test",
+    )?;
+    holds::reserve(&mut conn, project, &op).await
+}
+
+/// Settles `amount` of the hold, or releases it when `amount` is `None`.
+async fn close(
+    app: &TestApp,
+    project: &str,
+    hold_id: &str,
+    amount: Option<&str>,
+    key: &str,
+) -> neruba::error::Result<HoldPosted> {
+    let mut conn = db::get(&app.pool).await.unwrap();
+    let op = Close::parse(
+        &CloseRequest {
+            hold_id: hold_id.into(),
+            amount: amount.map(str::to_string),
+            idempotency_key: key.into(),
+        },
+        "test",
+    )?;
+    holds::close(&mut conn, project, &op).await
+}
+
+/// What a transaction put on the EXPIRED account (a hold's part drawn from a lot that expired).
+async fn expired_part(app: &TestApp, transaction_id: &str) -> Decimal {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    use neruba::store::schema::{ledger_accounts, ledger_postings};
+    let mut conn = db::get(&app.pool).await.unwrap();
+    let sum: Option<Decimal> = ledger_postings::table
+        .inner_join(ledger_accounts::table)
+        .filter(ledger_postings::transaction_id.eq(transaction_id))
+        .filter(ledger_accounts::kind.eq("EXPIRED"))
+        .select(diesel::dsl::sum(ledger_postings::amount))
+        .first(&mut conn)
+        .await
+        .unwrap();
+    sum.unwrap_or_default()
+}
+
+fn available(w: &WalletRow) -> Decimal {
+    (w.balance - w.held).normalize()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn holds_reserve_settle_and_release_through_the_ledger() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let w = wallet(&app, &project, "acme", WalletPolicy::Reject, None).await;
+    op(&app, &project, OpKind::TopUp, req(&w, "10", "t1")).await.unwrap();
+
+    // A reserve leaves the balance alone and takes from what is available.
+    let h1 = reserve(&app, &project, &w, "4", "r1", 3600).await.unwrap();
+    assert!(!h1.replayed);
+    assert_eq!(h1.hold.status, "ACTIVE");
+    assert_eq!(h1.transaction.cause, "HOLD");
+    assert_eq!(h1.wallet.balance.normalize(), d("10"));
+    assert_eq!(h1.wallet.held.normalize(), d("4"));
+    let err = op(&app, &project, OpKind::Charge, req(&w, "6.01", "c0"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "INSUFFICIENT_CREDITS");
+    let charged = op(&app, &project, OpKind::Charge, req(&w, "6", "c1")).await.unwrap();
+    assert_eq!(available(&charged.wallet), d("0"));
+    let err = reserve(&app, &project, &w, "0.01", "r-none", 3600).await.unwrap_err();
+    assert_eq!(err.code(), "INSUFFICIENT_CREDITS");
+
+    // Settling 3 of 4 charges 3 and gives 1 back.
+    let settled = close(&app, &project, &h1.hold.id, Some("3"), "s1").await.unwrap();
+    assert_eq!(settled.transaction.cause, "HOLD_SETTLE");
+    assert_eq!(settled.hold.status, "SETTLED");
+    assert_eq!(settled.hold.settled_amount.map(|a| a.normalize()), Some(d("3")));
+    assert_eq!(settled.wallet.balance.normalize(), d("1"));
+    assert_eq!(settled.wallet.held.normalize(), d("0"));
+    // Replays answer the original; a different amount under the key is a conflict; a second
+    // settlement finds the hold settled.
+    let again = close(&app, &project, &h1.hold.id, Some("3"), "s1").await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.transaction.id, settled.transaction.id);
+    let err = close(&app, &project, &h1.hold.id, Some("2"), "s1").await.unwrap_err();
+    assert_eq!(err.code(), "IDEMPOTENCY_CONFLICT");
+    let err = close(&app, &project, &h1.hold.id, Some("1"), "s2").await.unwrap_err();
+    assert_eq!(err.code(), "HOLD_NOT_ACTIVE");
+    let again = reserve(&app, &project, &w, "4", "r1", 3600).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.hold.id, h1.hold.id);
+    assert_eq!(again.hold.status, "SETTLED");
+    let err = reserve(&app, &project, &w, "5", "r1", 3600).await.unwrap_err();
+    assert_eq!(err.code(), "IDEMPOTENCY_CONFLICT");
+
+    // REJECT: settling more than held is refused; releasing gives everything back.
+    let h2 = reserve(&app, &project, &w, "1", "r2", 3600).await.unwrap();
+    let err = close(&app, &project, &h2.hold.id, Some("1.5"), "s3").await.unwrap_err();
+    assert_eq!(err.code(), "BAD_USER_INPUT");
+    let released = close(&app, &project, &h2.hold.id, None, "rel2").await.unwrap();
+    assert_eq!(released.hold.status, "RELEASED");
+    assert_eq!(released.transaction.cause, "HOLD_RELEASE");
+    assert_eq!(released.wallet.balance.normalize(), d("1"));
+    assert_eq!(released.wallet.held.normalize(), d("0"));
+    let err = close(&app, &project, &h2.hold.id, None, "rel3").await.unwrap_err();
+    assert_eq!(err.code(), "HOLD_NOT_ACTIVE");
+
+    // Bad input posts nothing.
+    for (amount, expires_in) in [("0", 60), ("-1", 60), ("0.001", 60), ("1", 0), ("1", 31 * 24 * 3600)] {
+        let err = reserve(
+            &app,
+            &project,
+            &w,
+            amount,
+            &format!("bad-{amount}-{expires_in}"),
+            expires_in,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), "BAD_USER_INPUT", "{amount} {expires_in}");
+    }
+    let err = close(&app, &project, "hld_00000000000000000000000000", Some("1"), "s9")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "NOT_FOUND");
+    let other = app.create_project("Q").await;
+    let err = close(&app, &other, &h2.hold.id, None, "s10").await.unwrap_err();
+    assert_eq!(err.code(), "NOT_FOUND");
+
+    // A hold that expired cannot be settled (the sweep releases it).
+    let h3 = reserve(&app, &project, &w, "1", "r3", 1).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let err = close(&app, &project, &h3.hold.id, Some("1"), "s11").await.unwrap_err();
+    assert_eq!(err.code(), "HOLD_NOT_ACTIVE");
+
+    let mut conn = db::get(&app.pool).await.unwrap();
+    let report = reconcile(&mut conn, None).await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_overdrawing_wallet_settles_overage_and_gets_repaid_overdraft_back_as_a_lot() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let w = wallet(&app, &project, "acme", WalletPolicy::AllowUntilLimit, Some("5")).await;
+    op(&app, &project, OpKind::TopUp, req(&w, "10", "t1")).await.unwrap();
+    let h = reserve(&app, &project, &w, "8", "r1", 3600).await.unwrap();
+    // Overage: 8 held + 4 more drawn (2 from the lot, 2 from the overdraft).
+    let settled = close(&app, &project, &h.hold.id, Some("12"), "s1").await.unwrap();
+    assert_eq!(settled.wallet.balance.normalize(), d("-2"));
+    assert_eq!(settled.wallet.held.normalize(), d("0"));
+    // Past the limit, overage is refused like a charge.
+    let h = reserve(&app, &project, &w, "1", "r2", 3600).await.unwrap();
+    let err = close(&app, &project, &h.hold.id, Some("5"), "s2").await.unwrap_err();
+    assert_eq!(err.code(), "INSUFFICIENT_CREDITS");
+    // That hold drew from the overdraft (now 3 owed); a top-up of 5 repays it and leaves a lot of
+    // 2 (balance 3 with the 1 held); releasing the hold then gives its 1 back as a new lot
+    // (nothing is owed any more).
+    let topped = op(&app, &project, OpKind::TopUp, req(&w, "5", "t2")).await.unwrap();
+    assert_eq!(available(&topped.wallet), d("2"));
+    let released = close(&app, &project, &h.hold.id, None, "rel").await.unwrap();
+    assert_eq!(released.wallet.balance.normalize(), d("3"));
+    assert_eq!(available(&released.wallet), d("3"));
+    let lots = lot_remaining(&app, &w).await;
+    assert!(
+        lots.iter().any(|(t, r)| *t == released.transaction.id && *r == d("1")),
+        "{lots:?}"
+    );
+    let mut conn = db::get(&app.pool).await.unwrap();
+    let report = reconcile(&mut conn, None).await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn holds_expire_through_the_sweep_and_expired_lots_stay_expired() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let w = wallet(&app, &project, "acme", WalletPolicy::Reject, None).await;
+    let now = store::now();
+    op(
+        &app,
+        &project,
+        OpKind::Grant,
+        grant(&w, "5", "g1", Some(now + Duration::days(1)), 0),
+    )
+    .await
+    .unwrap();
+    op(&app, &project, OpKind::TopUp, req(&w, "5", "t1")).await.unwrap();
+    // 8 held: the grant's 5 (it expires first) and 3 of the top-up.
+    let h1 = reserve(&app, &project, &w, "8", "r1", 3600).await.unwrap();
+    let mut conn = db::get(&app.pool).await.unwrap();
+    assert!(service::sweep_expired(&mut conn, None, now).await.unwrap().is_empty());
+    let swept = service::sweep_expired(&mut conn, None, now + Duration::hours(2))
+        .await
+        .unwrap();
+    assert_eq!(swept.len(), 1);
+    assert_eq!(swept[0].cause, "HOLD_RELEASE");
+    assert_eq!(swept[0].cause_id.as_deref(), Some(h1.hold.id.as_str()));
+    let hold = holds::find_hold(&mut conn, &project, &h1.hold.id).await.unwrap();
+    assert_eq!(hold.status, "EXPIRED");
+    let stored = service::find_wallet(&mut conn, &project, &w.id).await.unwrap();
+    assert_eq!((stored.balance.normalize(), stored.held.normalize()), (d("10"), d("0")));
+
+    // Held across the grant's expiry: its part goes to EXPIRED when the hold ends, the rest back.
+    let h2 = reserve(&app, &project, &w, "8", "r2", 2 * 24 * 3600).await.unwrap();
+    let swept = service::sweep_expired(&mut conn, None, now + Duration::days(1) + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert!(swept.is_empty(), "the grant was all held: nothing to expire yet");
+    let swept = service::sweep_expired(&mut conn, None, now + Duration::days(3))
+        .await
+        .unwrap();
+    assert_eq!(swept.len(), 1);
+    assert_eq!(swept[0].cause_id.as_deref(), Some(h2.hold.id.as_str()));
+    assert_eq!(expired_part(&app, &swept[0].id).await, d("5"));
+    let stored = service::find_wallet(&mut conn, &project, &w.id).await.unwrap();
+    assert_eq!((stored.balance.normalize(), stored.held.normalize()), (d("5"), d("0")));
+    let report = reconcile(&mut conn, None).await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}
+
+/// Runs one step as a patient client would: a connection per step (100 sequences share the
+/// pool, so one may not come within its timeout on a busy machine), and a step answered
+/// `SERVICE_UNAVAILABLE` (the database kept reporting conflicts) sent again with the same
+/// idempotency key, which replays it if it was stored.
+macro_rules! patiently {
+    ($pool:expr, |$c:ident| $body:expr) => {{
+        loop {
+            let Ok(mut pooled) = db::get(&$pool).await else {
+                continue;
+            };
+            let $c = &mut *pooled;
+            match $body {
+                Err(e) if e.code() == "SERVICE_UNAVAILABLE" => continue,
+                result => break result,
+            }
+        }
+    }};
+}
+
+/// 100 concurrent sequences on one wallet topped up with 100: each reserves 2, then settles 1.5,
+/// releases, or settles `last` (2, or 2.5 when overage is allowed; a refused overage is followed
+/// by a release); every fifth also charges 0.5 directly. 200 asked of 100 (plus the limit): some
+/// reserves are refused while others hold. The wallet ends at exactly 100 minus what was charged,
+/// nothing held, and no answer ever showed `available` past the policy.
+async fn hold_sequences(policy: WalletPolicy, limit: Option<&str>, last: &'static str) {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let w = wallet(&app, &project, "acme", policy, limit).await;
+    let floor = -limit.map(d).unwrap_or_default();
+    op(&app, &project, OpKind::TopUp, req(&w, "100", "t1")).await.unwrap();
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let app_pool = app.pool.clone();
+            let project = project.clone();
+            let w = w.clone();
+            tokio::spawn(async move {
+                let mut charged = Decimal::ZERO;
+                let mut seen = Vec::new();
+                if i % 5 == 0 {
+                    let op = Operation::parse(OpKind::Charge, &req(&w, "0.5", &format!("c{i}")), "test").unwrap();
+                    match patiently!(app_pool, |c| service::execute(c, &project, &op).await) {
+                        Ok(p) => {
+                            charged += d("0.5");
+                            seen.push(p.wallet);
+                        }
+                        Err(e) => assert_eq!(e.code(), "INSUFFICIENT_CREDITS", "{e}"),
+                    }
+                }
+                let op = Reserve::parse(
+                    &ReserveRequest {
+                        wallet_id: w.id.clone(),
+                        amount: "2".into(),
+                        expires_in: 3600,
+                        idempotency_key: format!("r{i}"),
+                        metadata: None,
+                    },
+                    "test",
+                )
+                .unwrap();
+                let hold_id = match patiently!(app_pool, |c| holds::reserve(c, &project, &op).await) {
+                    Ok(held) => {
+                        seen.push(held.wallet);
+                        Some(held.hold.id)
+                    }
+                    Err(e) => {
+                        assert_eq!(e.code(), "INSUFFICIENT_CREDITS", "{e}");
+                        None
+                    }
+                };
+                if let Some(hold_id) = hold_id {
+                    let amount = match i % 3 {
+                        0 => Some("1.5"),
+                        1 => None,
+                        _ => Some(last),
+                    };
+                    let close = |amount: Option<&str>, key: String| {
+                        Close::parse(
+                            &CloseRequest {
+                                hold_id: hold_id.clone(),
+                                amount: amount.map(str::to_string),
+                                idempotency_key: key,
+                            },
+                            "test",
+                        )
+                        .unwrap()
+                    };
+                    match patiently!(app_pool, |c| holds::close(c, &project, &close(amount, format!("s{i}")))
+                        .await)
+                    {
+                        Ok(closed) => {
+                            charged += amount.map(d).unwrap_or_default();
+                            seen.push(closed.wallet);
+                        }
+                        Err(e) => {
+                            // Only an overage can be refused; then the hold is released.
+                            assert_eq!(e.code(), "INSUFFICIENT_CREDITS", "{e}");
+                            let closed =
+                                patiently!(app_pool, |c| holds::close(c, &project, &close(None, format!("rel{i}")))
+                                    .await)
+                                .unwrap();
+                            seen.push(closed.wallet);
+                        }
+                    }
+                }
+                (charged, seen)
+            })
+        })
+        .collect();
+    let mut charged = Decimal::ZERO;
+    for task in tasks {
+        let (c, seen) = task.await.unwrap();
+        charged += c;
+        for wallet in seen {
+            assert!(
+                wallet.balance - wallet.held >= floor,
+                "available past the policy: {wallet:?}"
+            );
+            assert!(wallet.held >= Decimal::ZERO);
+        }
+    }
+    assert!(charged > Decimal::ZERO);
+    let mut conn = db::get(&app.pool).await.unwrap();
+    let stored = service::find_wallet(&mut conn, &project, &w.id).await.unwrap();
+    assert_eq!(stored.balance, d("100") - charged);
+    assert!(stored.balance >= floor);
+    assert_eq!(stored.held, Decimal::ZERO);
+    let report = reconcile(&mut conn, None).await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_concurrent_hold_sequences_end_at_the_exact_balance() {
+    hold_sequences(WalletPolicy::Reject, None, "2").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_concurrent_hold_sequences_with_overage_stay_within_the_credit_limit() {
+    hold_sequences(WalletPolicy::AllowUntilLimit, Some("10"), "2.5").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_limit_below_what_a_hold_overdrew_is_refused() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let w = wallet(&app, &project, "acme", WalletPolicy::AllowUntilLimit, Some("50")).await;
+    // Balance 0, held 40, all of it from the overdraft.
+    reserve(&app, &project, &w, "40", "r1", 3600).await.unwrap();
+    let mut conn = db::get(&app.pool).await.unwrap();
+    let changes = service::WalletChanges {
+        credit_limit: Some("10".into()),
+        ..service::WalletChanges::default()
+    };
+    let err = service::update_wallet(&mut conn, &project, &w.id, &changes)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "BAD_USER_INPUT");
+    let changes = service::WalletChanges {
+        credit_limit: Some("40".into()),
+        ..service::WalletChanges::default()
+    };
+    service::update_wallet(&mut conn, &project, &w.id, &changes)
+        .await
+        .unwrap();
+    let report = reconcile(&mut conn, None).await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_names_a_hold_or_held_amount_that_disagrees_with_the_postings() {
+    use diesel_async::RunQueryDsl;
+    let app = TestApp::spawn().await;
+    let project = app.create_project("P").await;
+    let w = wallet(&app, &project, "acme", WalletPolicy::Reject, None).await;
+    op(&app, &project, OpKind::TopUp, req(&w, "10", "t1")).await.unwrap();
+    let h = reserve(&app, &project, &w, "4", "r1", 3600).await.unwrap();
+    let mut conn = db::get(&app.pool).await.unwrap();
+    assert!(reconcile(&mut conn, None).await.unwrap().is_clean());
+    let breaks = async |conn: &mut neruba::store::Conn| -> Vec<(String, String)> {
+        reconcile(conn, None)
+            .await
+            .unwrap()
+            .breaks
+            .into_iter()
+            .map(|b| (b.check.as_str().to_string(), b.subject))
+            .collect()
+    };
+    diesel::sql_query(format!(
+        "UPDATE credit_holds SET remaining = 3 WHERE id = '{}'",
+        h.hold.id
+    ))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let found = breaks(&mut conn).await;
+    assert!(
+        found.contains(&("HOLD_MISMATCH".into(), h.hold.id.clone())),
+        "{found:?}"
+    );
+    diesel::sql_query(format!(
+        "UPDATE credit_holds SET remaining = 4 WHERE id = '{}'",
+        h.hold.id
+    ))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    diesel::sql_query(format!("UPDATE wallets SET held = 0 WHERE id = '{}'", w.id))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let found = breaks(&mut conn).await;
+    assert!(found.contains(&("HOLD_MISMATCH".into(), w.id.clone())), "{found:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -274,6 +723,11 @@ enum Step {
     Sweep(i64),
     Replay(usize),
     WriteOff(Decimal),
+    /// Reserve an amount for some days.
+    Reserve(Decimal, i64),
+    /// Settle one of the active holds: 0 settles 30% of it, 1 all of it, 2 one and a half times.
+    Settle(usize, u8),
+    Release(usize),
 }
 
 fn step() -> impl proptest::strategy::Strategy<Value = Step> {
@@ -287,11 +741,15 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
         1 => (1i64..12).prop_map(Step::Sweep),
         1 => (0usize..100).prop_map(Step::Replay),
         1 => amount().prop_map(Step::WriteOff),
+        2 => (amount(), 1i64..10).prop_map(|(a, days)| Step::Reserve(a, days)),
+        2 => (0usize..10, 0u8..3).prop_map(|(j, f)| Step::Settle(j, f)),
+        1 => (0usize..10).prop_map(Step::Release),
     ]
 }
 
-/// Random sequences of top-ups, grants, charges, adjustments, write-offs, sweeps and replays on one wallet:
-/// the balance follows a model, never passes the policy, and reconciliation stays clean.
+/// Random sequences of top-ups, grants, charges, adjustments, write-offs, holds (reserve, settle,
+/// release, expiry), sweeps and replays on one wallet: the balance and what is held follow a
+/// model, what is available never passes the policy, and reconciliation stays clean.
 #[test]
 fn random_sequences_keep_every_ledger_invariant() {
     use proptest::{
@@ -333,6 +791,8 @@ fn random_sequences_keep_every_ledger_invariant() {
                 };
                 let limit = if allow { limit } else { Decimal::ZERO };
                 let mut balance = Decimal::ZERO;
+                let mut held = Decimal::ZERO;
+                let mut active: Vec<(String, Decimal)> = Vec::new();
                 let mut sent: Vec<(OpKind, MoneyRequest, Decimal)> = Vec::new();
                 let start = store::now();
                 for (i, s) in steps.iter().enumerate() {
@@ -372,9 +832,80 @@ fn random_sequences_keep_every_ledger_invariant() {
                                     .unwrap();
                             // Earlier cases' wallets share the project: only this wallet's expiries count here.
                             for t in expired.iter().filter(|t| t.wallet_id.as_deref() == Some(w.id.as_str())) {
-                                assert_eq!(t.cause, "EXPIRY");
-                                balance -= t.amount;
+                                if t.cause == "EXPIRY" {
+                                    balance -= t.amount;
+                                    continue;
+                                }
+                                assert_eq!(t.cause, "HOLD_RELEASE");
+                                let at = active
+                                    .iter()
+                                    .position(|(id, _)| Some(id) == t.cause_id.as_ref())
+                                    .expect("an active hold");
+                                let (_, remaining) = active.remove(at);
+                                let lost = expired_part(&app, &t.id).await;
+                                assert!(lost <= remaining);
+                                balance -= lost;
+                                held -= remaining;
                             }
+                            continue;
+                        }
+                        Step::Reserve(a, days) => {
+                            let allowed = balance - held - *a >= -limit;
+                            match reserve(&app, &project, &w, &a.to_string(), &key, days * 86_400).await {
+                                Ok(posted) => {
+                                    assert!(allowed, "{s:?} on {balance} held {held} (limit {limit})");
+                                    held += *a;
+                                    active.push((posted.hold.id, *a));
+                                    assert_eq!((posted.wallet.balance, posted.wallet.held), (balance, held));
+                                }
+                                Err(e) => {
+                                    assert!(!allowed, "{s:?} on {balance} held {held}: {e}");
+                                    assert_eq!(e.code(), "INSUFFICIENT_CREDITS");
+                                }
+                            }
+                            assert!(balance - held >= -limit);
+                            continue;
+                        }
+                        Step::Settle(j, _) | Step::Release(j) => {
+                            if active.is_empty() {
+                                continue;
+                            }
+                            let at = j % active.len();
+                            let remaining = active[at].1;
+                            let settled = match s {
+                                Step::Settle(_, 0) => Some((remaining * d("0.3")).round_dp(12)),
+                                Step::Settle(_, 1) => Some(remaining),
+                                Step::Settle(..) => Some((remaining * d("1.5")).round_dp(12)),
+                                _ => None,
+                            };
+                            if settled.is_some_and(|a| a.is_zero()) {
+                                continue;
+                            }
+                            let wanted = settled.unwrap_or_default();
+                            let overage = (wanted - remaining).max(Decimal::ZERO);
+                            let allowed = overage.is_zero() || (allow && balance - held - overage >= -limit);
+                            let amount = settled.map(|a| a.to_string());
+                            match close(&app, &project, &active[at].0, amount.as_deref(), &key).await {
+                                Ok(posted) => {
+                                    assert!(allowed, "{s:?} of {remaining} on {balance} held {held}");
+                                    let lost = expired_part(&app, &posted.transaction.id).await;
+                                    assert!(lost <= remaining - wanted.min(remaining));
+                                    balance -= wanted + lost;
+                                    held -= remaining;
+                                    active.remove(at);
+                                    assert_eq!((posted.wallet.balance, posted.wallet.held), (balance, held));
+                                }
+                                Err(e) => {
+                                    assert!(!allowed, "{s:?} of {remaining} on {balance} held {held}: {e}");
+                                    let expected = if allow {
+                                        "INSUFFICIENT_CREDITS"
+                                    } else {
+                                        "BAD_USER_INPUT"
+                                    };
+                                    assert_eq!(e.code(), expected);
+                                }
+                            }
+                            assert!(balance - held >= -limit);
                             continue;
                         }
                         Step::Replay(j) => {
@@ -393,12 +924,13 @@ fn random_sequences_keep_every_ledger_invariant() {
                         Step::TopUp(a) | Step::Grant(a, ..) | Step::WriteOff(a) => *a,
                         _ => unreachable!(),
                     };
-                    // An overdrawn wallet has no lots left (credits repay the overdraft first), so
-                    // what it owes is minus its balance.
-                    let owed = (-balance).max(Decimal::ZERO);
+                    // An overdrawn wallet has no lots left (credits, and what holds give back, repay
+                    // the overdraft first), so what it owes is minus what is available.
+                    let available = balance - held;
+                    let owed = (-available).max(Decimal::ZERO);
                     let allowed = match s {
                         Step::WriteOff(a) => *a <= owed,
-                        _ => signed > Decimal::ZERO || balance + signed >= -limit,
+                        _ => signed > Decimal::ZERO || available + signed >= -limit,
                     };
                     match op(&app, &project, kind, request.clone()).await {
                         Ok(posted) => {
@@ -417,11 +949,12 @@ fn random_sequences_keep_every_ledger_invariant() {
                             assert_eq!(e.code(), expected);
                         }
                     }
-                    assert!(balance >= -limit);
+                    assert!(balance - held >= -limit);
                 }
                 let mut conn = db::get(&app.pool).await.unwrap();
                 let stored = service::find_wallet(&mut conn, &project, &w.id).await.unwrap();
                 assert_eq!(stored.balance, balance);
+                assert_eq!(stored.held, held);
                 let report = reconcile(&mut conn, Some(&project)).await.unwrap();
                 assert!(report.is_clean(), "{report:?}");
             });

@@ -77,6 +77,7 @@ async fn the_hand_written_schema_matches_the_migrated_tables() {
         customer_tax_rates,
         invoice_adjustments,
         customer_event_seqs,
+        credit_holds,
     );
     let tables: Vec<Count> = diesel::sql_query(format!(
         "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = '{}' \

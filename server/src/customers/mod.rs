@@ -76,7 +76,7 @@ fn json_depth(value: &serde_json::Value) -> usize {
 }
 
 /// Metadata: a JSON object of at most 4 KiB, stored as its canonical text (keys sorted).
-fn parse_metadata(field: &str, value: &serde_json::Value) -> Result<String> {
+pub(crate) fn parse_metadata(field: &str, value: &serde_json::Value) -> Result<String> {
     if !value.is_object() {
         return Err(Error::invalid(field, "must be a JSON object"));
     }

@@ -73,7 +73,8 @@ impl Wallet {
     async fn currency(&self) -> &str {
         &self.0.currency
     }
-    /// The balance: the sum of the postings on the wallet's accounts (lots and overdraft). With
+    /// The balance: the sum of the postings on the wallet's accounts (lots, overdraft and what
+    /// its active holds reserve). With
     /// `asOf`, the balance at that point of the wallet's history (scope `READ`): after every
     /// transaction stamped no later than `at`, or after the event numbered `sequence` (a
     /// `balanceChanged` sequence of this wallet) — read from the ledger's running balance.
@@ -144,6 +145,16 @@ impl Wallet {
                 .collect::<std::result::Result<_, Error>>()?,
         })
     }
+    /// What the wallet's active holds reserve: part of `balance`, not usable by charges or new
+    /// holds until settled or released.
+    async fn held(&self) -> Money {
+        self.money(self.0.held)
+    }
+    /// What charges and new holds can use: `balance − held` (below zero when overdrawn; never
+    /// below minus the credit limit).
+    async fn available(&self) -> Money {
+        self.money(self.0.balance - self.0.held)
+    }
     /// What one unit of the wallet is worth in money (`rateToMoney` in `moneyCurrency` when it was
     /// created, or its credit unit's declared value); `null` when it has no rate.
     async fn unit_value(&self) -> Option<Money> {
@@ -199,6 +210,21 @@ impl Wallet {
                 currency: self.0.currency.clone(),
             },
         )))
+    }
+    /// The wallet's credit holds, a page at a time, oldest first (by id), optionally in one
+    /// status. Needs `READ` (a payload reached with an `INGEST` key has `null` here, with an error).
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
+    async fn holds(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<crate::ledger::HoldStatus>,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<Option<Connection<String, super::holds::CreditHold>>> {
+        require_read(ctx, &self.0.project_id)?;
+        Ok(Some(
+            super::holds::hold_page(ctx, &self.0.id, status, first, after).await?,
+        ))
     }
     async fn created_at(&self) -> DateTime<Utc> {
         utc(self.0.created_at)
@@ -280,7 +306,7 @@ impl CreditLot {
 
 /// A wallet an object of the same project links to; needs `READ`, however it was reached.
 /// Batched: a page of rows linking to wallets is one query.
-async fn wallet_of(ctx: &Context<'_>, project_id: &str, wallet_id: &str) -> Result<Wallet> {
+pub(super) async fn wallet_of(ctx: &Context<'_>, project_id: &str, wallet_id: &str) -> Result<Wallet> {
     require_read(ctx, project_id)?;
     Ok(Wallet(
         load_link::<WalletLoader>(ctx, project_id, wallet_id, "wallet").await?,
@@ -446,7 +472,7 @@ pub struct SweepExpiredCreditsInput {
 
 #[derive(SimpleObject)]
 pub struct SweepExpiredCreditsPayload {
-    /// The expiry transactions posted now, one per lot.
+    /// The transactions posted now: one EXPIRY per lot remainder, one HOLD_RELEASE per expired hold.
     pub transactions: Vec<LedgerTransaction>,
 }
 
@@ -457,7 +483,8 @@ pub struct LedgerAccount {
     #[graphql(skip)]
     pub id: ID,
     pub kind: AccountKind,
-    /// Unique in the project and unit: `system:REVENUE`, `lot:<lot id>`, `wallet:<id>:overdraft`.
+    /// Unique in the project and unit: `system:REVENUE`, `lot:<lot id>`, `wallet:<id>:overdraft`,
+    /// `wallet:<id>:holds`.
     pub code: String,
     pub currency: String,
     pub wallet_id: Option<ID>,
@@ -1047,8 +1074,9 @@ impl LedgerMutation {
         run(ctx, project_id, OpKind::WriteOff, request).await
     }
 
-    /// Expires the unused rest of every lot whose expiry passed (scope `ADMIN`). The server also
-    /// does this on its own every minute; returns the expiry transactions posted now.
+    /// Expires the unused rest of every lot whose expiry passed, and releases every active hold
+    /// whose expiry passed (scope `ADMIN`). The server also does this on its own every minute;
+    /// returns the transactions posted now.
     async fn sweep_expired_credits(
         &self,
         ctx: &Context<'_>,

@@ -5,6 +5,7 @@ mod admin;
 pub(crate) mod billing;
 mod credit_units;
 mod discounts;
+mod holds;
 mod invoices;
 mod ledger;
 pub mod limits;
@@ -31,6 +32,7 @@ pub struct QueryRoot(
     admin::AdminQuery,
     usage::UsageQuery,
     ledger::LedgerQuery,
+    holds::HoldQuery,
     credit_units::CreditUnitQuery,
     billing::BillingQuery,
     billing::PlanQuery,
@@ -49,6 +51,7 @@ pub struct MutationRoot(
     admin::AdminMutation,
     usage::UsageMutation,
     ledger::LedgerMutation,
+    holds::HoldMutation,
     credit_units::CreditUnitMutation,
     billing::PlanMutation,
     billing::SubscriptionMutation,

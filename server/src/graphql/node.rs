@@ -10,6 +10,7 @@ use super::{
     billing::{Plan, PlanSubscription, PlanVersion, UsageCharge},
     credit_units::CreditUnit,
     discounts::{Coupon, CouponRedemption, TaxRate},
+    holds::CreditHold,
     invoices::Invoice,
     ledger::{CreditLot, LedgerAccount, LedgerEntry, LedgerTransaction, POSTING_ID_PREFIX, Wallet},
     principal, state,
@@ -39,7 +40,7 @@ pub const MAX_NODES: usize = 100;
 #[graphql(field(
     name = "id",
     ty = "ID",
-    desc = "Unique across Neruba, prefixed by its kind (`prj_`, `key_`, `cus_`, `bm_`, `evt_`, `cru_`, `wal_`, `lot_`, `acc_`, `txn_`, `pst_`, `pln_`, `plv_`, `chg_`, `sub_`, `inv_`, `cpn_`, `cpr_`, `txr_`); `node(id:)` finds it."
+    desc = "Unique across Neruba, prefixed by its kind (`prj_`, `key_`, `cus_`, `bm_`, `evt_`, `cru_`, `wal_`, `lot_`, `acc_`, `txn_`, `pst_`, `pln_`, `plv_`, `chg_`, `sub_`, `inv_`, `cpn_`, `cpr_`, `txr_`, `hld_`); `node(id:)` finds it."
 ))]
 pub enum Node {
     Project(Project),
@@ -61,6 +62,7 @@ pub enum Node {
     Coupon(Coupon),
     CouponRedemption(CouponRedemption),
     TaxRate(TaxRate),
+    CreditHold(CreditHold),
 }
 
 #[derive(Default)]
@@ -121,6 +123,7 @@ async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
         "cpn" => Some(IdTable::Coupons),
         "cpr" => Some(IdTable::CouponRedemptions),
         "txr" => Some(IdTable::TaxRates),
+        "hld" => Some(IdTable::CreditHolds),
         _ => return Ok(None),
     };
     let mut conn = db::get(&state(ctx).pool).await?;
@@ -209,6 +212,9 @@ async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
             .into_iter()
             .next()
             .map(|row| Node::TaxRate(TaxRate(row))),
+        IdTable::CreditHolds => ledger_store::find_hold(conn, p, id)
+            .await?
+            .map(|row| Node::CreditHold(CreditHold(row))),
     })
 }
 

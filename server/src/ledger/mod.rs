@@ -7,6 +7,7 @@
 //! changes to every server; [`reconcile`] proves the stored state obeys the invariants.
 //! docs/ledger.md describes the model.
 
+pub mod holds;
 pub mod outbox;
 pub mod reconcile;
 pub mod service;
@@ -46,6 +47,14 @@ text_enum! {
         Invoice = "INVOICE",
         /// A payment received against an invoice (reserved for payments).
         Payment = "PAYMENT",
+        /// Credits reserved by a hold: they move from the wallet's lots (and overdraft) to its
+        /// HOLD account; the balance is unchanged, `available` goes down.
+        Hold = "HOLD",
+        /// A hold settled: the settled amount leaves the HOLD account for REVENUE (a charge), the
+        /// rest goes back where it was drawn from.
+        HoldSettle = "HOLD_SETTLE",
+        /// A hold released by the client or expired: everything it held goes back.
+        HoldRelease = "HOLD_RELEASE",
     }
 }
 
@@ -72,6 +81,8 @@ text_enum! {
         TaxPayable = "TAX_PAYABLE",
         /// The counterpart of operators' manual adjustments.
         Adjustments = "ADJUSTMENTS",
+        /// What a wallet's active holds reserve (one per wallet, wallet-side, never negative).
+        Hold = "HOLD",
     }
 }
 
@@ -91,6 +102,22 @@ text_enum! {
         TopUp = "TOP_UP",
         Grant = "GRANT",
         Adjustment = "ADJUSTMENT",
+        /// Credits a hold gave back after the overdraft they were drawn from had been repaid.
+        Hold = "HOLD",
+    }
+}
+
+text_enum! {
+    /// Where a credit hold is.
+    HoldStatus {
+        /// Reserving credits until settled, released or expired.
+        Active = "ACTIVE",
+        /// Charged (up to the held amount; the rest went back).
+        Settled = "SETTLED",
+        /// Released by the client: everything went back.
+        Released = "RELEASED",
+        /// Its expiry passed before it was settled: released by the sweep.
+        Expired = "EXPIRED",
     }
 }
 
@@ -313,12 +340,14 @@ pub enum Target {
     System(AccountKind),
     /// What the wallet's customer owes on invoices, in the wallet's unit (not wallet-side).
     Receivable,
+    /// The wallet's HOLD account: what its active holds reserve (wallet-side).
+    Hold,
 }
 
 impl Target {
     /// Wallet-side accounts make up the wallet's balance.
     pub fn is_wallet_side(&self) -> bool {
-        matches!(self, Target::Lot(_) | Target::NewLot | Target::Overdraft)
+        matches!(self, Target::Lot(_) | Target::NewLot | Target::Overdraft | Target::Hold)
     }
 }
 
@@ -375,6 +404,156 @@ pub fn credit_lines(amount: Decimal, overdraft_balance: Decimal, source: Account
         });
     }
     (lines, to_lot)
+}
+
+/// One source a hold drew from: a lot, or the wallet's overdraft (`lot: None`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HoldDraw {
+    pub lot: Option<String>,
+    pub amount: Decimal,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredDraw {
+    lot: Option<String>,
+    amount: String,
+}
+
+/// The sources of a hold as stored in `credit_holds.draws` (JSON, amounts as exact text).
+pub fn encode_draws(draws: &[HoldDraw]) -> String {
+    let stored: Vec<StoredDraw> = draws
+        .iter()
+        .map(|d| StoredDraw {
+            lot: d.lot.clone(),
+            amount: d.amount.normalize().to_string(),
+        })
+        .collect();
+    // Strings and nulls only: serializing cannot fail.
+    serde_json::to_string(&stored).expect("hold draws serialize")
+}
+
+pub fn decode_draws(text: &str) -> Result<Vec<HoldDraw>, Error> {
+    let stored: Vec<StoredDraw> =
+        serde_json::from_str(text).map_err(|e| Error::Internal(format!("unreadable hold draws: {e}")))?;
+    stored
+        .into_iter()
+        .map(|d| {
+            Ok(HoldDraw {
+                lot: d.lot,
+                amount: d
+                    .amount
+                    .parse()
+                    .map_err(|e| Error::Internal(format!("unreadable hold draw amount: {e}")))?,
+            })
+        })
+        .collect()
+}
+
+/// The postings of a reserve: like a charge (each drawn lot, then the overdraft), but the total
+/// goes to the wallet's HOLD account, so the balance does not change. Answers the lines and the
+/// sources in draw order (what a settlement consumes first).
+pub fn reserve_lines(allocation: &Allocation) -> (Vec<Line>, Vec<HoldDraw>) {
+    let mut lines = debit_lines(allocation, AccountKind::Hold);
+    if let Some(last) = lines.last_mut() {
+        last.target = Target::Hold;
+    }
+    let mut draws: Vec<HoldDraw> = allocation
+        .draws
+        .iter()
+        .map(|d| HoldDraw {
+            lot: Some(d.lot_id.clone()),
+            amount: d.amount,
+        })
+        .collect();
+    if allocation.overdraft > Decimal::ZERO {
+        draws.push(HoldDraw {
+            lot: None,
+            amount: allocation.overdraft,
+        });
+    }
+    (lines, draws)
+}
+
+/// Where `amount` of a hold goes back to (the HOLD side, −amount, is the caller's line). The part
+/// returned is the last drawn (a settlement consumes the sources in draw order), so it is taken
+/// from the end of `draws`: the overdraft part first, then the lots in reverse order. Then:
+///
+/// - parts of lots that expired meanwhile (`open(lot)` false) go to EXPIRED: they would have
+///   expired had they not been held;
+/// - the rest is a credit like any other and repays the overdraft first (`overdraft_balance`,
+///   zero or negative, as it is now);
+/// - what is left goes back to its lots, and a part drawn from the overdraft that was repaid
+///   since (by a top-up) becomes a new lot.
+///
+/// No lot gets back more than the hold took from it, so none exceeds its original amount.
+pub fn return_lines(
+    draws: &[HoldDraw],
+    amount: Decimal,
+    overdraft_balance: Decimal,
+    open: impl Fn(&str) -> bool,
+) -> Result<Vec<Line>, Error> {
+    let mut left = amount;
+    let mut portions = Vec::new();
+    for draw in draws.iter().rev() {
+        if left.is_zero() {
+            break;
+        }
+        let take = left.min(draw.amount);
+        if take > Decimal::ZERO {
+            portions.push((draw.lot.clone(), take));
+            left -= take;
+        }
+    }
+    if !left.is_zero() {
+        return Err(Error::Internal(format!(
+            "returning {amount} from a hold whose draws are {draws:?}"
+        )));
+    }
+    let mut expired = Decimal::ZERO;
+    let mut live = Vec::new();
+    for (lot, take) in portions {
+        match lot {
+            Some(id) if !open(&id) => expired += take,
+            lot => live.push((lot, take)),
+        }
+    }
+    let mut lines = Vec::new();
+    let live_total: Decimal = live.iter().map(|(_, a)| *a).sum();
+    let mut repay = (-overdraft_balance).max(Decimal::ZERO).min(live_total);
+    if repay > Decimal::ZERO {
+        lines.push(Line {
+            target: Target::Overdraft,
+            amount: repay,
+        });
+    }
+    let mut new_lot = Decimal::ZERO;
+    for (lot, take) in live {
+        let used = repay.min(take);
+        repay -= used;
+        let rest = take - used;
+        if rest > Decimal::ZERO {
+            match lot {
+                Some(id) => lines.push(Line {
+                    target: Target::Lot(id),
+                    amount: rest,
+                }),
+                None => new_lot += rest,
+            }
+        }
+    }
+    if new_lot > Decimal::ZERO {
+        lines.push(Line {
+            target: Target::NewLot,
+            amount: new_lot,
+        });
+    }
+    if expired > Decimal::ZERO {
+        lines.push(Line {
+            target: Target::System(AccountKind::Expired),
+            amount: expired,
+        });
+    }
+    Ok(lines)
 }
 
 /// The postings of a write-off: the overdraft account is repaid by the WRITE_OFF account. No lot
@@ -434,6 +613,31 @@ pub fn running_balances(start: Decimal, lines: &[Line]) -> Vec<Option<Decimal>> 
             }
         })
         .collect()
+}
+
+/// The net change of what the wallet holds for its holds made by `lines`.
+pub fn held_delta(lines: &[Line]) -> Decimal {
+    lines
+        .iter()
+        .filter(|l| l.target == Target::Hold)
+        .map(|l| l.amount)
+        .sum()
+}
+
+/// The wallet's overdraft balance (zero or negative), derived from what the operation already
+/// read under the wallet lock rather than summed over the overdraft account's whole history:
+/// `balance = Σ lot remainders + overdraft + held`, so `overdraft = balance − held − Σ remainders`
+/// (`lots`: every lot of the wallet with something left). Reconcile proves the three projections
+/// against the postings; a positive result means they disagree, and the operation stops.
+pub fn derived_overdraft(balance: Decimal, held: Decimal, lots: &[LotView]) -> Result<Decimal, Error> {
+    let overdraft = balance - held - lots.iter().map(|l| l.remaining).sum::<Decimal>();
+    if overdraft > Decimal::ZERO {
+        return Err(Error::Internal(format!(
+            "wallet projections disagree: balance {balance}, held {held}, lots {:?}",
+            lots.iter().map(|l| l.remaining).collect::<Vec<_>>()
+        )));
+    }
+    Ok(overdraft)
 }
 
 /// The net change of the wallet's balance made by `lines`.

@@ -19,6 +19,10 @@
 //!    took off it is the prepaid credits it shows. Both must be the invoice's (`cause_id`).
 //!    Each transaction is looked up by equality (`IN (a, b)` over an outer row's columns kept
 //!    MariaDB off the postings' index: a scan per invoice).
+//! 8. Every credit hold agrees with the postings whose cause id it is on its wallet's HOLD
+//!    account: what it still holds is their sum, all of it while ACTIVE and nothing once
+//!    settled, released or expired; and every wallet's `held` is both its HOLD account's balance
+//!    and the sum of what its active holds hold.
 
 use diesel::{
     QueryableByName,
@@ -49,6 +53,8 @@ crate::text_enum::text_enum! {
         UnreadableRow = "UNREADABLE_ROW",
         /// 7. An invoice disagrees with its ledger transactions.
         InvoiceMismatch = "INVOICE_MISMATCH",
+        /// 8. A credit hold, or a wallet's `held`, disagrees with the HOLD account's postings.
+        HoldMismatch = "HOLD_MISMATCH",
     }
 }
 
@@ -219,6 +225,40 @@ const CHECKS: &[(ReconciliationCheck, &str)] = &[
           WHERE x.expected <> x.actual",
     ),
     (
+        ReconciliationCheck::HoldMismatch,
+        "SELECT h.project_id, h.id AS subject, h.account_id AS accounts,
+                COALESCE(s.total, 0) AS expected, h.remaining AS actual
+           FROM credit_holds h
+           LEFT JOIN (SELECT t.cause_id AS hold_id, SUM(p.amount) AS total
+                        FROM ledger_postings p
+                        JOIN ledger_accounts a ON a.id = p.account_id
+                        JOIN ledger_transactions t ON t.id = p.transaction_id
+                       WHERE a.kind = 'HOLD' AND (? IS NULL OR p.project_id = ?)
+                       GROUP BY t.cause_id) s ON s.hold_id = h.id
+          WHERE (? IS NULL OR h.project_id = ?)
+            AND (h.remaining <> COALESCE(s.total, 0)
+                 OR (h.status = 'ACTIVE' AND h.remaining <> h.amount)
+                 OR (h.status <> 'ACTIVE' AND h.remaining <> 0))",
+    ),
+    (
+        ReconciliationCheck::HoldMismatch,
+        "SELECT w.project_id, w.id AS subject, GROUP_CONCAT(DISTINCT a.id ORDER BY a.id) AS accounts,
+                COALESCE(SUM(p.amount), 0) AS expected, w.held AS actual
+           FROM wallets w
+           LEFT JOIN ledger_accounts a ON a.wallet_id = w.id AND a.kind = 'HOLD'
+           LEFT JOIN ledger_postings p ON p.account_id = a.id
+          WHERE (? IS NULL OR w.project_id = ?)
+          GROUP BY w.project_id, w.id, w.held HAVING w.held <> COALESCE(SUM(p.amount), 0)",
+    ),
+    (
+        ReconciliationCheck::HoldMismatch,
+        "SELECT w.project_id, w.id AS subject, NULL AS accounts,
+                COALESCE(SUM(h.remaining), 0) AS expected, w.held AS actual
+           FROM wallets w LEFT JOIN credit_holds h ON h.wallet_id = w.id AND h.status = 'ACTIVE'
+          WHERE (? IS NULL OR w.project_id = ?)
+          GROUP BY w.project_id, w.id, w.held HAVING w.held <> COALESCE(SUM(h.remaining), 0)",
+    ),
+    (
         ReconciliationCheck::UnreadableRow,
         "SELECT l.project_id, l.id AS subject, l.account_id AS accounts, NULL AS expected, NULL AS actual
            FROM credit_lots l WHERE (? IS NULL OR l.project_id = ?)
@@ -266,11 +306,12 @@ pub async fn reconcile(conn: &mut Conn, project_id: Option<&str>) -> Result<Repo
         breaks: Vec::new(),
     };
     for (check, sql) in CHECKS {
-        let found: Vec<Found> = diesel::sql_query(*sql)
-            .bind::<Nullable<Text>, _>(project_id)
-            .bind::<Nullable<Text>, _>(project_id)
-            .load(conn)
-            .await?;
+        // Every placeholder of a check is the project filter (no check has a literal `?`).
+        let mut query = diesel::sql_query(*sql).into_boxed::<diesel::mysql::Mysql>();
+        for _ in 0..sql.matches('?').count() {
+            query = query.bind::<Nullable<Text>, _>(project_id);
+        }
+        let found: Vec<Found> = query.load(conn).await?;
         report.breaks.extend(found.into_iter().map(|f| {
             Break {
                 check: *check,

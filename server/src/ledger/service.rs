@@ -15,9 +15,9 @@ use rust_decimal::Decimal;
 
 use super::{
     AccountKind, Cause, Line, LotSource, LotView, Policy, Target, WalletEventKind, WalletPolicy, allocate,
-    check_balanced, credit_lines, debit_lines, drawable, expiry_lines, outbox::WalletEvent, parse_idempotency_key,
-    parse_positive_amount, parse_signed_amount, parse_text, parse_unit, request_hash, running_balances,
-    threshold_transition, wallet_delta, write_off_lines,
+    check_balanced, credit_lines, debit_lines, derived_overdraft, drawable, expiry_lines, held_delta,
+    outbox::WalletEvent, parse_idempotency_key, parse_positive_amount, parse_signed_amount, parse_text, parse_unit,
+    request_hash, running_balances, threshold_transition, wallet_delta, write_off_lines,
 };
 use crate::{
     credit_units::{self, parse_money_rate},
@@ -202,6 +202,7 @@ async fn create_wallet_once(
         low_balance_threshold: settings.low_balance_threshold,
         below_threshold: below,
         balance: Decimal::ZERO,
+        held: Decimal::ZERO,
         event_seq: 0,
         overdraft_account_id: overdraft.id.clone(),
         created_at: at,
@@ -294,14 +295,17 @@ pub async fn update_wallet(
             (WalletPolicy::AllowUntilLimit, Some(l)) => l,
             (WalletPolicy::AllowUntilLimit, None) => wallet.credit_limit,
         };
-        if wallet.balance < -limit {
+        // What is available (the balance less what holds reserve) is what the overdraft reaches:
+        // a hold drawn into the overdraft keeps it drawn.
+        let available = wallet.balance - wallet.held;
+        if available < -limit {
             return Err(Error::invalid(
                 if credit_limit.is_some() {
                     "creditLimit"
                 } else {
                     "policy"
                 },
-                format!("the wallet is already {} below zero", (-wallet.balance).normalize()),
+                format!("the wallet is already {} below zero", (-available).normalize()),
             )
             .into());
         }
@@ -572,7 +576,11 @@ pub async fn apply(conn: &mut Conn, project_id: &str, op: &Operation, now: Naive
     expire_wallet_lots(conn, &mut wallet, now, &mut outbox).await?;
 
     let lots = store::lock_open_lots(conn, &wallet.id).await?;
-    let overdraft_balance = store::account_balance(conn, &wallet.overdraft_account_id).await?;
+    let overdraft_balance = derived_overdraft(
+        wallet.balance,
+        wallet.held,
+        &lots.iter().map(lot_view).collect::<Vec<_>>(),
+    )?;
     let policy = Policy {
         policy: wallet.policy()?,
         credit_limit: wallet.credit_limit,
@@ -640,7 +648,7 @@ pub async fn apply(conn: &mut Conn, project_id: &str, op: &Operation, now: Naive
     })
 }
 
-fn lot_view(lot: &LotRow) -> LotView {
+pub(super) fn lot_view(lot: &LotRow) -> LotView {
     LotView {
         id: lot.id.clone(),
         remaining: lot.remaining,
@@ -650,33 +658,33 @@ fn lot_view(lot: &LotRow) -> LotView {
     }
 }
 
-struct NewLot {
-    source: LotSource,
-    priority: i32,
-    expires_at: Option<NaiveDateTime>,
+pub(super) struct NewLot {
+    pub(super) source: LotSource,
+    pub(super) priority: i32,
+    pub(super) expires_at: Option<NaiveDateTime>,
 }
 
 /// One ledger transaction to write.
-struct Posting<'a> {
-    cause: Cause,
-    cause_id: Option<String>,
-    lines: Vec<Line>,
+pub(super) struct Posting<'a> {
+    pub(super) cause: Cause,
+    pub(super) cause_id: Option<String>,
+    pub(super) lines: Vec<Line>,
     /// The wallet's lots the lines may name.
-    lots: &'a [LotRow],
-    new_lot: Option<NewLot>,
-    idempotency_key: Option<String>,
-    request_hash: Option<Vec<u8>>,
-    description: Option<String>,
-    actor: String,
-    corrects_transaction_id: Option<String>,
+    pub(super) lots: &'a [LotRow],
+    pub(super) new_lot: Option<NewLot>,
+    pub(super) idempotency_key: Option<String>,
+    pub(super) request_hash: Option<Vec<u8>>,
+    pub(super) description: Option<String>,
+    pub(super) actor: String,
+    pub(super) corrects_transaction_id: Option<String>,
     /// The operation's amount as requested (signed for adjustments).
-    amount: Decimal,
+    pub(super) amount: Decimal,
 }
 
 /// Writes one balanced transaction on `wallet`: the transaction row, its postings with the
 /// running balance, the lots' remainders, the wallet's balance and threshold state, and the
 /// outbox rows announcing them (appended to `outbox`, written by the caller).
-async fn post(
+pub(super) async fn post(
     conn: &mut Conn,
     wallet: &mut WalletRow,
     p: Posting<'_>,
@@ -693,6 +701,10 @@ async fn post(
     let new_lot_id = ids::new_id(LOT_ID_PREFIX);
     let balances = running_balances(wallet.balance, &p.lines);
     let new_balance = wallet.balance + wallet_delta(&p.lines);
+    let new_held = wallet.held + held_delta(&p.lines);
+    if new_held < Decimal::ZERO {
+        return Err(Error::Internal(format!("wallet {} would hold {new_held}", wallet.id)).into());
+    }
     if new_balance.abs() >= MAX_BALANCE {
         return Err(Error::invalid(
             "amount",
@@ -751,6 +763,7 @@ async fn post(
                 receivable_account(conn, &wallet.project_id, &wallet.currency, &wallet.customer_id, now).await?,
                 None,
             ),
+            Target::Hold => (hold_account(conn, wallet, now).await?, None),
         };
         postings.push(NewPosting {
             transaction_id: transaction_id.clone(),
@@ -815,8 +828,9 @@ async fn post(
 
     let delta = new_balance - wallet.balance;
     let below = crossed.unwrap_or(wallet.below_threshold);
-    store::update_wallet_balance(conn, &wallet.id, new_balance, below, last_seq, now).await?;
+    store::update_wallet_balance(conn, &wallet.id, new_balance, new_held, below, last_seq, now).await?;
     wallet.balance = new_balance;
+    wallet.held = new_held;
     wallet.below_threshold = below;
     wallet.event_seq = last_seq;
     wallet.updated_at = now;
@@ -844,6 +858,31 @@ async fn post(
         outbox.push(event(WalletEventKind::LowBalance, last_seq).to_outbox()?);
     }
     Ok(transaction)
+}
+
+/// The id of the wallet's HOLD account (`wallet:<id>:holds`), made on first use. Wallet-side: its
+/// postings carry the wallet, and its balance is what the wallet's active holds reserve.
+pub(super) async fn hold_account(conn: &mut Conn, wallet: &WalletRow, now: NaiveDateTime) -> Result<String, TxFailure> {
+    let code = format!("wallet:{}:holds", wallet.id);
+    if let Some(account) = store::find_account(conn, &wallet.project_id, &wallet.currency, &code).await? {
+        return Ok(account.id);
+    }
+    let digest = request_hash(&[&wallet.project_id, &wallet.currency, &code]);
+    let id = format!("{ACCOUNT_ID_PREFIX}_hld_{}", &hex::encode(digest)[..32]);
+    store::insert_account_missing(
+        conn,
+        &AccountRow {
+            id: id.clone(),
+            project_id: wallet.project_id.clone(),
+            currency: wallet.currency.clone(),
+            kind: AccountKind::Hold.as_str().into(),
+            code,
+            wallet_id: Some(wallet.id.clone()),
+            created_at: now,
+        },
+    )
+    .await?;
+    Ok(id)
 }
 
 /// The id of a system account of a project in one unit.
@@ -955,7 +994,7 @@ async fn insert_derived_account(
 
 /// Posts one EXPIRY transaction per lot of the (locked) wallet whose expiry passed at `now`;
 /// lots with nothing left are only marked expired.
-async fn expire_wallet_lots(
+pub(super) async fn expire_wallet_lots(
     conn: &mut Conn,
     wallet: &mut WalletRow,
     now: NaiveDateTime,
@@ -994,14 +1033,17 @@ async fn expire_wallet_lots(
 
 /// The expiry sweep: for every wallet (of one project, or all) with lots whose expiry passed at
 /// `now`, one database transaction that locks the wallet and posts an EXPIRY transaction per
-/// lot remainder. Wallets are taken in id order. Returns the expiry transactions posted.
+/// lot remainder; then, for every active hold whose expiry passed, one transaction that releases
+/// it (HOLD_RELEASE, the hold marked EXPIRED). Wallets are taken in id order. Returns the
+/// transactions posted.
 pub async fn sweep_expired(
     conn: &mut Conn,
     project_id: Option<&str>,
     now: NaiveDateTime,
 ) -> Result<Vec<TransactionRow>> {
+    let scope = project_id;
     let mut posted = Vec::new();
-    for (project_id, wallet_id) in store::wallets_with_expired_lots(conn, project_id, now).await? {
+    for (project_id, wallet_id) in store::wallets_with_expired_lots(conn, scope, now).await? {
         // Each wallet is its own attempt: one that fails (and is retried at the next sweep) does
         // not keep the others' lots from expiring.
         let done: Result<Vec<TransactionRow>> = db::transaction_with_retry!(conn, retryable, |c| {
@@ -1018,6 +1060,18 @@ pub async fn sweep_expired(
             Err(e @ Error::Unavailable(_)) => return Err(e),
             Err(e) => {
                 tracing::warn!(%wallet_id, error = %e, "expiring this wallet's lots failed; the next sweep retries")
+            }
+        }
+    }
+    // Then the holds whose expiry passed, one transaction each (after the lots, so that what a
+    // hold drew from a lot that expired meanwhile goes to EXPIRED).
+    for (project_id, wallet_id, hold_id) in store::expired_holds(conn, scope, now).await? {
+        match super::holds::expire(conn, &project_id, &wallet_id, &hold_id, now).await {
+            Ok(Some(transaction)) => posted.push(transaction),
+            Ok(None) => {}
+            Err(e @ Error::Unavailable(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(%hold_id, error = %e, "releasing this expired hold failed; the next sweep retries")
             }
         }
     }
@@ -1304,7 +1358,14 @@ pub async fn reverse_invoice(
         let Some(w) = wallet else {
             return Err(Error::Internal("credits returned without a wallet".into()).into());
         };
-        let overdraft_balance = store::account_balance(conn, &w.wallet.overdraft_account_id).await?;
+        // Read again: the lots `w` was locked with may have been drawn since (by `post_invoice`
+        // in the same transaction), and the overdraft is derived from what they hold now.
+        w.lots = store::lock_open_lots(conn, &w.wallet.id).await?;
+        let overdraft_balance = derived_overdraft(
+            w.wallet.balance,
+            w.wallet.held,
+            &w.lots.iter().map(lot_view).collect::<Vec<_>>(),
+        )?;
         let (mut lines, _) = credit_lines(p.credits, overdraft_balance, AccountKind::Adjustments);
         if let Some(first) = lines.first_mut() {
             first.target = Target::Receivable;

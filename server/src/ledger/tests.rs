@@ -244,3 +244,89 @@ proptest! {
         prop_assert_eq!(lot, (credit + overdraft).max(Decimal::ZERO));
     }
 }
+
+fn draw(lot: Option<&str>, amount: &str) -> HoldDraw {
+    HoldDraw {
+        lot: lot.map(str::to_string),
+        amount: d(amount),
+    }
+}
+
+fn line(target: Target, amount: &str) -> Line {
+    Line {
+        target,
+        amount: d(amount),
+    }
+}
+
+#[test]
+fn a_hold_gives_back_the_last_drawn_first_repaying_the_overdraft_before_lots() {
+    let draws = [draw(Some("a"), "3"), draw(Some("b"), "2"), draw(None, "4")];
+    let open = |_: &str| true;
+    // Nothing owed now: the overdraft part was repaid by a top-up since, so it becomes a new lot.
+    assert_eq!(
+        return_lines(&draws, d("5"), d("0"), open).unwrap(),
+        vec![line(Target::Lot("b".into()), "1"), line(Target::NewLot, "4")]
+    );
+    // 4 owed: the first 4 returned repay it, the rest goes back to the last drawn lots.
+    assert_eq!(
+        return_lines(&draws, d("9"), d("-4"), open).unwrap(),
+        vec![
+            line(Target::Overdraft, "4"),
+            line(Target::Lot("b".into()), "2"),
+            line(Target::Lot("a".into()), "3"),
+        ]
+    );
+    // 6 owed (a charge overdrew after the reserve): lot parts repay it too.
+    assert_eq!(
+        return_lines(&draws, d("9"), d("-6"), open).unwrap(),
+        vec![line(Target::Overdraft, "6"), line(Target::Lot("a".into()), "3")]
+    );
+    // Returning more than was drawn is a bug, not a posting.
+    assert!(return_lines(&draws, d("9.5"), d("0"), open).is_err());
+}
+
+#[test]
+fn what_a_hold_drew_from_an_expired_lot_goes_to_expired_and_repays_nothing() {
+    let draws = [draw(Some("old"), "3"), draw(Some("new"), "2")];
+    let open = |id: &str| id != "old";
+    assert_eq!(
+        return_lines(&draws, d("5"), d("-10"), open).unwrap(),
+        vec![
+            line(Target::Overdraft, "2"),
+            line(Target::System(AccountKind::Expired), "3"),
+        ]
+    );
+}
+
+#[test]
+fn a_reserve_draws_like_a_charge_into_the_hold_account() {
+    let allocation = Allocation {
+        draws: vec![Draw {
+            lot_id: "a".into(),
+            amount: d("3"),
+        }],
+        overdraft: d("2"),
+    };
+    let (lines, draws) = reserve_lines(&allocation);
+    assert_eq!(
+        lines,
+        vec![
+            line(Target::Lot("a".into()), "-3"),
+            line(Target::Overdraft, "-2"),
+            line(Target::Hold, "5"),
+        ]
+    );
+    assert_eq!(wallet_delta(&lines), Decimal::ZERO);
+    assert_eq!(held_delta(&lines), d("5"));
+    assert_eq!(draws, vec![draw(Some("a"), "3"), draw(None, "2")]);
+    assert_eq!(decode_draws(&encode_draws(&draws)).unwrap(), draws);
+}
+
+#[test]
+fn the_overdraft_is_derived_from_the_balance_held_and_lots() {
+    let lots = [lot("a", "3", 0, None, 1), lot("b", "1.5", 0, None, 2)];
+    assert_eq!(derived_overdraft(d("4.5"), d("0"), &lots).unwrap(), d("0"));
+    assert_eq!(derived_overdraft(d("1.5"), d("2"), &[]).unwrap(), d("-0.5"));
+    assert!(derived_overdraft(d("5"), d("0"), &lots).is_err());
+}

@@ -1,5 +1,5 @@
 //! The ledger tables: `wallets`, `ledger_accounts`, `ledger_transactions`, `ledger_postings`,
-//! `credit_lots`, `ledger_outbox`. Postings and transactions are only ever inserted.
+//! `credit_lots`, `credit_holds`, `ledger_outbox`. Postings and transactions are only ever inserted.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -9,7 +9,8 @@ use rust_decimal::Decimal;
 use super::{
     Conn,
     schema::{
-        credit_lots, customer_event_seqs, ledger_accounts, ledger_outbox, ledger_postings, ledger_transactions, wallets,
+        credit_holds, credit_lots, customer_event_seqs, ledger_accounts, ledger_outbox, ledger_postings,
+        ledger_transactions, wallets,
     },
 };
 
@@ -28,6 +29,8 @@ pub struct WalletRow {
     pub low_balance_threshold: Option<Decimal>,
     pub below_threshold: bool,
     pub balance: Decimal,
+    /// What the wallet's active holds reserve (part of `balance`; not available to debits).
+    pub held: Decimal,
     /// The sequence of the wallet's latest balance event (0 before the first).
     pub event_seq: u64,
     pub overdraft_account_id: String,
@@ -114,6 +117,27 @@ pub struct LotRow {
     pub expired_at: Option<NaiveDateTime>,
     pub transaction_id: String,
     pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Insertable)]
+#[diesel(table_name = credit_holds, check_for_backend(diesel::mysql::Mysql))]
+pub struct HoldRow {
+    pub id: String,
+    pub project_id: String,
+    pub wallet_id: String,
+    pub account_id: String,
+    pub currency: String,
+    pub amount: Decimal,
+    pub remaining: Decimal,
+    pub settled_amount: Option<Decimal>,
+    pub status: String,
+    pub draws: String,
+    pub metadata: Option<String>,
+    pub expires_at: NaiveDateTime,
+    pub transaction_id: String,
+    pub closing_transaction_id: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub closed_at: Option<NaiveDateTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
@@ -228,6 +252,7 @@ pub async fn update_wallet_balance(
     conn: &mut Conn,
     id: &str,
     balance: Decimal,
+    held: Decimal,
     below_threshold: bool,
     event_seq: u64,
     at: NaiveDateTime,
@@ -235,6 +260,7 @@ pub async fn update_wallet_balance(
     diesel::update(wallets::table.find(id))
         .set((
             wallets::balance.eq(balance),
+            wallets::held.eq(held),
             wallets::below_threshold.eq(below_threshold),
             wallets::event_seq.eq(event_seq),
             wallets::updated_at.eq(at),
@@ -394,19 +420,6 @@ pub async fn insert_postings(conn: &mut Conn, rows: &[NewPosting]) -> QueryResul
         .values(rows)
         .execute(conn)
         .await
-}
-
-/// Sum of the postings on one account (its balance), as a locking read: called under the
-/// wallet's lock in a transaction that may have read other rows before, it must see the latest
-/// commit, not the transaction's snapshot.
-pub async fn account_balance(conn: &mut Conn, account_id: &str) -> QueryResult<Decimal> {
-    let sum: Option<Decimal> = ledger_postings::table
-        .filter(ledger_postings::account_id.eq(account_id))
-        .select(diesel::dsl::sum(ledger_postings::amount))
-        .for_update()
-        .first(conn)
-        .await?;
-    Ok(sum.unwrap_or_default())
 }
 
 /// Filters of the entry list.
@@ -580,6 +593,107 @@ pub async fn mark_lot_expired(conn: &mut Conn, id: &str, at: NaiveDateTime) -> Q
         .set((credit_lots::remaining.eq(Decimal::ZERO), credit_lots::expired_at.eq(at)))
         .execute(conn)
         .await
+}
+
+/// The wallet's lots among `ids`, whatever they hold now, locked (the lots a hold drew from,
+/// which a settlement or release gives back to).
+pub async fn lock_lots(conn: &mut Conn, wallet_id: &str, ids: &[&str]) -> QueryResult<Vec<LotRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    credit_lots::table
+        .filter(credit_lots::wallet_id.eq(wallet_id))
+        .filter(credit_lots::id.eq_any(ids))
+        .select(LotRow::as_select())
+        .order(credit_lots::id.asc())
+        .for_update()
+        .load(conn)
+        .await
+}
+
+// ---- holds
+
+pub async fn insert_hold(conn: &mut Conn, row: &HoldRow) -> QueryResult<usize> {
+    diesel::insert_into(credit_holds::table).values(row).execute(conn).await
+}
+
+/// Hold `id` of `project_id` as of the reader's snapshot.
+pub async fn find_hold(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<HoldRow>> {
+    credit_holds::table
+        .filter(credit_holds::project_id.eq(project_id))
+        .filter(credit_holds::id.eq(id))
+        .select(HoldRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Hold `id` of `project_id`, locked (by primary key: no gap lock). Called under its wallet's lock.
+pub async fn lock_hold(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<HoldRow>> {
+    credit_holds::table
+        .filter(credit_holds::project_id.eq(project_id))
+        .filter(credit_holds::id.eq(id))
+        .select(HoldRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Writes how a hold ended (the caller holds its wallet's lock).
+pub async fn close_hold(conn: &mut Conn, hold: &HoldRow) -> QueryResult<usize> {
+    diesel::update(credit_holds::table.find(&hold.id))
+        .set((
+            credit_holds::status.eq(&hold.status),
+            credit_holds::remaining.eq(hold.remaining),
+            credit_holds::settled_amount.eq(hold.settled_amount),
+            credit_holds::closing_transaction_id.eq(&hold.closing_transaction_id),
+            credit_holds::closed_at.eq(hold.closed_at),
+        ))
+        .execute(conn)
+        .await
+}
+
+/// Keyset page of a wallet's holds (optionally in one status), oldest first (by id).
+pub async fn list_holds(
+    conn: &mut Conn,
+    wallet_id: &str,
+    status: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<HoldRow>> {
+    let mut query = credit_holds::table
+        .filter(credit_holds::wallet_id.eq(wallet_id.to_string()))
+        .select(HoldRow::as_select())
+        .order(credit_holds::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(status) = status {
+        query = query.filter(credit_holds::status.eq(status.to_string()));
+    }
+    if let Some(after) = after {
+        query = query.filter(credit_holds::id.gt(after.to_string()));
+    }
+    query.load(conn).await
+}
+
+/// Active holds whose expiry passed at `now` (of one project, or all): `(project, wallet, hold)`,
+/// in wallet then hold order.
+pub async fn expired_holds(
+    conn: &mut Conn,
+    project_id: Option<&str>,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<(String, String, String)>> {
+    let mut query = credit_holds::table
+        .filter(credit_holds::status.eq(crate::ledger::HoldStatus::Active.as_str()))
+        .filter(credit_holds::expires_at.le(now))
+        .select((credit_holds::project_id, credit_holds::wallet_id, credit_holds::id))
+        .order((credit_holds::wallet_id.asc(), credit_holds::id.asc()))
+        .into_boxed();
+    if let Some(project_id) = project_id {
+        query = query.filter(credit_holds::project_id.eq(project_id.to_string()));
+    }
+    query.load(conn).await
 }
 
 // ---- outbox

@@ -34,6 +34,7 @@ pub enum IdTable {
     Coupons,
     CouponRedemptions,
     TaxRates,
+    CreditHolds,
 }
 
 impl IdTable {
@@ -54,6 +55,7 @@ impl IdTable {
             IdTable::Coupons => "coupons",
             IdTable::CouponRedemptions => "coupon_redemptions",
             IdTable::TaxRates => "tax_rates",
+            IdTable::CreditHolds => "credit_holds",
         }
     }
 }

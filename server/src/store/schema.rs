@@ -83,6 +83,7 @@ diesel::table! {
         low_balance_threshold -> Nullable<Numeric>,
         below_threshold -> Bool,
         balance -> Numeric,
+        held -> Numeric,
         event_seq -> Unsigned<Bigint>,
         overdraft_account_id -> Varchar,
         created_at -> Datetime,
@@ -408,6 +409,27 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    credit_holds (id) {
+        id -> Varchar,
+        project_id -> Varchar,
+        wallet_id -> Varchar,
+        account_id -> Varchar,
+        currency -> Varchar,
+        amount -> Numeric,
+        remaining -> Numeric,
+        settled_amount -> Nullable<Numeric>,
+        status -> Varchar,
+        draws -> Text,
+        metadata -> Nullable<Text>,
+        expires_at -> Datetime,
+        transaction_id -> Varchar,
+        closing_transaction_id -> Nullable<Varchar>,
+        created_at -> Datetime,
+        closed_at -> Nullable<Datetime>,
+    }
+}
+
 diesel::joinable!(api_keys -> projects (project_id));
 diesel::joinable!(customers -> projects (project_id));
 diesel::joinable!(billable_metrics -> projects (project_id));
@@ -418,6 +440,7 @@ diesel::joinable!(plan_charges -> plan_versions (plan_version_id));
 diesel::joinable!(ledger_postings -> ledger_transactions (transaction_id));
 diesel::joinable!(ledger_postings -> ledger_accounts (account_id));
 diesel::joinable!(credit_lots -> wallets (wallet_id));
+diesel::joinable!(credit_holds -> wallets (wallet_id));
 diesel::joinable!(invoice_lines -> invoices (invoice_id));
 diesel::joinable!(coupon_redemptions -> coupons (coupon_id));
 diesel::joinable!(customer_tax_rates -> tax_rates (tax_rate_id));
@@ -449,4 +472,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     tax_rates,
     customer_tax_rates,
     invoice_adjustments,
+    credit_holds,
 );

@@ -1,0 +1,2 @@
+DROP TABLE credit_holds;
+ALTER TABLE wallets DROP COLUMN held;
