@@ -76,6 +76,12 @@ async fn the_hand_written_schema_matches_the_migrated_tables() {
         tax_rates,
         customer_tax_rates,
         invoice_adjustments,
+        payment_settings,
+        payment_secrets,
+        checkout_sessions,
+        payments,
+        webhook_events,
+        stripe_customers,
     );
     let tables: Vec<Count> = diesel::sql_query(format!(
         "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = '{}' \

@@ -12,6 +12,7 @@ pub mod loaders;
 pub mod money;
 mod node;
 pub mod pagination;
+mod payments;
 mod scalars;
 mod types;
 mod usage;
@@ -40,6 +41,7 @@ pub struct QueryRoot(
     invoices::PreviewQuery,
     invoices::BacktestQuery,
     invoices::ExportQuery,
+    payments::PaymentQuery,
     node::NodeQuery,
 );
 
@@ -54,6 +56,7 @@ pub struct MutationRoot(
     billing::SubscriptionMutation,
     invoices::InvoiceMutation,
     discounts::DiscountMutation,
+    payments::PaymentMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -12,6 +12,7 @@ use super::{
     discounts::{Coupon, CouponRedemption, TaxRate},
     invoices::Invoice,
     ledger::{CreditLot, LedgerAccount, LedgerEntry, LedgerTransaction, POSTING_ID_PREFIX, Wallet},
+    payments::{CheckoutSession, Payment},
     principal, state,
     usage::{BillableMetric, Customer, UsageEvent},
 };
@@ -22,8 +23,8 @@ use crate::{
     error::{Error, GraphqlResult as Result},
     store::{
         self, IdTable, api_keys, billable_metrics, customers as customer_store, discounts as discount_store,
-        invoices as invoice_store, ledger as ledger_store, plans as plan_store, projects as project_store,
-        subscriptions as subscription_store, usage_events,
+        invoices as invoice_store, ledger as ledger_store, payments as payment_store, plans as plan_store,
+        projects as project_store, subscriptions as subscription_store, usage_events,
     },
     usage::event::EVENT_ID_PREFIX,
 };
@@ -39,7 +40,7 @@ pub const MAX_NODES: usize = 100;
 #[graphql(field(
     name = "id",
     ty = "ID",
-    desc = "Unique across Neruba, prefixed by its kind (`prj_`, `key_`, `cus_`, `bm_`, `evt_`, `cru_`, `wal_`, `lot_`, `acc_`, `txn_`, `pst_`, `pln_`, `plv_`, `chg_`, `sub_`, `inv_`, `cpn_`, `cpr_`, `txr_`); `node(id:)` finds it."
+    desc = "Unique across Neruba, prefixed by its kind (`prj_`, `key_`, `cus_`, `bm_`, `evt_`, `cru_`, `wal_`, `lot_`, `acc_`, `txn_`, `pst_`, `pln_`, `plv_`, `chg_`, `sub_`, `inv_`, `cpn_`, `cpr_`, `txr_`, `chk_`, `pay_`); `node(id:)` finds it."
 ))]
 pub enum Node {
     Project(Project),
@@ -61,6 +62,8 @@ pub enum Node {
     Coupon(Coupon),
     CouponRedemption(CouponRedemption),
     TaxRate(TaxRate),
+    CheckoutSession(CheckoutSession),
+    Payment(Payment),
 }
 
 #[derive(Default)]
@@ -121,6 +124,8 @@ async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
         "cpn" => Some(IdTable::Coupons),
         "cpr" => Some(IdTable::CouponRedemptions),
         "txr" => Some(IdTable::TaxRates),
+        "chk" => Some(IdTable::CheckoutSessions),
+        "pay" => Some(IdTable::Payments),
         _ => return Ok(None),
     };
     let mut conn = db::get(&state(ctx).pool).await?;
@@ -209,6 +214,12 @@ async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
             .into_iter()
             .next()
             .map(|row| Node::TaxRate(TaxRate(row))),
+        IdTable::CheckoutSessions => payment_store::find_checkout(conn, p, id)
+            .await?
+            .map(|row| Node::CheckoutSession(CheckoutSession(row))),
+        IdTable::Payments => payment_store::find_payment(conn, p, id)
+            .await?
+            .map(|row| Node::Payment(Payment(row))),
     })
 }
 

@@ -59,6 +59,7 @@ pub enum CursorKind {
     TaxRate,
     Backtest,
     Adjustment,
+    Payment,
 }
 
 impl CursorKind {
@@ -81,6 +82,7 @@ impl CursorKind {
             CursorKind::TaxRate => "taxrate",
             CursorKind::Backtest => "backtest",
             CursorKind::Adjustment => "adjustment",
+            CursorKind::Payment => "payment",
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod customers;
 pub mod discounts;
 pub mod invoices;
 pub mod ledger;
+pub mod payments;
 pub mod plans;
 pub mod projects;
 pub mod schema;
@@ -34,6 +35,8 @@ pub enum IdTable {
     Coupons,
     CouponRedemptions,
     TaxRates,
+    CheckoutSessions,
+    Payments,
 }
 
 impl IdTable {
@@ -54,6 +57,8 @@ impl IdTable {
             IdTable::Coupons => "coupons",
             IdTable::CouponRedemptions => "coupon_redemptions",
             IdTable::TaxRates => "tax_rates",
+            IdTable::CheckoutSessions => "checkout_sessions",
+            IdTable::Payments => "payments",
         }
     }
 }
