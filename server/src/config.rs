@@ -432,6 +432,8 @@ fn parse_base_url(raw: &str) -> Result<String, String> {
     if host.is_empty() || rest.contains(['?', '#', '@']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("`{raw}` needs a host and no user, query, fragment or spaces"));
     }
+    // What the Stripe client parses it with (it would panic on a URL it cannot parse).
+    url::Url::parse(&format!("{}/", raw.trim_end_matches('/'))).map_err(|e| format!("`{raw}`: {e}"))?;
     Ok(raw.trim_end_matches('/').to_string())
 }
 
@@ -660,6 +662,7 @@ mod tests {
             ("NERUBA_CORS_ORIGINS", "https://*.example.com"),
             ("NERUBA_CORS_ORIGINS", " , "),
             ("NERUBA_PUBLIC_URL", "ftp://x"),
+            ("NERUBA_PUBLIC_URL", "http://[::1"),
             ("NERUBA_STRIPE_SECRET_KEY", "pk_live_x"),
             ("NERUBA_STRIPE_WEBHOOK_SECRETS", "short"),
             ("NERUBA_STRIPE_WEBHOOK_TOLERANCE_SECS", "0"),

@@ -724,3 +724,226 @@ async fn draft_and_void_invoices_are_not_checked_out() {
     let r = gql(&app, &other, CHECKOUT, input(&draft["id"], "theirs")).await;
     assert_eq!(r.error_code(), "NOT_FOUND");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Stripe, against a local stand-in of its API
+
+/// What the stand-in was sent: path, `Authorization`, `Idempotency-Key`, form fields.
+type Seen = Vec<(String, String, String, Vec<(String, String)>)>;
+
+#[derive(Default)]
+struct StandIn {
+    seen: std::sync::Mutex<Seen>,
+    /// Answer the next session request with a Stripe error.
+    fail_next: std::sync::atomic::AtomicBool,
+}
+
+impl StandIn {
+    fn record(&self, path: &str, headers: &axum::http::HeaderMap, form: Vec<(String, String)>) {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        self.seen.lock().unwrap().push((
+            path.to_string(),
+            header("authorization"),
+            header("idempotency-key"),
+            form,
+        ));
+    }
+
+    fn requests(&self, path: &str) -> Vec<(String, String, Vec<(String, String)>)> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.0 == path)
+            .map(|r| (r.1.clone(), r.2.clone(), r.3.clone()))
+            .collect()
+    }
+}
+
+fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+async fn stand_in() -> (String, std::sync::Arc<StandIn>) {
+    use axum::{
+        Form, Json,
+        extract::State,
+        http::{HeaderMap, StatusCode},
+        response::IntoResponse,
+        routing::post,
+    };
+    use std::sync::{Arc, atomic::Ordering};
+    let state = Arc::new(StandIn::default());
+    let router = axum::Router::new()
+        .route(
+            "/v1/customers",
+            post(
+                |State(s): State<Arc<StandIn>>, headers: HeaderMap, Form(form): Form<Vec<(String, String)>>| async move {
+                    s.record("/v1/customers", &headers, form);
+                    Json(json!({ "id": "cus_test_1", "object": "customer", "livemode": false }))
+                },
+            ),
+        )
+        .route(
+            "/v1/checkout/sessions",
+            post(
+                |State(s): State<Arc<StandIn>>, headers: HeaderMap, Form(form): Form<Vec<(String, String)>>| async move {
+                    s.record("/v1/checkout/sessions", &headers, form);
+                    if s.fail_next.swap(false, Ordering::SeqCst) {
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            Json(json!({ "error": { "type": "invalid_request_error", "message": "The stand-in says no." } })),
+                        )
+                            .into_response();
+                    }
+                    let n = s.requests("/v1/checkout/sessions").len();
+                    Json(json!({
+                        "id": format!("cs_test_{n}"), "object": "checkout.session",
+                        "url": format!("https://checkout.stripe.test/c/pay/cs_test_{n}"),
+                        "automatic_tax": { "enabled": false, "status": null }, "created": 1764547200,
+                        "custom_fields": [], "custom_text": {}, "expires_at": 1764633600, "livemode": false,
+                        "mode": "payment", "payment_method_types": ["card"], "payment_status": "unpaid",
+                        "shipping_options": [], "status": "open", "metadata": {}
+                    }))
+                    .into_response()
+                },
+            ),
+        )
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (format!("http://{addr}"), state)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_stripe_configured_checkout_goes_to_stripe_and_its_webhook_credits() {
+    let (base, stripe) = stand_in().await;
+    let app = TestApp::spawn_with(|c| {
+        c.payments.stripe = Some(neruba::config::StripeConfig {
+            secret_key: Secret("sk_test_standin".into()),
+            api_base: base.clone(),
+        });
+        c.payments.webhook_secrets = vec![Secret(SECRET.into())];
+    })
+    .await;
+    let (_, key) = common::project_with_key(&app, "Shop").await;
+    let customer = ok(
+        &app,
+        &key,
+        "mutation { createCustomer(input: { externalId: \"acme\", name: \"Acme Inc\", email: \"billing@acme.test\" }) { customer { id } } }",
+        json!({}),
+    )
+    .await;
+    let customer_id = customer["createCustomer"]["customer"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wallet = wallet(&app, &key, "acme").await;
+
+    let checkout = top_up_checkout(&app, &key, &wallet, "25.50", "stripe-1").await;
+    let checkout_id = checkout["checkoutSession"]["id"].as_str().unwrap().to_string();
+    assert_eq!(checkout["url"], "https://checkout.stripe.test/c/pay/cs_test_1");
+    assert_eq!(checkout["checkoutSession"]["providerSessionId"], "cs_test_1");
+
+    let customers = stripe.requests("/v1/customers");
+    assert_eq!(customers.len(), 1);
+    let (auth, idem, form) = &customers[0];
+    assert_eq!(auth, "Bearer sk_test_standin");
+    assert_eq!(idem, &format!("neruba-customer-{customer_id}"));
+    assert_eq!(field(form, "name"), Some("Acme Inc"));
+    assert_eq!(field(form, "email"), Some("billing@acme.test"));
+    assert_eq!(field(form, "metadata[neruba_customer]"), Some(customer_id.as_str()));
+
+    let sessions = stripe.requests("/v1/checkout/sessions");
+    assert_eq!(sessions.len(), 1);
+    let (auth, idem, form) = &sessions[0];
+    assert_eq!(auth, "Bearer sk_test_standin");
+    assert_eq!(idem, &format!("neruba-checkout-{checkout_id}"));
+    for (name, value) in [
+        ("mode", "payment"),
+        ("customer", "cus_test_1"),
+        ("client_reference_id", checkout_id.as_str()),
+        ("success_url", "https://shop.example/ok"),
+        ("cancel_url", "https://shop.example/cancel"),
+        ("line_items[0][quantity]", "1"),
+        ("line_items[0][price_data][currency]", "usd"),
+        ("line_items[0][price_data][unit_amount]", "2550"),
+        ("metadata[neruba_checkout]", checkout_id.as_str()),
+        ("payment_intent_data[metadata][neruba_checkout]", checkout_id.as_str()),
+    ] {
+        assert_eq!(field(form, name), Some(value), "{name} in {form:?}");
+    }
+
+    // The customer's second checkout reuses its Stripe customer.
+    let second = top_up_checkout(&app, &key, &wallet, "10", "stripe-2").await;
+    assert_eq!(second["checkoutSession"]["providerSessionId"], "cs_test_2");
+    assert_eq!(stripe.requests("/v1/customers").len(), 1);
+
+    // Stripe's webhook completes the first.
+    let body = completed("evt_stripe_1", "cs_test_1", "pi_stripe_1", 2550);
+    let (status, r) = deliver(&app, Some(&sign(&body)), &body).await;
+    assert_eq!(
+        (status, r["outcome"].as_str()),
+        (StatusCode::OK, Some("APPLIED")),
+        "{r}"
+    );
+    assert_eq!(balance(&app, &key, &wallet).await, "25.5");
+    let p = payment(
+        &app,
+        &key,
+        checkout["checkoutSession"]["payment"]["id"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (p["status"].as_str(), p["providerPaymentId"].as_str()),
+        (Some("SUCCEEDED"), Some("pi_stripe_1"))
+    );
+    // An amount other than the checkout's posts nothing.
+    let wrong = completed("evt_stripe_2", "cs_test_2", "pi_stripe_2", 1);
+    let (status, r) = deliver(&app, Some(&sign(&wrong)), &wrong).await;
+    assert_eq!(
+        (status, r["outcome"].as_str()),
+        (StatusCode::OK, Some("MISMATCH")),
+        "{r}"
+    );
+    assert_eq!(balance(&app, &key, &wallet).await, "25.5");
+
+    // The sandbox's pages are not served while Stripe is the provider.
+    let page = client()
+        .get(format!("{}/sandbox/checkout/{checkout_id}", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::NOT_FOUND);
+
+    // Stripe refusing is PAYMENT_PROVIDER_ERROR; the same key again continues the checkout.
+    stripe.fail_next.store(true, std::sync::atomic::Ordering::SeqCst);
+    let input = json!({ "i": { "purpose": { "topUp": { "walletId": wallet, "amount": "7" } }, "successUrl": "https://shop.example/ok", "cancelUrl": "https://shop.example/cancel", "idempotencyKey": "stripe-3" } });
+    let r = gql(&app, &key, CHECKOUT, input.clone()).await;
+    assert_eq!(r.error_code(), "PAYMENT_PROVIDER_ERROR", "{}", r.body);
+    assert!(
+        r.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("The stand-in says no.")
+    );
+    let r = gql(&app, &key, CHECKOUT, input).await;
+    let again = &r.data()["createCheckout"];
+    assert_eq!(again["replayed"], true);
+    assert!(
+        again["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://checkout.stripe.test/")
+    );
+    assert_reconciled(&app, &key).await;
+}
