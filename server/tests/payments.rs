@@ -728,6 +728,9 @@ async fn draft_and_void_invoices_are_not_checked_out() {
 // ---------------------------------------------------------------------------------------------
 // Stripe, against a local stand-in of its API
 
+/// One request the stand-in was sent: `Authorization`, `Idempotency-Key`, form fields.
+type Request = (String, String, Vec<(String, String)>);
+
 /// What the stand-in was sent: path, `Authorization`, `Idempotency-Key`, form fields.
 type Seen = Vec<(String, String, String, Vec<(String, String)>)>;
 
@@ -755,7 +758,7 @@ impl StandIn {
         ));
     }
 
-    fn requests(&self, path: &str) -> Vec<(String, String, Vec<(String, String)>)> {
+    fn requests(&self, path: &str) -> Vec<Request> {
         self.seen
             .lock()
             .unwrap()
@@ -946,4 +949,54 @@ async fn with_stripe_configured_checkout_goes_to_stripe_and_its_webhook_credits(
             .starts_with("https://checkout.stripe.test/")
     );
     assert_reconciled(&app, &key).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_on_one_database_share_the_sandbox_secret() {
+    let a = app().await;
+    let url = a.db.as_ref().unwrap().url.clone();
+    let b = TestApp::spawn_on(&url, |c| c.payments.sandbox = true).await;
+    let (_, key) = common::project_with_key(&a, "Shop").await;
+    let wallet = wallet(&a, &key, "acme").await;
+    let checkout = top_up_checkout(&a, &key, &wallet, "15", "replicas").await;
+    let path = checkout["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches(&a.base_url)
+        .to_string();
+    // Completed on the other replica: its signature verifies on either.
+    let done = client()
+        .post(format!("{}{path}/complete", b.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    assert_eq!(balance(&a, &key, &wallet).await, "15");
+    assert_eq!(common::count_rows(&a, "payment_secrets", None).await, 1);
+    // What B signed with is the database's secret, which A verifies too.
+    let secret = {
+        use diesel::{QueryableByName, sql_types::Text};
+        use diesel_async::RunQueryDsl;
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = Text)]
+            secret: String,
+        }
+        let mut conn = neruba::db::get(&a.pool).await.unwrap();
+        let rows: Vec<Row> = diesel::sql_query("SELECT secret FROM payment_secrets")
+            .load(&mut *conn)
+            .await
+            .unwrap();
+        rows[0].secret.clone()
+    };
+    let paid = payment(&a, &key, checkout["checkoutSession"]["payment"]["id"].as_str().unwrap()).await;
+    let pi = paid["providerPaymentId"].as_str().unwrap();
+    let body = refunded("evt_replica_refund", pi, 1500);
+    let (status, r) = deliver(&a, Some(&neruba::payments::sign(&body, &secret, now())), &body).await;
+    assert_eq!(
+        (status, r["outcome"].as_str()),
+        (StatusCode::OK, Some("APPLIED")),
+        "{r}"
+    );
+    assert_eq!(balance(&a, &key, &wallet).await, "0");
 }
