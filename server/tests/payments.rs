@@ -199,6 +199,13 @@ async fn webhook_signatures_are_verified_with_tolerance_several_signatures_and_r
         (status, r["error"]["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("BAD_REQUEST"))
     );
+    // A body over the webhook limit (256 KiB), whatever its signature.
+    let huge = vec![b' '; 300 * 1024];
+    let (status, r) = deliver(&app, Some(&sign(&huge)), &huge).await;
+    assert_eq!(
+        (status, r["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("PAYLOAD_TOO_LARGE"))
+    );
     assert_eq!(event_rows(&app).await, before, "a refused delivery stores nothing");
 
     // The very same signed delivery again is a replay; a provider's retry is signed anew.
