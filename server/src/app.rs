@@ -77,6 +77,12 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql/assets/{file}", get(http::graphiql::asset))
         .route("/health/live", get(http::health::live))
         .route("/health/ready", get(http::health::ready))
+        .route(
+            "/webhooks/stripe",
+            post(http::webhooks::stripe).layer(DefaultBodyLimit::max(crate::payments::MAX_WEBHOOK_BYTES)),
+        )
+        .route("/sandbox/checkout/{id}", get(http::sandbox::page))
+        .route("/sandbox/checkout/{id}/{action}", post(http::sandbox::act))
         .merge(http::portal::routes(&state.config.portal_dir))
         .fallback(http::not_found)
         .layer(axum::Extension(schema))

@@ -101,6 +101,46 @@ pub struct Config {
     /// Live events a subscriber may fall behind by before its stream ends with
     /// `SUBSCRIBER_LAGGED` (`NERUBA_EVENT_BUS_CAPACITY`, default 1024).
     pub event_bus_capacity: usize,
+    /// Where browsers reach this server (`NERUBA_PUBLIC_URL`, default `http://<bind>`): the
+    /// sandbox checkout's pages are linked under it.
+    pub public_url: String,
+    pub payments: PaymentsConfig,
+}
+
+/// A secret setting: kept out of `Debug` output (logs, panics).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// Which payment provider checkouts go to (docs/payments.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentsConfig {
+    /// Stripe, when `NERUBA_STRIPE_SECRET_KEY` is set.
+    pub stripe: Option<StripeConfig>,
+    /// Secrets `POST /webhooks/stripe` accepts signatures of (`NERUBA_STRIPE_WEBHOOK_SECRETS`,
+    /// comma-separated: several while one is rotated out). The sandbox's own secret is added at
+    /// run time when the sandbox is the provider.
+    pub webhook_secrets: Vec<Secret>,
+    /// How far a signature's timestamp may be from the server's clock, either way
+    /// (`NERUBA_STRIPE_WEBHOOK_TOLERANCE_SECS`, default 300).
+    pub webhook_tolerance_secs: u32,
+    /// Whether the embedded sandbox provider serves checkouts when Stripe is not configured
+    /// (`NERUBA_PAYMENTS_SANDBOX`; default on in development, off in production: whoever holds a
+    /// sandbox link can complete the payment).
+    pub sandbox: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeConfig {
+    pub secret_key: Secret,
+    /// The Stripe API's base URL (`NERUBA_STRIPE_API_BASE`, default `https://api.stripe.com/`):
+    /// tests point it at a local stand-in.
+    pub api_base: String,
 }
 
 /// How the billing scheduler runs (docs/billing.md, "Billing runs").
@@ -158,6 +198,12 @@ struct FileConfig {
     billing_interval_secs: Option<u32>,
     billing_grace_secs: Option<u32>,
     event_bus_capacity: Option<usize>,
+    public_url: Option<String>,
+    stripe_secret_key: Option<String>,
+    stripe_webhook_secrets: Option<String>,
+    stripe_api_base: Option<String>,
+    stripe_webhook_tolerance_secs: Option<u32>,
+    payments_sandbox: Option<bool>,
 }
 
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
@@ -344,6 +390,21 @@ impl Config {
             1,
             1_000_000,
         )?;
+        let public_url = match get("NERUBA_PUBLIC_URL").or(file.public_url) {
+            Some(url) => parse_base_url(&url).map_err(|e| ConfigError::new("NERUBA_PUBLIC_URL", e))?,
+            None => format!("http://{bind}"),
+        };
+        let payments = parse_payments(
+            &get,
+            FilePayments {
+                stripe_secret_key: file.stripe_secret_key,
+                stripe_webhook_secrets: file.stripe_webhook_secrets,
+                stripe_api_base: file.stripe_api_base,
+                stripe_webhook_tolerance_secs: file.stripe_webhook_tolerance_secs,
+                payments_sandbox: file.payments_sandbox,
+            },
+            env,
+        )?;
 
         Ok(Config {
             event_bus_capacity,
@@ -365,8 +426,112 @@ impl Config {
             ingest,
             cors_origins,
             billing,
+            public_url,
+            payments,
         })
     }
+}
+
+/// A base URL (`https://billing.example.com`, `http://127.0.0.1:8080/neruba`): http or https, a
+/// host, no query or fragment; answered without a trailing `/`.
+fn parse_base_url(raw: &str) -> Result<String, String> {
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return Err(format!("`{raw}` is not a URL such as https://billing.example.com"));
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err("the scheme must be http or https".into());
+    }
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || rest.contains(['?', '#', '@']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("`{raw}` needs a host and no user, query, fragment or spaces"));
+    }
+    // What the Stripe client parses it with (it would panic on a URL it cannot parse).
+    url::Url::parse(&format!("{}/", raw.trim_end_matches('/'))).map_err(|e| format!("`{raw}`: {e}"))?;
+    Ok(raw.trim_end_matches('/').to_string())
+}
+
+/// The payment settings of the TOML file.
+struct FilePayments {
+    stripe_secret_key: Option<String>,
+    stripe_webhook_secrets: Option<String>,
+    stripe_api_base: Option<String>,
+    stripe_webhook_tolerance_secs: Option<u32>,
+    payments_sandbox: Option<bool>,
+}
+
+fn parse_payments(
+    get: &dyn Fn(&str) -> Option<String>,
+    file: FilePayments,
+    env: Environment,
+) -> Result<PaymentsConfig, ConfigError> {
+    let webhook_secrets: Vec<Secret> = match get("NERUBA_STRIPE_WEBHOOK_SECRETS").or(file.stripe_webhook_secrets) {
+        Some(list) => {
+            let mut secrets = Vec::new();
+            for secret in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                if secret.len() < 8 || secret.len() > 256 || secret.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(ConfigError::new(
+                        "NERUBA_STRIPE_WEBHOOK_SECRETS",
+                        "each secret must be 8 to 256 characters without spaces (Stripe's start with whsec_)",
+                    ));
+                }
+                secrets.push(Secret(secret.to_string()));
+            }
+            if secrets.is_empty() {
+                return Err(ConfigError::new(
+                    "NERUBA_STRIPE_WEBHOOK_SECRETS",
+                    "names no secret; leave it unset instead",
+                ));
+            }
+            secrets
+        }
+        None => Vec::new(),
+    };
+    let stripe = match get("NERUBA_STRIPE_SECRET_KEY").or(file.stripe_secret_key) {
+        Some(key) => {
+            if !(key.starts_with("sk_") || key.starts_with("rk_"))
+                || key.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(ConfigError::new(
+                    "NERUBA_STRIPE_SECRET_KEY",
+                    "must be a Stripe secret or restricted key (sk_… or rk_…)",
+                ));
+            }
+            if webhook_secrets.is_empty() {
+                return Err(ConfigError::new(
+                    "NERUBA_STRIPE_WEBHOOK_SECRETS",
+                    "is required with NERUBA_STRIPE_SECRET_KEY: without it no payment would ever be confirmed",
+                ));
+            }
+            let api_base = match get("NERUBA_STRIPE_API_BASE").or(file.stripe_api_base) {
+                Some(url) => parse_base_url(&url).map_err(|e| ConfigError::new("NERUBA_STRIPE_API_BASE", e))?,
+                None => "https://api.stripe.com".to_string(),
+            };
+            Some(StripeConfig {
+                secret_key: Secret(key),
+                api_base,
+            })
+        }
+        None => None,
+    };
+    let sandbox = match get("NERUBA_PAYMENTS_SANDBOX") {
+        Some(v) => parse_bool("NERUBA_PAYMENTS_SANDBOX", &v)?,
+        None => file.payments_sandbox.unwrap_or(env == Environment::Development),
+    };
+    let webhook_tolerance_secs = parse_num(
+        "NERUBA_STRIPE_WEBHOOK_TOLERANCE_SECS",
+        get("NERUBA_STRIPE_WEBHOOK_TOLERANCE_SECS"),
+        file.stripe_webhook_tolerance_secs,
+        300,
+        1,
+        3600,
+    )?;
+    Ok(PaymentsConfig {
+        stripe,
+        webhook_secrets,
+        webhook_tolerance_secs,
+        sandbox,
+    })
 }
 
 /// A comma-separated list of exact origins (`https://app.example.com`, `http://localhost:5173`):
@@ -509,11 +674,44 @@ mod tests {
             ("NERUBA_CORS_ORIGINS", "https://app.example.com:99999"),
             ("NERUBA_CORS_ORIGINS", "https://*.example.com"),
             ("NERUBA_CORS_ORIGINS", " , "),
+            ("NERUBA_PUBLIC_URL", "ftp://x"),
+            ("NERUBA_PUBLIC_URL", "http://[::1"),
+            ("NERUBA_STRIPE_SECRET_KEY", "pk_live_x"),
+            ("NERUBA_STRIPE_WEBHOOK_SECRETS", "short"),
+            ("NERUBA_STRIPE_WEBHOOK_TOLERANCE_SECS", "0"),
+            ("NERUBA_PAYMENTS_SANDBOX", "perhaps"),
         ] {
             let err = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
             assert_eq!(err.setting, name, "{err}");
             assert!(!err.to_string().contains('\n'));
         }
+    }
+
+    #[test]
+    fn stripe_needs_webhook_secrets_and_the_sandbox_is_for_development() {
+        let c = Config::from_vars(&vars(&[])).unwrap();
+        assert!(c.payments.stripe.is_none() && c.payments.sandbox);
+        let c = Config::from_vars(&vars(&[
+            ("NERUBA_ENV", "production"),
+            ("NERUBA_ADMIN_TOKEN", "0123456789abcdef"),
+        ]))
+        .unwrap();
+        assert!(!c.payments.sandbox);
+        let err = Config::from_vars(&vars(&[("NERUBA_STRIPE_SECRET_KEY", "sk_test_1")])).unwrap_err();
+        assert_eq!(err.setting, "NERUBA_STRIPE_WEBHOOK_SECRETS");
+        let c = Config::from_vars(&vars(&[
+            ("NERUBA_STRIPE_SECRET_KEY", "sk_test_1"),
+            ("NERUBA_STRIPE_WEBHOOK_SECRETS", "whsec_old_secret, whsec_new_secret"),
+            ("NERUBA_STRIPE_API_BASE", "http://127.0.0.1:9999/"),
+        ]))
+        .unwrap();
+        let stripe = c.payments.stripe.clone().unwrap();
+        assert_eq!(stripe.api_base, "http://127.0.0.1:9999");
+        assert_eq!(c.payments.webhook_secrets.len(), 2);
+        assert!(
+            !format!("{c:?}").contains("sk_test_1"),
+            "the key is not in Debug output"
+        );
     }
 
     #[test]

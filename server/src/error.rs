@@ -58,6 +58,16 @@ crate::text_enum::text_enum! {
         ReplayUnavailable = "REPLAY_UNAVAILABLE",
         /// The credit hold was settled, released or expired already; nothing posted (HTTP 409).
         HoldNotActive = "HOLD_NOT_ACTIVE",
+        /// A webhook's `Stripe-Signature` is missing, malformed, stale, replayed or matches no
+        /// secret; nothing was stored (HTTP 400).
+        WebhookSignatureInvalid = "WEBHOOK_SIGNATURE_INVALID",
+        /// A webhook names a checkout session Neruba did not make; nothing was posted (HTTP 400).
+        CheckoutSessionUnknown = "CHECKOUT_SESSION_UNKNOWN",
+        /// The payment provider refused or did not answer; nothing was charged, retry with the
+        /// same idempotency key (HTTP 502).
+        PaymentProviderError = "PAYMENT_PROVIDER_ERROR",
+        /// No payment provider is configured (no Stripe key, sandbox off) (HTTP 409).
+        PaymentsNotConfigured = "PAYMENTS_NOT_CONFIGURED",
         /// The request body is over the limit (HTTP 413).
         PayloadTooLarge = "PAYLOAD_TOO_LARGE",
         /// The body is not JSON, or not a GraphQL request (HTTP 400).
@@ -149,6 +159,14 @@ impl Error {
                 code: ErrorCode::InsufficientCredits,
                 ..
             } => StatusCode::PAYMENT_REQUIRED,
+            Error::Conflict {
+                code: ErrorCode::WebhookSignatureInvalid | ErrorCode::CheckoutSessionUnknown,
+                ..
+            } => StatusCode::BAD_REQUEST,
+            Error::Conflict {
+                code: ErrorCode::PaymentProviderError,
+                ..
+            } => StatusCode::BAD_GATEWAY,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,

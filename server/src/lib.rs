@@ -22,6 +22,7 @@ pub mod http;
 pub mod ids;
 pub mod ledger;
 pub mod money;
+pub mod payments;
 pub mod projects;
 pub mod server;
 pub mod store;

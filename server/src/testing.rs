@@ -116,15 +116,17 @@ impl TestApp {
 
     /// Spawns against an existing, migrated database.
     pub async fn spawn_on(database_url: &str, adjust: impl FnOnce(&mut Config)) -> TestApp {
-        let mut config = test_config(database_url);
-        adjust(&mut config);
-        let admin_token = config.admin_token.clone();
-        let pool = db::pool(database_url, config.db_pool_size);
-        let state = AppState::new(config, pool.clone());
         let listener = server::bind("127.0.0.1:0".parse().expect("loopback"))
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
+        let mut config = test_config(database_url);
+        // Links the server makes (the sandbox checkout's page) point at this server.
+        config.public_url = format!("http://{addr}");
+        adjust(&mut config);
+        let admin_token = config.admin_token.clone();
+        let pool = db::pool(database_url, config.db_pool_size);
+        let state = AppState::new(config, pool.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn({
             let state = state.clone();

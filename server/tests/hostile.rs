@@ -274,8 +274,18 @@ async fn victim(app: &TestApp) -> Victim {
     .await);
     let tax_rate_id = str_at(&tax_rate, "/createTaxRate/taxRate/id");
     let customer_id = str_at(&customer, "/createCustomer/customer/id");
+    // A checkout (the sandbox provider, the default in development): a payment to find.
+    let checkout = ok(&gql(
+        app,
+        &all,
+        "mutation($w: ID!) { createCheckout(input: { purpose: { topUp: { walletId: $w, amount: \"10\" } }, successUrl: \"https://victim.example/ok\", cancelUrl: \"https://victim.example/no\", idempotencyKey: \"victim-checkout\" }) { checkoutSession { id payment { id } } } }",
+        json!({ "w": wallet }),
+    )
+    .await);
 
     let mut ids = vec![
+        str_at(&checkout, "/createCheckout/checkoutSession/id"),
+        str_at(&checkout, "/createCheckout/checkoutSession/payment/id"),
         adjustment_id,
         february.clone(),
         coupon_id.clone(),
@@ -876,6 +886,75 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
             cross: vec![doc(
                 "mutation($id: ID!) { finalizeInvoice(input: { invoiceId: $id }) { invoice { id } } }",
                 json!({ "id": a.invoice }),
+                NotFound,
+            )],
+        },
+        Case {
+            root: Query,
+            field: "payments",
+            need: READ,
+            own: doc(
+                "{ payments(first: 10) { nodes { id status amount { amount } checkoutSession { id url } } } }",
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "{ payments(first: 10) { nodes { id } } }",
+                    json!({}),
+                    Empty("/payments/nodes"),
+                ),
+                doc(
+                    "query($c: ID) { payments(customerId: $c, first: 10) { nodes { id } } }",
+                    json!({ "c": a.customer }),
+                    Empty("/payments/nodes"),
+                ),
+                doc(
+                    "query($p: ID) { payments(projectId: $p) { nodes { id } } }",
+                    p.clone(),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Mutation,
+            field: "createCheckout",
+            need: BILLING,
+            own: doc(
+                "mutation($w: ID!) { createCheckout(input: { purpose: { topUp: { walletId: $w, amount: \"20\" } }, successUrl: \"https://victim.example/ok\", cancelUrl: \"https://victim.example/no\", idempotencyKey: \"hostile-own-checkout\" }) { url checkoutSession { id } } }",
+                w.clone(),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "mutation($w: ID!) { createCheckout(input: { purpose: { topUp: { walletId: $w, amount: \"20\" } }, successUrl: \"https://evil.example/ok\", cancelUrl: \"https://evil.example/no\", idempotencyKey: \"hostile-cross-checkout\" }) { url checkoutSession { id } } }",
+                    w.clone(),
+                    NotFound,
+                ),
+                doc(
+                    "mutation($i: ID!) { createCheckout(input: { purpose: { invoice: { invoiceId: $i } }, successUrl: \"https://evil.example/ok\", cancelUrl: \"https://evil.example/no\", idempotencyKey: \"hostile-cross-invoice\" }) { url checkoutSession { id } } }",
+                    json!({ "i": a.invoice }),
+                    NotFound,
+                ),
+                doc(
+                    "mutation($p: ID, $w: ID!) { createCheckout(input: { projectId: $p, purpose: { topUp: { walletId: $w, amount: \"20\" } }, successUrl: \"https://evil.example/ok\", cancelUrl: \"https://evil.example/no\", idempotencyKey: \"victim-checkout\" }) { url checkoutSession { id } } }",
+                    json!({ "p": a.project, "w": a.wallet }),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Mutation,
+            field: "setTopUpLimits",
+            need: Need::Scope(&["BILLING", "ADMIN"]),
+            own: doc(
+                "mutation { setTopUpLimits(input: { minimum: \"2\", maximum: \"900\" }) { topUpLimits { minimum maximum presets } } }",
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                "mutation($p: ID) { setTopUpLimits(input: { projectId: $p, minimum: \"2\", maximum: \"900\" }) { topUpLimits { minimum } } }",
+                p.clone(),
                 NotFound,
             )],
         },

@@ -78,6 +78,12 @@ async fn the_hand_written_schema_matches_the_migrated_tables() {
         invoice_adjustments,
         customer_event_seqs,
         credit_holds,
+        payment_settings,
+        payment_secrets,
+        checkout_sessions,
+        payments,
+        webhook_events,
+        stripe_customers,
     );
     let tables: Vec<Count> = diesel::sql_query(format!(
         "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = '{}' \

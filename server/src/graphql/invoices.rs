@@ -193,6 +193,22 @@ impl Invoice {
         }
         Ok(found)
     }
+    /// Its payments through checkouts, oldest first (scope `READ`). Cursors are shared with
+    /// `payments`.
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
+    async fn payments(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<Connection<String, super::payments::Payment>> {
+        require_read(ctx, &self.0.project_id)?;
+        let filter = crate::store::payments::PaymentFilter {
+            invoice_id: Some(self.0.id.clone()),
+            ..Default::default()
+        };
+        super::payments::payment_page(ctx, &self.0.project_id, filter, first, after).await
+    }
     /// The run's clock: when it was computed (what prepaid credits could pay then).
     async fn computed_at(&self) -> DateTime<Utc> {
         utc(self.0.computed_at)

@@ -13,6 +13,7 @@ pub mod loaders;
 pub mod money;
 mod node;
 pub mod pagination;
+mod payments;
 mod scalars;
 mod types;
 mod usage;
@@ -42,6 +43,7 @@ pub struct QueryRoot(
     invoices::PreviewQuery,
     invoices::BacktestQuery,
     invoices::ExportQuery,
+    payments::PaymentQuery,
     node::NodeQuery,
 );
 
@@ -57,6 +59,7 @@ pub struct MutationRoot(
     billing::SubscriptionMutation,
     invoices::InvoiceMutation,
     discounts::DiscountMutation,
+    payments::PaymentMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -13,6 +13,7 @@ use super::{
     holds::CreditHold,
     invoices::Invoice,
     ledger::{CreditLot, LedgerAccount, LedgerEntry, LedgerTransaction, POSTING_ID_PREFIX, Wallet},
+    payments::{CheckoutSession, Payment},
     principal, state,
     usage::{BillableMetric, Customer, UsageEvent},
 };
@@ -23,8 +24,8 @@ use crate::{
     error::{Error, GraphqlResult as Result},
     store::{
         self, IdTable, api_keys, billable_metrics, customers as customer_store, discounts as discount_store,
-        invoices as invoice_store, ledger as ledger_store, plans as plan_store, projects as project_store,
-        subscriptions as subscription_store, usage_events,
+        invoices as invoice_store, ledger as ledger_store, payments as payment_store, plans as plan_store,
+        projects as project_store, subscriptions as subscription_store, usage_events,
     },
     usage::event::EVENT_ID_PREFIX,
 };
@@ -40,7 +41,7 @@ pub const MAX_NODES: usize = 100;
 #[graphql(field(
     name = "id",
     ty = "ID",
-    desc = "Unique across Neruba, prefixed by its kind (`prj_`, `key_`, `cus_`, `bm_`, `evt_`, `cru_`, `wal_`, `lot_`, `acc_`, `txn_`, `pst_`, `pln_`, `plv_`, `chg_`, `sub_`, `inv_`, `cpn_`, `cpr_`, `txr_`, `hld_`); `node(id:)` finds it."
+    desc = "Unique across Neruba, prefixed by its kind (`prj_`, `key_`, `cus_`, `bm_`, `evt_`, `cru_`, `wal_`, `lot_`, `acc_`, `txn_`, `pst_`, `pln_`, `plv_`, `chg_`, `sub_`, `inv_`, `cpn_`, `cpr_`, `txr_`, `hld_`, `chk_`, `pay_`); `node(id:)` finds it."
 ))]
 pub enum Node {
     Project(Project),
@@ -63,6 +64,8 @@ pub enum Node {
     CouponRedemption(CouponRedemption),
     TaxRate(TaxRate),
     CreditHold(CreditHold),
+    CheckoutSession(CheckoutSession),
+    Payment(Payment),
 }
 
 #[derive(Default)]
@@ -124,6 +127,8 @@ async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
         "cpr" => Some(IdTable::CouponRedemptions),
         "txr" => Some(IdTable::TaxRates),
         "hld" => Some(IdTable::CreditHolds),
+        "chk" => Some(IdTable::CheckoutSessions),
+        "pay" => Some(IdTable::Payments),
         _ => return Ok(None),
     };
     let mut conn = db::get(&state(ctx).pool).await?;
@@ -215,6 +220,12 @@ async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
         IdTable::CreditHolds => ledger_store::find_hold(conn, p, id)
             .await?
             .map(|row| Node::CreditHold(CreditHold(row))),
+        IdTable::CheckoutSessions => payment_store::find_checkout(conn, p, id)
+            .await?
+            .map(|row| Node::CheckoutSession(CheckoutSession(row))),
+        IdTable::Payments => payment_store::find_payment(conn, p, id)
+            .await?
+            .map(|row| Node::Payment(Payment(row))),
     })
 }
 

@@ -60,6 +60,7 @@ pub enum CursorKind {
     Backtest,
     Adjustment,
     Hold,
+    Payment,
 }
 
 impl CursorKind {
@@ -83,6 +84,7 @@ impl CursorKind {
             CursorKind::Backtest => "backtest",
             CursorKind::Adjustment => "adjustment",
             CursorKind::Hold => "hold",
+            CursorKind::Payment => "payment",
         }
     }
 }

@@ -37,6 +37,13 @@ impl Project {
     ) -> crate::error::GraphqlResult<async_graphql::connection::Connection<String, ApiKey>> {
         super::admin::project_api_keys(ctx, &self.0.id, first, after).await
     }
+    /// Its limits on top-ups through checkout (scope `READ`; `setTopUpLimits` changes them).
+    async fn top_up_limits(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+    ) -> crate::error::GraphqlResult<super::payments::TopUpLimits> {
+        super::payments::project_top_up_limits(ctx, &self.0.id).await
+    }
 }
 
 pub struct ApiKey {

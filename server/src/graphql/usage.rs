@@ -139,6 +139,22 @@ impl Customer {
         super::ledger::wallet_page(ctx, &self.0.project_id, Some(&self.0.external_id), first, after).await
     }
 
+    /// The customer's payments, oldest first (scope `READ`). Cursors are shared with `payments`.
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
+    async fn payments(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<Connection<String, super::payments::Payment>> {
+        require_read(ctx, &self.0.project_id)?;
+        let filter = crate::store::payments::PaymentFilter {
+            customer_id: Some(self.0.id.clone()),
+            ..Default::default()
+        };
+        super::payments::payment_page(ctx, &self.0.project_id, filter, first, after).await
+    }
+
     /// The customer's raw events, newest first (by event time, then arrival), a page at a time.
     #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
     async fn events(

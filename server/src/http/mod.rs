@@ -1,5 +1,5 @@
-//! Plain HTTP handlers: the GraphQL transport, usage and charge ingest, health probes, the portal's
-//! static files.
+//! Plain HTTP handlers: the GraphQL transport, usage and charge ingest, payment webhooks and the
+//! sandbox provider's pages, health probes, the portal's static files.
 //! Every error leaves as `{"error": {"code", "message", "field"?}}` (see [`crate::error::Error`]).
 
 pub mod charge;
@@ -8,6 +8,8 @@ pub mod graphql;
 pub mod health;
 pub mod ingest;
 pub mod portal;
+pub mod sandbox;
+pub mod webhooks;
 pub mod websocket;
 
 use axum::{

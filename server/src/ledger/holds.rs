@@ -275,7 +275,7 @@ async fn reserve_in(
         closed_at: None,
     };
     store::insert_hold(conn, &hold).await?;
-    store::insert_outbox(conn, &outbox).await?;
+    super::outbox::write(conn, outbox).await?;
     Ok(HoldPosted {
         hold,
         wallet,
@@ -335,7 +335,7 @@ async fn close_in(
         &mut outbox,
     )
     .await?;
-    store::insert_outbox(conn, &outbox).await?;
+    super::outbox::write(conn, outbox).await?;
     Ok(HoldPosted {
         hold,
         wallet,
@@ -470,7 +470,7 @@ pub async fn expire(
         }
         let mut outbox = Vec::new();
         let (transaction, _) = end_hold(c, &mut wallet, hold, None, None, SYSTEM_ACTOR, now, &mut outbox).await?;
-        store::insert_outbox(c, &outbox).await?;
+        super::outbox::write(c, outbox).await?;
         Ok(Some(transaction))
     })
 }

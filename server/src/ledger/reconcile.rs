@@ -17,6 +17,8 @@
 //!    reversal, once void) put on the customer's RECEIVABLE is minus its total while it stands
 //!    (zero for drafts and void invoices), and what its credits transaction (and its reversal)
 //!    took off it is the prepaid credits it shows. Both must be the invoice's (`cause_id`).
+//!    What its payments posted there (cause PAYMENT, and REFUND for a refund) is its amount due
+//!    while it is PAID, and zero otherwise.
 //!    Each transaction is looked up by equality (`IN (a, b)` over an outer row's columns kept
 //!    MariaDB off the postings' index: a scan per invoice).
 //! 8. Every credit hold agrees with the postings whose cause id it is on its wallet's HOLD
@@ -207,6 +209,30 @@ const CHECKS: &[(ReconciliationCheck, &str)] = &[
                      JOIN ledger_transactions t ON t.id = p.transaction_id
                     WHERE p.transaction_id = i.void_credits_transaction_id
                       AND a.kind = 'RECEIVABLE' AND t.cause = 'INVOICE' AND t.cause_id = i.id) AS actual
+             FROM invoices i WHERE (? IS NULL OR i.project_id = ?)) x
+          WHERE x.expected <> x.actual",
+    ),
+    (
+        // What payments put on the customer's RECEIVABLE for an invoice: its amount due while it
+        // is PAID, nothing otherwise (unpaid, or paid and refunded). The transactions are the
+        // ones its payments name (docs/payments.md), each of cause PAYMENT or REFUND with the
+        // invoice as cause id.
+        ReconciliationCheck::InvoiceMismatch,
+        "SELECT x.project_id, x.id AS subject, x.accounts, x.expected, x.actual FROM (
+           SELECT i.project_id, i.id, NULL AS accounts,
+                  CASE WHEN i.status = 'PAID' THEN i.amount_due ELSE 0 END AS expected,
+                  (SELECT COALESCE(SUM(p.amount), 0) FROM payments y
+                     JOIN ledger_postings p ON p.transaction_id = y.transaction_id
+                     JOIN ledger_accounts a ON a.id = p.account_id
+                     JOIN ledger_transactions t ON t.id = p.transaction_id
+                    WHERE y.invoice_id = i.id
+                      AND a.kind = 'RECEIVABLE' AND t.cause = 'PAYMENT' AND t.cause_id = i.id)
+                + (SELECT COALESCE(SUM(p.amount), 0) FROM payments y
+                     JOIN ledger_postings p ON p.transaction_id = y.refund_transaction_id
+                     JOIN ledger_accounts a ON a.id = p.account_id
+                     JOIN ledger_transactions t ON t.id = p.transaction_id
+                    WHERE y.invoice_id = i.id
+                      AND a.kind = 'RECEIVABLE' AND t.cause = 'REFUND' AND t.cause_id = i.id) AS actual
              FROM invoices i WHERE (? IS NULL OR i.project_id = ?)) x
           WHERE x.expected <> x.actual",
     ),

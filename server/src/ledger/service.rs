@@ -1399,6 +1399,235 @@ pub async fn reverse_invoice(
     Ok(reversed)
 }
 
+// ---- payments (docs/payments.md)
+
+/// What a payment posts against an invoice: the customer's RECEIVABLE +amount (it owes that much
+/// less) against PAYMENTS_CLEARING −amount (money received, until settled with the provider),
+/// cause PAYMENT, the invoice its cause id. Inside the caller's transaction; `idempotency_key` (a
+/// system key, `neruba:…`) makes a second posting for the same payment fail on the unique index.
+#[allow(clippy::too_many_arguments)]
+pub async fn post_invoice_payment(
+    conn: &mut Conn,
+    project_id: &str,
+    invoice_id: &str,
+    customer_id: &str,
+    currency: &str,
+    amount: Decimal,
+    idempotency_key: &str,
+    now: NaiveDateTime,
+) -> Result<TransactionRow, TxFailure> {
+    post_receivable_payment(
+        conn,
+        ReceivablePayment {
+            project_id,
+            invoice_id,
+            customer_id,
+            currency,
+            amount,
+            cause: Cause::Payment,
+            idempotency_key,
+            corrects: None,
+            description: format!("payment of invoice {invoice_id}"),
+        },
+        now,
+    )
+    .await
+}
+
+/// The reversal of [`post_invoice_payment`] when the payment is refunded: RECEIVABLE −amount (the
+/// customer owes it again), PAYMENTS_CLEARING +amount (the money went back), cause REFUND, the
+/// invoice its cause id, correcting the payment's transaction.
+#[allow(clippy::too_many_arguments)]
+pub async fn refund_invoice_payment(
+    conn: &mut Conn,
+    project_id: &str,
+    invoice_id: &str,
+    customer_id: &str,
+    currency: &str,
+    amount: Decimal,
+    idempotency_key: &str,
+    corrects: &str,
+    now: NaiveDateTime,
+) -> Result<TransactionRow, TxFailure> {
+    post_receivable_payment(
+        conn,
+        ReceivablePayment {
+            project_id,
+            invoice_id,
+            customer_id,
+            currency,
+            amount: -amount,
+            cause: Cause::Refund,
+            idempotency_key,
+            corrects: Some(corrects),
+            description: format!("refund of the payment of invoice {invoice_id}"),
+        },
+        now,
+    )
+    .await
+}
+
+struct ReceivablePayment<'a> {
+    project_id: &'a str,
+    invoice_id: &'a str,
+    customer_id: &'a str,
+    currency: &'a str,
+    /// What goes onto RECEIVABLE (positive for a payment, negative for its refund).
+    amount: Decimal,
+    cause: Cause,
+    idempotency_key: &'a str,
+    corrects: Option<&'a str>,
+    description: String,
+}
+
+async fn post_receivable_payment(
+    conn: &mut Conn,
+    p: ReceivablePayment<'_>,
+    now: NaiveDateTime,
+) -> Result<TransactionRow, TxFailure> {
+    if p.amount.is_zero() {
+        return Err(Error::Internal("a payment of nothing".into()).into());
+    }
+    let accounts = derived_accounts(
+        conn,
+        p.project_id,
+        p.currency,
+        vec![
+            (AccountKind::Receivable, receivable_code(p.customer_id)),
+            (
+                AccountKind::PaymentsClearing,
+                system_code(AccountKind::PaymentsClearing),
+            ),
+        ],
+        now,
+    )
+    .await?;
+    let transaction = TransactionRow {
+        id: ids::new_id(TRANSACTION_ID_PREFIX),
+        project_id: p.project_id.to_string(),
+        wallet_id: None,
+        cause: p.cause.as_str().into(),
+        cause_id: Some(p.invoice_id.to_string()),
+        currency: p.currency.to_string(),
+        amount: p.amount.abs(),
+        idempotency_key: Some(crate::ids::parse_system_key("idempotencyKey", p.idempotency_key)?),
+        request_hash: Some(request_hash(&[p.cause.as_str(), p.invoice_id, &canonical(p.amount)])),
+        description: Some(p.description),
+        actor: SYSTEM_ACTOR.into(),
+        corrects_transaction_id: p.corrects.map(str::to_string),
+        wallet_balance_after: None,
+        wallet_seq: None,
+        created_at: now,
+    };
+    let postings: Vec<NewPosting> = accounts
+        .into_iter()
+        .zip([p.amount, -p.amount])
+        .map(|(account_id, amount)| NewPosting {
+            transaction_id: transaction.id.clone(),
+            project_id: p.project_id.to_string(),
+            account_id,
+            wallet_id: None,
+            lot_id: None,
+            currency: p.currency.to_string(),
+            amount,
+            wallet_balance_after: None,
+            cause: p.cause.as_str().into(),
+            created_at: now,
+        })
+        .collect();
+    store::insert_transaction(conn, &transaction).await?;
+    store::insert_postings(conn, &postings).await?;
+    Ok(transaction)
+}
+
+/// Takes back a refunded top-up of `amount` from the wallet, inside the caller's transaction:
+/// what its usable lots still hold (in the ledger's draw order, up to `amount`) leaves the
+/// wallet, and the money goes back out of PAYMENTS_CLEARING (+amount). Credits already spent
+/// cannot be taken back: that part is written off (WRITE_OFF −shortfall), never pushed into the
+/// overdraft past the wallet's policy. Cause REFUND, correcting the top-up's transaction; the
+/// system `idempotency_key` makes it happen once.
+pub async fn refund_top_up(
+    conn: &mut Conn,
+    project_id: &str,
+    wallet_id: &str,
+    amount: Decimal,
+    idempotency_key: &str,
+    corrects: &str,
+    now: NaiveDateTime,
+) -> Result<Posted, TxFailure> {
+    let mut wallet = store::lock_wallet(conn, project_id, wallet_id)
+        .await?
+        .ok_or(Error::NotFound("wallet"))?;
+    let key = crate::ids::parse_system_key("idempotencyKey", idempotency_key)?;
+    if let Some(existing) = store::find_transaction_by_key(conn, project_id, &key).await? {
+        return Ok(Posted {
+            transaction: existing,
+            wallet,
+            replayed: true,
+            events: Vec::new(),
+        });
+    }
+    let mut outbox = Vec::new();
+    expire_wallet_lots(conn, &mut wallet, now, &mut outbox).await?;
+    let lots = store::lock_open_lots(conn, &wallet.id).await?;
+    let views: Vec<LotView> = lots.iter().map(lot_view).collect();
+    let usable = drawable(&views, now);
+    let held: Decimal = usable.iter().map(|l| l.remaining).sum();
+    let taken = amount.min(held);
+    let policy = Policy {
+        policy: WalletPolicy::Reject,
+        credit_limit: Decimal::ZERO,
+    };
+    let mut lines = if taken.is_zero() {
+        Vec::new()
+    } else {
+        let mut lines = debit_lines(
+            &allocate(taken, &usable, Decimal::ZERO, policy)?,
+            AccountKind::PaymentsClearing,
+        );
+        lines.retain(|l| l.target != Target::System(AccountKind::PaymentsClearing));
+        lines
+    };
+    lines.push(super::Line {
+        target: Target::System(AccountKind::PaymentsClearing),
+        amount,
+    });
+    let shortfall = amount - taken;
+    if !shortfall.is_zero() {
+        lines.push(super::Line {
+            target: Target::System(AccountKind::WriteOff),
+            amount: -shortfall,
+        });
+    }
+    let transaction = post(
+        conn,
+        &mut wallet,
+        Posting {
+            cause: Cause::Refund,
+            cause_id: None,
+            lines,
+            lots: &lots,
+            new_lot: None,
+            idempotency_key: Some(key),
+            request_hash: Some(request_hash(&[Cause::Refund.as_str(), wallet_id, &canonical(amount)])),
+            description: Some("refund of a top-up".into()),
+            actor: SYSTEM_ACTOR.into(),
+            corrects_transaction_id: Some(corrects.to_string()),
+            amount,
+        },
+        now,
+        &mut outbox,
+    )
+    .await?;
+    let events = super::outbox::write(conn, outbox).await?;
+    Ok(Posted {
+        transaction,
+        wallet,
+        replayed: false,
+        events,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use diesel::result::{DatabaseErrorKind, Error as DieselError};

@@ -8,6 +8,7 @@ pub mod customers;
 pub mod discounts;
 pub mod invoices;
 pub mod ledger;
+pub mod payments;
 pub mod plans;
 pub mod projects;
 pub mod schema;
@@ -35,6 +36,8 @@ pub enum IdTable {
     CouponRedemptions,
     TaxRates,
     CreditHolds,
+    CheckoutSessions,
+    Payments,
 }
 
 impl IdTable {
@@ -56,6 +59,8 @@ impl IdTable {
             IdTable::CouponRedemptions => "coupon_redemptions",
             IdTable::TaxRates => "tax_rates",
             IdTable::CreditHolds => "credit_holds",
+            IdTable::CheckoutSessions => "checkout_sessions",
+            IdTable::Payments => "payments",
         }
     }
 }

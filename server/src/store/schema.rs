@@ -430,6 +430,96 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    payment_settings (project_id) {
+        project_id -> Varchar,
+        top_up_minimum -> Decimal,
+        top_up_maximum -> Decimal,
+        top_up_presets -> Text,
+        updated_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    payment_secrets (name) {
+        name -> Varchar,
+        secret -> Varchar,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    checkout_sessions (id) {
+        id -> Varchar,
+        project_id -> Varchar,
+        customer_id -> Varchar,
+        purpose -> Varchar,
+        wallet_id -> Nullable<Varchar>,
+        invoice_id -> Nullable<Varchar>,
+        currency -> Varchar,
+        amount -> Decimal,
+        provider -> Varchar,
+        provider_session_id -> Nullable<Varchar>,
+        url -> Nullable<Varchar>,
+        success_url -> Varchar,
+        cancel_url -> Varchar,
+        status -> Varchar,
+        idempotency_key -> Varchar,
+        request_hash -> Binary,
+        actor -> Varchar,
+        created_at -> Datetime,
+        updated_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    payments (id) {
+        id -> Varchar,
+        project_id -> Varchar,
+        customer_id -> Varchar,
+        checkout_session_id -> Varchar,
+        purpose -> Varchar,
+        wallet_id -> Nullable<Varchar>,
+        invoice_id -> Nullable<Varchar>,
+        currency -> Varchar,
+        amount -> Decimal,
+        status -> Varchar,
+        provider -> Varchar,
+        provider_payment_id -> Nullable<Varchar>,
+        transaction_id -> Nullable<Varchar>,
+        refund_transaction_id -> Nullable<Varchar>,
+        failure_reason -> Nullable<Varchar>,
+        created_at -> Datetime,
+        updated_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    webhook_events (seq) {
+        seq -> Unsigned<Bigint>,
+        provider -> Varchar,
+        event_id -> Varchar,
+        event_type -> Varchar,
+        object_ref -> Nullable<Varchar>,
+        checkout_session_id -> Nullable<Varchar>,
+        project_id -> Nullable<Varchar>,
+        signature_hash -> Binary,
+        payload -> Text,
+        outcome -> Varchar,
+        received_at -> Datetime,
+        processed_at -> Nullable<Datetime>,
+    }
+}
+
+diesel::table! {
+    stripe_customers (customer_id) {
+        customer_id -> Varchar,
+        project_id -> Varchar,
+        stripe_customer_id -> Varchar,
+        created_at -> Datetime,
+    }
+}
+
 diesel::joinable!(api_keys -> projects (project_id));
 diesel::joinable!(customers -> projects (project_id));
 diesel::joinable!(billable_metrics -> projects (project_id));
@@ -473,4 +563,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     customer_tax_rates,
     invoice_adjustments,
     credit_holds,
+    payment_settings,
+    payment_secrets,
+    checkout_sessions,
+    payments,
+    webhook_events,
+    stripe_customers,
 );
