@@ -31,8 +31,9 @@ async fn insert(
     result.err().map(|e| e.to_string())
 }
 
-/// The valid row inserts; each broken variant fails on its constraint.
+/// The valid row inserts; each broken variant fails on its constraint (noted in `seen`).
 async fn check(
+    seen: &mut Vec<String>,
     conn: &mut AsyncMysqlConnection,
     table: &str,
     valid: &[(&str, &str)],
@@ -42,6 +43,7 @@ async fn check(
         panic!("{table}: the valid row is refused: {e}");
     }
     for (constraint, broken) in cases {
+        seen.push(constraint.to_string());
         let error = insert(conn, table, valid, broken)
             .await
             .unwrap_or_else(|| panic!("{table}: {broken:?} was stored; {constraint} should refuse it"));
@@ -58,6 +60,7 @@ async fn every_check_constraint_refuses_a_row_that_breaks_it() {
     let mut conn = neruba::db::connect(&db.url).await.unwrap();
     conn.batch_execute("SET SESSION foreign_key_checks = 0").await.unwrap();
     let now = "'2026-12-04 00:00:00'";
+    let mut seen = Vec::new();
 
     let posting: &[(&str, &str)] = &[
         ("transaction_id", "'txn_1'"),
@@ -72,6 +75,7 @@ async fn every_check_constraint_refuses_a_row_that_breaks_it() {
         ("created_at", now),
     ];
     check(
+        &mut seen,
         &mut conn,
         "ledger_postings",
         posting,
@@ -105,6 +109,7 @@ async fn every_check_constraint_refuses_a_row_that_breaks_it() {
         ("created_at", now),
     ];
     check(
+        &mut seen,
         &mut conn,
         "ledger_transactions",
         transaction,
@@ -130,6 +135,7 @@ async fn every_check_constraint_refuses_a_row_that_breaks_it() {
         ("created_at", now),
     ];
     check(
+        &mut seen,
         &mut conn,
         "credit_lots",
         lot,
@@ -162,6 +168,7 @@ async fn every_check_constraint_refuses_a_row_that_breaks_it() {
         ("updated_at", now),
     ];
     check(
+        &mut seen,
         &mut conn,
         "wallets",
         wallet,
@@ -203,6 +210,7 @@ async fn every_check_constraint_refuses_a_row_that_breaks_it() {
         ("updated_at", now),
     ];
     check(
+        &mut seen,
         &mut conn,
         "invoices",
         invoice,
@@ -246,6 +254,7 @@ async fn every_check_constraint_refuses_a_row_that_breaks_it() {
         ("created_at", now),
     ];
     check(
+        &mut seen,
         &mut conn,
         "invoice_adjustments",
         adjustment,
@@ -261,4 +270,8 @@ async fn every_check_constraint_refuses_a_row_that_breaks_it() {
         insert(&mut conn, "invoice_adjustments", adjustment, billed_too_little).await,
         None
     );
+
+    for (_, constraint) in neruba::db::privileges::LEDGER_CHECKS {
+        assert!(seen.iter().any(|s| s == constraint), "{constraint} is not tested here");
+    }
 }

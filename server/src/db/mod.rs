@@ -5,6 +5,7 @@ mod breaker;
 pub mod embedded;
 mod migrations;
 mod pool;
+pub mod privileges;
 pub mod url;
 
 use std::time::Duration;
