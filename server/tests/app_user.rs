@@ -136,24 +136,24 @@ async fn the_server_serves_as_a_user_that_cannot_change_posted_ledger_rows() {
     {
         let mut conn = db::get(&app.pool).await.unwrap();
         let later = chrono::Utc::now().naive_utc() + chrono::Duration::days(2);
-        let trimmed = neruba::store::ledger::delete_outbox_before(&mut *conn, later, 1000)
+        let trimmed = neruba::store::ledger::delete_outbox_before(&mut conn, later, 1000)
             .await
             .unwrap();
         assert!(trimmed > 0);
         let now = chrono::Utc::now().naive_utc();
         let until = now + chrono::Duration::minutes(1);
         assert!(
-            neruba::store::invoices::acquire_lease(&mut *conn, "billing", "me", now, until)
+            neruba::store::invoices::acquire_lease(&mut conn, "billing", "me", now, until)
                 .await
                 .unwrap()
         );
         assert!(
-            neruba::store::invoices::acquire_lease(&mut *conn, "billing", "me", now, until)
+            neruba::store::invoices::acquire_lease(&mut conn, "billing", "me", now, until)
                 .await
                 .unwrap()
         );
         assert_eq!(
-            neruba::store::invoices::release_lease(&mut *conn, "billing", "me")
+            neruba::store::invoices::release_lease(&mut conn, "billing", "me")
                 .await
                 .unwrap(),
             1
