@@ -215,6 +215,8 @@ impl From<diesel::result::Error> for Error {
         if crate::db::is_unavailable(&e) {
             tracing::warn!(error = %e, "database unavailable");
             Error::Unavailable("the database is unavailable; retry later".into())
+        } else if let Some(constraint) = crate::db::check_violation(&e) {
+            Error::Internal(format!("a row broke the invariant {constraint} (a bug): {e}"))
         } else {
             Error::Internal(e.to_string())
         }

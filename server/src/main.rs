@@ -1,4 +1,4 @@
-//! The `neruba` command line: serve, migrate, doctor, reconcile, schema, embedded-db.
+//! The `neruba` command line: serve, migrate, doctor, reconcile, schema, grants, embedded-db.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -71,6 +71,17 @@ enum Command {
         #[arg(long)]
         check: Option<PathBuf>,
     },
+    /// Print the GRANT statements for the database user `neruba serve` runs as: SELECT and INSERT
+    /// on the ledger (never UPDATE or DELETE), and on the other tables what serving needs.
+    Grants {
+        #[arg(long, default_value = db::embedded::DATABASE)]
+        database: String,
+        #[arg(long, default_value = "neruba_app")]
+        user: String,
+        /// The account's host part (`%`: any host).
+        #[arg(long, default_value = "%")]
+        host: String,
+    },
     /// Run only the private MariaDB server (scripts use it for tests) until SIGINT/SIGTERM.
     EmbeddedDb {
         /// Where its files live.
@@ -116,6 +127,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Schema { out, check } = &cli.command {
         return schema(out.as_ref(), check.as_ref());
     }
+    if let Command::Grants { database, user, host } = &cli.command {
+        print!("{}", db::privileges::grant_script(database, user, host)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Command::EmbeddedDb {
         data_dir,
         port,
@@ -137,7 +152,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             project,
             format,
         } => export(config, &period, project.as_deref(), &format).await,
-        Command::Schema { .. } | Command::EmbeddedDb { .. } => unreachable!("handled above"),
+        Command::Schema { .. } | Command::Grants { .. } | Command::EmbeddedDb { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 
@@ -185,13 +202,15 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve_with(config: Config, url: &str, demo: bool) -> anyhow::Result<ExitCode> {
-    if config.migrate_on_start {
-        let applied = db::run_migrations(url).await?;
-        if !applied.is_empty() {
-            tracing::info!(?applied, "migrations applied");
-        }
-    }
     let pool = db::pool(url, config.db_pool_size);
+    // Only when some are pending: applying needs DDL privileges, which a serving user without
+    // them (docs/operations.md) lacks even when there is nothing to apply.
+    if config.migrate_on_start && !db::pending_migrations(&pool).await?.is_empty() {
+        let applied = db::run_migrations(url)
+            .await
+            .context("applying migrations (as a user with all privileges on the database; see docs/operations.md)")?;
+        tracing::info!(?applied, "migrations applied");
+    }
     let listener = server::bind(config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -388,6 +407,33 @@ async fn embedded_db(
     }
 }
 
+/// What the database enforces by itself, as warnings (the embedded default runs as root): the
+/// CHECK constraints, and whether the configured user can change posted ledger rows.
+async fn database_guarantees(url: &str) {
+    let mut conn = match db::connect(url).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            println!("warn  database guarantees: not checked ({e})");
+            return;
+        }
+    };
+    let all = db::privileges::LEDGER_CHECKS.len();
+    match db::privileges::missing_checks(&mut conn).await {
+        Ok(missing) if missing.is_empty() => println!("ok    check constraints: {all} of {all} present"),
+        Ok(missing) => println!(
+            "warn  check constraints: {} of {all} missing ({}); they come with `neruba migrate`",
+            missing.len(),
+            missing.join(", ")
+        ),
+        Err(e) => println!("warn  check constraints: not checked ({e})"),
+    }
+    match db::privileges::append_only(&mut conn).await {
+        Ok(a) if a.holds() => println!("ok    ledger append-only: {}", a.describe()),
+        Ok(a) => println!("warn  ledger append-only: {}", a.describe()),
+        Err(e) => println!("warn  ledger append-only: not checked ({e})"),
+    }
+}
+
 /// Each check prints a line; a failing one says what to do.
 async fn doctor(config: Config) -> ExitCode {
     let mut failures = 0;
@@ -451,6 +497,9 @@ async fn doctor(config: Config) -> ExitCode {
                 match &readiness.migrations {
                     Ok(()) => report(true, "migrations", "all applied".into()),
                     Err(e) => report(false, "migrations", format!("{e}; run `neruba migrate`")),
+                }
+                if readiness.migrations.is_ok() {
+                    database_guarantees(&url).await;
                 }
             }
         }

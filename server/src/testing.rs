@@ -88,6 +88,57 @@ impl Drop for TestDb {
     }
 }
 
+/// A database user with only the serving privileges ([`db::privileges::grant_statements`]) on a
+/// [`TestDb`], as operators create it (docs/operations.md); dropped on drop.
+pub struct TestAppUser {
+    server_url: String,
+    pub user: String,
+    /// The test database, as this user.
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn app_user(&self) -> TestAppUser {
+        use diesel_async::SimpleAsyncConnection;
+        let mut random = [0u8; 6];
+        rand::rng().fill_bytes(&mut random);
+        let user = format!("neruba_app_{}", hex::encode(random));
+        let password = hex::encode(random).repeat(2);
+        let mut statements = vec![format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{password}';")];
+        statements.extend(db::privileges::grant_statements(&self.name, &user, "%").expect("valid names"));
+        let mut conn = db::connect(&self.url).await.expect("connect as the administrator");
+        for statement in &statements {
+            conn.batch_execute(statement)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+        TestAppUser {
+            server_url: self.server_url.clone(),
+            url: db::url::with_credentials(&self.url, &user, &password),
+            user,
+        }
+    }
+}
+
+impl Drop for TestAppUser {
+    fn drop(&mut self) {
+        let (server_url, user) = (self.server_url.clone(), self.user.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                let _ = rt.block_on(async {
+                    use diesel_async::RunQueryDsl;
+                    let mut conn = db::connect(&server_url).await?;
+                    diesel::sql_query(format!("DROP USER IF EXISTS '{user}'@'%'"))
+                        .execute(&mut conn)
+                        .await?;
+                    Ok::<_, db::DbError>(())
+                });
+            }
+        })
+        .join();
+    }
+}
+
 /// A running server on its own database.
 pub struct TestApp {
     pub addr: SocketAddr,

@@ -124,6 +124,14 @@ async fn doctor_reports_each_check_and_fails_on_a_missing_portal() {
         stdout.contains("FAIL  portal") && stdout.contains("trunk build"),
         "{stdout}"
     );
+    // As root (like the embedded default) the ledger is not append-only: a warning, not a failure.
+    assert!(stdout.contains("ok    check constraints: 15 of 15 present"), "{stdout}");
+    assert!(
+        stdout.contains("warn  ledger append-only: no: the user root@")
+            && stdout.contains("can UPDATE ledger_postings (granted at global level)")
+            && stdout.contains("docs/operations.md"),
+        "{stdout}"
+    );
 
     let portal = std::env::temp_dir().join(format!("neruba-portal-{}", std::process::id()));
     std::fs::create_dir_all(&portal).unwrap();
@@ -136,6 +144,53 @@ async fn doctor_reports_each_check_and_fails_on_a_missing_portal() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let _ = std::fs::remove_dir_all(portal);
+}
+
+/// As the application user of `neruba grants`, doctor finds the ledger append-only, and `serve`
+/// starts (with start-up migration on: there is nothing to apply, so it needs no DDL).
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_and_serve_as_the_application_user() {
+    let db = TestDb::create().await;
+    let user = db.app_user().await;
+    let portal = std::env::temp_dir().join(format!("neruba-portal-app-user-{}", std::process::id()));
+    std::fs::create_dir_all(&portal).unwrap();
+    std::fs::write(portal.join("index.html"), "<html></html>").unwrap();
+    let out = Command::new(BIN)
+        .arg("doctor")
+        .env("DATABASE_URL", &user.url)
+        .env("NERUBA_PORTAL_DIR", &portal)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("ok    check constraints: 15 of 15 present"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "ok    ledger append-only: yes (no UPDATE/DELETE on ledger_postings, ledger_transactions; user {}@",
+            user.user
+        )),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(portal);
+
+    let port = free_port();
+    let mut child = serve(port, Some(&user.url), |cmd| cmd);
+    wait_ready(port, Duration::from_secs(30)).await;
+    assert!(terminate_and_wait(&mut child, Duration::from_secs(15)).success());
+}
+
+/// `neruba grants` prints the checked-in script by default, and refuses names it cannot quote.
+#[test]
+fn grants_prints_the_checked_in_script() {
+    let out = Command::new(BIN).arg("grants").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let script = std::fs::read_to_string(neruba::testing::workspace_root().join("scripts/grant-app-user.sql")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), script);
+    let out = Command::new(BIN)
+        .args(["grants", "--user", "x'; DROP TABLE y; --"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }
 
 /// The embedded default: no DATABASE_URL, so `serve` runs its own MariaDB and stops it on exit.

@@ -5,6 +5,7 @@ mod breaker;
 pub mod embedded;
 mod migrations;
 mod pool;
+pub mod privileges;
 pub mod url;
 
 use std::time::Duration;
@@ -151,6 +152,19 @@ pub fn is_transient(e: &diesel::result::Error) -> bool {
     }
 }
 
+/// The CHECK constraint a failed statement broke (MariaDB error 4025, "CONSTRAINT `ck_…` failed
+/// for `db`.`table`"; diesel-async knows only MySQL's 3819, so the kind is `Unknown`). The
+/// constraints state invariants the code keeps (migration `2026-12-04-000015_ledger_constraints`):
+/// a broken one is a bug, answered INTERNAL and never retried.
+pub fn check_violation(e: &diesel::result::Error) -> Option<&str> {
+    let diesel::result::Error::DatabaseError(_, info) = e else {
+        return None;
+    };
+    let rest = info.message().strip_prefix("CONSTRAINT `")?;
+    let (name, rest) = rest.split_once('`')?;
+    rest.starts_with(" failed for ").then_some(name)
+}
+
 /// How many times a transaction that failed with a transient error is tried in all.
 pub const TRANSIENT_ATTEMPTS: u32 = 6;
 
@@ -167,7 +181,7 @@ pub async fn backoff(attempt: u32) {
 mod tests {
     use diesel::result::{DatabaseErrorKind, Error};
 
-    use super::is_unavailable;
+    use super::{check_violation, is_transient, is_unavailable};
 
     fn unknown(message: &str) -> Error {
         Error::DatabaseError(DatabaseErrorKind::Unknown, Box::new(message.to_string()))
@@ -205,6 +219,20 @@ mod tests {
             Box::new("Duplicate entry".to_string())
         )));
         assert!(!is_unavailable(&Error::NotFound));
+    }
+
+    #[test]
+    fn a_broken_check_constraint_is_a_bug_never_retried() {
+        let e = unknown("CONSTRAINT `ck_ledger_postings_amount` failed for `neruba`.`ledger_postings`");
+        assert_eq!(check_violation(&e), Some("ck_ledger_postings_amount"));
+        assert!(!is_unavailable(&e));
+        assert!(!is_transient(&e));
+        assert!(!crate::ledger::service::retryable(&e));
+        assert!(
+            matches!(crate::error::Error::from(e), crate::error::Error::Internal(m) if m.contains("ck_ledger_postings_amount"))
+        );
+        assert_eq!(check_violation(&unknown("Duplicate entry 'x' for key 'PRIMARY'")), None);
+        assert_eq!(check_violation(&Error::NotFound), None);
     }
 }
 

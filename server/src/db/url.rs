@@ -22,6 +22,13 @@ pub fn with_database(url: &str, database: &str) -> String {
     format!("{server}/{database}{query}")
 }
 
+/// The same server and database, as another user.
+pub fn with_credentials(url: &str, user: &str, password: &str) -> String {
+    let start = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_from = url[start..].find('@').map_or(start, |at| start + at + 1);
+    format!("{}{user}:{password}@{}", &url[..start], &url[host_from..])
+}
+
 /// The database the URL names, if any.
 pub fn database_name(url: &str) -> Option<&str> {
     let (_, db, _) = split(url);
@@ -60,5 +67,10 @@ mod tests {
         assert_eq!(database_name("mysql://h:1/"), None);
         assert_eq!(redacted("mysql://u:secret@h:1/db"), "mysql://u:***@h:1/db");
         assert_eq!(redacted("mysql://u@h/db"), "mysql://u@h/db");
+        assert_eq!(
+            with_credentials("mysql://root@h:1/db?x=1", "app", "pw"),
+            "mysql://app:pw@h:1/db?x=1"
+        );
+        assert_eq!(with_credentials("mysql://h:1/db", "app", "pw"), "mysql://app:pw@h:1/db");
     }
 }

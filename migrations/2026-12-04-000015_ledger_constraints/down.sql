@@ -1,0 +1,21 @@
+ALTER TABLE invoice_adjustments
+    DROP CONSTRAINT ck_invoice_adjustments_total;
+ALTER TABLE invoices
+    DROP CONSTRAINT ck_invoices_amount_due,
+    DROP CONSTRAINT ck_invoices_credits,
+    DROP CONSTRAINT ck_invoices_discount;
+ALTER TABLE wallets
+    DROP CONSTRAINT ck_wallets_balance,
+    DROP CONSTRAINT ck_wallets_credit_limit,
+    DROP CONSTRAINT ck_wallets_policy;
+ALTER TABLE credit_lots
+    DROP CONSTRAINT ck_credit_lots_remaining,
+    DROP CONSTRAINT ck_credit_lots_original;
+ALTER TABLE ledger_transactions
+    DROP CONSTRAINT ck_ledger_transactions_idempotency,
+    DROP CONSTRAINT ck_ledger_transactions_wallet,
+    DROP CONSTRAINT ck_ledger_transactions_amount;
+ALTER TABLE ledger_postings
+    DROP CONSTRAINT ck_ledger_postings_lot,
+    DROP CONSTRAINT ck_ledger_postings_wallet,
+    DROP CONSTRAINT ck_ledger_postings_amount;
