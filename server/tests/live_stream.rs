@@ -28,7 +28,7 @@ use tokio_tungstenite::{
 const WALLET: &str = "mutation($i: CreateWalletInput!) { createWallet(input: $i) { wallet { id } } }";
 const TOP_UP: &str = "mutation($i: CreditInput!) { topUpWallet(input: $i) { replayed } }";
 const CHARGE: &str = "mutation($i: IngestChargeInput!) { ingestCharge(input: $i) { replayed } }";
-const STREAM: &str = "subscription($w: ID, $c: String, $after: Sequence) { balanceChanged(walletId: $w, customerExternalId: $c, afterSequence: $after) { kind: __typename ... on BalanceChange { walletId transactionId sequence walletSequence customerSequence balance { amount } delta { amount } wallet { id currency } } ... on LowBalanceCrossing { walletId sequence } } }";
+const STREAM: &str = "subscription($w: ID, $c: String, $after: Sequence) { balanceChanged(walletId: $w, customerExternalId: $c, afterSequence: $after) { kind: __typename ... on BalanceChange { walletId transactionId cause sequence walletSequence customerSequence balance { amount } delta { amount } wallet { id currency } } ... on LowBalanceCrossing { walletId sequence } } }";
 
 type Socket = WebSocketStream<tokio::net::TcpStream>;
 
@@ -426,4 +426,77 @@ async fn a_slow_subscriber_is_told_it_fell_behind_and_recovers_by_resuming() {
     let numbers: Vec<u64> = rest.iter().map(|e| seq(e, "sequence")).collect();
     assert_eq!(numbers, (last + 1..=total as u64 + 1).collect::<Vec<_>>());
     quiet(&mut resumed, Duration::from_millis(500)).await;
+}
+
+/// Holds are in the stream like every balance event: a reserve (the balance unchanged, the delta
+/// zero), a settlement and a release, numbered in the customer's sequence between charges.
+#[tokio::test(flavor = "multi_thread")]
+async fn holds_appear_in_the_customers_stream_in_sequence() {
+    let s = setup(|_| {}).await;
+    let usd = wallet(&s, "acme", "USD", "100").await;
+    let addr = s.app.addr.to_string();
+    let mut socket = subscribe(&addr, &s.key, json!({ "c": "acme" }), None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hold = |key: &str| json!({ "i": { "walletId": usd, "amount": "10", "expiresIn": 600, "idempotencyKey": key } });
+    let r = gql(
+        &s.app,
+        &s.key,
+        "mutation($i: ReserveCreditsInput!) { reserveCredits(input: $i) { hold { id } } }",
+        hold("r1"),
+    )
+    .await;
+    let first = r.data()["reserveCredits"]["hold"]["id"].as_str().unwrap().to_string();
+    gql(
+        &s.app,
+        &s.key,
+        "mutation($i: SettleHoldInput!) { settleHold(input: $i) { hold { id } } }",
+        json!({ "i": { "holdId": first, "amount": "4", "idempotencyKey": "s1" } }),
+    )
+    .await
+    .data();
+    charge_many(&s, std::slice::from_ref(&usd), 1, 1, Arc::new(AtomicUsize::new(0))).await;
+    let r = gql(
+        &s.app,
+        &s.key,
+        "mutation($i: ReserveCreditsInput!) { reserveCredits(input: $i) { hold { id } } }",
+        hold("r2"),
+    )
+    .await;
+    let second = r.data()["reserveCredits"]["hold"]["id"].as_str().unwrap().to_string();
+    gql(
+        &s.app,
+        &s.key,
+        "mutation($i: ReleaseHoldInput!) { releaseHold(input: $i) { hold { id } } }",
+        json!({ "i": { "holdId": second, "idempotencyKey": "x1" } }),
+    )
+    .await
+    .data();
+
+    let got = events(&mut socket, 5).await;
+    let seen: Vec<(u64, String, String)> = got
+        .iter()
+        .map(|e| {
+            (
+                seq(e, "sequence"),
+                e["cause"].as_str().unwrap().to_string(),
+                e["balance"]["amount"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        (2, "HOLD", "100"),
+        (3, "HOLD_SETTLE", "96"),
+        (4, "CHARGE", "95.99"),
+        (5, "HOLD", "95.99"),
+        (6, "HOLD_RELEASE", "95.99"),
+    ];
+    assert_eq!(
+        seen,
+        expected
+            .iter()
+            .map(|(n, c, b)| (*n, c.to_string(), b.to_string()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(got[0]["delta"]["amount"], "0");
+    quiet(&mut socket, Duration::from_millis(500)).await;
 }
