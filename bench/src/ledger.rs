@@ -98,8 +98,8 @@ impl Api {
             .to_string())
     }
 
-    /// One charge; answers the HTTP status.
-    async fn charge(&self, wallet: &str, key: &str) -> anyhow::Result<u16> {
+    /// One charge; answers the HTTP status (and the body, when it is not 201).
+    async fn charge(&self, wallet: &str, key: &str) -> anyhow::Result<(u16, String)> {
         let response = self
             .client
             .post(format!("{}/ingest/charge", self.base))
@@ -107,7 +107,13 @@ impl Api {
             .json(&json!({ "walletId": wallet, "amount": CHARGE_AMOUNT, "idempotencyKey": key }))
             .send()
             .await?;
-        Ok(response.status().as_u16())
+        let status = response.status().as_u16();
+        let body = if status == 201 {
+            String::new()
+        } else {
+            response.text().await?
+        };
+        Ok((status, body))
     }
 }
 
@@ -120,8 +126,8 @@ async fn charges(api: &Arc<Api>, wallets: &[String], n: usize, clients: usize, t
                 let (api, wallets) = (api.clone(), wallets.clone());
                 let key = format!("{tag}-{i}");
                 move || async move {
-                    let status = api.charge(&wallets[i % wallets.len()], &key).await?;
-                    anyhow::ensure!(status == 201, "charge answered {status}");
+                    let (status, body) = api.charge(&wallets[i % wallets.len()], &key).await?;
+                    anyhow::ensure!(status == 201, "charge answered {status}: {body}");
                     Ok(1)
                 }
             })
@@ -192,7 +198,9 @@ pub async fn bench(server_url: &str, where_: &str) -> anyhow::Result<()> {
     let latency_charges = setting("BENCH_LEDGER_LATENCY_CHARGES", 400);
     let autocommit_rows = setting("BENCH_AUTOCOMMIT_ROWS", 2000);
     let db = TestDb::create_on(server_url).await;
-    let pool = clients as u32 + 8;
+    // Every writer of the latency part (up to 64) and of the hot wallet holds a connection while
+    // it waits for the wallet's lock.
+    let pool = clients.max(64) as u32 + 8;
     let a = TestApp::spawn_on(&db.url, |c| c.db_pool_size = pool).await;
     let b = TestApp::spawn_on(&db.url, |c| c.db_pool_size = 8).await;
     let project = a.create_project("bench").await;
@@ -234,8 +242,11 @@ pub async fn bench(server_url: &str, where_: &str) -> anyhow::Result<()> {
         let measured = charges(&api, std::slice::from_ref(&wallet), hot_charges, c, &format!("hot{i}")).await?;
         let balance = api.balance(&wallet).await?;
         anyhow::ensure!(balance == "0", "the hot wallet should end at exactly 0, not {balance}");
-        let refused = api.charge(&wallet, &format!("hot{i}-one-more")).await?;
-        anyhow::ensure!(refused == 402, "a charge past the funds answered {refused}, not 402");
+        let (refused, body) = api.charge(&wallet, &format!("hot{i}-one-more")).await?;
+        anyhow::ensure!(
+            refused == 402,
+            "a charge past the funds answered {refused}, not 402: {body}"
+        );
         hot.push((c, measured));
     }
 

@@ -77,7 +77,7 @@ impl Wallet {
     /// its active holds reserve). With
     /// `asOf`, the balance at that point of the wallet's history (scope `READ`): after every
     /// transaction stamped no later than `at`, or after the event numbered `sequence` (a
-    /// `balanceChanged` sequence of this wallet) — read from the ledger's running balance.
+    /// `balanceChanged` event's `walletSequence`) — read from the ledger's running balance.
     async fn balance(&self, ctx: &Context<'_>, as_of: Option<BalanceAsOf>) -> Result<Money> {
         let Some(as_of) = as_of else {
             return Ok(self.money(self.0.balance));

@@ -119,6 +119,12 @@ pub async fn write(conn: &mut Conn, mut rows: Vec<NewOutbox>) -> Result<Vec<Wall
             *seq += 1;
         }
     }
+    // The row's own time is when it was written, whatever time the event carries (a billing
+    // run may post as of an earlier clock): the daily trim cuts by it, in id order.
+    let written = crate::store::now();
+    for row in &mut rows {
+        row.created_at = written;
+    }
     store::insert_outbox(conn, &rows).await?;
     rows.iter()
         .filter(|r| r.wallet_seq.is_some())

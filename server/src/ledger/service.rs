@@ -320,7 +320,8 @@ pub async fn update_wallet(
             // Nothing changes, so nothing is written: `updatedAt` keeps meaning "last changed".
             return Ok(wallet);
         }
-        wallet.updated_at = db_now();
+        // Never backwards: transactions are stamped no earlier than the wallet's last change.
+        wallet.updated_at = db_now().max(wallet.updated_at);
         store::update_wallet_settings(c, &wallet).await?;
         Ok(wallet)
     })?;

@@ -193,6 +193,9 @@ impl State {
         };
         while let Ok(_) | Err(TryRecvError::Lagged(_)) = self.rx.try_recv() {}
         let mut conn = db::get(&self.app.pool).await?;
+        // Where the sequence stood before the page was read: a number above it that commits
+        // meanwhile is not missing from the page.
+        let head = store::stream_head(&mut conn, &self.project_id, key).await?;
         let rows = store::stream_rows(&mut conn, &self.project_id, key, self.expected.0, PAGE).await?;
         drop(conn);
         if rows.len() < PAGE as usize {
@@ -216,10 +219,8 @@ impl State {
             self.ready.push_back(event);
         }
         if rows.is_empty() {
-            // Nothing from `expected` on, yet a replay was due: a resume past what is kept, or a
-            // gap whose rows are gone.
-            let mut conn = db::get(&self.app.pool).await?;
-            let head = store::stream_head(&mut conn, &self.project_id, key).await?;
+            // Nothing from `expected` on, yet the sequence had reached it: a resume past what is
+            // kept, or a gap whose rows are gone.
             if head >= self.expected.0 {
                 return Err(Error::conflict(
                     ErrorCode::ReplayUnavailable,
