@@ -81,13 +81,7 @@ impl Measured {
         self.events as f64 / self.elapsed.as_secs_f64()
     }
     pub(crate) fn percentile(&self, p: f64) -> f64 {
-        let mut l = self.latencies.clone();
-        l.sort();
-        if l.is_empty() {
-            return 0.0;
-        }
-        let i = ((l.len() as f64 * p).ceil() as usize).clamp(1, l.len()) - 1;
-        l[i].as_secs_f64() * 1000.0
+        percentile(&self.latencies, p)
     }
     pub(crate) fn line(&self, name: &str) -> String {
         format!(
@@ -99,6 +93,17 @@ impl Measured {
             self.percentile(0.99),
         )
     }
+}
+
+/// The `p` quantile of `latencies` in milliseconds (0 when there are none).
+pub(crate) fn percentile(latencies: &[Duration], p: f64) -> f64 {
+    let mut l = latencies.to_vec();
+    l.sort();
+    if l.is_empty() {
+        return 0.0;
+    }
+    let i = ((l.len() as f64 * p).ceil() as usize).clamp(1, l.len()) - 1;
+    l[i].as_secs_f64() * 1000.0
 }
 
 /// Runs `jobs` with `clients` concurrent workers; each job returns how many events it carried.

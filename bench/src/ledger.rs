@@ -37,7 +37,7 @@ use tokio_tungstenite::{
 };
 
 use crate::{
-    ingest::{Measured, run},
+    ingest::{Measured, percentile, run},
     setting,
 };
 
@@ -177,16 +177,6 @@ async fn subscriber(addr: &str, key: &str, wallet: &str) -> anyhow::Result<Arc<M
         }
     });
     Ok(ages)
-}
-
-fn percentile(ages: &[Duration], p: f64) -> f64 {
-    let mut l = ages.to_vec();
-    l.sort();
-    if l.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((l.len() as f64 * p).ceil() as usize).clamp(1, l.len()) - 1;
-    l[i].as_secs_f64() * 1000.0
 }
 
 /// Runs the ledger benchmark on a fresh database of the server at `server_url`.

@@ -1316,19 +1316,30 @@ async fn post_receivable(
         wallet_seq: None,
         created_at: now,
     };
+    write_system_transaction(conn, transaction, lines).await
+}
+
+/// Writes a transaction that moves no wallet (invoices, payments and their reversals) and its
+/// postings, one per `(account, amount)`, which take the transaction's project, unit, cause and
+/// time.
+async fn write_system_transaction(
+    conn: &mut Conn,
+    transaction: TransactionRow,
+    lines: Vec<(String, Decimal)>,
+) -> Result<TransactionRow, TxFailure> {
     let postings: Vec<NewPosting> = lines
         .into_iter()
         .map(|(account_id, amount)| NewPosting {
             transaction_id: transaction.id.clone(),
-            project_id: project_id.to_string(),
+            project_id: transaction.project_id.clone(),
             account_id,
             wallet_id: None,
             lot_id: None,
-            currency: p.currency.to_string(),
+            currency: transaction.currency.clone(),
             amount,
             wallet_balance_after: None,
-            cause: Cause::Invoice.as_str().into(),
-            created_at: now,
+            cause: transaction.cause.clone(),
+            created_at: transaction.created_at,
         })
         .collect();
     store::insert_transaction(conn, &transaction).await?;
@@ -1520,25 +1531,8 @@ async fn post_receivable_payment(
         wallet_seq: None,
         created_at: now,
     };
-    let postings: Vec<NewPosting> = accounts
-        .into_iter()
-        .zip([p.amount, -p.amount])
-        .map(|(account_id, amount)| NewPosting {
-            transaction_id: transaction.id.clone(),
-            project_id: p.project_id.to_string(),
-            account_id,
-            wallet_id: None,
-            lot_id: None,
-            currency: p.currency.to_string(),
-            amount,
-            wallet_balance_after: None,
-            cause: p.cause.as_str().into(),
-            created_at: now,
-        })
-        .collect();
-    store::insert_transaction(conn, &transaction).await?;
-    store::insert_postings(conn, &postings).await?;
-    Ok(transaction)
+    let lines = accounts.into_iter().zip([p.amount, -p.amount]).collect();
+    write_system_transaction(conn, transaction, lines).await
 }
 
 /// Takes back a refunded top-up of `amount` from the wallet, inside the caller's transaction:

@@ -184,6 +184,17 @@ impl State {
         }
     }
 
+    fn replay_unavailable(&self) -> Error {
+        Error::conflict(
+            ErrorCode::ReplayUnavailable,
+            format!(
+                "the changes after sequence {} are no longer kept; read the balances again and \
+                 subscribe without afterSequence",
+                self.expected.0 - 1
+            ),
+        )
+    }
+
     /// Reads the next page of the key's events from the outbox. Live events queued meanwhile are
     /// dropped first: each was committed before this read, so the read returns it.
     async fn replay_page(&mut self) -> Result<(), Error> {
@@ -206,14 +217,7 @@ impl State {
             let seq = event.seq_for(key).unwrap_or(0);
             if seq != self.expected.0 {
                 // The outbox no longer holds the numbers from `expected` (kept for a day).
-                return Err(Error::conflict(
-                    ErrorCode::ReplayUnavailable,
-                    format!(
-                        "the changes after sequence {} are no longer kept; read the balances again \
-                         and subscribe without afterSequence",
-                        self.expected.0 - 1
-                    ),
-                ));
+                return Err(self.replay_unavailable());
             }
             self.expected = Expect(seq + 1);
             self.ready.push_back(event);
@@ -222,14 +226,7 @@ impl State {
             // Nothing from `expected` on, yet the sequence had reached it: a resume past what is
             // kept, or a gap whose rows are gone.
             if head >= self.expected.0 {
-                return Err(Error::conflict(
-                    ErrorCode::ReplayUnavailable,
-                    format!(
-                        "the changes after sequence {} are no longer kept; read the balances again \
-                         and subscribe without afterSequence",
-                        self.expected.0 - 1
-                    ),
-                ));
+                return Err(self.replay_unavailable());
             }
         }
         Ok(())
