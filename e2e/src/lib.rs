@@ -52,6 +52,14 @@ pub fn portal_dist() -> PathBuf {
     dist
 }
 
+/// Where screenshots go: `$NERUBA_E2E_ARTIFACTS`, or `target/e2e-artifacts` in the repository
+/// (git-ignored; docs/portal.md links a copy committed under docs/portal/).
+pub fn artifacts_dir() -> PathBuf {
+    std::env::var_os("NERUBA_E2E_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/e2e-artifacts"))
+}
+
 /// CSS selector for the element a test addresses by `data-testid`.
 pub fn testid(id: &str) -> String {
     format!("[data-testid=\"{id}\"]")
@@ -186,17 +194,107 @@ impl Browser {
         }
     }
 
-    /// Reads the page's `localStorage`.
-    pub async fn local_storage(&self, key: &str) -> Option<String> {
+    /// Everything the page keeps in `localStorage` and `sessionStorage`, as one text: for
+    /// asserting that a secret is in neither.
+    pub async fn storage_dump(&self) -> String {
         let value = self
             .client
-            .execute("return window.localStorage.getItem(arguments[0]);", vec![json!(key)])
+            .execute(
+                "return JSON.stringify([Object.assign({}, window.localStorage), Object.assign({}, window.sessionStorage)]);",
+                vec![],
+            )
             .await
-            .expect("read localStorage");
-        match value {
-            Value::String(s) => Some(s),
-            _ => None,
+            .expect("read web storage");
+        value.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Runs `script` in the page and returns its value.
+    pub async fn js(&self, script: &str) -> Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("run {script:?}: {e}"))
+    }
+
+    /// Waits up to [`WAIT`] for the first element matching a CSS selector (for pages that are
+    /// not the portal's, such as the sandbox checkout) and clicks it.
+    pub async fn click_css(&self, selector: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(element) = self.client.find(Locator::Css(selector)).await {
+                element
+                    .click()
+                    .await
+                    .unwrap_or_else(|e| panic!("click {selector}: {e}"));
+                return;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("no element {selector} appeared within {WAIT:?}"))
+                    .await;
+            }
+            tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Waits up to [`WAIT`] until the address satisfies `expected` (described by `what`).
+    pub async fn wait_for_url(&self, what: &str, expected: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let url = self.current_url().await;
+            if expected(&url) {
+                return url;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("the address did not become {what} within {WAIT:?}"))
+                    .await;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    pub async fn set_size(&self, width: u32, height: u32) {
+        self.client
+            .set_window_size(width, height)
+            .await
+            .expect("set window size");
+    }
+
+    /// Saves the page at desktop (1280×800) and phone (375×812) width as `<name>-desktop.png`
+    /// and `<name>-phone.png` in [`artifacts_dir`], the full page height each time, and goes
+    /// back to desktop width.
+    pub async fn screenshots(&self, name: &str) {
+        for (suffix, width, height) in [("desktop", 1280, 800), ("phone", 375, 812)] {
+            self.set_size(width, height).await;
+            // Let the layout settle (the chart is drawn for the width it finds).
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            self.save_full_page(&format!("{name}-{suffix}")).await;
+        }
+        self.set_size(1280, 800).await;
+    }
+
+    /// Saves the whole page (not only the viewport) into [`artifacts_dir`] as `<name>.png`, by
+    /// growing the window to the document's height for the shot.
+    pub async fn save_full_page(&self, name: &str) -> PathBuf {
+        let size = self
+            .js("return [window.outerWidth, Math.max(document.documentElement.scrollHeight, window.innerHeight), window.outerHeight - window.innerHeight];")
+            .await;
+        let width = size[0].as_u64().unwrap_or(1280) as u32;
+        let height = size[1].as_u64().unwrap_or(800) as u32;
+        let chrome = size[2].as_u64().unwrap_or(0) as u32;
+        let (_, original_height) = self.client.get_window_size().await.unwrap_or((1280, 800));
+        let full = (height + chrome).min(4000);
+        if full > original_height as u32 {
+            self.set_size(width, full).await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        let dir = artifacts_dir();
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let path = dir.join(format!("{name}.png"));
+        self.screenshot(&path).await;
+        if full > original_height as u32 {
+            self.set_size(width, original_height as u32).await;
+        }
+        path
     }
 
     /// Saves a PNG of the viewport to `path`.
@@ -205,9 +303,9 @@ impl Browser {
         std::fs::write(path, png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
 
-    /// Saves a screenshot as `<name>.png` into `$NERUBA_E2E_ARTIFACTS`, when that is set.
+    /// Saves a screenshot of the viewport as `<name>.png` into [`artifacts_dir`].
     pub async fn save_artifact(&self, name: &str) -> Option<PathBuf> {
-        let dir = PathBuf::from(std::env::var_os("NERUBA_E2E_ARTIFACTS")?);
+        let dir = artifacts_dir();
         std::fs::create_dir_all(&dir).ok()?;
         let path = dir.join(format!("{name}.png"));
         let png = self.client.screenshot().await.ok()?;

@@ -1,83 +1,91 @@
-//! The root component: owns the session (signed out, checking a key, signed in) and decides
-//! which page shows.
+//! The root component: where the session comes from (a one-time link, or the way back from a
+//! checkout), and whether the portal or the "session ended" page shows.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::closure::Closure;
 
-use crate::api::{self, viewer::Viewer};
-use crate::components::header::Header;
-use crate::credentials::{self, ApiKey};
-use crate::pages::overview::Overview;
-use crate::pages::sign_in::SignIn;
+use crate::pages::ended::SessionEnded;
+use crate::portal::PortalRoot;
+use crate::session::{self, EndReason, Ended, Session};
+
+/// The path the payment provider sends the person back to (see `session::park_for_checkout`).
+pub const CHECKOUT_RETURN_PATH: &str = "/portal/checkout/return";
 
 #[derive(Debug, Clone, PartialEq)]
-enum Session {
-    /// `notice` explains why the person is looking at the sign-in form, if it was not by choice.
-    SignedOut {
-        notice: Option<String>,
-    },
-    Checking,
-    SignedIn(Viewer),
+enum Phase {
+    Starting,
+    Active(Session),
+    Ended(Ended),
+}
+
+fn query_param(name: &str) -> Option<String> {
+    let search = web_sys::window()?.location().search().ok()?;
+    let params = web_sys::UrlSearchParams::new_with_str(&search).ok()?;
+    params.get(name)
 }
 
 #[component]
 pub fn App() -> impl IntoView {
-    let session = RwSignal::new(Session::SignedOut { notice: None });
-    // Bumped on every sign-in and sign-out, so an answer that arrives after the person moved on
-    // (signed out, or tried another key) is dropped instead of overwriting the newer state.
-    let attempt = StoredValue::new(0_u64);
+    let phase = RwSignal::new(Phase::Starting);
+    let end = Callback::new(move |ended: Ended| phase.set(Phase::Ended(ended)));
 
-    let sign_in = move |key: ApiKey| {
-        attempt.update_value(|n| *n += 1);
-        let this_attempt = attempt.get_value();
-        credentials::remember(&key);
-        session.set(Session::Checking);
-        spawn_local(async move {
-            let outcome = api::viewer::fetch(&key).await;
-            if attempt.get_value() != this_attempt {
-                return;
-            }
-            match outcome {
-                Ok(viewer) => session.set(Session::SignedIn(viewer)),
-                Err(error) => {
-                    if error.rejects_credential() {
-                        credentials::forget();
-                    }
-                    session.set(Session::SignedOut {
-                        notice: Some(error.to_string()),
-                    });
-                }
+    // A page restored from the back-forward cache (the person pressed "back" on the payment
+    // page) still has its credential in memory: the parked copy is not needed any more.
+    if let Some(window) = web_sys::window() {
+        let on_pageshow = Closure::<dyn Fn(web_sys::PageTransitionEvent)>::new(|event: web_sys::PageTransitionEvent| {
+            if event.persisted() {
+                session::discard_parked();
             }
         });
-    };
-    let sign_out = move || {
-        attempt.update_value(|n| *n += 1);
-        credentials::forget();
-        session.set(Session::SignedOut { notice: None });
-    };
-
-    if let Some(key) = credentials::initial() {
-        sign_in(key);
+        let _ = window.add_event_listener_with_callback("pageshow", on_pageshow.as_ref().unchecked_ref());
+        on_pageshow.forget();
     }
 
-    let signed_in = Signal::derive(move || matches!(session.get(), Session::SignedIn(_)));
-    view! {
-        <Header signed_in=signed_in on_sign_out=Callback::new(move |()| sign_out()) />
-        <main class="content">
-            {move || match session.get() {
-                Session::SignedOut { notice } => {
-                    view! { <SignIn notice=notice on_sign_in=Callback::new(sign_in) /> }.into_any()
+    let path = web_sys::window()
+        .and_then(|w| w.location().pathname().ok())
+        .unwrap_or_default();
+    let token = session::take_token_from_fragment();
+    if let Some(token) = token {
+        // A new link always wins, and a parked session from an earlier checkout is dropped.
+        session::discard_parked();
+        spawn_local(async move {
+            match session::exchange(&token).await {
+                Ok(session) => {
+                    session::remember_return_url(session.return_url.as_deref());
+                    phase.set(Phase::Active(session));
                 }
-                Session::Checking => {
-                    view! {
-                        <p class="status" data-testid="loading" aria-live="polite">
-                            "Checking your API key…"
-                        </p>
-                    }
-                        .into_any()
-                }
-                Session::SignedIn(viewer) => view! { <Overview viewer=viewer /> }.into_any(),
-            }}
-        </main>
+                Err(reason) => phase.set(Phase::Ended(Ended {
+                    reason,
+                    return_url: session::remembered_return_url(),
+                })),
+            }
+        });
+    } else if path.trim_end_matches('/') == CHECKOUT_RETURN_PATH {
+        match session::take_parked(query_param("ref").as_deref()) {
+            Some(session) => phase.set(Phase::Active(session)),
+            None => phase.set(Phase::Ended(Ended {
+                reason: EndReason::NoSession,
+                return_url: session::remembered_return_url(),
+            })),
+        }
+    } else {
+        session::discard_parked();
+        phase.set(Phase::Ended(Ended {
+            reason: EndReason::NoSession,
+            return_url: session::remembered_return_url(),
+        }));
+    }
+
+    move || match phase.get() {
+        Phase::Starting => view! {
+            <main class="content">
+                <p class="status" data-testid="loading" aria-live="polite">"Opening your account…"</p>
+            </main>
+        }
+        .into_any(),
+        Phase::Active(session) => view! { <PortalRoot session=session on_end=end /> }.into_any(),
+        Phase::Ended(ended) => view! { <SessionEnded ended=ended /> }.into_any(),
     }
 }

@@ -1,60 +1,42 @@
-//! Typed GraphQL operations against the same-origin `POST /graphql` endpoint, and the one place
-//! that turns what the server answered into data or an [`ApiError`].
+//! Typed GraphQL operations ([`ops`]) against the same-origin `POST /graphql` endpoint, and the
+//! one place that turns what the server answered into data or an [`ApiError`].
 
-pub mod viewer;
+pub mod ops;
 
 use gloo_net::http::Request;
+use graphql_client::GraphQLQuery;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
-use crate::credentials::ApiKey;
+use crate::session::Credential;
 
 /// Absolute path: the portal lives under `/portal/` but GraphQL is served at the origin root.
 const ENDPOINT: &str = "/graphql";
 
-/// One GraphQL operation: its document, its variables and the shape of its `data`.
-pub trait Operation {
-    const DOCUMENT: &'static str;
-    type Variables: Serialize;
-    type Data: DeserializeOwned;
-}
-
-/// Variables of an operation that takes none; serialises as `{}`.
-#[derive(Serialize)]
-pub struct NoVariables {}
-
 /// What went wrong, phrased for the person using the portal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
-    /// The server does not accept the key (unknown, revoked or malformed).
-    #[error("This API key was not accepted: {0}")]
+    /// The session is over: expired, revoked, or never valid. Nothing but a new link helps.
+    #[error("Your session has ended: {0}")]
     Unauthenticated(String),
-    /// The server understood the key but answered the operation with errors.
-    #[error("The server could not answer: {0}")]
-    Rejected(String),
+    /// The server understood the request but refused or failed it; `code` is its
+    /// `extensions.code` when it gave one.
+    #[error("{message}")]
+    Rejected { code: Option<String>, message: String },
     /// The request got no answer at all.
-    #[error("Could not reach the Neruba server ({0}). Check your connection and try again.")]
+    #[error("Could not reach the server ({0}). Check your connection and try again.")]
     Network(String),
     /// An answer arrived but is not one the portal understands.
     #[error("The server sent an unexpected answer ({0}). Try again later.")]
     Unexpected(String),
 }
 
-impl ApiError {
-    /// Whether the key itself is the problem, so keeping it would only fail again.
-    pub fn rejects_credential(&self) -> bool {
-        matches!(self, Self::Unauthenticated(_))
-    }
-}
 
-/// Runs `O` with `key` as the bearer credential.
-pub async fn execute<O: Operation>(key: &ApiKey, variables: &O::Variables) -> Result<O::Data, ApiError> {
-    let body = GraphQlRequest {
-        query: O::DOCUMENT,
-        variables,
-    };
+/// Runs `Q` with the session's credential as the bearer token.
+pub async fn execute<Q: GraphQLQuery>(credential: &Credential, variables: Q::Variables) -> Result<Q::ResponseData, ApiError> {
+    let body = Q::build_query(variables);
     let response = Request::post(ENDPOINT)
-        .header("Authorization", &format!("Bearer {}", key.secret()))
+        .header("Authorization", &credential.bearer())
         .header("Accept", "application/json")
         .json(&body)
         .map_err(|err| ApiError::Unexpected(err.to_string()))?
@@ -69,12 +51,6 @@ pub async fn execute<O: Operation>(key: &ApiKey, variables: &O::Variables) -> Re
     interpret(status, &text)
 }
 
-#[derive(Serialize)]
-struct GraphQlRequest<'a, V> {
-    query: &'a str,
-    variables: &'a V,
-}
-
 #[derive(Deserialize)]
 struct GraphQlResponse<D> {
     data: Option<D>,
@@ -82,67 +58,78 @@ struct GraphQlResponse<D> {
     errors: Vec<GraphQlError>,
 }
 
-#[derive(Deserialize)]
-struct GraphQlError {
-    message: String,
+/// A GraphQL error as the transport carries it (`errors[]` over HTTP, an `error` message's
+/// payload over the websocket): the portal reads only its message and `extensions.code`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GraphQlError {
+    pub message: String,
     #[serde(default)]
-    extensions: Option<ErrorExtensions>,
+    pub extensions: Option<ErrorExtensions>,
 }
 
-#[derive(Deserialize)]
-struct ErrorExtensions {
-    code: Option<String>,
+#[derive(Debug, Clone, Deserialize)]
+pub struct ErrorExtensions {
+    pub code: Option<String>,
+}
+
+impl GraphQlError {
+    pub fn code(&self) -> Option<&str> {
+        self.extensions.as_ref().and_then(|x| x.code.as_deref())
+    }
 }
 
 /// The body of a non-GraphQL error, e.g. the 401 the server sends before reaching the schema.
 #[derive(Deserialize)]
-struct HttpErrorBody {
-    error: HttpError,
+pub struct HttpErrorBody {
+    pub error: HttpError,
 }
 
 #[derive(Deserialize)]
-struct HttpError {
-    code: String,
-    message: String,
+pub struct HttpError {
+    pub code: String,
+    pub message: String,
 }
 
-const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+
+/// Turns a list of GraphQL errors into one [`ApiError`]: any `UNAUTHENTICATED` ends the session.
+pub fn from_errors(errors: Vec<GraphQlError>) -> ApiError {
+    let unauthenticated = errors.iter().any(|e| e.code() == Some(UNAUTHENTICATED));
+    let code = errors.iter().find_map(|e| e.code().map(str::to_owned));
+    let message = errors
+        .into_iter()
+        .map(|e| e.message)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if unauthenticated {
+        ApiError::Unauthenticated(message)
+    } else {
+        ApiError::Rejected { code, message }
+    }
+}
 
 /// Turns an HTTP status and body into the operation's data or an [`ApiError`]. Pure, so every
 /// answer the server can give is covered by the tests below.
-fn interpret<D: DeserializeOwned>(status: u16, body: &str) -> Result<D, ApiError> {
+pub fn interpret<D: DeserializeOwned>(status: u16, body: &str) -> Result<D, ApiError> {
     if let Ok(HttpErrorBody { error }) = serde_json::from_str::<HttpErrorBody>(body) {
         return Err(if status == 401 || error.code == UNAUTHENTICATED {
             ApiError::Unauthenticated(error.message)
         } else {
-            ApiError::Rejected(error.message)
+            ApiError::Rejected {
+                code: Some(error.code),
+                message: error.message,
+            }
         });
     }
     if status == 401 {
-        return Err(ApiError::Unauthenticated(
-            "the server requires a valid API key".to_owned(),
-        ));
+        return Err(ApiError::Unauthenticated("the server no longer accepts this session".to_owned()));
     }
     // GraphQL servers may answer errors with a 4xx status too, so try the GraphQL shape first.
     let Ok(response) = serde_json::from_str::<GraphQlResponse<D>>(body) else {
         return Err(ApiError::Unexpected(format!("HTTP {status}")));
     };
     if !response.errors.is_empty() {
-        let unauthenticated = response
-            .errors
-            .iter()
-            .any(|e| e.extensions.as_ref().and_then(|x| x.code.as_deref()) == Some(UNAUTHENTICATED));
-        let messages = response
-            .errors
-            .into_iter()
-            .map(|e| e.message)
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(if unauthenticated {
-            ApiError::Unauthenticated(messages)
-        } else {
-            ApiError::Rejected(messages)
-        });
+        return Err(from_errors(response.errors));
     }
     match response.data {
         Some(data) if (200..300).contains(&status) => Ok(data),
@@ -167,32 +154,52 @@ mod tests {
     }
 
     #[test]
-    fn http_401_rejects_the_credential_with_the_server_message() {
-        let body = r#"{"error":{"code":"UNAUTHENTICATED","message":"unknown API key"}}"#;
+    fn http_401_ends_the_session_with_the_server_message() {
+        let body = r#"{"error":{"code":"UNAUTHENTICATED","message":"the portal session expired"}}"#;
         let err = interpret::<Data>(401, body).unwrap_err();
-        assert_eq!(err, ApiError::Unauthenticated("unknown API key".into()));
-        assert!(err.rejects_credential());
+        assert_eq!(err, ApiError::Unauthenticated("the portal session expired".into()));
+        assert!(matches!(err, ApiError::Unauthenticated(_)));
     }
 
     #[test]
-    fn http_401_without_a_readable_body_still_rejects_the_credential() {
+    fn http_401_without_a_readable_body_still_ends_the_session() {
         let err = interpret::<Data>(401, "Unauthorized").unwrap_err();
-        assert!(err.rejects_credential());
+        assert!(matches!(err, ApiError::Unauthenticated(_)));
     }
 
     #[test]
-    fn graphql_unauthenticated_error_rejects_the_credential() {
-        let body = r#"{"data":null,"errors":[{"message":"key revoked","extensions":{"code":"UNAUTHENTICATED"}}]}"#;
+    fn graphql_unauthenticated_error_ends_the_session() {
+        let body = r#"{"data":null,"errors":[{"message":"session revoked","extensions":{"code":"UNAUTHENTICATED"}}]}"#;
         let err = interpret::<Data>(200, body).unwrap_err();
-        assert_eq!(err, ApiError::Unauthenticated("key revoked".into()));
+        assert_eq!(err, ApiError::Unauthenticated("session revoked".into()));
     }
 
     #[test]
-    fn other_graphql_errors_keep_the_credential_and_join_messages() {
+    fn other_graphql_errors_keep_the_session_with_the_first_code_and_all_messages() {
         let body = r#"{"data":null,"errors":[{"message":"a","extensions":{"code":"FORBIDDEN"}},{"message":"b"}]}"#;
         let err = interpret::<Data>(200, body).unwrap_err();
-        assert_eq!(err, ApiError::Rejected("a; b".into()));
-        assert!(!err.rejects_credential());
+        assert_eq!(
+            err,
+            ApiError::Rejected {
+                code: Some("FORBIDDEN".into()),
+                message: "a; b".into()
+            }
+        );
+        assert!(!matches!(err, ApiError::Unauthenticated(_)));
+    }
+
+    #[test]
+    fn a_plain_http_error_other_than_401_keeps_its_code() {
+        let body = r#"{"error":{"code":"SERVICE_UNAVAILABLE","message":"database down"}}"#;
+        let err = interpret::<Data>(503, body).unwrap_err();
+        assert_eq!(
+            err,
+            ApiError::Rejected {
+                code: Some("SERVICE_UNAVAILABLE".into()),
+                message: "database down".into()
+            }
+        );
+        assert!(!matches!(err, ApiError::Unauthenticated(_)));
     }
 
     #[test]
@@ -205,11 +212,5 @@ mod tests {
             interpret::<Data>(200, r#"{"data":{"other":1}}"#),
             Err(ApiError::Unexpected("HTTP 200".into()))
         );
-    }
-
-    #[test]
-    fn error_messages_read_as_sentences() {
-        let err = ApiError::Unauthenticated("unknown API key".into());
-        assert_eq!(err.to_string(), "This API key was not accepted: unknown API key");
     }
 }

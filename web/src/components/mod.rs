@@ -1,4 +1,6 @@
-//! Small presentational pieces shared by the pages.
+//! Small pieces shared by the pages.
 
-pub mod error_notice;
+pub mod chart;
 pub mod header;
+pub mod lines;
+pub mod states;
