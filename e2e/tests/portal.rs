@@ -38,7 +38,12 @@ async fn charge(app: &TestApp, key: &str, amount: &str, idempotency_key: &str) {
         .send()
         .await
         .expect("POST /ingest/charge");
-    assert_eq!(response.status().as_u16(), 201, "{}", response.text().await.unwrap_or_default());
+    assert_eq!(
+        response.status().as_u16(),
+        201,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
 }
 
 async fn usage(app: &TestApp, key: &str, quantity: &str, idempotency_key: &str) {
@@ -49,7 +54,11 @@ async fn usage(app: &TestApp, key: &str, quantity: &str, idempotency_key: &str) 
         .send()
         .await
         .expect("POST /ingest/usage");
-    assert!(response.status().is_success(), "{}", response.text().await.unwrap_or_default());
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
 }
 
 /// A shop with one customer: a plan with a monthly fee and graduated API-call pricing, its
@@ -57,7 +66,9 @@ async fn usage(app: &TestApp, key: &str, quantity: &str, idempotency_key: &str) 
 /// usage. Returns the project key (all scopes: the backend's).
 async fn shop(app: &TestApp) -> String {
     let project = app.create_project("Acme Cloud").await;
-    let key = app.create_api_key(&project, &["read", "ingest", "billing", "admin"]).await;
+    let key = app
+        .create_api_key(&project, &["read", "ingest", "billing", "admin"])
+        .await;
     gql(app, &key, "mutation { setTopUpLimits(input: { minimum: \"5\", maximum: \"500\", presets: [\"10\", \"25\", \"50\"] }) { topUpLimits { minimum } } }", json!({})).await;
     gql(app, &key, "mutation($c: String!) { createCustomer(input: { externalId: $c, name: \"Ada Lovelace\", email: \"ada@acme.example\", currency: \"USD\" }) { customer { id } } }", json!({ "c": CUSTOMER })).await;
     gql(app, &key, "mutation { createBillableMetric(input: { code: \"api_calls\", name: \"API calls\", aggregation: SUM }) { billableMetric { code } } }", json!({})).await;
@@ -70,7 +81,13 @@ async fn shop(app: &TestApp) -> String {
     .await;
     let plan_id = plan["createPlan"]["planVersion"]["plan"]["id"].clone();
     gql(app, &key, "mutation($p: ID!, $c: String!) { createSubscription(input: { customerExternalId: $c, planId: $p, idempotencyKey: \"sub-1\" }) { subscription { id } } }", json!({ "p": plan_id, "c": CUSTOMER })).await;
-    let billed = gql(app, &key, "mutation { runBilling(input: { finalize: true }) { invoices { id status amountDue { amount } } } }", json!({})).await;
+    let billed = gql(
+        app,
+        &key,
+        "mutation { runBilling(input: { finalize: true }) { invoices { id status amountDue { amount } } } }",
+        json!({}),
+    )
+    .await;
     assert_eq!(billed["runBilling"]["invoices"][0]["status"], "FINALIZED", "{billed}");
     // The wallet comes after the invoice, so the invoice is left to pay through checkout.
     gql(app, &key, "mutation($c: String!) { createWallet(input: { customerExternalId: $c, currency: \"USD\" }) { wallet { id } } }", json!({ "c": CUSTOMER })).await;
@@ -137,14 +154,29 @@ async fn a_customer_sees_the_balance_buys_credits_pays_an_invoice_and_follows_li
     // The link opens the account; the one-time token leaves the address bar at once.
     browser.goto(&link).await;
     wait_for_balance(&browser, "100.00 USD").await;
-    browser.wait_for_text("project-name", "the project's name", |t| t == "Acme Cloud").await;
-    browser.wait_for_text("customer-name", "the customer's name", |t| t == "Ada Lovelace").await;
+    browser
+        .wait_for_text("project-name", "the project's name", |t| t == "Acme Cloud")
+        .await;
+    browser
+        .wait_for_text("customer-name", "the customer's name", |t| t == "Ada Lovelace")
+        .await;
     let url = browser.current_url().await;
-    assert!(!url.contains("session="), "the token is removed from the address bar: {url}");
+    assert!(
+        !url.contains("session="),
+        "the token is removed from the address bar: {url}"
+    );
     let storage = browser.storage_dump().await;
-    assert!(!storage.contains("ncs_"), "the credential is kept in memory only: {storage}");
-    assert!(!storage.contains("nrb_"), "no project key reaches the browser: {storage}");
-    browser.wait_for_text("live-status", "the live connection", |t| t == "Live").await;
+    assert!(
+        !storage.contains("ncs_"),
+        "the credential is kept in memory only: {storage}"
+    );
+    assert!(
+        !storage.contains("nrb_"),
+        "no project key reaches the browser: {storage}"
+    );
+    browser
+        .wait_for_text("live-status", "the live connection", |t| t == "Live")
+        .await;
     browser.screenshots("balance").await;
 
     // Charged from outside: the balance follows without a reload.
@@ -170,7 +202,10 @@ async fn a_customer_sees_the_balance_buys_credits_pays_an_invoice_and_follows_li
     browser.wait_for("checkout-paid").await;
     wait_for_balance(&browser, "122.25 USD").await;
     let storage = browser.storage_dump().await;
-    assert!(!storage.contains("ncs_"), "the parked credential was taken on return: {storage}");
+    assert!(
+        !storage.contains("ncs_"),
+        "the parked credential was taken on return: {storage}"
+    );
     browser.screenshots("checkout-return").await;
 
     // Still live after the round trip.
@@ -191,38 +226,57 @@ async fn a_customer_sees_the_balance_buys_credits_pays_an_invoice_and_follows_li
 
     // Invoices: the open one, its explained lines, paid through checkout.
     browser.click("nav-invoices").await;
-    browser.wait_for_text("invoice-status", "an open invoice", |t| t == "Open").await;
+    browser
+        .wait_for_text("invoice-status", "an open invoice", |t| t == "Open")
+        .await;
     browser.screenshots("invoices").await;
     browser.click("invoice-link").await;
     browser.wait_for("invoice-detail").await;
-    browser.wait_for_text("invoice-line", "the fixed fee", |t| t.contains("Pro")).await;
-    let due = browser.wait_for_text("invoice-amount-due", "an amount due", |t| t.ends_with("USD")).await;
+    browser
+        .wait_for_text("invoice-line", "the fixed fee", |t| t.contains("Pro"))
+        .await;
+    let due = browser
+        .wait_for_text("invoice-amount-due", "an amount due", |t| t.ends_with("USD"))
+        .await;
     assert_ne!(due, "0.00 USD");
     browser.screenshots("invoice").await;
     browser.click("pay-invoice").await;
     pay_on_sandbox(&browser).await;
     browser.wait_for("checkout-paid").await;
     browser.click("back-to-invoice").await;
-    browser.wait_for_text("invoice-status", "the invoice paid", |t| t == "Paid").await;
     browser
-        .wait_for_text("invoice-payment", "its payment", |t| t.contains("paid") && t.contains(&due))
+        .wait_for_text("invoice-status", "the invoice paid", |t| t == "Paid")
         .await;
-    assert!(!browser.is_present("pay-invoice").await, "a paid invoice offers no payment");
+    browser
+        .wait_for_text("invoice-payment", "its payment", |t| {
+            t.contains("paid") && t.contains(&due)
+        })
+        .await;
+    assert!(
+        !browser.is_present("pay-invoice").await,
+        "a paid invoice offers no payment"
+    );
 
     // Usage: the metric of the plan, charted.
     browser.click("nav-usage").await;
     browser.wait_for("usage-chart").await;
-    browser.wait_for_text("usage-total", "the period's usage", |t| t == "150").await;
+    browser
+        .wait_for_text("usage-total", "the period's usage", |t| t == "150")
+        .await;
     browser.screenshots("usage").await;
     browser.click("period-year").await;
-    browser.wait_for_text("usage-total", "the year's usage", |t| t == "150").await;
+    browser
+        .wait_for_text("usage-total", "the year's usage", |t| t == "150")
+        .await;
 
     // Subscription: the plan and the next invoice with the usage so far, explained.
     browser.click("nav-subscription").await;
     browser.wait_for_text("plan-name", "the plan", |t| t == "Pro").await;
     browser.wait_for("upcoming-invoice").await;
     browser
-        .wait_for_text("line-steps", "the tiers", |t| t.contains("Tier 1") && t.contains("Tier 2"))
+        .wait_for_text("line-steps", "the tiers", |t| {
+            t.contains("Tier 1") && t.contains("Tier 2")
+        })
         .await;
     browser.screenshots("subscription").await;
 
@@ -244,7 +298,9 @@ async fn a_used_tampered_or_missing_link_shows_the_session_ended_page() {
     browser.goto("about:blank").await;
     browser.goto(&link).await;
     browser
-        .wait_for_text("session-ended", "the session-ended page", |t| t.contains("Your session has ended"))
+        .wait_for_text("session-ended", "the session-ended page", |t| {
+            t.contains("Your session has ended")
+        })
         .await;
     assert!(!browser.is_present("balance-USD").await);
     let back = browser.wait_for("return-link").await;
@@ -258,7 +314,9 @@ async fn a_used_tampered_or_missing_link_shows_the_session_ended_page() {
     browser.goto("about:blank").await;
     browser.goto(&tampered).await;
     browser
-        .wait_for_text("session-ended", "the session-ended page", |t| t.contains("Your session has ended"))
+        .wait_for_text("session-ended", "the session-ended page", |t| {
+            t.contains("Your session has ended")
+        })
         .await;
 
     // A reload ends a session: the credential was in memory only.
@@ -267,7 +325,9 @@ async fn a_used_tampered_or_missing_link_shows_the_session_ended_page() {
     wait_for_balance(&browser, "100.00 USD").await;
     browser.reload().await;
     browser
-        .wait_for_text("session-ended", "the session-ended page", |t| t.contains("Open the portal from your account"))
+        .wait_for_text("session-ended", "the session-ended page", |t| {
+            t.contains("Open the portal from your account")
+        })
         .await;
 
     // No token at all.

@@ -34,11 +34,12 @@ pub fn App() -> impl IntoView {
     // A page restored from the back-forward cache (the person pressed "back" on the payment
     // page) still has its credential in memory: the parked copy is not needed any more.
     if let Some(window) = web_sys::window() {
-        let on_pageshow = Closure::<dyn Fn(web_sys::PageTransitionEvent)>::new(|event: web_sys::PageTransitionEvent| {
-            if event.persisted() {
-                session::discard_parked();
-            }
-        });
+        let on_pageshow =
+            Closure::<dyn Fn(web_sys::PageTransitionEvent)>::new(|event: web_sys::PageTransitionEvent| {
+                if event.persisted() {
+                    session::discard_parked();
+                }
+            });
         let _ = window.add_event_listener_with_callback("pageshow", on_pageshow.as_ref().unchecked_ref());
         on_pageshow.forget();
     }

@@ -112,17 +112,38 @@ fn event_of(data: balance_changed::ResponseData) -> BalanceEvent {
 
 fn socket_url() -> Option<String> {
     let location = web_sys::window()?.location();
-    let scheme = if location.protocol().ok()? == "https:" { "wss" } else { "ws" };
+    let scheme = if location.protocol().ok()? == "https:" {
+        "wss"
+    } else {
+        "ws"
+    };
     Some(format!("{scheme}://{}/graphql/ws", location.host().ok()?))
 }
 
 /// Runs until the credential is refused or `stop` is set.
-pub async fn run(credential: Credential, customer_external_id: String, handler: impl LiveHandler, stop: Arc<AtomicBool>) {
+pub async fn run(
+    credential: Credential,
+    customer_external_id: String,
+    handler: impl LiveHandler,
+    stop: Arc<AtomicBool>,
+) {
     let mut after: Option<u64> = None;
     let mut attempt = 0u32;
     while !stop.load(Ordering::Relaxed) {
-        handler.status(if attempt == 0 { LiveStatus::Connecting } else { LiveStatus::Reconnecting });
-        let outcome = connect_once(&credential, &customer_external_id, &mut after, &handler, &stop, &mut attempt).await;
+        handler.status(if attempt == 0 {
+            LiveStatus::Connecting
+        } else {
+            LiveStatus::Reconnecting
+        });
+        let outcome = connect_once(
+            &credential,
+            &customer_external_id,
+            &mut after,
+            &handler,
+            &stop,
+            &mut attempt,
+        )
+        .await;
         if stop.load(Ordering::Relaxed) {
             return;
         }

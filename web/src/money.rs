@@ -36,7 +36,14 @@ macro_rules! money_from {
         }
     )*};
 }
-money_from!(wallets, invoices, invoice_detail, subscriptions, upcoming_invoice, balance_changed);
+money_from!(
+    wallets,
+    invoices,
+    invoice_detail,
+    subscriptions,
+    upcoming_invoice,
+    balance_changed
+);
 
 /// A decimal from the server, shown as written but without trailing zeros (`10.00` → `10`).
 pub fn plain(decimal: &str) -> String {
@@ -115,22 +122,45 @@ mod tests {
         assert_eq!(l.minimum, Decimal::from(5));
         assert_eq!(l.presets, vec![Decimal::from(10), Decimal::from(50)]);
         let defaults = TopUpLimits::parse("?", "?", &[]);
-        assert_eq!((defaults.minimum, defaults.maximum), (Decimal::ONE, Decimal::from(10_000)));
+        assert_eq!(
+            (defaults.minimum, defaults.maximum),
+            (Decimal::ONE, Decimal::from(10_000))
+        );
     }
 
     #[test]
     fn amounts_within_limits_are_accepted_exactly() {
         assert_eq!(parse_top_up(" 25 ", 2, &limits()), Ok(Decimal::from_str("25").unwrap()));
-        assert_eq!(parse_top_up("25,50", 2, &limits()), Ok(Decimal::from_str("25.5").unwrap()));
-        assert_eq!(parse_top_up("5", 2, &limits()), Ok(Decimal::from(5)), "the minimum itself");
-        assert_eq!(parse_top_up("500.00", 2, &limits()), Ok(Decimal::from(500)), "the maximum itself");
-        assert_eq!(parse_top_up("12.30", 2, &limits()), Ok(Decimal::from_str("12.3").unwrap()));
+        assert_eq!(
+            parse_top_up("25,50", 2, &limits()),
+            Ok(Decimal::from_str("25.5").unwrap())
+        );
+        assert_eq!(
+            parse_top_up("5", 2, &limits()),
+            Ok(Decimal::from(5)),
+            "the minimum itself"
+        );
+        assert_eq!(
+            parse_top_up("500.00", 2, &limits()),
+            Ok(Decimal::from(500)),
+            "the maximum itself"
+        );
+        assert_eq!(
+            parse_top_up("12.30", 2, &limits()),
+            Ok(Decimal::from_str("12.3").unwrap())
+        );
     }
 
     #[test]
     fn amounts_outside_limits_say_which_limit() {
-        assert_eq!(parse_top_up("4.99", 2, &limits()), Err(AmountError::BelowMinimum("5".into())));
-        assert_eq!(parse_top_up("500.01", 2, &limits()), Err(AmountError::AboveMaximum("500".into())));
+        assert_eq!(
+            parse_top_up("4.99", 2, &limits()),
+            Err(AmountError::BelowMinimum("5".into()))
+        );
+        assert_eq!(
+            parse_top_up("500.01", 2, &limits()),
+            Err(AmountError::AboveMaximum("500".into()))
+        );
         assert_eq!(
             parse_top_up("0", 2, &TopUpLimits::parse("0", "10", &[])),
             Err(AmountError::BelowMinimum("0".into()))

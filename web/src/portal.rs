@@ -124,10 +124,10 @@ impl Portal {
 
     fn apply(&self, event: &BalanceEvent) {
         self.wallets.update(|load| {
-            if let Load::Ready(wallets) = load {
-                if let Some(w) = wallets.iter_mut().find(|w| w.id == event.wallet_id) {
-                    w.balance = event.balance.clone();
-                }
+            if let Load::Ready(wallets) = load
+                && let Some(w) = wallets.iter_mut().find(|w| w.id == event.wallet_id)
+            {
+                w.balance = event.balance.clone();
             }
         });
     }
@@ -157,7 +157,9 @@ fn viewer_of(data: portal_viewer::ResponseData) -> Result<Viewer, String> {
     };
     Ok(Viewer {
         project_name: project.name,
-        logo_url: project.logo_url.filter(|u| u.starts_with("https://") || u.starts_with("http://") || u.starts_with('/')),
+        logo_url: project
+            .logo_url
+            .filter(|u| u.starts_with("https://") || u.starts_with("http://") || u.starts_with('/')),
         limits: TopUpLimits::parse(
             &project.top_up_limits.minimum,
             &project.top_up_limits.maximum,
@@ -194,7 +196,9 @@ fn end_at_expiry(portal: &Portal, stop: Arc<AtomicBool>) {
     let Some(expires) = crate::time::parse(&portal.session.expires_at) else {
         return;
     };
-    let ms = (expires - crate::time::now()).num_milliseconds().clamp(0, i64::from(i32::MAX)) as u32;
+    let ms = (expires - crate::time::now())
+        .num_milliseconds()
+        .clamp(0, i64::from(i32::MAX)) as u32;
     let portal = portal.clone();
     spawn_local(async move {
         gloo_timers::future::TimeoutFuture::new(ms).await;

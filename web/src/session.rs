@@ -254,7 +254,10 @@ mod tests {
             interpret_exchange(401, body),
             Err(EndReason::Refused("this link was used already".into()))
         );
-        assert_eq!(interpret_exchange(400, "nope"), Err(EndReason::Refused("HTTP 400".into())));
+        assert_eq!(
+            interpret_exchange(400, "nope"),
+            Err(EndReason::Refused("HTTP 400".into()))
+        );
     }
 
     #[test]
@@ -266,7 +269,10 @@ mod tests {
     #[test]
     fn the_token_is_read_from_the_fragment() {
         assert_eq!(token_from_fragment("#session=pst_abc").as_deref(), Some("pst_abc"));
-        assert_eq!(token_from_fragment("#x=1&session=pst_abc&y=2").as_deref(), Some("pst_abc"));
+        assert_eq!(
+            token_from_fragment("#x=1&session=pst_abc&y=2").as_deref(),
+            Some("pst_abc")
+        );
         assert_eq!(token_from_fragment("#session="), None);
         assert_eq!(token_from_fragment("#key=nrb_1"), None);
         assert_eq!(token_from_fragment(""), None);

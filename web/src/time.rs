@@ -76,10 +76,10 @@ pub struct Period {
 }
 
 impl Period {
-    pub fn from_rfc3339(&self) -> String {
+    pub fn start_rfc3339(&self) -> String {
         self.from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     }
-    pub fn to_rfc3339(&self) -> String {
+    pub fn end_rfc3339(&self) -> String {
         self.to.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     }
 }
@@ -114,12 +114,20 @@ fn previous(from: DateTime<Utc>, to: DateTime<Utc>, unit: IntervalUnit, count: u
 
 /// The periods to offer: the subscription's current one (`current`, with its plan's interval),
 /// or the calendar month without one; the period before it; and the last twelve months.
-pub fn usage_periods(current: Option<(DateTime<Utc>, DateTime<Utc>)>, interval: (IntervalUnit, u32), now: DateTime<Utc>) -> Vec<Period> {
+pub fn usage_periods(
+    current: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    interval: (IntervalUnit, u32),
+    now: DateTime<Utc>,
+) -> Vec<Period> {
     let (from, to) = current.unwrap_or_else(|| {
         let start = month_start(now);
         (start, start.checked_add_months(Months::new(1)).unwrap_or(now))
     });
-    let (unit, count) = if current.is_some() { interval } else { (IntervalUnit::Month, 1) };
+    let (unit, count) = if current.is_some() {
+        interval
+    } else {
+        (IntervalUnit::Month, 1)
+    };
     let (prev_from, prev_to) = previous(from, to, unit, count.max(1));
     let year_to = month_start(now).checked_add_months(Months::new(1)).unwrap_or(now);
     let year_from = year_to.checked_sub_months(Months::new(12)).unwrap_or(now);
@@ -165,8 +173,14 @@ mod tests {
 
     #[test]
     fn a_span_shows_its_last_day_not_the_exclusive_end() {
-        assert_eq!(span("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"), "1 Nov – 30 Nov 2026");
-        assert_eq!(span("2026-12-15T00:00:00Z", "2027-01-15T00:00:00Z"), "15 Dec 2026 – 14 Jan 2027");
+        assert_eq!(
+            span("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"),
+            "1 Nov – 30 Nov 2026"
+        );
+        assert_eq!(
+            span("2026-12-15T00:00:00Z", "2027-01-15T00:00:00Z"),
+            "15 Dec 2026 – 14 Jan 2027"
+        );
         assert_eq!(span("2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z"), "1 Nov 2026");
     }
 
@@ -178,10 +192,19 @@ mod tests {
             at("2026-11-30T12:00:00Z"),
         );
         assert_eq!(periods.len(), 3);
-        assert_eq!((periods[0].from, periods[0].to), (at("2026-11-15T00:00:00Z"), at("2026-12-15T00:00:00Z")));
+        assert_eq!(
+            (periods[0].from, periods[0].to),
+            (at("2026-11-15T00:00:00Z"), at("2026-12-15T00:00:00Z"))
+        );
         assert_eq!(periods[0].bucket, Bucket::Day);
-        assert_eq!((periods[1].from, periods[1].to), (at("2026-10-15T00:00:00Z"), at("2026-11-15T00:00:00Z")));
-        assert_eq!((periods[2].from, periods[2].to), (at("2025-12-01T00:00:00Z"), at("2026-12-01T00:00:00Z")));
+        assert_eq!(
+            (periods[1].from, periods[1].to),
+            (at("2026-10-15T00:00:00Z"), at("2026-11-15T00:00:00Z"))
+        );
+        assert_eq!(
+            (periods[2].from, periods[2].to),
+            (at("2025-12-01T00:00:00Z"), at("2026-12-01T00:00:00Z"))
+        );
         assert_eq!(periods[2].bucket, Bucket::Month);
     }
 
@@ -194,14 +217,23 @@ mod tests {
             (IntervalUnit::Month, 1),
             at("2026-11-30T12:00:00Z"),
         );
-        assert_eq!((periods[1].from, periods[1].to), (at("2026-10-20T00:00:00Z"), at("2026-11-20T00:00:00Z")));
+        assert_eq!(
+            (periods[1].from, periods[1].to),
+            (at("2026-10-20T00:00:00Z"), at("2026-11-20T00:00:00Z"))
+        );
     }
 
     #[test]
     fn without_a_subscription_the_calendar_month_is_the_current_period() {
         let periods = usage_periods(None, (IntervalUnit::Year, 1), at("2026-03-31T10:00:00Z"));
-        assert_eq!((periods[0].from, periods[0].to), (at("2026-03-01T00:00:00Z"), at("2026-04-01T00:00:00Z")));
-        assert_eq!((periods[1].from, periods[1].to), (at("2026-02-01T00:00:00Z"), at("2026-03-01T00:00:00Z")));
+        assert_eq!(
+            (periods[0].from, periods[0].to),
+            (at("2026-03-01T00:00:00Z"), at("2026-04-01T00:00:00Z"))
+        );
+        assert_eq!(
+            (periods[1].from, periods[1].to),
+            (at("2026-02-01T00:00:00Z"), at("2026-03-01T00:00:00Z"))
+        );
     }
 
     #[test]

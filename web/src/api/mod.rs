@@ -31,9 +31,11 @@ pub enum ApiError {
     Unexpected(String),
 }
 
-
 /// Runs `Q` with the session's credential as the bearer token.
-pub async fn execute<Q: GraphQLQuery>(credential: &Credential, variables: Q::Variables) -> Result<Q::ResponseData, ApiError> {
+pub async fn execute<Q: GraphQLQuery>(
+    credential: &Credential,
+    variables: Q::Variables,
+) -> Result<Q::ResponseData, ApiError> {
     let body = Q::build_query(variables);
     let response = Request::post(ENDPOINT)
         .header("Authorization", &credential.bearer())
@@ -96,11 +98,7 @@ pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
 pub fn from_errors(errors: Vec<GraphQlError>) -> ApiError {
     let unauthenticated = errors.iter().any(|e| e.code() == Some(UNAUTHENTICATED));
     let code = errors.iter().find_map(|e| e.code().map(str::to_owned));
-    let message = errors
-        .into_iter()
-        .map(|e| e.message)
-        .collect::<Vec<_>>()
-        .join("; ");
+    let message = errors.into_iter().map(|e| e.message).collect::<Vec<_>>().join("; ");
     if unauthenticated {
         ApiError::Unauthenticated(message)
     } else {
@@ -122,7 +120,9 @@ pub fn interpret<D: DeserializeOwned>(status: u16, body: &str) -> Result<D, ApiE
         });
     }
     if status == 401 {
-        return Err(ApiError::Unauthenticated("the server no longer accepts this session".to_owned()));
+        return Err(ApiError::Unauthenticated(
+            "the server no longer accepts this session".to_owned(),
+        ));
     }
     // GraphQL servers may answer errors with a 4xx status too, so try the GraphQL shape first.
     let Ok(response) = serde_json::from_str::<GraphQlResponse<D>>(body) else {

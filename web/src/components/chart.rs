@@ -43,10 +43,9 @@ pub fn bar_chart_svg(bars: &[Bar], size: (u32, u32)) -> Result<String, String> {
             .y_labels(5)
             .label_style(("sans-serif", 12, &MUTED))
             .x_label_formatter(&|x: &SegmentValue<u32>| match x {
-                SegmentValue::CenterOf(i) if (*i as usize) % label_every == 0 => bars
-                    .get(*i as usize)
-                    .map(|b| b.label.clone())
-                    .unwrap_or_default(),
+                SegmentValue::CenterOf(i) if (*i as usize).is_multiple_of(label_every) => {
+                    bars.get(*i as usize).map(|b| b.label.clone()).unwrap_or_default()
+                }
                 _ => String::new(),
             })
             .y_label_formatter(&|v: &f64| short_number(*v))
@@ -136,37 +135,71 @@ mod tests {
         ["1 Nov", "2 Nov", "3 Nov", "4 Nov"]
             .iter()
             .zip([12.0, 0.0, 30.5, 7.0])
-            .map(|(l, v)| Bar { label: (*l).into(), value: v })
+            .map(|(l, v)| Bar {
+                label: (*l).into(),
+                value: v,
+            })
             .collect()
     }
 
+    /// The accent-coloured rectangles (the bars) as (x, height), left to right.
+    fn bars_of(svg: &str) -> Vec<(u32, u32)> {
+        let attr = |tag: &str, name: &str| -> u32 {
+            let from = tag.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+            tag[from..].split('"').next().unwrap().parse().unwrap()
+        };
+        let mut bars: Vec<(u32, u32)> = svg
+            .split("<rect")
+            .skip(1)
+            .filter(|tag| tag.contains("fill=\"#3B5BDB\""))
+            .map(|tag| (attr(tag, "x"), attr(tag, "height")))
+            .collect();
+        bars.sort();
+        bars
+    }
+
     #[test]
-    fn draws_one_bar_per_non_zero_bucket_with_labels_and_scales_to_the_tallest() {
+    fn draws_one_bar_per_bucket_in_order_with_heights_proportional_to_the_values() {
         let svg = bar_chart_svg(&sample(), (600, 240)).unwrap();
         assert!(svg.starts_with("<svg"), "{svg}");
-        assert!(svg.contains("1 Nov") && svg.contains("4 Nov"), "x labels are drawn: {svg}");
-        let accent_rects = svg.matches("fill=\"#3B5BDB\"").count();
-        assert_eq!(accent_rects, 3, "three non-zero bars in the accent colour: {svg}");
-        // The tallest bar (30.5) reaches higher (a smaller y) than the others.
-        assert!(svg.contains("<rect"), "{svg}");
+        assert!(svg.contains("viewBox=\"0 0 600 240\""), "scales with CSS: {svg}");
+        for label in ["1 Nov", "2 Nov", "3 Nov", "4 Nov"] {
+            assert!(svg.contains(&format!("\n{label}\n")), "x label {label}: {svg}");
+        }
+        let heights: Vec<u32> = bars_of(&svg).into_iter().map(|(_, h)| h).collect();
+        assert_eq!(heights.len(), 4, "{svg}");
+        assert_eq!(heights[1], 0, "a zero bucket has no height");
+        assert!(heights[2] > heights[0] && heights[0] > heights[3], "{heights:?}");
+        // 12 : 30.5 within a pixel of rounding.
+        let ratio = f64::from(heights[0]) / f64::from(heights[2]);
+        assert!((ratio - 12.0 / 30.5).abs() < 0.02, "{heights:?}");
     }
 
     #[test]
     fn an_all_zero_or_empty_series_still_draws_axes() {
-        let zero = vec![Bar { label: "1 Nov".into(), value: 0.0 }];
+        let zero = vec![Bar {
+            label: "1 Nov".into(),
+            value: 0.0,
+        }];
         let svg = bar_chart_svg(&zero, (300, 200)).unwrap();
-        assert!(svg.contains("<svg") && !svg.contains("fill=\"#3B5BDB\""), "{svg}");
+        assert!(svg.contains("<polyline"), "axes: {svg}");
+        assert!(bars_of(&svg).iter().all(|(_, h)| *h == 0), "{svg}");
         assert!(bar_chart_svg(&[], (300, 200)).is_ok());
     }
 
     #[test]
     fn many_buckets_get_at_most_eight_labels() {
         let bars: Vec<Bar> = (1..=31)
-            .map(|d| Bar { label: format!("d{d}"), value: f64::from(d) })
+            .map(|d| Bar {
+                label: format!("d{d}"),
+                value: f64::from(d),
+            })
             .collect();
         let svg = bar_chart_svg(&bars, (600, 240)).unwrap();
-        let shown = (1..=31).filter(|d| svg.contains(&format!(">d{d}<"))).count();
+        let shown = (1..=31).filter(|d| svg.contains(&format!("\nd{d}\n"))).count();
         assert!((4..=8).contains(&shown), "{shown} labels");
+        assert!(svg.contains("\nd1\n"), "the first bucket is labelled");
+        assert_eq!(bars_of(&svg).len(), 31);
     }
 
     #[test]

@@ -76,7 +76,11 @@ lines_from!(invoice_detail, upcoming_invoice);
 /// One sentence per rated step, e.g. `Tier 2 (100–1000): 250 × 0.01 USD = 2.50 USD`.
 pub fn explain(step: &Step) -> String {
     let q = plain(&step.quantity);
-    let unit = step.unit_amount.as_ref().map(|m| m.formatted.clone()).unwrap_or_default();
+    let unit = step
+        .unit_amount
+        .as_ref()
+        .map(|m| m.formatted.clone())
+        .unwrap_or_default();
     let flat = step
         .flat_amount
         .as_ref()
@@ -119,9 +123,16 @@ pub fn LinesTable(lines: Vec<Line>) -> impl IntoView {
     let rows = lines
         .into_iter()
         .map(|line| {
-            let period = line.period.as_ref().map(|(f, t)| view! { <div class="muted small">{time::span(f, t)}</div> });
+            let period = line
+                .period
+                .as_ref()
+                .map(|(f, t)| view! { <div class="muted small">{time::span(f, t)}</div> });
             let steps = (!line.steps.is_empty()).then(|| {
-                let items = line.steps.iter().map(|s| view! { <li>{explain(s)}</li> }).collect_view();
+                let items = line
+                    .steps
+                    .iter()
+                    .map(|s| view! { <li>{explain(s)}</li> })
+                    .collect_view();
                 view! { <ul class="steps" data-testid="line-steps">{items}</ul> }
             });
             view! {
@@ -218,9 +229,15 @@ mod tests {
     fn unit_free_and_package_steps_read_as_sentences() {
         assert_eq!(explain(&step("UNIT")), "250 × 0.01 USD = 2.50 USD");
         assert_eq!(explain(&step("FREE_UNITS")), "250 units free");
-        let p = Step { count: Some(3), ..step("PACKAGE") };
+        let p = Step {
+            count: Some(3),
+            ..step("PACKAGE")
+        };
         assert_eq!(explain(&p), "3 packages for 250 units × 0.01 USD = 2.50 USD");
-        let pct = Step { rate: Some("2.50".into()), ..step("PERCENTAGE") };
+        let pct = Step {
+            rate: Some("2.50".into()),
+            ..step("PERCENTAGE")
+        };
         assert_eq!(explain(&pct), "2.5% of 250 = 2.50 USD");
     }
 

@@ -243,4 +243,3 @@ fn BuyForm(wallets: Vec<crate::portal::Wallet>, initial: String) -> impl IntoVie
         </form>
     }
 }
-

@@ -16,15 +16,19 @@ pub fn CheckoutReturnPage() -> impl IntoView {
     let wallet = params.get("wallet");
     let invoice = params.get("invoice");
     // The reference has done its work: keep the address clean for a bookmark or a copy.
-    if let Some(window) = web_sys::window() {
-        if let Ok(history) = window.history() {
-            let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some("/portal/checkout/return"));
-        }
+    if let Some(history) = web_sys::window().and_then(|w| w.history().ok()) {
+        let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some("/portal/checkout/return"));
     }
     let (title, detail) = if paid {
-        ("Thank you: your payment went through", "It can take a moment to show everywhere.")
+        (
+            "Thank you: your payment went through",
+            "It can take a moment to show everywhere.",
+        )
     } else {
-        ("Payment canceled", "Nothing was charged. You can try again at any time.")
+        (
+            "Payment canceled",
+            "Nothing was charged. You can try again at any time.",
+        )
     };
     view! {
         <section aria-labelledby="return-title" data-testid=if paid { "checkout-paid" } else { "checkout-canceled" }>

@@ -27,7 +27,10 @@ pub fn SessionEnded(ended: Ended) -> impl IntoView {
             format!("The server could not be reached ({message}). Try the link again in a moment."),
         ),
     };
-    let back = ended.return_url.clone().filter(|u| u.starts_with("https://") || u.starts_with("http://"));
+    let back = ended
+        .return_url
+        .clone()
+        .filter(|u| u.starts_with("https://") || u.starts_with("http://"));
     view! {
         <main class="content">
             <section class="card card-narrow" data-testid="session-ended" aria-labelledby="ended-title">

@@ -54,7 +54,12 @@ pub fn InvoicesPage() -> impl IntoView {
                         return;
                     };
                     let page = customer.invoices;
-                    next.set(page.page_info.has_next_page.then_some(page.page_info.end_cursor).flatten());
+                    next.set(
+                        page.page_info
+                            .has_next_page
+                            .then_some(page.page_info.end_cursor)
+                            .flatten(),
+                    );
                     let new_rows = page.nodes.into_iter().map(|i| Row {
                         id: i.id,
                         number: i.number,

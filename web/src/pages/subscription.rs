@@ -46,7 +46,11 @@ fn interval_of(unit: &str, count: i64) -> ((IntervalUnit, u32), String) {
         "YEAR" => (IntervalUnit::Year, "year"),
         _ => (IntervalUnit::Month, "month"),
     };
-    let label = if n == 1 { format!("every {word}") } else { format!("every {n} {word}s") };
+    let label = if n == 1 {
+        format!("every {word}")
+    } else {
+        format!("every {n} {word}s")
+    };
     ((unit, n), label)
 }
 
@@ -63,10 +67,13 @@ pub async fn load_subscriptions(portal: &Portal) -> Result<Vec<Sub>, String> {
             let (interval, interval_label) = interval_of(&enum_name(&plan.interval.unit), plan.interval.count);
             let mut metrics: Vec<Metric> = Vec::new();
             for charge in plan.charges {
-                if let Some(m) = charge.metric {
-                    if !metrics.iter().any(|x| x.code == m.code) {
-                        metrics.push(Metric { code: m.code, name: m.name });
-                    }
+                if let Some(m) = charge.metric
+                    && !metrics.iter().any(|x| x.code == m.code)
+                {
+                    metrics.push(Metric {
+                        code: m.code,
+                        name: m.name,
+                    });
                 }
             }
             Sub {
@@ -146,7 +153,12 @@ fn SubscriptionCard(sub: Sub) -> impl IntoView {
     } else {
         upcoming.set(Load::Ready(None));
     }
-    let metrics = sub.metrics.iter().map(|m| m.name.clone()).collect::<Vec<_>>().join(", ");
+    let metrics = sub
+        .metrics
+        .iter()
+        .map(|m| m.name.clone())
+        .collect::<Vec<_>>()
+        .join(", ");
     let live = sub.is_live();
     view! {
         <article class="card" data-testid="subscription">

@@ -128,8 +128,8 @@ fn UsageView(metrics: Vec<Metric>, periods: Vec<Period>) -> impl IntoView {
         spawn_local(async move {
             let variables = usage_series::Variables {
                 metric: code,
-                from: period.from_rfc3339(),
-                to: period.to_rfc3339(),
+                from: period.start_rfc3339(),
+                to: period.end_rfc3339(),
                 interval: match period.bucket {
                     Bucket::Hour => usage_series::UsageInterval::HOUR,
                     Bucket::Day => usage_series::UsageInterval::DAY,
@@ -198,7 +198,7 @@ fn UsageView(metrics: Vec<Metric>, periods: Vec<Period>) -> impl IntoView {
         let span = period_labels
             .iter()
             .find(|p| p.key == period_key.get())
-            .map(|p| time::span(&p.from_rfc3339(), &p.to_rfc3339()))
+            .map(|p| time::span(&p.start_rfc3339(), &p.end_rfc3339()))
             .unwrap_or_default();
         format!("{name}, {span}")
     };
