@@ -278,6 +278,8 @@ pub fn PortalRoot(session: Session, on_end: Callback<Ended>) -> impl IntoView {
     }
 }
 
+/// The routes, under the `/portal` base. Links are written absolute (`/portal/usage`): the
+/// router's `<A>` uses an absolute href as it is, without its base.
 #[component]
 fn Layout() -> impl IntoView {
     view! {

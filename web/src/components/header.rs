@@ -47,11 +47,11 @@ pub fn Header() -> impl IntoView {
                 </div>
             </div>
             <nav class="nav" aria-label="Account">
-                <A href="/" exact=true attr:data-testid="nav-balance">"Balance"</A>
-                <A href="/usage" attr:data-testid="nav-usage">"Usage"</A>
-                <A href="/invoices" attr:data-testid="nav-invoices">"Invoices"</A>
-                <A href="/buy" attr:data-testid="nav-buy">"Buy credits"</A>
-                <A href="/subscription" attr:data-testid="nav-subscription">"Subscription"</A>
+                <A href="/portal/" exact=true attr:data-testid="nav-balance">"Balance"</A>
+                <A href="/portal/usage" attr:data-testid="nav-usage">"Usage"</A>
+                <A href="/portal/invoices" attr:data-testid="nav-invoices">"Invoices"</A>
+                <A href="/portal/buy" attr:data-testid="nav-buy">"Buy credits"</A>
+                <A href="/portal/subscription" attr:data-testid="nav-subscription">"Subscription"</A>
             </nav>
         </header>
     }

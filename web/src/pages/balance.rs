@@ -52,7 +52,7 @@ pub fn WalletCard(wallet_id: String) -> impl IntoView {
     move || {
         wallet.get().map(|w: Wallet| {
             let can_buy = w.can_buy();
-            let buy_href = format!("/buy?wallet={}", w.id);
+            let buy_href = format!("/portal/buy?wallet={}", w.id);
             let held = (!w.held.is_zero()).then(|| {
                 view! {
                     <dt>"Reserved"</dt>

@@ -40,14 +40,14 @@ pub fn CheckoutReturnPage() -> impl IntoView {
                 </div>
             })}
             {invoice.map(|id| {
-                let href = format!("/invoices/{id}");
+                let href = format!("/portal/invoices/{id}");
                 view! {
                     <p>
                         <A href=href attr:class="button button-primary" attr:data-testid="back-to-invoice">"View the invoice"</A>
                     </p>
                 }
             })}
-            <p><A href="/" attr:data-testid="back-to-balance">"Go to your balance"</A></p>
+            <p><A href="/portal/" attr:data-testid="back-to-balance">"Go to your balance"</A></p>
         </section>
     }
 }

@@ -114,7 +114,7 @@ pub fn InvoicePage() -> impl IntoView {
 
     view! {
         <section aria-labelledby="invoice-title" class="invoice">
-            <p class="no-print"><A href="/invoices">"← All invoices"</A></p>
+            <p class="no-print"><A href="/portal/invoices">"← All invoices"</A></p>
             {move || match state.get() {
                 Load::Loading => view! { <Loading what="the invoice" /> }.into_any(),
                 Load::Failed(message) => view! { <p class="notice notice-error" role="alert" data-testid="error">{message}</p> }.into_any(),

@@ -103,15 +103,15 @@ pub fn InvoicesPage() -> impl IntoView {
                     let items = list
                         .into_iter()
                         .map(|row| {
-                            let href = format!("/invoices/{}", row.id);
+                            let href = format!("/portal/invoices/{}", row.id);
                             let name = row.number.clone().unwrap_or_else(|| "Draft".into());
                             let open = row.status == "FINALIZED" && !row.due.is_zero();
                             view! {
                                 <tr data-testid="invoice-row">
                                     <td><A href=href attr:data-testid="invoice-link">{name}</A></td>
-                                    <td>{time::date(&row.date)}</td>
+                                    <td class="nowrap">{time::date(&row.date)}</td>
                                     <td><span class=format!("badge badge-{}", row.status.to_lowercase()) data-testid="invoice-status">{status_label(&row.status)}</span></td>
-                                    <td class="num">{row.total.formatted.clone()}</td>
+                                    <td class="num hide-narrow">{row.total.formatted.clone()}</td>
                                     <td class="num" class:due=open>{row.due.formatted.clone()}</td>
                                 </tr>
                             }
@@ -125,7 +125,7 @@ pub fn InvoicesPage() -> impl IntoView {
                                         <th scope="col">"Invoice"</th>
                                         <th scope="col">"Date"</th>
                                         <th scope="col">"Status"</th>
-                                        <th scope="col" class="num">"Total"</th>
+                                        <th scope="col" class="num hide-narrow">"Total"</th>
                                         <th scope="col" class="num">"Due"</th>
                                     </tr>
                                 </thead>

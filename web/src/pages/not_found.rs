@@ -9,7 +9,7 @@ pub fn NotFound() -> impl IntoView {
         <section class="card" data-testid="not-found">
             <h1>"Page not found"</h1>
             <p class="muted">"This page does not exist in the portal."</p>
-            <A href="/">"Go to your balance"</A>
+            <A href="/portal/">"Go to your balance"</A>
         </section>
     }
 }
