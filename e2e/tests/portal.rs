@@ -233,7 +233,7 @@ async fn a_customer_sees_the_balance_buys_credits_pays_an_invoice_and_follows_li
     browser.click("invoice-link").await;
     browser.wait_for("invoice-detail").await;
     browser
-        .wait_for_text("invoice-line", "the fixed fee", |t| t.contains("Pro"))
+        .wait_for_text("invoice-line", "the fixed fee", |t| t.contains("fixed fee"))
         .await;
     let due = browser
         .wait_for_text("invoice-amount-due", "an amount due", |t| t.ends_with("USD"))
