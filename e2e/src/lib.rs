@@ -252,49 +252,46 @@ impl Browser {
         }
     }
 
-    pub async fn set_size(&self, width: u32, height: u32) {
-        self.client
-            .set_window_size(width, height)
-            .await
-            .expect("set window size");
-    }
-
-    /// Saves the page at desktop (1280×800) and phone (375×812) width as `<name>-desktop.png`
-    /// and `<name>-phone.png` in [`artifacts_dir`], the full page height each time, and goes
-    /// back to desktop width.
+    /// Saves the whole page at desktop (1280×800) and phone (375×812, a touch device) size as
+    /// `<name>-desktop.png` and `<name>-phone.png` in [`artifacts_dir`]. The sizes are set with
+    /// Chrome's device emulation, since a headless window cannot be narrower than 500 pixels;
+    /// the page is not reloaded.
     pub async fn screenshots(&self, name: &str) {
-        for (suffix, width, height) in [("desktop", 1280, 800), ("phone", 375, 812)] {
-            self.set_size(width, height).await;
-            // Let the layout settle (the chart is drawn for the width it finds).
+        for (suffix, width, height, mobile) in [("desktop", 1280, 800, false), ("phone", 375, 812, true)] {
+            self.emulate(width, height, mobile).await;
+            // Let the layout settle, then grow the viewport to the whole page for the shot.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            self.save_full_page(&format!("{name}-{suffix}")).await;
+            let page = self
+                .js("return document.documentElement.scrollHeight;")
+                .await
+                .as_u64()
+                .unwrap_or(u64::from(height));
+            let full = u32::try_from(page).unwrap_or(height).clamp(height, 4000);
+            if full > height {
+                self.emulate(width, full, mobile).await;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            let dir = artifacts_dir();
+            std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+            self.screenshot(&dir.join(format!("{name}-{suffix}.png"))).await;
         }
-        self.set_size(1280, 800).await;
+        self.cdp("Emulation.clearDeviceMetricsOverride", json!({})).await;
     }
 
-    /// Saves the whole page (not only the viewport) into [`artifacts_dir`] as `<name>.png`, by
-    /// growing the window to the document's height for the shot.
-    pub async fn save_full_page(&self, name: &str) -> PathBuf {
-        let size = self
-            .js("return [window.outerWidth, Math.max(document.documentElement.scrollHeight, window.innerHeight), window.outerHeight - window.innerHeight];")
-            .await;
-        let width = size[0].as_u64().unwrap_or(1280) as u32;
-        let height = size[1].as_u64().unwrap_or(800) as u32;
-        let chrome = size[2].as_u64().unwrap_or(0) as u32;
-        let (_, original_height) = self.client.get_window_size().await.unwrap_or((1280, 800));
-        let full = (height + chrome).min(4000);
-        if full > original_height as u32 {
-            self.set_size(width, full).await;
-            tokio::time::sleep(Duration::from_millis(150)).await;
-        }
-        let dir = artifacts_dir();
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        let path = dir.join(format!("{name}.png"));
-        self.screenshot(&path).await;
-        if full > original_height as u32 {
-            self.set_size(width, original_height as u32).await;
-        }
-        path
+    async fn emulate(&self, width: u32, height: u32, mobile: bool) {
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile }),
+        )
+        .await;
+    }
+
+    /// Runs a Chrome DevTools Protocol command through chromedriver.
+    async fn cdp(&self, cmd: &'static str, params: Value) -> Value {
+        self.client
+            .issue_cmd(Cdp { cmd, params })
+            .await
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"))
     }
 
     /// Saves a PNG of the viewport to `path`.
@@ -351,6 +348,24 @@ impl Browser {
             "{problem}\nat {url}\npage text:\n{page}{shot}\nchromedriver log: {}",
             log.display()
         );
+    }
+}
+
+/// chromedriver's `POST /session/{id}/goog/cdp/execute`: one Chrome DevTools Protocol command.
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(&self, base_url: &url::Url, session_id: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!("session/{}/goog/cdp/execute", session_id.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({ "cmd": self.cmd, "params": self.params });
+        (http::Method::POST, Some(body.to_string()))
     }
 }
 

@@ -257,6 +257,17 @@ async fn a_customer_sees_the_balance_buys_credits_pays_an_invoice_and_follows_li
         "a paid invoice offers no payment"
     );
 
+    // Subscription: the plan and the next invoice with the usage so far, explained.
+    browser.click("nav-subscription").await;
+    browser.wait_for_text("plan-name", "the plan", |t| t == "Pro").await;
+    browser.wait_for("upcoming-invoice").await;
+    browser
+        .wait_for_text("line-steps", "the tiers", |t| {
+            t.contains("Tier 1") && t.contains("Tier 2")
+        })
+        .await;
+    browser.screenshots("subscription").await;
+
     // Usage: the metric of the plan, charted.
     browser.click("nav-usage").await;
     browser.wait_for("usage-chart").await;
@@ -268,17 +279,6 @@ async fn a_customer_sees_the_balance_buys_credits_pays_an_invoice_and_follows_li
     browser
         .wait_for_text("usage-total", "the year's usage", |t| t == "150")
         .await;
-
-    // Subscription: the plan and the next invoice with the usage so far, explained.
-    browser.click("nav-subscription").await;
-    browser.wait_for_text("plan-name", "the plan", |t| t == "Pro").await;
-    browser.wait_for("upcoming-invoice").await;
-    browser
-        .wait_for_text("line-steps", "the tiers", |t| {
-            t.contains("Tier 1") && t.contains("Tier 2")
-        })
-        .await;
-    browser.screenshots("subscription").await;
 
     browser.close().await;
     app.stop().await;
