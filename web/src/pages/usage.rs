@@ -112,6 +112,11 @@ fn UsageView(metrics: Vec<Metric>, periods: Vec<Period>) -> impl IntoView {
     let metric = RwSignal::new(metrics[0].code.clone());
     let period_key = RwSignal::new(periods[0].key);
     let series = RwSignal::new(Load::<Series>::Loading);
+    // The chart is drawn for the width it has (its labels stay readable on a phone); a resize
+    // or a rotation draws it again.
+    let width = RwSignal::new(chart_width());
+    let resize = window_event_listener(leptos::ev::resize, move |_| width.set(chart_width()));
+    on_cleanup(move || resize.remove());
     let periods_for_load = periods.clone();
     // Each choice loads its series; an answer that arrives after another choice is dropped.
     let generation = StoredValue::new(0_u64);
@@ -213,7 +218,7 @@ fn UsageView(metrics: Vec<Metric>, periods: Vec<Period>) -> impl IntoView {
                 Load::Failed(message) => view! { <p class="notice notice-error" role="alert" data-testid="error">{message}</p> }.into_any(),
                 Load::Ready(s) => view! {
                     <p class="amount-small">"Total: " <strong data-testid="usage-total">{s.total.clone()}</strong></p>
-                    <BarChart title=title() bars=s.bars values=s.values width=chart_width() />
+                    <BarChart title=title() bars=s.bars values=s.values width=width.get() />
                 }
                 .into_any(),
             }}
