@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use fantoccini::key::Key;
 use neruba::testing::TestApp;
 use neruba_e2e::Browser;
 use serde_json::{Value, json};
@@ -224,8 +225,12 @@ async fn a_customer_sees_the_balance_buys_credits_pays_an_invoice_and_follows_li
         .await;
     assert!(browser.current_url().await.contains("/portal/buy"));
 
-    // Invoices: the open one, its explained lines, paid through checkout.
-    browser.click("nav-invoices").await;
+    // Invoices, reached with the keyboard (the navigation is made of real links): the open one,
+    // its explained lines, paid through checkout.
+    let link = browser.wait_for("nav-invoices").await;
+    link.send_keys(&Key::Enter.to_string())
+        .await
+        .expect("press Enter on the link");
     browser
         .wait_for_text("invoice-status", "an open invoice", |t| t == "Open")
         .await;
