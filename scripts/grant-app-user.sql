@@ -41,3 +41,5 @@ GRANT SELECT, INSERT, UPDATE ON `neruba`.`checkout_sessions` TO 'neruba_app'@'%'
 GRANT SELECT, INSERT, UPDATE ON `neruba`.`payments` TO 'neruba_app'@'%';
 GRANT SELECT, INSERT, UPDATE ON `neruba`.`webhook_events` TO 'neruba_app'@'%';
 GRANT SELECT, INSERT ON `neruba`.`stripe_customers` TO 'neruba_app'@'%';
+GRANT SELECT, INSERT, UPDATE ON `neruba`.`portal_sessions` TO 'neruba_app'@'%';
+GRANT SELECT, INSERT, DELETE ON `neruba`.`portal_settings` TO 'neruba_app'@'%';

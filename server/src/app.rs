@@ -67,7 +67,8 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql", post(http::graphql::execute).get(http::graphiql::page))
         .route("/ingest/usage", post(http::ingest::usage))
         .route("/ingest/usage/batch", post(http::ingest::usage_batch))
-        .route("/ingest/charge", post(http::charge::ingest_charge));
+        .route("/ingest/charge", post(http::charge::ingest_charge))
+        .route("/portal-session/exchange", post(http::portal::exchange));
     if let Some(cors) = cors(&state.config.cors_origins) {
         api = api.layer(cors);
     }

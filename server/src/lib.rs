@@ -23,6 +23,7 @@ pub mod ids;
 pub mod ledger;
 pub mod money;
 pub mod payments;
+pub mod portal;
 pub mod projects;
 pub mod server;
 pub mod store;

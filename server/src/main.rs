@@ -240,11 +240,26 @@ async fn print_demo(state: &AppState, base: &str) -> anyhow::Result<()> {
     let name = format!("demo key {}", chrono::Utc::now().format("%Y-%m-%d %H:%M:%S"));
     let key = projects::create_api_key(&mut conn, &project.id, &name, &Scope::ALL, "operator").await?;
     let secret = key.secret;
+    let portal = neruba::portal::create_session(
+        &mut conn,
+        &state.config.public_url,
+        &project.id,
+        "operator",
+        &neruba::portal::SessionRequest {
+            customer_external_id: "acme".into(),
+            return_url: None,
+            ttl_seconds: Some(neruba::portal::MAX_TTL_SECONDS),
+            idempotency_key: None,
+        },
+    )
+    .await?;
     println!(
         r#"
 Neruba is running.
   GraphQL     {base}/graphql{graphiql}
-  Portal      {base}/portal/#key={secret}
+  Portal      {portal}
+              (acme's portal session: the link works once, for 24 hours; mint another with
+              createPortalSession)
   Health      {base}/health/ready
 
 Demo project {id} — API key (all scopes, shown once):
@@ -263,6 +278,7 @@ Try:
             ""
         },
         id = project.id,
+        portal = portal.url,
     );
     Ok(())
 }

@@ -31,16 +31,14 @@ use std::{
 };
 
 use async_graphql::parser::types::{DocumentOperations, Selection, TypeKind, TypeSystemDefinition};
-use futures_util::{SinkExt, StreamExt};
 use neruba::testing::TestApp;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream, connect_async,
-    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
-};
 
-use common::gql;
+use common::{
+    gql,
+    ws::{ws_first, ws_next, ws_open, ws_send},
+};
 
 // ---------------------------------------------------------------------------------------------
 // The world: a victim and an attacker.
@@ -74,6 +72,8 @@ struct Victim {
     tax_rate: String,
     /// A key of A that the positive control of `revokeApiKey` revokes at the very end.
     spare_key_id: String,
+    /// A portal session of the victim customer (the positive control revokes it).
+    portal_session: String,
     /// Every id of A's objects: none may appear in what B is answered.
     ids: Vec<String>,
 }
@@ -318,6 +318,15 @@ async fn victim(app: &TestApp) -> Victim {
     }
     let spare_key_id = key_id(app, &spare).await;
     ids.push(spare_key_id.clone());
+    let minted = gql(
+        app,
+        &all,
+        "mutation($c: String!) { createPortalSession(input: { customerExternalId: $c }) { portalSession { id } } }",
+        json!({ "c": VICTIM_CUSTOMER }),
+    )
+    .await;
+    let portal_session = str_at(minted.data(), "/createPortalSession/portalSession/id");
+    ids.push(portal_session.clone());
     ids.push(key_id(app, &all).await);
     for key in single.values() {
         ids.push(key_id(app, key).await);
@@ -347,6 +356,7 @@ async fn victim(app: &TestApp) -> Victim {
         hold: str_at(&holds[0], "/reserveCredits/hold/id"),
         hold_to_release: str_at(&holds[1], "/reserveCredits/hold/id"),
         spare_key_id,
+        portal_session,
         ids,
     }
 }
@@ -942,6 +952,65 @@ fn table(a: &Victim, b: &Attacker) -> Vec<Case> {
                     NotFound,
                 ),
             ],
+        },
+        Case {
+            root: Mutation,
+            field: "createPortalSession",
+            need: BILLING,
+            own: doc(
+                "mutation($c: String!) { createPortalSession(input: { customerExternalId: $c, returnUrl: \"https://victim.example/account\" }) { url portalSession { id customerId } } }",
+                c.clone(),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "mutation($c: String!) { createPortalSession(input: { customerExternalId: $c }) { url token portalSession { id customerId } } }",
+                    c.clone(),
+                    NotFound,
+                ),
+                doc(
+                    "mutation($p: ID, $c: String!) { createPortalSession(input: { projectId: $p, customerExternalId: $c }) { url token } }",
+                    json!({ "p": a.project, "c": VICTIM_CUSTOMER }),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Mutation,
+            field: "revokePortalSession",
+            need: BILLING,
+            own: doc(
+                "mutation($id: ID!) { revokePortalSession(input: { id: $id }) { portalSession { id status customer { id } } } }",
+                json!({ "id": a.portal_session }),
+                OwnOnly,
+            ),
+            cross: vec![
+                doc(
+                    "mutation($id: ID!) { revokePortalSession(input: { id: $id }) { portalSession { id status } } }",
+                    json!({ "id": a.portal_session }),
+                    NotFound,
+                ),
+                doc(
+                    "mutation($p: ID, $id: ID!) { revokePortalSession(input: { projectId: $p, id: $id }) { portalSession { id } } }",
+                    json!({ "p": a.project, "id": a.portal_session }),
+                    NotFound,
+                ),
+            ],
+        },
+        Case {
+            root: Mutation,
+            field: "setPortalSettings",
+            need: Need::Scope(&["BILLING", "ADMIN"]),
+            own: doc(
+                "mutation { setPortalSettings(input: { logoUrl: \"https://victim.example/logo.png\" }) { project { id logoUrl } } }",
+                json!({}),
+                OwnOnly,
+            ),
+            cross: vec![doc(
+                "mutation($p: ID) { setPortalSettings(input: { projectId: $p, logoUrl: \"https://evil.example/x.png\" }) { project { id } } }",
+                p.clone(),
+                NotFound,
+            )],
         },
         Case {
             root: Mutation,
@@ -2033,78 +2102,6 @@ fn assert_refused(body: &Value, expect: Expect, a: &Victim, what: &str) {
     }
 }
 
-type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn ws_open(app: &TestApp) -> Socket {
-    let mut request = format!("ws://{}/graphql/ws", app.addr).into_client_request().unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("graphql-transport-ws"),
-    );
-    connect_async(request).await.expect("websocket connects").0
-}
-
-async fn ws_send(socket: &mut Socket, value: Value) {
-    socket.send(Message::text(value.to_string())).await.unwrap();
-}
-
-/// The next protocol message within `wait` (pings skipped). `Ok(None)` when nothing came;
-/// `Err` with the close code and reason when the server closed the socket.
-async fn ws_next(socket: &mut Socket, wait: Duration) -> Result<Option<Value>, (u16, String)> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let Ok(message) = tokio::time::timeout_at(deadline, socket.next()).await else {
-            return Ok(None);
-        };
-        match message {
-            Some(Ok(Message::Text(text))) => {
-                let value: Value = serde_json::from_str(&text).unwrap();
-                if value["type"] == "ping" {
-                    continue;
-                }
-                return Ok(Some(value));
-            }
-            Some(Ok(Message::Close(frame))) => {
-                return Err(frame
-                    .map(|f| (u16::from(f.code), f.reason.to_string()))
-                    .unwrap_or_default());
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err((0, e.to_string())),
-            None => return Err((0, "closed".into())),
-        }
-    }
-}
-
-/// Opens a socket, authenticates (`connection_ack` expected) and subscribes. Returns the first
-/// answer to the subscription as a GraphQL response (`{"data"}` or `{"errors"}`), or `None` when
-/// nothing came within `wait` (the subscription is open and waiting for events).
-async fn ws_first(app: &TestApp, key: &str, query: &str, variables: &Value, wait: Duration) -> Option<Value> {
-    let mut socket = ws_open(app).await;
-    ws_send(
-        &mut socket,
-        json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {key}") } }),
-    )
-    .await;
-    let ack = ws_next(&mut socket, Duration::from_secs(10)).await;
-    assert!(matches!(&ack, Ok(Some(m)) if m["type"] == "connection_ack"), "{ack:?}");
-    ws_send(
-        &mut socket,
-        json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": variables } }),
-    )
-    .await;
-    let answer = match ws_next(&mut socket, wait).await {
-        Ok(Some(m)) if m["type"] == "next" => Some(m["payload"].clone()),
-        // graphql-transport-ws sends `error` with the list of errors for a refused operation.
-        Ok(Some(m)) if m["type"] == "error" => Some(json!({ "data": null, "errors": m["payload"] })),
-        Ok(Some(m)) => panic!("unexpected message {m}"),
-        Ok(None) => None,
-        Err(closed) => panic!("the socket closed: {closed:?}"),
-    };
-    socket.close(None).await.ok();
-    answer
-}
-
 // ---------------------------------------------------------------------------------------------
 // The tests.
 
@@ -2130,6 +2127,7 @@ fn every_root_field_of_the_schema_has_an_entry_in_the_hostile_table() {
         adjusted_invoice: "inv_b".into(),
         plan_version: "plv_a".into(),
         spare_key_id: "key_a".into(),
+        portal_session: "ps_a".into(),
         ids: vec![],
     };
     let b = Attacker {
@@ -2680,4 +2678,104 @@ async fn a_read_key_does_not_learn_api_keys_through_project_events() {
     assert_eq!(m["payload"]["data"]["projectEvents"]["kind"], "API_KEY_CREATED", "{m}");
     let key = &m["payload"]["data"]["projectEvents"]["apiKey"];
     assert!(key.is_null(), "a READ key sees a new key: {m}");
+}
+
+/// The fields written for a customer's portal session (issue 15). Every other root field refuses
+/// it with `FORBIDDEN` before looking at any id.
+const CUSTOMER_FIELDS: [&str; 7] = [
+    "viewer",
+    "serverInfo",
+    "node",
+    "nodes",
+    "createCheckout",
+    "upcomingInvoice",
+    "balanceChanged",
+];
+
+/// A portal credential of another customer of A (mallory) sends every document of the table —
+/// A's own and B's, all naming the victim customer's objects — and is refused everything but
+/// its own data: the project's fields are `FORBIDDEN`, the customer's fields answer `null` or
+/// `NOT_FOUND` for the victim's ids, and no answer shows any of the victim's ids. Nothing changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_customer_credential_gets_nothing_of_another_customer() {
+    let app = TestApp::spawn_with(|c| c.payments.sandbox = true).await;
+    let a = victim(&app).await;
+    let b = attacker(&app).await;
+    gql(
+        &app,
+        &a.all,
+        "mutation { createCustomer(input: { externalId: \"mallory\" }) { customer { id } } }",
+        json!({}),
+    )
+    .await
+    .data();
+    let minted = gql(
+        &app,
+        &a.all,
+        "mutation { createPortalSession(input: { customerExternalId: \"mallory\" }) { token } }",
+        json!({}),
+    )
+    .await;
+    let token = str_at(minted.data(), "/createPortalSession/token");
+    let response = reqwest::Client::new()
+        .post(format!("{}/portal-session/exchange", app.base_url))
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let exchanged: Value = response.json().await.unwrap();
+    let mallory = exchanged["credential"].as_str().unwrap().to_string();
+    // The project's own id is mallory's project too; everything else of A's is the victim's.
+    let victim_ids: Vec<&String> = a.ids.iter().filter(|id| **id != a.project).collect();
+
+    let mut attempts = 0;
+    for case in table(&a, &b) {
+        for d in std::iter::once(&case.own).chain(&case.cross) {
+            let what = format!("{} as a customer: {}", case.field, d.query);
+            let before = snapshot(&app).await;
+            let body = match case.root {
+                Root::Subscription => {
+                    match ws_first(&app, &mallory, &d.query, &d.variables, Duration::from_secs(2)).await {
+                        Some(body) => body,
+                        // Open and waiting: only on mallory's own stream, which is empty.
+                        None => json!({ "data": null }),
+                    }
+                }
+                _ => gql(&app, &mallory, &d.query, d.variables.clone()).await.body,
+            };
+            let data = body.get("data").cloned().unwrap_or(Value::Null).to_string();
+            for id in &victim_ids {
+                assert!(
+                    !data.contains(id.as_str()),
+                    "{what}: the answer shows the victim's {id}: {body}"
+                );
+            }
+            let codes = error_codes(&body);
+            if CUSTOMER_FIELDS.contains(&case.field) {
+                assert!(
+                    codes.iter().all(|c| c == "NOT_FOUND" || c == "BAD_USER_INPUT"),
+                    "{what}: {body}"
+                );
+            } else {
+                assert_eq!(codes.first().map(String::as_str), Some("FORBIDDEN"), "{what}: {body}");
+                assert!(body["data"].is_null(), "{what}: {body}");
+            }
+            assert_unchanged(&before, &snapshot(&app).await, &what);
+            attempts += 1;
+        }
+    }
+    assert!(attempts > 100, "only {attempts} attempts");
+
+    // The customer's fields do answer mallory's own data (the refusals above were not a broken
+    // credential).
+    let own = gql(
+        &app,
+        &mallory,
+        "{ viewer { kind customer { externalId wallets { nodes { id } } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(own.data()["viewer"]["kind"], "CUSTOMER");
+    assert_eq!(own.data()["viewer"]["customer"]["externalId"], "mallory");
 }

@@ -84,6 +84,8 @@ async fn the_hand_written_schema_matches_the_migrated_tables() {
         payments,
         webhook_events,
         stripe_customers,
+        portal_sessions,
+        portal_settings,
     );
     let tables: Vec<Count> = diesel::sql_query(format!(
         "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = '{}' \

@@ -11,7 +11,10 @@ use crate::{
     app::AppState,
     db,
     error::Error,
-    store::api_keys::{self, ApiKeyRow},
+    store::{
+        api_keys::{self, ApiKeyRow},
+        portal::PortalSessionRow,
+    },
 };
 
 /// How often `last_used_at` is written at most, per key: keeps authentication read-mostly.
@@ -23,6 +26,18 @@ pub enum Principal {
     Operator,
     /// A project's API key.
     ApiKey { key: Box<ApiKeyRow>, scopes: Vec<Scope> },
+    /// A customer's portal session (`crate::portal`): no scope at all. It passes none of the
+    /// project checks below ([`Principal::require_scope`], [`Principal::project_for`]), so every
+    /// resolver refuses it unless it was written for customers and confines it with
+    /// [`Principal::customer_scope`].
+    Customer(Box<PortalSessionRow>),
+}
+
+/// What a customer credential may reach: one customer of one project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CustomerScope<'a> {
+    pub project_id: &'a str,
+    pub customer_id: &'a str,
 }
 
 pub type AuthError = Error;
@@ -33,13 +48,34 @@ impl Principal {
         match self {
             Principal::Operator => None,
             Principal::ApiKey { key, .. } => Some(&key.project_id),
+            Principal::Customer(session) => Some(&session.project_id),
         }
+    }
+
+    /// The customer a portal credential acts for; `None` for project keys and the operator.
+    pub fn customer_scope(&self) -> Option<CustomerScope<'_>> {
+        match self {
+            Principal::Customer(session) => Some(CustomerScope {
+                project_id: &session.project_id,
+                customer_id: &session.customer_id,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether a customer credential may see an object of `customer_id` in `project_id`: always
+    /// for project keys and the operator (their checks are the scope checks), for a customer only
+    /// its own.
+    pub fn may_see_customer(&self, project_id: &str, customer_id: &str) -> bool {
+        self.customer_scope()
+            .is_none_or(|own| own.project_id == project_id && own.customer_id == customer_id)
     }
 
     pub fn scopes(&self) -> Vec<Scope> {
         match self {
             Principal::Operator => Scope::ALL.to_vec(),
             Principal::ApiKey { scopes, .. } => scopes.clone(),
+            Principal::Customer(_) => Vec::new(),
         }
     }
 
@@ -52,6 +88,7 @@ impl Principal {
         match self {
             Principal::Operator => "operator".to_string(),
             Principal::ApiKey { key, .. } => format!("api_key:{}", key.id),
+            Principal::Customer(session) => format!("portal_session:{}", session.id),
         }
     }
 
@@ -71,14 +108,17 @@ impl Principal {
             Principal::ApiKey { key, scopes } if scopes.contains(&scope) => Ok(&key.project_id),
             Principal::ApiKey { .. } => Err(Error::Forbidden(format!("this API key lacks the `{scope}` scope"))),
             Principal::Operator => Err(Error::Forbidden("this operation needs a project API key".into())),
+            Principal::Customer(_) => Err(customer_refused()),
         }
     }
 
     /// Whether this caller may create a key with `scopes`: a key only with a subset of its own (an
     /// `ADMIN` key cannot mint a key that reads or spends what it cannot), the operator any.
     pub fn may_grant(&self, scopes: &[Scope]) -> Result<(), Error> {
-        let Principal::ApiKey { scopes: own, .. } = self else {
-            return Ok(());
+        let own = match self {
+            Principal::Operator => return Ok(()),
+            Principal::ApiKey { scopes, .. } => scopes,
+            Principal::Customer(_) => return Err(customer_refused()),
         };
         let beyond: Vec<String> = scopes
             .iter()
@@ -111,6 +151,7 @@ impl Principal {
                     _ => Ok(own.to_string()),
                 }
             }
+            Principal::Customer(_) => Err(customer_refused()),
         }
     }
 
@@ -129,6 +170,15 @@ impl Principal {
             .map(|_| Error::Forbidden(format!("this API key lacks the {} scope", names.join(" or "))))
             .unwrap_or_else(|| Error::Internal("no scope given".into())))
     }
+}
+
+/// Why a customer credential is refused a project operation.
+pub fn customer_refused() -> Error {
+    Error::Forbidden(
+        "a customer's portal session can only read its own data, buy credits and pay its invoices; \
+         this operation needs a project API key"
+            .into(),
+    )
 }
 
 /// Extracts the bearer token from an `Authorization` header value or a websocket init payload.
@@ -151,6 +201,18 @@ pub async fn authenticate(state: &AppState, token: Option<&str>) -> Result<Princ
     };
     if constant_time_eq(token.as_bytes(), state.config.admin_token.as_bytes()) {
         return Ok(Principal::Operator);
+    }
+    if token.starts_with(crate::portal::CREDENTIAL_PREFIX) {
+        let mut conn = db::get(&state.pool).await?;
+        return match crate::portal::authenticate(&mut conn, token)
+            .await
+            .map_err(unavailable)?
+        {
+            Some(session) => Ok(Principal::Customer(Box::new(session))),
+            None => Err(Error::Unauthenticated(
+                "the portal session is invalid, expired or revoked: open the portal again from your account".into(),
+            )),
+        };
     }
     let invalid = || Error::Unauthenticated("invalid or revoked API key".into());
     if !token.starts_with(keys::KEY_PREFIX) || token.len() > 200 {

@@ -63,6 +63,10 @@ pub const APP_TABLES: &[(&str, &[&str])] = &[
     // Outcome, processing time.
     ("webhook_events", &["INSERT", "UPDATE"]),
     ("stripe_customers", &["INSERT"]),
+    // Exchanged once, revoked.
+    ("portal_sessions", &["INSERT", "UPDATE"]),
+    // The logo, written with REPLACE (a delete and an insert).
+    ("portal_settings", &["INSERT", "DELETE"]),
 ];
 
 /// Posted ledger rows: the serving user may read and insert them, never change or remove them.

@@ -184,7 +184,9 @@ impl AdminMutation {
         let principal = principal(ctx)?;
         let scope_project = match principal {
             Principal::Operator => None,
-            Principal::ApiKey { .. } => Some(principal.require_scope(Scope::Admin)?.to_string()),
+            Principal::ApiKey { .. } | Principal::Customer(_) => {
+                Some(principal.require_scope(Scope::Admin)?.to_string())
+            }
         };
         let state = state(ctx);
         let mut conn = db::get(&state.pool).await?;
@@ -216,7 +218,7 @@ impl AdminSubscription {
         let shows_keys = principal.scopes().contains(&Scope::Admin);
         let own_key = match principal {
             Principal::ApiKey { key, .. } => Some(key.id.clone()),
-            Principal::Operator => None,
+            Principal::Operator | Principal::Customer(_) => None,
         };
         let state = state(ctx);
         {

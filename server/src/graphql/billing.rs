@@ -442,7 +442,7 @@ use super::{
     absent_is_null,
     loaders::{CustomerLoader, MetricLoader, load_link},
     pagination::{self, CursorKind},
-    require_read,
+    require_read, require_read_of,
     usage::BillableMetric,
     utc,
 };
@@ -1052,7 +1052,7 @@ impl PlanSubscription {
     }
     /// The customer (scope `READ`).
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
-        require_read(ctx, &self.0.project_id)?;
+        require_read_of(ctx, &self.0.project_id, &self.0.customer_id)?;
         absent_is_null(async {
             Ok(Customer(
                 load_link::<CustomerLoader>(ctx, &self.0.project_id, &self.0.customer_id, "customer").await?,
@@ -1170,25 +1170,7 @@ impl SubscriptionQuery {
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<Connection<String, PlanSubscription>> {
         let project_id = resolve_project(ctx, &project_id, Scope::Read).await?;
-        let size = pagination::page_size(first)?;
-        let after_key = pagination::after_key(CursorKind::Subscription, after.as_deref())?;
-        let mut conn = db::get(&state(ctx).pool).await?;
-        let rows = subscription_store::list(
-            &mut conn,
-            &project_id,
-            customer_id.as_ref().map(|c| c.as_str()),
-            after_key.as_deref(),
-            size + 1,
-        )
-        .await?;
-        Ok(pagination::connection(
-            CursorKind::Subscription,
-            rows,
-            size,
-            after.as_deref(),
-            |s| s.id.clone(),
-            PlanSubscription,
-        ))
+        subscription_page(ctx, &project_id, customer_id.as_ref().map(|c| c.as_str()), first, after).await
     }
 
     /// A subscription by id; null when there is none (scope `READ`).
@@ -1294,4 +1276,37 @@ impl SubscriptionMutation {
             subscription: PlanSubscription(row),
         })
     }
+}
+
+/// A page of the project's subscriptions, a customer's when named.
+async fn subscription_page(
+    ctx: &Context<'_>,
+    project_id: &str,
+    customer_id: Option<&str>,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<Connection<String, PlanSubscription>> {
+    let size = pagination::page_size(first)?;
+    let after_key = pagination::after_key(CursorKind::Subscription, after.as_deref())?;
+    let mut conn = db::get(&state(ctx).pool).await?;
+    let rows = subscription_store::list(&mut conn, project_id, customer_id, after_key.as_deref(), size + 1).await?;
+    Ok(pagination::connection(
+        CursorKind::Subscription,
+        rows,
+        size,
+        after.as_deref(),
+        |s| s.id.clone(),
+        PlanSubscription,
+    ))
+}
+
+/// A page of one customer's subscriptions (for `Customer.subscriptions`; the caller checked access).
+pub(crate) async fn customer_subscription_page(
+    ctx: &Context<'_>,
+    project_id: &str,
+    customer_id: &str,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<Connection<String, PlanSubscription>> {
+    subscription_page(ctx, project_id, Some(customer_id), first, after).await
 }

@@ -14,7 +14,7 @@ use super::{
     ledger::LedgerTransaction,
     loaders::{CustomerLoader, load_link},
     pagination::{self, CursorKind},
-    require_read, resolve_project, state,
+    principal, require_read, require_read_of, resolve_project, state,
     types::utc,
     usage::{Customer, UsageEvent, event_cursor, parse_event_cursor},
 };
@@ -85,7 +85,7 @@ impl Invoice {
     }
     /// The customer billed (scope `READ`).
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
-        require_read(ctx, &self.0.project_id)?;
+        require_read_of(ctx, &self.0.project_id, &self.0.customer_id)?;
         absent_is_null(async {
             Ok(Customer(
                 load_link::<CustomerLoader>(ctx, &self.0.project_id, &self.0.customer_id, "customer").await?,
@@ -175,7 +175,7 @@ impl Invoice {
     /// receivable against revenue and tax) and the prepaid credits drawn to pay it, whose entries
     /// name each lot (grant or top-up) they burned; after a void, their reversals (scope `READ`).
     async fn ledger_transactions(&self, ctx: &Context<'_>) -> Result<Vec<LedgerTransaction>> {
-        require_read(ctx, &self.0.project_id)?;
+        require_read_of(ctx, &self.0.project_id, &self.0.customer_id)?;
         let mut conn = db::get(&state(ctx).pool).await?;
         let mut found = Vec::new();
         for id in [
@@ -202,7 +202,7 @@ impl Invoice {
         #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<Connection<String, super::payments::Payment>> {
-        require_read(ctx, &self.0.project_id)?;
+        require_read_of(ctx, &self.0.project_id, &self.0.customer_id)?;
         let filter = crate::store::payments::PaymentFilter {
             invoice_id: Some(self.0.id.clone()),
             ..Default::default()
@@ -388,7 +388,7 @@ impl InvoiceLine {
         #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<Connection<String, UsageEvent>> {
-        require_read(ctx, &self.invoice.project_id)?;
+        require_read_of(ctx, &self.invoice.project_id, &self.invoice.customer_id)?;
         let size = pagination::page_size(first)?;
         let cursor = pagination::after_key(CursorKind::Event, after.as_deref())?
             .as_deref()
@@ -431,8 +431,6 @@ impl InvoiceQuery {
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<Connection<String, Invoice>> {
         let project_id = resolve_project(ctx, &project_id, Scope::Read).await?;
-        let size = pagination::page_size(first)?;
-        let after_key = pagination::after_key(CursorKind::Invoice, after.as_deref())?;
         let filter = InvoiceFilter {
             customer_id: customer_id.map(|c| c.0),
             subscription_id: subscription_id.map(|s| s.0),
@@ -441,16 +439,7 @@ impl InvoiceQuery {
             boundary_from: crate::time::opt_to_column("boundaryFrom", boundary_from)?,
             boundary_to: crate::time::opt_to_column("boundaryTo", boundary_to)?,
         };
-        let mut conn = db::get(&state(ctx).pool).await?;
-        let rows = store::list(&mut conn, &project_id, &filter, after_key.as_deref(), size + 1).await?;
-        Ok(pagination::connection(
-            CursorKind::Invoice,
-            rows,
-            size,
-            after.as_deref(),
-            |i| i.id.clone(),
-            Invoice,
-        ))
+        invoice_page(ctx, &project_id, &filter, first, after).await
     }
 
     /// The project's credit notes and adjustment invoices (corrections of finalized invoices),
@@ -852,7 +841,27 @@ impl PreviewQuery {
         at: Option<DateTime<Utc>>,
     ) -> Result<Option<UpcomingInvoice>> {
         absent_is_null(async {
-            let project_id = resolve_project(ctx, &project_id, Scope::Read).await?;
+            let project_id = match principal(ctx)?.customer_scope() {
+                // A customer previews its own subscriptions, on their own plan.
+                Some(own) => {
+                    let project_id = super::customer_project(own, &project_id)?;
+                    if plan_version_id.is_some() {
+                        return Err(Error::Forbidden(
+                            "a customer's portal session previews its own plan only: leave out planVersionId".into(),
+                        )
+                        .into());
+                    }
+                    let mut conn = db::get(&state(ctx).pool).await?;
+                    let subscription = crate::store::subscriptions::find(&mut conn, &project_id, &subscription_id)
+                        .await?
+                        .ok_or(Error::NotFound("subscription"))?;
+                    if subscription.customer_id != own.customer_id {
+                        return Err(Error::NotFound("subscription").into());
+                    }
+                    project_id
+                }
+                None => resolve_project(ctx, &project_id, Scope::Read).await?,
+            };
             let server_now = crate::store::now();
             let at = crate::time::opt_to_column("at", at)?.unwrap_or(server_now);
             if at > server_now {
@@ -1108,4 +1117,43 @@ impl ExportQuery {
         }
         Ok(BillingExport { from, to, rows })
     }
+}
+
+/// A page of the project's invoices under `filter`.
+async fn invoice_page(
+    ctx: &Context<'_>,
+    project_id: &str,
+    filter: &InvoiceFilter,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<Connection<String, Invoice>> {
+    let size = pagination::page_size(first)?;
+    let after_key = pagination::after_key(CursorKind::Invoice, after.as_deref())?;
+    let mut conn = db::get(&state(ctx).pool).await?;
+    let rows = store::list(&mut conn, project_id, filter, after_key.as_deref(), size + 1).await?;
+    Ok(pagination::connection(
+        CursorKind::Invoice,
+        rows,
+        size,
+        after.as_deref(),
+        |i| i.id.clone(),
+        Invoice,
+    ))
+}
+
+/// A page of one customer's invoices (for `Customer.invoices`; the caller checked access).
+pub(crate) async fn customer_invoice_page(
+    ctx: &Context<'_>,
+    project_id: &str,
+    customer_id: &str,
+    status: Option<InvoiceStatus>,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<Connection<String, Invoice>> {
+    let filter = InvoiceFilter {
+        customer_id: Some(customer_id.to_string()),
+        status: status.map(|s| s.as_str().to_string()),
+        ..Default::default()
+    };
+    invoice_page(ctx, project_id, &filter, first, after).await
 }

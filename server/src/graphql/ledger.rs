@@ -7,14 +7,14 @@
 
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject, Subscription, connection::Connection};
 use chrono::{DateTime, Utc};
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 
 use super::{
     Decimal, Money, Sequence,
     loaders::{CustomerLoader, WalletLoader, load_link},
     opt_id,
     pagination::{self, CursorKind},
-    principal, require_read, resolve_project, state, utc,
+    principal, require_read, require_read_of, resolve_project, state, utc,
 };
 use crate::{
     auth::Scope,
@@ -62,7 +62,7 @@ impl Wallet {
     /// The customer who holds it. Needs `READ` (a charge's answer reached with an `INGEST` key
     /// has `null` here, with an error).
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<super::usage::Customer>> {
-        require_read(ctx, &self.0.project_id)?;
+        require_read_of(ctx, &self.0.project_id, &self.0.customer_id)?;
         let row = load_link::<CustomerLoader>(ctx, &self.0.project_id, &self.0.customer_id, "customer").await?;
         Ok(Some(super::usage::Customer(row)))
     }
@@ -82,7 +82,7 @@ impl Wallet {
         let Some(as_of) = as_of else {
             return Ok(self.money(self.0.balance));
         };
-        require_read(ctx, &self.0.project_id)?;
+        require_read_of(ctx, &self.0.project_id, &self.0.customer_id)?;
         let point = match as_of {
             BalanceAsOf::At(at) => ledger_store::AsOf::At(time::to_column("asOf.at", at)?),
             BalanceAsOf::Sequence(seq) => {
@@ -104,7 +104,7 @@ impl Wallet {
     /// closing balance, the change per cause, and what charges drew from each lot (scope `READ`).
     /// `openingBalance` + Σ `changes` = `closingBalance` (`tiesOut`).
     async fn statement(&self, ctx: &Context<'_>, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<CreditStatement> {
-        require_read(ctx, &self.0.project_id)?;
+        require_read_of(ctx, &self.0.project_id, &self.0.customer_id)?;
         let (from_at, to_at) = (time::to_column("from", from)?, time::to_column("to", to)?);
         if to_at <= from_at {
             return Err(Error::invalid("to", "must be after from").into());
@@ -194,7 +194,7 @@ impl Wallet {
         #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<Option<Connection<String, CreditLot>>> {
-        require_read(ctx, &self.0.project_id)?;
+        require_read_of(ctx, &self.0.project_id, &self.0.customer_id)?;
         let size = pagination::page_size(first)?;
         let after_key = pagination::after_key(CursorKind::Lot, after.as_deref())?;
         let mut conn = db::get(&state(ctx).pool).await?;
@@ -221,7 +221,7 @@ impl Wallet {
         #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<Option<Connection<String, super::holds::CreditHold>>> {
-        require_read(ctx, &self.0.project_id)?;
+        require_read_of(ctx, &self.0.project_id, &self.0.customer_id)?;
         Ok(Some(
             super::holds::hold_page(ctx, &self.0.id, status, first, after).await?,
         ))
@@ -1118,6 +1118,9 @@ impl LedgerSubscription {
     /// `REPLAY_UNAVAILABLE`) before the live events. Neither: every wallet of the project, from
     /// the outbox tail, without resuming. A subscriber that falls behind gets `SUBSCRIBER_LAGGED`
     /// and the stream ends: resume with `afterSequence`. Scope `READ`.
+    ///
+    /// A customer's portal session follows its own wallets (neither argument: all of them, with
+    /// resuming); another customer's wallet or id is `NOT_FOUND`.
     async fn balance_changed(
         &self,
         ctx: &Context<'_>,
@@ -1125,14 +1128,31 @@ impl LedgerSubscription {
         wallet_id: Option<ID>,
         customer_external_id: Option<String>,
         after_sequence: Option<Sequence>,
-    ) -> Result<impl Stream<Item = Result<BalanceEvent>> + use<>> {
-        let project_id = principal(ctx)?.project_for(opt_id(&project_id), "projectId", Scope::Read)?;
+    ) -> Result<futures_util::stream::BoxStream<'static, Result<BalanceEvent>>> {
+        let caller = principal(ctx)?;
+        let own = caller.customer_scope();
+        let project_id = match own {
+            Some(own) => super::customer_project(own, &project_id)?,
+            None => caller.project_for(opt_id(&project_id), "projectId", Scope::Read)?,
+        };
         let state = state(ctx);
         let mut conn = db::get(&state.pool).await?;
+        if let Some(own) = own
+            && wallet_id.is_none()
+            && customer_external_id.is_none()
+        {
+            // A customer follows all its wallets when it names none.
+            let key = Some(ledger_store::StreamKey::Customer(own.customer_id.to_string()));
+            drop(conn);
+            return open_balance_stream(state, project_id, key, after_sequence).await;
+        }
         let key = match (wallet_id, customer_external_id) {
             (Some(wallet_id), customer) => {
                 // Say so rather than wait forever on a wallet that does not exist.
                 let wallet = service::find_wallet(&mut conn, &project_id, &wallet_id).await?;
+                if own.is_some_and(|own| own.customer_id != wallet.customer_id) {
+                    return Err(Error::NotFound("wallet").into());
+                }
                 if customer.is_some_and(|c| c != wallet.customer_external_id) {
                     return Err(Error::invalid("customerExternalId", "the wallet belongs to another customer").into());
                 }
@@ -1141,24 +1161,37 @@ impl LedgerSubscription {
             (None, Some(customer)) => {
                 let customer = store::customers::find_by_external_id(&mut conn, &project_id, &customer)
                     .await?
+                    .filter(|c| own.is_none_or(|own| own.customer_id == c.id))
                     .ok_or(Error::NotFound("customer"))?;
                 Some(ledger_store::StreamKey::Customer(customer.id))
             }
             (None, None) => None,
         };
         drop(conn);
-        let events = crate::ledger::stream::open(
-            state.clone(),
-            crate::ledger::stream::Request {
-                project_id,
-                key: key.clone(),
-                after: after_sequence.map(|s| s.0),
-            },
-        )
-        .await?;
-        Ok(events.map(move |item| {
+        open_balance_stream(state, project_id, key, after_sequence).await
+    }
+}
+
+/// The stream `balanceChanged` answers: one wallet's, one customer's, or (no key) the project's.
+async fn open_balance_stream(
+    state: &crate::app::AppState,
+    project_id: String,
+    key: Option<ledger_store::StreamKey>,
+    after_sequence: Option<Sequence>,
+) -> Result<futures_util::stream::BoxStream<'static, Result<BalanceEvent>>> {
+    let events = crate::ledger::stream::open(
+        state.clone(),
+        crate::ledger::stream::Request {
+            project_id,
+            key: key.clone(),
+            after: after_sequence.map(|s| s.0),
+        },
+    )
+    .await?;
+    Ok(events
+        .map(move |item| {
             item.map(|event| BalanceEvent::new(event, key.as_ref()))
                 .map_err(Into::into)
-        }))
-    }
+        })
+        .boxed())
 }

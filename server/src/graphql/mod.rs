@@ -14,6 +14,7 @@ pub mod money;
 mod node;
 pub mod pagination;
 mod payments;
+mod portal;
 mod scalars;
 mod types;
 mod usage;
@@ -60,6 +61,7 @@ pub struct MutationRoot(
     invoices::InvoiceMutation,
     discounts::DiscountMutation,
     payments::PaymentMutation,
+    portal::PortalMutation,
 );
 
 #[derive(MergedSubscription, Default)]
@@ -116,9 +118,47 @@ pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
 /// Nested money and usage data needs `READ`, however its parent was reached (a charge's payload
 /// reached with an `INGEST` key shows the wallet's balance, not its lots or postings; a
 /// `createCustomer` answer to a `BILLING` key, not the customer's usage or events).
+///
+/// A customer credential has no scope, but reads nested data of its own project: it reaches
+/// objects only through the root fields written for it, which confine it to its customer
+/// ([`require_read_of`] checks the customer again where the object has one).
 pub(crate) fn require_read(ctx: &Context<'_>, project_id: &str) -> crate::error::GraphqlResult<()> {
-    principal(ctx)?.project_for(Some(project_id), "projectId", crate::auth::Scope::Read)?;
+    let principal = principal(ctx)?;
+    if let Some(own) = principal.customer_scope() {
+        return if own.project_id == project_id {
+            Ok(())
+        } else {
+            Err(Error::NotFound("object").into())
+        };
+    }
+    principal.project_for(Some(project_id), "projectId", crate::auth::Scope::Read)?;
     Ok(())
+}
+
+/// [`require_read`] for data of one customer: a customer credential reads only its own.
+pub(crate) fn require_read_of(
+    ctx: &Context<'_>,
+    project_id: &str,
+    customer_id: &str,
+) -> crate::error::GraphqlResult<()> {
+    require_read(ctx, project_id)?;
+    if principal(ctx)?.may_see_customer(project_id, customer_id) {
+        Ok(())
+    } else {
+        Err(Error::NotFound("object").into())
+    }
+}
+
+/// The project a customer credential acts on: its own; naming another is `NOT_FOUND`, as for a
+/// key.
+pub(crate) fn customer_project(
+    own: crate::auth::principal::CustomerScope<'_>,
+    requested: &Option<async_graphql::ID>,
+) -> crate::error::GraphqlResult<String> {
+    match opt_id(requested) {
+        Some(other) if other != own.project_id => Err(Error::NotFound("project").into()),
+        _ => Ok(own.project_id.to_string()),
+    }
 }
 
 /// A single-object lookup: absent and invisible (another project's) objects are `null`, not an

@@ -93,13 +93,41 @@ impl NodeQuery {
     }
 }
 
-/// Whether the caller reads `project_id`'s objects that need `scope`.
+/// Whether the caller reads `project_id`'s objects that need `scope`. A customer credential
+/// passes for its own project here; [`find`] then keeps only its customer's objects.
 fn sees(principal: &Principal, project_id: &str, scope: Scope) -> bool {
-    principal.project_for(Some(project_id), "id", scope).is_ok()
+    match principal.customer_scope() {
+        Some(own) => own.project_id == project_id,
+        None => principal.project_for(Some(project_id), "id", scope).is_ok(),
+    }
+}
+
+/// What a customer credential finds by id: its own customer record, wallets, subscriptions,
+/// invoices, checkouts and payments, and its project; nothing else (another customer's objects,
+/// keys, ledger internals, pricing objects are `null`, as if they did not exist).
+fn customer_owns(node: &Node, customer_id: &str) -> bool {
+    match node {
+        Node::Customer(c) => c.0.id == customer_id,
+        Node::Wallet(w) => w.0.customer_id == customer_id,
+        Node::PlanSubscription(s) => s.0.customer_id == customer_id,
+        Node::Invoice(i) => i.0.customer_id == customer_id,
+        Node::CheckoutSession(c) => c.0.customer_id == customer_id,
+        Node::Payment(p) => p.0.customer_id == customer_id,
+        Node::Project(_) => true,
+        _ => false,
+    }
 }
 
 async fn find(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
     let principal = principal(ctx)?;
+    let found = find_any(ctx, principal, id).await?;
+    Ok(match principal.customer_scope() {
+        Some(own) => found.filter(|node| customer_owns(node, own.customer_id)),
+        None => found,
+    })
+}
+
+async fn find_any(ctx: &Context<'_>, principal: &Principal, id: &str) -> Result<Option<Node>> {
     let Some((prefix, _)) = id.split_once('_') else {
         return Ok(None);
     };

@@ -11,7 +11,7 @@ use super::{
     ledger::{LedgerTransaction, Wallet},
     loaders::{CustomerLoader, load_link},
     pagination::{self, CursorKind},
-    principal, require_read, resolve_project, state,
+    principal, require_read, require_read_of, resolve_project, state,
     types::utc,
     usage::Customer,
 };
@@ -81,7 +81,7 @@ impl CheckoutSession {
     }
     /// Its payment (scope `READ`).
     async fn payment(&self, ctx: &Context<'_>) -> Result<Option<Payment>> {
-        require_read(ctx, &self.0.project_id)?;
+        require_read_of(ctx, &self.0.project_id, &self.0.customer_id)?;
         let mut conn = db::get(&state(ctx).pool).await?;
         Ok(store::payment_of_checkout(&mut conn, &self.0.id).await?.map(Payment))
     }
@@ -126,7 +126,7 @@ impl Payment {
     }
     /// The customer who paid (scope `READ`).
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
-        require_read(ctx, &self.0.project_id)?;
+        require_read_of(ctx, &self.0.project_id, &self.0.customer_id)?;
         absent_is_null(async {
             Ok(Customer(
                 load_link::<CustomerLoader>(ctx, &self.0.project_id, &self.0.customer_id, "customer").await?,
@@ -150,7 +150,7 @@ impl Payment {
     }
     /// The wallet a top-up credited (scope `READ`).
     async fn wallet(&self, ctx: &Context<'_>) -> Result<Option<Wallet>> {
-        require_read(ctx, &self.0.project_id)?;
+        require_read_of(ctx, &self.0.project_id, &self.0.customer_id)?;
         let Some(id) = &self.0.wallet_id else {
             return Ok(None);
         };
@@ -164,7 +164,7 @@ impl Payment {
     }
     /// The invoice it paid (scope `READ`).
     async fn invoice(&self, ctx: &Context<'_>) -> Result<Option<Invoice>> {
-        require_read(ctx, &self.0.project_id)?;
+        require_read_of(ctx, &self.0.project_id, &self.0.customer_id)?;
         let Some(id) = &self.0.invoice_id else {
             return Ok(None);
         };
@@ -176,7 +176,7 @@ impl Payment {
     /// The ledger transactions it posted: the top-up or the invoice payment, then its refund
     /// (scope `READ`).
     async fn ledger_transactions(&self, ctx: &Context<'_>) -> Result<Vec<LedgerTransaction>> {
-        require_read(ctx, &self.0.project_id)?;
+        require_read_of(ctx, &self.0.project_id, &self.0.customer_id)?;
         let mut conn = db::get(&state(ctx).pool).await?;
         let mut found = Vec::new();
         for id in [&self.0.transaction_id, &self.0.refund_transaction_id]
@@ -347,9 +347,19 @@ impl PaymentMutation {
     /// Answers the URL to send the customer to: Stripe Checkout when Stripe is configured, the
     /// sandbox's page otherwise. Nothing is credited or marked paid until the provider's webhook
     /// confirms the payment.
+    ///
+    /// A customer's portal session may pay for its own wallets and invoices (another customer's
+    /// are `NOT_FOUND`); its idempotency keys are its own.
     async fn create_checkout(&self, ctx: &Context<'_>, input: CreateCheckoutInput) -> Result<CreateCheckoutPayload> {
-        let project_id = resolve_project(ctx, &input.project_id, Scope::Billing).await?;
-        let actor = principal(ctx)?.actor();
+        let caller = principal(ctx)?;
+        let (project_id, customer_id) = match caller.customer_scope() {
+            Some(own) => (
+                super::customer_project(own, &input.project_id)?,
+                Some(own.customer_id.to_string()),
+            ),
+            None => (resolve_project(ctx, &input.project_id, Scope::Billing).await?, None),
+        };
+        let actor = caller.actor();
         let purpose = match input.purpose {
             CheckoutPurposeInput::TopUp(t) => PurposeRequest::TopUp {
                 wallet_id: t.wallet_id.0,
@@ -364,6 +374,7 @@ impl PaymentMutation {
             success_url: input.success_url,
             cancel_url: input.cancel_url,
             idempotency_key: input.idempotency_key,
+            customer_id,
         };
         let app = state(ctx);
         let mut conn = db::get(&app.pool).await?;

@@ -37,6 +37,12 @@ impl Project {
     ) -> crate::error::GraphqlResult<async_graphql::connection::Connection<String, ApiKey>> {
         super::admin::project_api_keys(ctx, &self.0.id, first, after).await
     }
+    /// The logo the customer portal shows, if set (`setPortalSettings`).
+    async fn logo_url(&self, ctx: &async_graphql::Context<'_>) -> crate::error::GraphqlResult<Option<String>> {
+        super::require_read(ctx, &self.0.id)?;
+        let mut conn = crate::db::get(&super::state(ctx).pool).await?;
+        Ok(crate::portal::settings(&mut conn, &self.0.id).await?.logo_url)
+    }
     /// Its limits on top-ups through checkout (scope `READ`; `setTopUpLimits` changes them).
     async fn top_up_limits(
         &self,
@@ -97,6 +103,8 @@ impl From<ApiKeyRow> for ApiKey {
 pub enum ViewerKind {
     Operator,
     ApiKey,
+    /// A customer's portal session (`createPortalSession`).
+    Customer,
 }
 
 /// Who the caller is.
@@ -111,9 +119,10 @@ impl Viewer {
         match self.principal {
             Principal::Operator => ViewerKind::Operator,
             Principal::ApiKey { .. } => ViewerKind::ApiKey,
+            Principal::Customer(_) => ViewerKind::Customer,
         }
     }
-    /// The key's project; null for the operator.
+    /// The key's (or portal session's) project; null for the operator.
     async fn project(&self) -> Option<Project> {
         self.project.clone().map(Project)
     }
@@ -121,11 +130,31 @@ impl Viewer {
     async fn api_key(&self) -> Option<ApiKey> {
         match &self.principal {
             Principal::ApiKey { key, .. } => Some(ApiKey::from((**key).clone())),
-            Principal::Operator => None,
+            Principal::Operator | Principal::Customer(_) => None,
         }
     }
+    /// Empty for a portal session: it has no scope, only its customer.
     async fn scopes(&self) -> Vec<Scope> {
         self.principal.scopes()
+    }
+    /// The portal session's customer; null for keys and the operator.
+    async fn customer(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+    ) -> crate::error::GraphqlResult<Option<super::usage::Customer>> {
+        let Principal::Customer(session) = &self.principal else {
+            return Ok(None);
+        };
+        let mut conn = crate::db::get(&super::state(ctx).pool).await?;
+        let row = crate::customers::find_customer_by_id(&mut conn, &session.project_id, &session.customer_id).await?;
+        Ok(Some(super::usage::Customer(row)))
+    }
+    /// The portal session in use; null for keys and the operator.
+    async fn portal_session(&self) -> Option<super::portal::PortalSession> {
+        match &self.principal {
+            Principal::Customer(session) => Some(super::portal::PortalSession((**session).clone())),
+            _ => None,
+        }
     }
 }
 
@@ -174,6 +203,8 @@ pub enum ActorKind {
     ApiKey,
     /// Neruba itself (the expiry sweep).
     System,
+    /// A customer, through its portal session.
+    Customer,
 }
 
 /// Who did something: recorded with keys and ledger transactions.
@@ -184,11 +215,13 @@ pub struct Actor {
 }
 
 impl Actor {
-    /// From the stored text: `operator`, `system`, or `api_key:<id>` (see `Principal::actor`).
+    /// From the stored text: `operator`, `system`, `api_key:<id>` or `portal_session:<id>` (see
+    /// `Principal::actor`).
     pub fn parse(text: &str, project_id: &str) -> Actor {
         let (kind, api_key_id) = match text.strip_prefix("api_key:") {
             Some(id) => (ActorKind::ApiKey, Some(id.to_string())),
             None if text == "operator" => (ActorKind::Operator, None),
+            None if text.starts_with("portal_session:") => (ActorKind::Customer, None),
             None => (ActorKind::System, None),
         };
         Actor {

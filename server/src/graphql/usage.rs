@@ -15,7 +15,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use super::{
     Decimal,
     pagination::{self, CursorKind},
-    require_read, resolve_project, state, utc,
+    require_read_of, resolve_project, state, utc,
 };
 use crate::{
     app::AppState,
@@ -86,7 +86,7 @@ impl Customer {
         #[graphql(desc = "End of the period, exclusive.")] to: DateTime<Utc>,
         #[graphql(desc = "A property to group by; defaults to the metric's own group-by.")] group_by: Option<String>,
     ) -> Result<Usage> {
-        require_read(ctx, &self.0.project_id)?;
+        require_read_of(ctx, &self.0.project_id, &self.0.id)?;
         let metric = parse_metric_code("metric", &metric)?;
         let (from_at, to_at) = (time::to_column("from", from)?, time::to_column("to", to)?);
         if from_at >= to_at {
@@ -126,6 +126,58 @@ impl Customer {
         })
     }
 
+    /// The metric's aggregate per hour, day or month of `timeZone` over `[from, to)` (event time),
+    /// for charts: every bucket from the one holding `from` to the one holding the instant before
+    /// `to`, zero where nothing counts, at most 1000 buckets. One query (scope `READ`).
+    async fn usage_series(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The billable metric's code.")] metric: String,
+        #[graphql(desc = "Start of the range, inclusive.")] from: DateTime<Utc>,
+        #[graphql(desc = "End of the range, exclusive.")] to: DateTime<Utc>,
+        interval: crate::usage::series::UsageInterval,
+        #[graphql(desc = "The IANA time zone whose calendar the buckets follow (`Europe/Berlin`; default `UTC`).")]
+        time_zone: Option<String>,
+    ) -> Result<UsageSeries> {
+        use crate::usage::series;
+        require_read_of(ctx, &self.0.project_id, &self.0.id)?;
+        let code = parse_metric_code("metric", &metric)?;
+        let tz = series::parse_time_zone("timeZone", time_zone.as_deref().unwrap_or("UTC"))?;
+        let (from_at, to_at) = (time::to_column("from", from)?, time::to_column("to", to)?);
+        let bounds = series::boundaries(from_at, to_at, interval, tz)?;
+        let mut conn = db::get(&state(ctx).pool).await?;
+        let row = billable_metrics::find_by_code(&mut conn, &self.0.project_id, &code)
+            .await?
+            .ok_or(Error::NotFound("billable metric"))?;
+        let def = metrics::MetricDef::from_row(&row)?;
+        // The buckets' edges, but only `[from, to)` counts.
+        let mut query_bounds = bounds.clone();
+        query_bounds[0] = from_at;
+        if let Some(last) = query_bounds.last_mut() {
+            *last = to_at;
+        }
+        let mut buckets =
+            series::series(&mut conn, &self.0.project_id, &def, &self.0.external_id, &query_bounds).await?;
+        for (bucket, edges) in buckets.iter_mut().zip(bounds.windows(2)) {
+            bucket.start = edges[0];
+            bucket.end = edges[1];
+        }
+        Ok(UsageSeries {
+            metric: code,
+            aggregation: def.aggregation,
+            interval,
+            time_zone: tz.name().to_string(),
+            buckets: buckets
+                .into_iter()
+                .map(|b| UsageBucket {
+                    start: utc(b.start),
+                    end: utc(b.end),
+                    value: b.value.into(),
+                })
+                .collect(),
+        })
+    }
+
     /// The customer's wallets, one per currency or credit unit, oldest first (by id, which is
     /// time-ordered), a page at a time (scope `READ`). Cursors are shared with `wallets`.
     #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
@@ -135,7 +187,7 @@ impl Customer {
         #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<Connection<String, super::ledger::Wallet>> {
-        require_read(ctx, &self.0.project_id)?;
+        require_read_of(ctx, &self.0.project_id, &self.0.id)?;
         super::ledger::wallet_page(ctx, &self.0.project_id, Some(&self.0.external_id), first, after).await
     }
 
@@ -147,7 +199,7 @@ impl Customer {
         #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<Connection<String, super::payments::Payment>> {
-        require_read(ctx, &self.0.project_id)?;
+        require_read_of(ctx, &self.0.project_id, &self.0.id)?;
         let filter = crate::store::payments::PaymentFilter {
             customer_id: Some(self.0.id.clone()),
             ..Default::default()
@@ -166,7 +218,7 @@ impl Customer {
         #[graphql(desc = "Only events at or after this time.")] from: Option<DateTime<Utc>>,
         #[graphql(desc = "Only events before this time.")] to: Option<DateTime<Utc>>,
     ) -> Result<Connection<String, UsageEvent>> {
-        require_read(ctx, &self.0.project_id)?;
+        require_read_of(ctx, &self.0.project_id, &self.0.id)?;
         let size = pagination::page_size(first)?;
         let cursor = pagination::after_key(CursorKind::Event, after.as_deref())?
             .as_deref()
@@ -196,6 +248,32 @@ impl Customer {
             |r| event_cursor(r.occurred_at, r.seq),
             |r| UsageEvent(r.into()),
         ))
+    }
+    /// The customer's invoices, oldest first, optionally in one status (scope `READ`). Cursors
+    /// are shared with `invoices`.
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
+    async fn invoices(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<crate::billing::runs::InvoiceStatus>,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<Connection<String, super::invoices::Invoice>> {
+        require_read_of(ctx, &self.0.project_id, &self.0.id)?;
+        super::invoices::customer_invoice_page(ctx, &self.0.project_id, &self.0.id, status, first, after).await
+    }
+
+    /// The customer's subscriptions, oldest first (scope `READ`). Cursors are shared with
+    /// `subscriptions`.
+    #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
+    async fn subscriptions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<Connection<String, super::billing::PlanSubscription>> {
+        require_read_of(ctx, &self.0.project_id, &self.0.id)?;
+        super::billing::customer_subscription_page(ctx, &self.0.project_id, &self.0.id, first, after).await
     }
 }
 
@@ -812,4 +890,25 @@ fn batch_result(outcomes: Vec<Outcome>) -> IngestUsageBatchPayload {
         });
     }
     result
+}
+
+/// A metric's aggregate per calendar interval (`Customer.usageSeries`).
+#[derive(SimpleObject)]
+pub struct UsageSeries {
+    pub metric: String,
+    pub aggregation: Aggregation,
+    pub interval: crate::usage::series::UsageInterval,
+    /// The IANA name of the time zone the buckets follow.
+    pub time_zone: String,
+    /// Oldest first, every bucket of the range.
+    pub buckets: Vec<UsageBucket>,
+}
+
+/// One interval of a usage series: the aggregate of the events in `[start, end)` (and in the
+/// series' range).
+#[derive(SimpleObject)]
+pub struct UsageBucket {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub value: Decimal,
 }

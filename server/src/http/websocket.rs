@@ -74,8 +74,10 @@ pub async fn websocket(
 struct SocketAuth {
     /// The credential accepted at `connection_init`, checked again before each operation.
     token: Mutex<Option<String>>,
-    /// The API key behind it (none for the operator).
+    /// The API key or portal session behind it (none for the operator).
     key_id: Mutex<Option<String>>,
+    /// When a portal session's credential stops working: its socket closes then.
+    expires_at: Mutex<Option<chrono::NaiveDateTime>>,
     /// `connection_init` was accepted.
     accepted: AtomicBool,
     /// `connection_init` was refused: the close that follows is a 4403.
@@ -89,7 +91,13 @@ impl SocketAuth {
         *lock(&self.token) = token;
         *lock(&self.key_id) = match principal {
             Principal::ApiKey { key, .. } => Some(key.id.clone()),
+            // A portal session is revoked like a key (its id in the same outbox row).
+            Principal::Customer(session) => Some(session.id.clone()),
             Principal::Operator => None,
+        };
+        *lock(&self.expires_at) = match principal {
+            Principal::Customer(session) => Some(session.expires_at),
+            _ => None,
         };
         self.accepted.store(true, Ordering::Relaxed);
     }
@@ -191,8 +199,9 @@ async fn serve(
         _ = join(connection, forward) => None,
         // On shutdown the socket goes, so the server can stop (clients reconnect to another replica).
         () = shutdown.cancelled() => Some(close(CLOSE_GOING_AWAY, "server shutting down")),
-        () = auth.revoked.cancelled() => Some(close(CLOSE_FORBIDDEN, "API key revoked")),
-        () = watch_revocations(&state, &auth, &mut events) => Some(close(CLOSE_FORBIDDEN, "API key revoked")),
+        () = auth.revoked.cancelled() => Some(close(CLOSE_FORBIDDEN, "credential revoked or expired")),
+        () = watch_revocations(&state, &auth, &mut events) => Some(close(CLOSE_FORBIDDEN, "credential revoked")),
+        () = session_expiry(&auth) => Some(close(CLOSE_FORBIDDEN, "portal session expired")),
         () = init_deadline(state.config.ws_init_timeout, &auth) => {
             Some(close(CLOSE_INIT_TIMEOUT, "connection_init was not sent in time"))
         }
@@ -220,6 +229,25 @@ async fn init_deadline(timeout: std::time::Duration, auth: &SocketAuth) {
     tokio::time::sleep(timeout).await;
     if auth.accepted.load(Ordering::Relaxed) {
         std::future::pending::<()>().await;
+    }
+}
+
+/// Returns when the portal session behind the socket expires; never for other credentials.
+async fn session_expiry(auth: &SocketAuth) {
+    loop {
+        if auth.accepted.load(Ordering::Relaxed) {
+            let Some(expires_at) = *lock(&auth.expires_at) else {
+                return std::future::pending().await;
+            };
+            let left = (expires_at - crate::store::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(left).await;
+            // Checked again: a later `connection_init` cannot move it, but be exact.
+            if lock(&auth.expires_at).is_some_and(|at| at <= crate::store::now()) {
+                return;
+            }
+        } else {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
 }
 

@@ -59,6 +59,9 @@ pub struct CheckoutRequest {
     pub success_url: String,
     pub cancel_url: String,
     pub idempotency_key: String,
+    /// Set for a customer's portal session: only this customer's wallet or invoice may be paid
+    /// for (another's is `NOT_FOUND`), and its idempotency keys are its own.
+    pub customer_id: Option<String>,
 }
 
 /// A checkout, and whether it was made by an earlier request with the same key.
@@ -123,6 +126,24 @@ pub async fn create_checkout(
     request: &CheckoutRequest,
 ) -> Result<Checkout> {
     let key = ids::parse_idempotency_key("idempotencyKey", &request.idempotency_key)?;
+    // A customer's keys live in a namespace of their own, so that a customer neither replays nor
+    // collides with the project's checkouts or another customer's.
+    let key = match &request.customer_id {
+        Some(customer_id) => {
+            let scoped = format!("{}portal:{customer_id}:{key}", ids::RESERVED_KEY_PREFIX);
+            if scoped.chars().count() > ids::MAX_IDEMPOTENCY_KEY_CHARS {
+                return Err(Error::invalid(
+                    "idempotencyKey",
+                    format!(
+                        "must be at most {} characters from a portal session",
+                        ids::MAX_IDEMPOTENCY_KEY_CHARS + key.chars().count() - scoped.chars().count()
+                    ),
+                ));
+            }
+            scoped
+        }
+        None => key,
+    };
     let success_url = parse_return_url("successUrl", &request.success_url)?;
     let cancel_url = parse_return_url("cancelUrl", &request.cancel_url)?;
     let (kind, object_id, amount) = match &request.purpose {
@@ -153,7 +174,14 @@ pub async fn create_checkout(
             replayed: true,
         },
         None => {
-            let target = resolve_target(conn, project_id, &request.purpose, amount).await?;
+            let target = resolve_target(
+                conn,
+                project_id,
+                request.customer_id.as_deref(),
+                &request.purpose,
+                amount,
+            )
+            .await?;
             let now = crate::store::now();
             let checkout = CheckoutRow {
                 id: ids::new_id(CHECKOUT_ID_PREFIX),
@@ -265,12 +293,16 @@ async fn replay(conn: &mut Conn, project_id: &str, key: &str, hash: &[u8]) -> Re
 async fn resolve_target(
     conn: &mut Conn,
     project_id: &str,
+    customer_id: Option<&str>,
     purpose: &PurposeRequest,
     amount: Option<Decimal>,
 ) -> Result<Target> {
     match purpose {
         PurposeRequest::TopUp { wallet_id, .. } => {
             let wallet = ledger_service::find_wallet(conn, project_id, wallet_id).await?;
+            if customer_id.is_some_and(|own| own != wallet.customer_id) {
+                return Err(Error::NotFound("wallet"));
+            }
             let amount = amount.ok_or_else(|| Error::invalid("amount", "is required"))?;
             let unit: Currency = credit_units::stored_unit(conn, project_id, &wallet.currency).await?;
             unit.check_precision("amount", amount)?;
@@ -292,6 +324,9 @@ async fn resolve_target(
             let invoice = invoice_store::find(conn, project_id, invoice_id)
                 .await?
                 .ok_or(Error::NotFound("invoice"))?;
+            if customer_id.is_some_and(|own| own != invoice.customer_id) {
+                return Err(Error::NotFound("invoice"));
+            }
             let status: InvoiceStatus = invoice.status.parse()?;
             if status != InvoiceStatus::Finalized {
                 return Err(Error::conflict(

@@ -86,6 +86,7 @@ pub struct AggregateRow {
 pub enum Bind {
     Text(String),
     Time(NaiveDateTime),
+    Int(i64),
 }
 
 /// How many aggregation queries this process has run: tests use it to prove that usage of many
@@ -122,6 +123,7 @@ fn bound(
         query = match bind {
             Bind::Text(v) => query.bind::<Text, _>(v),
             Bind::Time(v) => query.bind::<Datetime, _>(v),
+            Bind::Int(v) => query.bind::<diesel::sql_types::BigInt, _>(v),
         };
     }
     query

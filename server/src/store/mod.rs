@@ -10,6 +10,7 @@ pub mod invoices;
 pub mod ledger;
 pub mod payments;
 pub mod plans;
+pub mod portal;
 pub mod projects;
 pub mod schema;
 pub mod subscriptions;

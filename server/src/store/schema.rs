@@ -520,6 +520,32 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    portal_sessions (id) {
+        id -> Varchar,
+        project_id -> Varchar,
+        customer_id -> Varchar,
+        link_hash -> Binary,
+        credential_hash -> Nullable<Binary>,
+        return_url -> Nullable<Varchar>,
+        idempotency_key -> Nullable<Varchar>,
+        request_hash -> Nullable<Binary>,
+        actor -> Varchar,
+        created_at -> Datetime,
+        expires_at -> Datetime,
+        exchanged_at -> Nullable<Datetime>,
+        revoked_at -> Nullable<Datetime>,
+    }
+}
+
+diesel::table! {
+    portal_settings (project_id) {
+        project_id -> Varchar,
+        logo_url -> Nullable<Varchar>,
+        updated_at -> Datetime,
+    }
+}
+
 diesel::joinable!(api_keys -> projects (project_id));
 diesel::joinable!(customers -> projects (project_id));
 diesel::joinable!(billable_metrics -> projects (project_id));
@@ -569,4 +595,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     payments,
     webhook_events,
     stripe_customers,
+    portal_sessions,
+    portal_settings,
 );

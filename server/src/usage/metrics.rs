@@ -205,7 +205,7 @@ fn path(property: &str) -> String {
 
 /// The SQL expression of a grouped aggregation (every one but `LATEST`, which ranks events
 /// instead), pushing the parameters it binds onto `binds`.
-fn grouped_value(def: &MetricDef, aggregation: Aggregation, binds: &mut Vec<Bind>) -> &'static str {
+pub(crate) fn grouped_value(def: &MetricDef, aggregation: Aggregation, binds: &mut Vec<Bind>) -> &'static str {
     match aggregation {
         Aggregation::Count => "COUNT(*)",
         Aggregation::Sum => "SUM(quantity)",
@@ -282,7 +282,7 @@ pub fn aggregate_sql(
 /// The events of `def` for `customers` that occurred in `[from, to)` (and arrived by
 /// `received_until`, when given) and pass the metric's filters: the WHERE clause every
 /// aggregation shares.
-fn where_clause(
+pub(crate) fn where_clause(
     project_id: &str,
     def: &MetricDef,
     customers: &[&str],
@@ -476,7 +476,7 @@ pub async fn billed_events_page(
 
 /// An aggregate's text as an exact decimal. A SUM of many large quantities can have more digits
 /// than a `Decimal` holds (28): that is refused, never answered rounded.
-fn exact(text: Option<&str>) -> Result<Decimal> {
+pub(crate) fn exact(text: Option<&str>) -> Result<Decimal> {
     let Some(text) = text else {
         return Ok(Decimal::ZERO);
     };

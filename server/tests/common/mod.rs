@@ -1,6 +1,8 @@
 //! Helpers for black-box tests: a GraphQL client over real HTTP.
 #![allow(dead_code)]
 
+pub mod ws;
+
 use neruba::testing::TestApp;
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -1,0 +1,2 @@
+DROP TABLE portal_settings;
+DROP TABLE portal_sessions;
