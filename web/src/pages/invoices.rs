@@ -1,4 +1,4 @@
-//! Invoices: newest first, a page at a time, each linking to its detail.
+//! Invoices: newest first, each linking to its detail.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -32,62 +32,50 @@ pub fn status_label(status: &str) -> String {
     }
 }
 
+/// At most this many pages of 100 are read (10,000 invoices): far beyond one customer's.
+const MAX_PAGES: usize = 100;
+
+/// The server lists a customer's invoices oldest first; the portal reads them all and shows the
+/// newest first.
+async fn load_all(portal: &crate::portal::Portal) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    let mut after = None;
+    for _ in 0..MAX_PAGES {
+        let data = portal
+            .run::<Invoices>(invoices::Variables { after })
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(customer) = data.viewer.customer else {
+            break;
+        };
+        let page = customer.invoices;
+        rows.extend(page.nodes.into_iter().map(|i| Row {
+            id: i.id,
+            number: i.number,
+            status: enum_name(&i.status),
+            date: i.finalized_at.unwrap_or(i.created_at),
+            total: i.total.into(),
+            due: i.amount_due.into(),
+        }));
+        match (page.page_info.has_next_page, page.page_info.end_cursor) {
+            (true, Some(cursor)) => after = Some(cursor),
+            _ => break,
+        }
+    }
+    rows.reverse();
+    Ok(rows)
+}
+
 #[component]
 pub fn InvoicesPage() -> impl IntoView {
     let portal = use_portal();
     let rows = RwSignal::new(Load::<Vec<Row>>::Loading);
-    let next = RwSignal::new(None::<String>);
-    let more_error = RwSignal::new(None::<String>);
-    let loading_more = RwSignal::new(false);
-
-    let load = move |after: Option<String>| {
-        let portal = portal.clone();
-        spawn_local(async move {
-            let first_page = after.is_none();
-            loading_more.set(!first_page);
-            let result = portal.run::<Invoices>(invoices::Variables { after }).await;
-            loading_more.set(false);
-            match result {
-                Ok(data) => {
-                    let Some(customer) = data.viewer.customer else {
-                        rows.set(Load::Ready(Vec::new()));
-                        return;
-                    };
-                    let page = customer.invoices;
-                    next.set(
-                        page.page_info
-                            .has_next_page
-                            .then_some(page.page_info.end_cursor)
-                            .flatten(),
-                    );
-                    let new_rows = page.nodes.into_iter().map(|i| Row {
-                        id: i.id,
-                        number: i.number,
-                        status: enum_name(&i.status),
-                        date: i.finalized_at.unwrap_or(i.created_at),
-                        total: i.total.into(),
-                        due: i.amount_due.into(),
-                    });
-                    if first_page {
-                        rows.set(Load::Ready(new_rows.collect()));
-                    } else {
-                        rows.update(|r| {
-                            if let Load::Ready(list) = r {
-                                list.extend(new_rows);
-                            }
-                        });
-                    }
-                }
-                Err(e) if first_page => rows.set(Load::Failed(e.to_string())),
-                Err(e) => more_error.set(Some(e.to_string())),
-            }
+    spawn_local(async move {
+        rows.set(match load_all(&portal).await {
+            Ok(list) => Load::Ready(list),
+            Err(e) => Load::Failed(e),
         });
-    };
-    let load = {
-        let load = load.clone();
-        load(None);
-        load
-    };
+    });
 
     view! {
         <section aria-labelledby="invoices-title">
@@ -136,20 +124,6 @@ pub fn InvoicesPage() -> impl IntoView {
                     .into_any()
                 }
             }}
-            {move || next.get().map(|cursor| {
-                let load = load.clone();
-                view! {
-                <button
-                    type="button"
-                    class="button button-quiet"
-                    data-testid="more-invoices"
-                    disabled=move || loading_more.get()
-                    on:click=move |_| load(Some(cursor.clone()))
-                >
-                    "Show older invoices"
-                </button>
-            }})}
-            {move || more_error.get().map(|m| view! { <p class="notice notice-error" role="alert">{m}</p> })}
         </section>
     }
 }
