@@ -32,7 +32,9 @@ pub fn bar_chart_svg(bars: &[Bar], size: (u32, u32)) -> Result<String, String> {
             .y_label_area_size(48)
             .build_cartesian_2d((0u32..count).into_segmented(), 0f64..y_max)
             .map_err(|e| e.to_string())?;
-        let label_every = (count as usize).div_ceil(8).max(1);
+        // About one label per 64 px, at most 8: a phone gets fewer, none overlap.
+        let max_labels = (size.0 / 64).clamp(2, 8) as usize;
+        let label_every = (count as usize).div_ceil(max_labels).max(1);
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -200,6 +202,19 @@ mod tests {
         assert!((4..=8).contains(&shown), "{shown} labels");
         assert!(svg.contains("\nd1\n"), "the first bucket is labelled");
         assert_eq!(bars_of(&svg).len(), 31);
+    }
+
+    #[test]
+    fn a_narrow_chart_gets_fewer_labels() {
+        let bars: Vec<Bar> = (0..24)
+            .map(|h| Bar {
+                label: format!("h{h}"),
+                value: 1.0,
+            })
+            .collect();
+        let svg = bar_chart_svg(&bars, (300, 200)).unwrap();
+        let shown = (0..24).filter(|h| svg.contains(&format!("\nh{h}\n"))).count();
+        assert!((2..=4).contains(&shown), "{shown} labels on 300 px");
     }
 
     #[test]
