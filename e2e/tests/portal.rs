@@ -100,6 +100,11 @@ async fn shop(app: &TestApp) -> String {
 
 /// What `createPortalSession` gives the project's backend: the link to send the customer to.
 async fn portal_link(app: &TestApp, key: &str) -> String {
+    portal_session(app, key).await.0
+}
+
+/// The link and the session's id (to revoke it).
+async fn portal_session(app: &TestApp, key: &str) -> (String, String) {
     let minted = gql(
         app,
         key,
@@ -110,7 +115,11 @@ async fn portal_link(app: &TestApp, key: &str) -> String {
     let url = minted["createPortalSession"]["url"].as_str().expect("a url").to_owned();
     let token = minted["createPortalSession"]["token"].as_str().expect("a token");
     assert!(url.contains(token), "the link carries the token: {url}");
-    url
+    let id = minted["createPortalSession"]["portalSession"]["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    (url, id)
 }
 
 async fn sandbox_app() -> TestApp {
@@ -341,6 +350,53 @@ async fn a_used_tampered_or_missing_link_shows_the_session_ended_page() {
     browser.wait_for("session-ended").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!browser.is_present("balance-USD").await);
+
+    browser.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_session_ends_on_the_open_page_without_a_click_and_the_logo_shows() {
+    let browser = Browser::launch().await;
+    let app = sandbox_app().await;
+    let key = shop(&app).await;
+    let logo = format!("{}/portal/logo-test.svg", app.base_url);
+    gql(
+        &app,
+        &key,
+        "mutation($l: String) { setPortalSettings(input: { logoUrl: $l }) { project { logoUrl } } }",
+        json!({ "l": logo }),
+    )
+    .await;
+    let (link, id) = portal_session(&app, &key).await;
+
+    browser.goto(&link).await;
+    wait_for_balance(&browser, "100.00 USD").await;
+    let img = browser.wait_for("project-logo").await;
+    assert_eq!(img.attr("src").await.unwrap().as_deref(), Some(logo.as_str()));
+    browser
+        .wait_for_text("live-status", "the live connection", |t| t == "Live")
+        .await;
+
+    // The project ends the session: the open page learns it from its websocket, at once.
+    gql(
+        &app,
+        &key,
+        "mutation($id: ID!) { revokePortalSession(input: { id: $id }) { portalSession { status } } }",
+        json!({ "id": id }),
+    )
+    .await;
+    browser
+        .wait_for_text("session-ended", "the session-ended page", |t| {
+            t.contains("Your session has ended")
+        })
+        .await;
+    let back = browser.wait_for("return-link").await;
+    assert_eq!(back.attr("href").await.unwrap().as_deref(), Some(RETURN_URL));
+    assert!(
+        !browser.is_present("balance-USD").await,
+        "nothing of the account stays on screen"
+    );
 
     browser.close().await;
     app.stop().await;
