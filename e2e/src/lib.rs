@@ -287,7 +287,7 @@ impl Browser {
     }
 
     /// Runs a Chrome DevTools Protocol command through chromedriver.
-    async fn cdp(&self, cmd: &'static str, params: Value) -> Value {
+    pub async fn cdp(&self, cmd: &'static str, params: Value) -> Value {
         self.client
             .issue_cmd(Cdp { cmd, params })
             .await

@@ -401,3 +401,42 @@ async fn a_revoked_session_ends_on_the_open_page_without_a_click_and_the_logo_sh
     browser.close().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_balance_reconnects_and_catches_up_after_the_network_drops() {
+    let browser = Browser::launch().await;
+    let app = sandbox_app().await;
+    let key = shop(&app).await;
+    let link = portal_link(&app, &key).await;
+    browser.goto(&link).await;
+    wait_for_balance(&browser, "100.00 USD").await;
+    browser
+        .wait_for_text("live-status", "the live connection", |t| t == "Live")
+        .await;
+    mark_page(&browser).await;
+
+    let offline =
+        |offline: bool| json!({ "offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 });
+    browser.cdp("Network.enable", json!({})).await;
+    browser.cdp("Network.emulateNetworkConditions", offline(true)).await;
+    browser
+        .wait_for_text("live-status", "the connection lost", |t| t == "Reconnecting…")
+        .await;
+    // Charged while the page cannot hear it.
+    charge(&app, &key, "2.5", "while-offline").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(browser.text_of("balance-USD").await.as_deref(), Some("100.00 USD"));
+
+    browser.cdp("Network.emulateNetworkConditions", offline(false)).await;
+    browser
+        .wait_for_text("live-status", "the connection back", |t| t == "Live")
+        .await;
+    wait_for_balance(&browser, "97.50 USD").await;
+    // And it keeps following.
+    charge(&app, &key, "0.5", "after-reconnect").await;
+    wait_for_balance(&browser, "97.00 USD").await;
+    assert_not_reloaded(&browser).await;
+
+    browser.close().await;
+    app.stop().await;
+}

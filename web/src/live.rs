@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures_util::future::Either;
 use futures_util::{SinkExt, StreamExt};
 use gloo_net::websocket::{Message, WebSocketError, futures::WebSocket};
 use graphql_client::GraphQLQuery;
@@ -58,6 +59,8 @@ const SUBSCRIPTION_ID: &str = "balances";
 const REPLAY_UNAVAILABLE: &str = "REPLAY_UNAVAILABLE";
 /// graphql-transport-ws: the server refused `connection_init` (or revoked it later).
 const CLOSE_FORBIDDEN: u16 = 4403;
+/// How often an open connection checks that the browser is still online.
+const CHECK_MS: u32 = 1000;
 
 /// The envelope of a graphql-transport-ws message (the protocol's, not a GraphQL response).
 #[derive(Deserialize)]
@@ -160,6 +163,11 @@ pub async fn run(
                 handler.status(LiveStatus::Reconnecting);
                 gloo_timers::future::TimeoutFuture::new(backoff_ms(attempt)).await;
                 attempt = attempt.saturating_add(1);
+                // No attempt while offline: look again every second, then reconnect at once.
+                while !online() && !stop.load(Ordering::Relaxed) {
+                    gloo_timers::future::TimeoutFuture::new(CHECK_MS).await;
+                    attempt = 0;
+                }
             }
         }
     }
@@ -185,7 +193,27 @@ async fn connect_once(
     if let Err(e) = write.send(Message::Text(init.to_string())).await {
         return Outcome::Dropped(e.to_string());
     }
-    while let Some(message) = read.next().await {
+    loop {
+        // Wait for the next message, but look up every second whether the browser went offline
+        // (or the session ended): a socket on a dead network can stay half-open for minutes
+        // without an error, so the portal closes it and reconnects once back online.
+        let next = read.next();
+        let tick = gloo_timers::future::TimeoutFuture::new(CHECK_MS);
+        let message = match futures_util::future::select(next, tick).await {
+            Either::Left((Some(message), _)) => message,
+            Either::Left((None, _)) => break,
+            Either::Right(((), _)) => {
+                if stop.load(Ordering::Relaxed) {
+                    let _ = write.close().await;
+                    return Outcome::Dropped("stopped".into());
+                }
+                if !online() {
+                    let _ = write.close().await;
+                    return Outcome::Dropped("the browser went offline".into());
+                }
+                continue;
+            }
+        };
         if stop.load(Ordering::Relaxed) {
             let _ = write.close().await;
             return Outcome::Dropped("stopped".into());
@@ -251,6 +279,11 @@ async fn connect_once(
         }
     }
     Outcome::Dropped("the connection closed".into())
+}
+
+/// Whether the browser believes it has a network (`navigator.onLine`).
+fn online() -> bool {
+    web_sys::window().is_none_or(|w| w.navigator().on_line())
 }
 
 #[cfg(test)]
