@@ -218,6 +218,17 @@ async fn a_customer_sees_the_balance_buys_credits_pays_an_invoice_and_follows_li
     );
     browser.screenshots("checkout-return").await;
 
+    // A failed payment comes back to the portal too, says nothing was charged, credits nothing.
+    browser.click("nav-buy").await;
+    browser.type_into("buy-amount", "7.5").await;
+    browser.click("buy-submit").await;
+    browser
+        .wait_for_url("the sandbox checkout", |u| u.contains("/sandbox/checkout/chk_"))
+        .await;
+    browser.click_css("form[action$='/fail'] button").await;
+    browser.wait_for("checkout-canceled").await;
+    wait_for_balance(&browser, "122.25 USD").await;
+
     // Still live after the round trip.
     browser.click("back-to-balance").await;
     mark_page(&browser).await;
@@ -243,6 +254,10 @@ async fn a_customer_sees_the_balance_buys_credits_pays_an_invoice_and_follows_li
     browser
         .wait_for_text("invoice-status", "an open invoice", |t| t == "Open")
         .await;
+    let focused = browser
+        .js("return document.activeElement && document.activeElement.id;")
+        .await;
+    assert_eq!(focused, json!("main"), "the focus moves to the new page's content");
     browser.screenshots("invoices").await;
     browser.click("invoice-link").await;
     browser.wait_for("invoice-detail").await;
@@ -254,6 +269,16 @@ async fn a_customer_sees_the_balance_buys_credits_pays_an_invoice_and_follows_li
         .await;
     assert_ne!(due, "0.00 USD");
     browser.screenshots("invoice").await;
+    // The printed invoice is the invoice alone: no navigation, no buttons.
+    browser
+        .cdp("Emulation.setEmulatedMedia", json!({ "media": "print" }))
+        .await;
+    let hidden = browser
+        .js("return ['.topbar', '.actions', '.no-print'].map(s => getComputedStyle(document.querySelector(s)).display);")
+        .await;
+    assert_eq!(hidden, json!(["none", "none", "none"]));
+    browser.screenshots("invoice-print").await;
+    browser.cdp("Emulation.setEmulatedMedia", json!({ "media": "" })).await;
     browser.click("pay-invoice").await;
     pay_on_sandbox(&browser).await;
     browser.wait_for("checkout-paid").await;

@@ -9,6 +9,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
+use wasm_bindgen::JsCast;
 
 use crate::api::ops::{PortalViewer, Wallets, portal_viewer, wallets};
 use crate::api::{self, ApiError};
@@ -278,12 +279,36 @@ pub fn PortalRoot(session: Session, on_end: Callback<Ended>) -> impl IntoView {
     }
 }
 
+/// After a link to another page of the portal is followed (by click, tap or Enter), puts the
+/// keyboard focus (and a screen reader) at the start of the new page's content instead of
+/// leaving it on the link, or on nothing when the link was part of the old page.
+fn focus_content_after_link(ev: leptos::ev::MouseEvent) {
+    let followed = ev
+        .target()
+        .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+        .and_then(|e| e.closest("a[href^='/portal/']").ok().flatten())
+        .is_some();
+    // A modified click opens another tab: this page stays as it is.
+    if !followed || ev.button() != 0 || ev.ctrl_key() || ev.meta_key() || ev.shift_key() {
+        return;
+    }
+    request_animation_frame(|| {
+        if let Some(main) = document()
+            .get_element_by_id("main")
+            .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok())
+        {
+            let _ = main.focus();
+        }
+    });
+}
+
 /// The routes, under the `/portal` base. Links are written absolute (`/portal/usage`): the
 /// router's `<A>` uses an absolute href as it is, without its base.
 #[component]
 fn Layout() -> impl IntoView {
     view! {
         <Router base="/portal">
+            <div class="layout" on:click=focus_content_after_link>
             <a class="skip-link" href="#main">"Skip to content"</a>
             <Header />
             <main class="content" id="main" tabindex="-1">
@@ -297,6 +322,7 @@ fn Layout() -> impl IntoView {
                     <Route path=path!("/checkout/return") view=pages::checkout_return::CheckoutReturnPage />
                 </Routes>
             </main>
+            </div>
         </Router>
     }
 }

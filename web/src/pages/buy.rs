@@ -77,14 +77,29 @@ pub fn BuyPage() -> impl IntoView {
     let portal = use_portal();
     let wallets = portal.wallets;
     let query = use_query_map();
+    // Which wallets can be topped up, apart from their balances: a live balance change must
+    // not rebuild the form under the person typing in it.
+    let buyable = Memo::new(move |_| match wallets.get() {
+        Load::Loading => Load::Loading,
+        Load::Failed(message) => Load::Failed(message),
+        Load::Ready(list) => Load::Ready(
+            list.into_iter()
+                .filter(|w| w.can_buy())
+                .map(|w| Buyable {
+                    id: w.id,
+                    currency: w.currency,
+                    decimals: u32::try_from(w.balance.decimals).unwrap_or(2),
+                })
+                .collect::<Vec<_>>(),
+        ),
+    });
     view! {
         <section aria-labelledby="buy-title">
             <h1 id="buy-title">"Buy credits"</h1>
-            {move || match wallets.get() {
+            {move || match buyable.get() {
                 Load::Loading => view! { <Loading what="your wallets" /> }.into_any(),
                 Load::Failed(message) => view! { <p class="notice notice-error" role="alert" data-testid="error">{message}</p> }.into_any(),
-                Load::Ready(list) => {
-                    let buyable: Vec<_> = list.into_iter().filter(|w| w.can_buy()).collect();
+                Load::Ready(buyable) => {
                     if buyable.is_empty() {
                         view! {
                             <Empty testid="no-buyable-wallets">
@@ -105,8 +120,16 @@ pub fn BuyPage() -> impl IntoView {
     }
 }
 
+/// A wallet checkout can top up: an ISO 4217 currency, and its minor-unit digits.
+#[derive(Debug, Clone, PartialEq)]
+struct Buyable {
+    id: String,
+    currency: String,
+    decimals: u32,
+}
+
 #[component]
-fn BuyForm(wallets: Vec<crate::portal::Wallet>, initial: String) -> impl IntoView {
+fn BuyForm(wallets: Vec<Buyable>, initial: String) -> impl IntoView {
     let portal = use_portal();
     let limits = portal.viewer.limits.clone();
     let wallet_id = RwSignal::new(initial);
@@ -120,7 +143,7 @@ fn BuyForm(wallets: Vec<crate::portal::Wallet>, initial: String) -> impl IntoVie
         wallets_for_decimals
             .iter()
             .find(|w| w.id == wallet_id.get())
-            .map_or(2, |w| u32::try_from(w.balance.decimals).unwrap_or(2))
+            .map_or(2, |w| w.decimals)
     };
     let wallets_for_currency = wallets.clone();
     let currency = move || {
@@ -164,7 +187,7 @@ fn BuyForm(wallets: Vec<crate::portal::Wallet>, initial: String) -> impl IntoVie
             .iter()
             .map(|w| {
                 let id = w.id.clone();
-                view! { <option value=id.clone() selected=move || wallet_id.get() == id>{format!("{} (balance {})", w.currency, w.balance.formatted)}</option> }
+                view! { <option value=id.clone() selected=move || wallet_id.get() == id>{w.currency.clone()}</option> }
             })
             .collect_view();
         view! {
