@@ -277,6 +277,11 @@ async fn a_customer_sees_the_balance_buys_credits_pays_an_invoice_and_follows_li
         .js("return ['.topbar', '.actions', '.no-print'].map(s => getComputedStyle(document.querySelector(s)).display);")
         .await;
     assert_eq!(hidden, json!(["none", "none", "none"]));
+    let parties = browser.wait_for("invoice-parties").await.text().await.unwrap();
+    assert!(
+        parties.contains("Acme Cloud") && parties.contains("Ada Lovelace"),
+        "the printed invoice names who issued it and to whom: {parties:?}"
+    );
     browser.screenshots("invoice-print").await;
     browser.cdp("Emulation.setEmulatedMedia", json!({ "media": "" })).await;
     browser.click("pay-invoice").await;

@@ -97,6 +97,7 @@ pub fn InvoicePage() -> impl IntoView {
         });
     });
 
+    let portal_for_view = portal.clone();
     let pay = move |invoice_id: String| {
         if paying.get_untracked() {
             return;
@@ -145,8 +146,20 @@ pub fn InvoicePage() -> impl IntoView {
                             <ul class="payments">{items}</ul>
                         }
                     });
+                    let viewer = portal_for_view.viewer.clone();
+                    let billed_to = [viewer.customer_name.clone(), viewer.customer_email.clone()]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(" · ");
                     view! {
                         <article class="card invoice-sheet" data-testid="invoice-detail">
+                            // On paper the invoice says who issued it and to whom (the header with
+                            // the project's name is not printed).
+                            <div class="print-only" data-testid="invoice-parties">
+                                <p><strong>{viewer.project_name.clone()}</strong></p>
+                                <p>{format!("Billed to {billed_to}")}</p>
+                            </div>
                             <header class="invoice-head">
                                 <div>
                                     <p class="eyebrow">"Invoice"</p>
