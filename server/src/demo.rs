@@ -8,6 +8,7 @@ use chrono::{Duration, NaiveDate, NaiveDateTime};
 use serde_json::json;
 
 use crate::{
+    billing::{plans, runs, subscriptions},
     config::IngestLimits,
     credit_units,
     customers::{self, CustomerInput, KnownCustomers},
@@ -54,6 +55,8 @@ pub struct Seeded {
     pub events_replayed: usize,
     pub money_posted: usize,
     pub money_replayed: usize,
+    /// Invoices of the first start's billing run (acme's subscription).
+    pub invoices: usize,
 }
 
 /// SplitMix64: a few lines, and the same numbers on every machine and every run.
@@ -324,6 +327,58 @@ pub async fn seed(pool: &Pool, known: &KnownCustomers, limits: &IngestLimits) ->
         } else {
             seeded.money_posted += 1;
         }
+    }
+
+    // Acme's subscription since October 2026, billed to November 2nd (a fixed cutoff, so the
+    // demo is the same every day): two invoices for the portal, the first paid from Acme's
+    // prepaid credits, the second partly, the rest due.
+    let plan_input = plans::PlanInput {
+        name: "Pro".into(),
+        currency: "USD".into(),
+        interval_unit: plans::IntervalUnit::Month,
+        interval_count: 1,
+        fixed_fee: Some("149".into()),
+        fixed_fee_timing: plans::FeeTiming::Advance,
+        minimum_commitment: None,
+        included_credits: None,
+        included_credits_currency: None,
+        usage_threshold: None,
+        trial_days: 0,
+        charges: Vec::new(),
+    };
+    let (version, _) = plans::create(&mut conn, p, "pro", &plan_input).await?;
+    let (_, created) = subscriptions::create(
+        &mut conn,
+        p,
+        &subscriptions::CreateInput {
+            customer_id: None,
+            customer_external_id: Some("acme".into()),
+            plan_id: version.row.plan_id.clone(),
+            plan_version: None,
+            starts_at: NaiveDate::from_ymd_opt(2026, 10, 1).and_then(|d| d.and_hms_opt(0, 0, 0)),
+            billing_anchor: subscriptions::BillingAnchor::Calendar,
+            idempotency_key: "demo-acme-pro".into(),
+        },
+        ACTOR,
+    )
+    .await?;
+    if created {
+        let now = store::now();
+        let report = runs::run(
+            &mut conn,
+            &runs::Scope {
+                project_id: Some(p.to_string()),
+                subscription_id: None,
+            },
+            runs::Clock::new(
+                now,
+                NaiveDate::from_ymd_opt(2026, 11, 2).and_then(|d| d.and_hms_opt(0, 0, 0)),
+            )?,
+            true,
+            100,
+        )
+        .await?;
+        seeded.invoices = report.invoices.len();
     }
     Ok((project, seeded))
 }

@@ -68,6 +68,7 @@ crate::text_enum::text_enum! {
         PaymentProviderError = "PAYMENT_PROVIDER_ERROR",
         /// No payment provider is configured (no Stripe key, sandbox off) (HTTP 409).
         PaymentsNotConfigured = "PAYMENTS_NOT_CONFIGURED",
+        TooManyCheckouts = "TOO_MANY_CHECKOUTS",
         /// The request body is over the limit (HTTP 413).
         PayloadTooLarge = "PAYLOAD_TOO_LARGE",
         /// The body is not JSON, or not a GraphQL request (HTTP 400).

@@ -265,7 +265,8 @@ Neruba is running.
 Demo project {id} — API key (all scopes, shown once):
   {secret}
   Customers acme, globex, initech; metrics api_calls (COUNT), compute_seconds (SUM),
-  storage_gb (MAX) with October 2026's usage; wallets with top-ups, grants and charges.
+  storage_gb (MAX) with October 2026's usage; wallets with top-ups, grants and charges;
+  acme on the plan "pro" with two invoices (one paid from credits, one with 128.25 due).
 
 Try:
   curl -s {base}/graphql -H 'Authorization: Bearer {secret}' \

@@ -7,7 +7,7 @@ use common::{count_rows, gql};
 use neruba::{demo, testing::TestApp};
 use serde_json::json;
 
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 11] = [
     "projects",
     "customers",
     "billable_metrics",
@@ -17,6 +17,8 @@ const TABLES: [&str; 9] = [
     "ledger_transactions",
     "ledger_postings",
     "credit_lots",
+    "subscriptions",
+    "invoices",
 ];
 
 async fn counts(app: &TestApp) -> Vec<(&'static str, i64)> {
@@ -37,6 +39,8 @@ async fn seeding_the_demo_twice_stores_it_once_and_it_reconciles() {
     assert_eq!(first.events_stored, expected_events);
     assert_eq!((first.events_replayed, first.money_replayed), (0, 0));
     assert!(first.money_posted >= 6, "{first:?}");
+    // Acme's subscription since October, billed to November 2nd: two invoices.
+    assert_eq!(first.invoices, 2, "{first:?}");
     let after_first = counts(&app).await;
     assert!(after_first.iter().all(|(_, n)| *n > 0), "{after_first:?}");
 
@@ -46,6 +50,7 @@ async fn seeding_the_demo_twice_stores_it_once_and_it_reconciles() {
     assert_eq!((second.events_stored, second.money_posted), (0, 0), "{second:?}");
     assert_eq!(second.events_replayed, expected_events);
     assert_eq!(second.money_replayed, first.money_posted);
+    assert_eq!(second.invoices, 0, "{second:?}");
     assert_eq!(counts(&app).await, after_first);
 
     // Worth exploring: a key of the demo project sees usage, balances and a clean ledger.
@@ -68,14 +73,20 @@ async fn seeding_the_demo_twice_stores_it_once_and_it_reconciles() {
     let r = gql(
         &app,
         &key,
-        "{ customer(externalId: \"acme\") { wallets { nodes { currency balance { amount } } } } }",
+        "{ customer(externalId: \"acme\") { wallets { nodes { currency balance { amount } } } invoices { nodes { total { amount } credits { amount } amountDue { amount } } } } }",
         json!({}),
     )
     .await;
-    // 200 top-up + 25 grant - 42.50 - 12.75.
+    // 200 top-up + 25 grant - 42.50 - 12.75 = 169.75, all of it drawn by the two invoices of 149:
+    // the first paid from credits, the second 20.75 from credits and 128.25 due.
+    let customer = &r.data()["customer"];
+    assert_eq!(customer["wallets"]["nodes"][0]["balance"]["amount"], "0", "{}", r.body);
     assert_eq!(
-        r.data()["customer"]["wallets"]["nodes"][0]["balance"]["amount"],
-        "169.75",
+        customer["invoices"]["nodes"],
+        json!([
+            { "total": { "amount": "149" }, "credits": { "amount": "-149" }, "amountDue": { "amount": "0" } },
+            { "total": { "amount": "149" }, "credits": { "amount": "-20.75" }, "amountDue": { "amount": "128.25" } },
+        ]),
         "{}",
         r.body
     );

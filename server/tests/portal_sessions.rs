@@ -440,6 +440,68 @@ async fn a_customer_credential_reads_and_pays_only_for_its_own_customer() {
     .await;
     assert!(r["createCheckout"]["url"].is_string(), "{r}");
 
+    // The checkout says who made it.
+    let made = ok(
+        &app,
+        &w.key,
+        "query($id: ID!) { node(id: $id) { ... on CheckoutSession { actor { kind portalSessionId apiKeyId } } } }",
+        json!({ "id": own["createCheckout"]["checkoutSession"]["id"] }),
+    )
+    .await;
+    assert_eq!(made["node"]["actor"]["kind"], "CUSTOMER", "{made}");
+    assert!(
+        made["node"]["actor"]["portalSessionId"]
+            .as_str()
+            .unwrap()
+            .starts_with("ps_")
+    );
+
+    // Return URLs stay on the portal's or the project's site: no open redirect.
+    for (success, cancel, field) in [
+        ("https://evil.example/ok", "https://app.example/no", "successUrl"),
+        (
+            "https://app.example/ok",
+            "https://app.example.evil.example/no",
+            "cancelUrl",
+        ),
+        (
+            format!("{}/portal/", app.base_url).as_str(),
+            "https://user@evil.example/no",
+            "cancelUrl",
+        ),
+    ] {
+        let r = gql(
+            &app,
+            &me,
+            "mutation($w: ID!, $s: String!, $c: String!) { createCheckout(input: { purpose: { topUp: { walletId: $w, amount: \"5\" } }, idempotencyKey: \"redirect\", successUrl: $s, cancelUrl: $c }) { url } }",
+            json!({ "w": w.own_wallet, "s": success, "c": cancel }),
+        )
+        .await;
+        assert_eq!(r.error_code(), "BAD_USER_INPUT", "{success} {cancel}: {}", r.body);
+        assert_eq!(r.body["errors"][0]["extensions"]["field"], field, "{}", r.body);
+    }
+
+    // A plan version it is billed on does not lead to the plan's others.
+    let r = gql(
+        &app,
+        &me,
+        "{ viewer { customer { subscriptions(first: 1) { nodes { planVersion { name plan { versions(first: 1) { nodes { id } } } } } } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.error_code(), "FORBIDDEN", "{}", r.body);
+    let r = ok(
+        &app,
+        &me,
+        "{ viewer { customer { subscriptions { nodes { planVersion { name fixedFee { amount } } } } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        r["viewer"]["customer"]["subscriptions"]["nodes"][0]["planVersion"]["name"],
+        "Pro"
+    );
+
     // Everything that is the project's is refused, before any id is looked at.
     let project_only = [
         "{ customers(first: 5) { nodes { id } } }".to_string(),
@@ -469,6 +531,16 @@ async fn a_customer_credential_reads_and_pays_only_for_its_own_customer() {
         assert_eq!(r.error_code(), "FORBIDDEN", "{query}: {}", r.body);
     }
     assert_eq!(count_rows(&app, "ledger_transactions", None).await, ledger_before);
+    // Its messages say why (not a missing key scope).
+    let r = gql(&app, &me, &project_only[7], json!({})).await;
+    assert!(
+        r.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("portal session"),
+        "{}",
+        r.body
+    );
     // The plain HTTP routes too.
     let (status, body) = common::post_json(
         &app,
@@ -639,5 +711,25 @@ async fn a_customer_socket_hears_only_its_wallets_and_closes_when_revoked() {
         }
     }
     assert_eq!(closed, Some(4403));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_portal_session_cannot_pile_up_checkouts() {
+    let app = TestApp::spawn_with(|c| c.payments.sandbox = true).await;
+    let w = world(&app).await;
+    let (me, _) = credential(&app, &w).await;
+    let checkout = "mutation($w: ID!, $k: String!) { createCheckout(input: { purpose: { topUp: { walletId: $w, amount: \"5\" } }, idempotencyKey: $k, successUrl: \"https://app.example/ok\", cancelUrl: \"https://app.example/no\" }) { replayed } }";
+    for i in 0..20 {
+        ok(&app, &me, checkout, json!({ "w": w.own_wallet, "k": format!("c{i}") })).await;
+    }
+    let before = count_rows(&app, "checkout_sessions", None).await;
+    let r = gql(&app, &me, checkout, json!({ "w": w.own_wallet, "k": "c20" })).await;
+    assert_eq!(r.error_code(), "TOO_MANY_CHECKOUTS", "{}", r.body);
+    assert_eq!(count_rows(&app, "checkout_sessions", None).await, before);
+    // A replay is still answered, and the project is not limited.
+    let r = ok(&app, &me, checkout, json!({ "w": w.own_wallet, "k": "c3" })).await;
+    assert_eq!(r["createCheckout"]["replayed"], true);
+    ok(&app, &w.key, checkout, json!({ "w": w.own_wallet, "k": "project-c20" })).await;
     app.stop().await;
 }

@@ -158,6 +158,9 @@ impl Principal {
     /// Like [`Principal::project_for`], for operations that any one of `scopes` allows (a charge
     /// may come from an ingest key or a billing key). `scopes` must not be empty.
     pub fn project_for_any(&self, requested: Option<&str>, field: &str, scopes: &[Scope]) -> Result<String, Error> {
+        if let Principal::Customer(_) = self {
+            return Err(customer_refused());
+        }
         let mut refused = None;
         for scope in scopes {
             match self.project_for(requested, field, *scope) {

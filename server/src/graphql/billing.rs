@@ -442,7 +442,7 @@ use super::{
     absent_is_null,
     loaders::{CustomerLoader, MetricLoader, load_link},
     pagination::{self, CursorKind},
-    require_read, require_read_of,
+    require_read_of,
     usage::BillableMetric,
     utc,
 };
@@ -581,14 +581,17 @@ impl Plan {
     async fn code(&self) -> &str {
         &self.0.code
     }
-    /// The newest version: what new subscriptions get.
+    /// The newest version: what new subscriptions get (not for a customer's portal session).
     async fn latest_version(&self, ctx: &Context<'_>) -> Result<PlanVersion> {
+        super::not_for_customers(ctx)?;
         self.version(ctx, self.0.latest_version as i32)
             .await?
             .ok_or_else(|| Error::Internal(format!("plan {} has no latest version", self.0.id)).into())
     }
-    /// Version `number`, or null when the plan has no such version.
+    /// Version `number`, or null when the plan has no such version (not for a customer's portal
+    /// session).
     async fn version(&self, ctx: &Context<'_>, number: i32) -> Result<Option<PlanVersion>> {
+        super::not_for_customers(ctx)?;
         let Ok(number) = u32::try_from(number) else {
             return Ok(None);
         };
@@ -600,7 +603,7 @@ impl Plan {
         })
         .await
     }
-    /// Every version, newest first.
+    /// Every version, newest first (not for a customer's portal session).
     #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
     async fn versions(
         &self,
@@ -608,6 +611,7 @@ impl Plan {
         #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<Connection<String, PlanVersion>> {
+        super::not_for_customers(ctx)?;
         let size = pagination::page_size(first)?;
         let before = pagination::after_key(CursorKind::PlanVersion, after.as_deref())?
             .map(|k| {
@@ -643,7 +647,10 @@ impl PlanVersion {
     pub async fn id(&self) -> ID {
         ID(self.0.row.id.clone())
     }
+    /// The plan (not for a customer's portal session, which sees the versions it is billed on,
+    /// not the plan's others).
     async fn plan(&self, ctx: &Context<'_>) -> Result<Plan> {
+        super::not_for_customers(ctx)?;
         let mut conn = db::get(&state(ctx).pool).await?;
         let row = plan_store::find_plan(&mut conn, &self.0.row.project_id, &self.0.row.plan_id)
             .await?
@@ -734,7 +741,7 @@ impl UsageCharge {
     }
     /// The billable metric whose aggregate this charge rates (scope `READ`).
     async fn metric(&self, ctx: &Context<'_>) -> Result<Option<BillableMetric>> {
-        require_read(ctx, &self.version.project_id)?;
+        super::require_read_reached(ctx, &self.version.project_id)?;
         absent_is_null(async {
             let row =
                 load_link::<MetricLoader>(ctx, &self.version.project_id, &self.charge.metric_id, "billable metric")

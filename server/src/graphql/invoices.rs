@@ -14,7 +14,7 @@ use super::{
     ledger::LedgerTransaction,
     loaders::{CustomerLoader, load_link},
     pagination::{self, CursorKind},
-    principal, require_read, require_read_of, resolve_project, state,
+    principal, require_read_of, resolve_project, state,
     types::utc,
     usage::{Customer, UsageEvent, event_cursor, parse_event_cursor},
 };
@@ -269,11 +269,11 @@ impl InvoiceAdjustment {
     }
     /// The invoice it corrects (scope `READ`).
     async fn invoice(&self, ctx: &Context<'_>) -> Result<Invoice> {
-        require_read(ctx, &self.0.project_id)?;
+        super::require_read_reached(ctx, &self.0.project_id)?;
         let mut conn = db::get(&state(ctx).pool).await?;
-        Ok(Invoice(
-            runs::find(&mut conn, &self.0.project_id, &self.0.invoice_id).await?,
-        ))
+        let invoice = runs::find(&mut conn, &self.0.project_id, &self.0.invoice_id).await?;
+        require_read_of(ctx, &invoice.project_id, &invoice.customer_id)?;
+        Ok(Invoice(invoice))
     }
     /// The differences from the document it corrects (negative for a credit note):
     /// `subtotal + discount + billedEarlier + tax = total`.

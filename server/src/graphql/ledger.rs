@@ -14,7 +14,7 @@ use super::{
     loaders::{CustomerLoader, WalletLoader, load_link},
     opt_id,
     pagination::{self, CursorKind},
-    principal, require_read, require_read_of, resolve_project, state, utc,
+    principal, require_read_of, resolve_project, state, utc,
 };
 use crate::{
     auth::Scope,
@@ -304,13 +304,14 @@ impl CreditLot {
     }
 }
 
-/// A wallet an object of the same project links to; needs `READ`, however it was reached.
-/// Batched: a page of rows linking to wallets is one query.
+/// A wallet an object of the same project links to; needs `READ`, however it was reached (a
+/// customer credential: its own wallets only). Batched: a page of rows linking to wallets is one
+/// query.
 pub(super) async fn wallet_of(ctx: &Context<'_>, project_id: &str, wallet_id: &str) -> Result<Wallet> {
-    require_read(ctx, project_id)?;
-    Ok(Wallet(
-        load_link::<WalletLoader>(ctx, project_id, wallet_id, "wallet").await?,
-    ))
+    super::require_read_reached(ctx, project_id)?;
+    let wallet = load_link::<WalletLoader>(ctx, project_id, wallet_id, "wallet").await?;
+    require_read_of(ctx, &wallet.project_id, &wallet.customer_id)?;
+    Ok(Wallet(wallet))
 }
 
 #[Object]
@@ -405,7 +406,7 @@ impl LedgerTransaction {
         #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<Option<Connection<String, LedgerEntry>>> {
-        require_read(ctx, &self.0.project_id)?;
+        super::require_read_reached(ctx, &self.0.project_id)?;
         let filter = EntryFilter {
             transaction_id: Some(self.0.id.clone()),
             ..EntryFilter::default()

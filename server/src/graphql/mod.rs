@@ -119,10 +119,12 @@ pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
 /// reached with an `INGEST` key shows the wallet's balance, not its lots or postings; a
 /// `createCustomer` answer to a `BILLING` key, not the customer's usage or events).
 ///
-/// A customer credential has no scope, but reads nested data of its own project: it reaches
-/// objects only through the root fields written for it, which confine it to its customer
-/// ([`require_read_of`] checks the customer again where the object has one).
-pub(crate) fn require_read(ctx: &Context<'_>, project_id: &str) -> crate::error::GraphqlResult<()> {
+/// This one also lets a customer's portal credential of the project through, so it is only for
+/// fields of objects that a customer reaches solely from its own (a transaction's entries, from
+/// its own wallet or invoice; a plan charge's metric, from its own plan version) and for the
+/// project's portal-facing settings (logo, top-up limits). Data of a customer uses
+/// [`require_read_of`], which checks the customer.
+pub(crate) fn require_read_reached(ctx: &Context<'_>, project_id: &str) -> crate::error::GraphqlResult<()> {
     let principal = principal(ctx)?;
     if let Some(own) = principal.customer_scope() {
         return if own.project_id == project_id {
@@ -135,13 +137,22 @@ pub(crate) fn require_read(ctx: &Context<'_>, project_id: &str) -> crate::error:
     Ok(())
 }
 
-/// [`require_read`] for data of one customer: a customer credential reads only its own.
+/// Refuses a customer's portal credential (`FORBIDDEN`): for fields of shared objects that lead
+/// beyond what a customer is billed on (a plan's other versions).
+pub(crate) fn not_for_customers(ctx: &Context<'_>) -> crate::error::GraphqlResult<()> {
+    match principal(ctx)?.customer_scope() {
+        Some(_) => Err(crate::auth::principal::customer_refused().into()),
+        None => Ok(()),
+    }
+}
+
+/// [`require_read_reached`] for data of one customer: a customer credential reads only its own.
 pub(crate) fn require_read_of(
     ctx: &Context<'_>,
     project_id: &str,
     customer_id: &str,
 ) -> crate::error::GraphqlResult<()> {
-    require_read(ctx, project_id)?;
+    require_read_reached(ctx, project_id)?;
     if principal(ctx)?.may_see_customer(project_id, customer_id) {
         Ok(())
     } else {

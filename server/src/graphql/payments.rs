@@ -11,7 +11,7 @@ use super::{
     ledger::{LedgerTransaction, Wallet},
     loaders::{CustomerLoader, load_link},
     pagination::{self, CursorKind},
-    principal, require_read, require_read_of, resolve_project, state,
+    principal, require_read_of, resolve_project, state,
     types::utc,
     usage::Customer,
 };
@@ -36,6 +36,10 @@ pub struct CheckoutSession(pub(crate) CheckoutRow);
 impl CheckoutSession {
     pub async fn id(&self) -> ID {
         ID(self.0.id.clone())
+    }
+    /// Who started it: a key, the operator, or a customer through its portal session.
+    async fn actor(&self) -> super::types::Actor {
+        super::types::Actor::parse(&self.0.actor, &self.0.project_id)
     }
     async fn status(&self) -> Result<CheckoutStatus> {
         Ok(self.0.status.parse()?)
@@ -333,7 +337,7 @@ pub struct SetTopUpLimitsPayload {
 
 /// A project's top-up limits (for `Project.topUpLimits`; scope `READ`).
 pub(crate) async fn project_top_up_limits(ctx: &Context<'_>, project_id: &str) -> Result<TopUpLimits> {
-    require_read(ctx, project_id)?;
+    super::require_read_reached(ctx, project_id)?;
     let mut conn = db::get(&state(ctx).pool).await?;
     Ok(TopUpLimits(service::top_up_limits(&mut conn, project_id).await?))
 }
@@ -359,6 +363,31 @@ impl PaymentMutation {
             ),
             None => (resolve_project(ctx, &input.project_id, Scope::Billing).await?, None),
         };
+        if let crate::auth::Principal::Customer(session) = caller {
+            // A customer returns to the portal or to the project's own site, not anywhere: the
+            // provider's page would otherwise redirect under the project's name.
+            let allowed: Vec<String> = [
+                Some(state(ctx).config.public_url.as_str()),
+                session.return_url.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .filter_map(crate::payments::origin)
+            .collect();
+            for (field, url) in [("successUrl", &input.success_url), ("cancelUrl", &input.cancel_url)] {
+                let url = crate::payments::parse_return_url(field, url)?;
+                if !crate::payments::origin(&url).is_some_and(|o| allowed.contains(&o)) {
+                    return Err(crate::error::Error::invalid(
+                        field,
+                        format!(
+                            "must be on the portal's or the project's site from a portal session ({})",
+                            allowed.join(", ")
+                        ),
+                    )
+                    .into());
+                }
+            }
+        }
         let actor = caller.actor();
         let purpose = match input.purpose {
             CheckoutPurposeInput::TopUp(t) => PurposeRequest::TopUp {

@@ -39,7 +39,7 @@ impl Project {
     }
     /// The logo the customer portal shows, if set (`setPortalSettings`).
     async fn logo_url(&self, ctx: &async_graphql::Context<'_>) -> crate::error::GraphqlResult<Option<String>> {
-        super::require_read(ctx, &self.0.id)?;
+        super::require_read_reached(ctx, &self.0.id)?;
         let mut conn = crate::db::get(&super::state(ctx).pool).await?;
         Ok(crate::portal::settings(&mut conn, &self.0.id).await?.logo_url)
     }
@@ -211,6 +211,7 @@ pub enum ActorKind {
 pub struct Actor {
     kind: ActorKind,
     api_key_id: Option<String>,
+    portal_session_id: Option<String>,
     project_id: String,
 }
 
@@ -227,6 +228,7 @@ impl Actor {
         Actor {
             kind,
             api_key_id,
+            portal_session_id: text.strip_prefix("portal_session:").map(str::to_string),
             project_id: project_id.to_string(),
         }
     }
@@ -237,9 +239,16 @@ impl Actor {
     async fn kind(&self) -> ActorKind {
         self.kind
     }
-    /// The key's id, for `API_KEY`.
-    async fn api_key_id(&self) -> Option<ID> {
-        self.api_key_id.clone().map(ID)
+    /// The key's id, for `API_KEY` (not shown to a customer's portal session).
+    async fn api_key_id(&self, ctx: &async_graphql::Context<'_>) -> crate::error::GraphqlResult<Option<ID>> {
+        if super::principal(ctx)?.customer_scope().is_some() {
+            return Ok(None);
+        }
+        Ok(self.api_key_id.clone().map(ID))
+    }
+    /// The portal session, for `CUSTOMER`.
+    async fn portal_session_id(&self) -> Option<ID> {
+        self.portal_session_id.clone().map(ID)
     }
     /// The key itself, for `API_KEY`: shown to the operator and keys with `ADMIN` (as
     /// `Project.apiKeys` is), `null` to others.

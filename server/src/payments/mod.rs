@@ -223,6 +223,19 @@ pub fn parse_return_url(field: &str, raw: &str) -> Result<String, Error> {
     Ok(raw.to_string())
 }
 
+/// The origin (`scheme://host[:port]`, lowercased) of an `http(s)` URL that passed
+/// [`parse_return_url`].
+pub fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Some(format!(
+        "{}://{}",
+        scheme.to_ascii_lowercase(),
+        host.to_ascii_lowercase()
+    ))
+}
+
 /// An amount in the currency's minor units (what Stripe's `unit_amount` and `amount_total`
 /// carry): `12.34` USD is 1234, `500` JPY is 500. Only currencies with minor units (ISO 4217)
 /// are payable; the amount already has no more places than they allow.

@@ -103,6 +103,9 @@ pub async fn set_top_up_limits(conn: &mut Conn, project_id: &str, limits: &TopUp
 
 // ---- checkout
 
+/// How many open checkouts a customer's portal session may have made in the last hour.
+pub const MAX_OPEN_CHECKOUTS_PER_HOUR: i64 = 20;
+
 /// What a checkout resolved to before it is stored.
 struct Target {
     purpose: PaymentPurpose,
@@ -182,6 +185,19 @@ pub async fn create_checkout(
                 amount,
             )
             .await?;
+            if let Some(customer_id) = &request.customer_id {
+                // A portal session cannot pile up checkouts (each a pending payment the project
+                // sees, and a provider call).
+                let since = crate::store::now() - chrono::Duration::hours(1);
+                if store::count_open_checkouts(conn, customer_id, since).await? >= MAX_OPEN_CHECKOUTS_PER_HOUR {
+                    return Err(Error::conflict(
+                        ErrorCode::TooManyCheckouts,
+                        format!(
+                            "at most {MAX_OPEN_CHECKOUTS_PER_HOUR} checkouts may be open from the last hour: finish or abandon one, then retry later"
+                        ),
+                    ));
+                }
+            }
             let now = crate::store::now();
             let checkout = CheckoutRow {
                 id: ids::new_id(CHECKOUT_ID_PREFIX),

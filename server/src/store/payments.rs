@@ -140,6 +140,17 @@ pub async fn find_checkout_by_key(conn: &mut Conn, project_id: &str, key: &str) 
         .optional()
 }
 
+/// A customer's checkouts still open that were made since `since`.
+pub async fn count_open_checkouts(conn: &mut Conn, customer_id: &str, since: NaiveDateTime) -> QueryResult<i64> {
+    checkout_sessions::table
+        .filter(checkout_sessions::customer_id.eq(customer_id))
+        .filter(checkout_sessions::status.eq("OPEN"))
+        .filter(checkout_sessions::created_at.ge(since))
+        .count()
+        .get_result(conn)
+        .await
+}
+
 /// The checkout of a provider session, locked.
 pub async fn lock_checkout_by_provider_session(
     conn: &mut Conn,
