@@ -170,6 +170,10 @@ async fn a_customer_sees_the_balance_buys_credits_pays_an_invoice_and_follows_li
     browser
         .wait_for_text("customer-name", "the customer's name", |t| t == "Ada Lovelace")
         .await;
+    assert_eq!(
+        browser.js("return document.title;").await,
+        json!("Acme Cloud · Your account")
+    );
     let url = browser.current_url().await;
     assert!(
         !url.contains("session="),

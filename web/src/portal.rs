@@ -242,6 +242,7 @@ pub fn PortalRoot(session: Session, on_end: Callback<Ended>) -> impl IntoView {
                     end: on_end,
                     reloading: StoredValue::new((false, false)),
                 };
+                document().set_title(&format!("{} · Your account", portal.viewer.project_name));
                 portal.reload_wallets();
                 end_at_expiry(&portal, stop.clone());
                 spawn_local(live::run(
