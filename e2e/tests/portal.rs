@@ -474,3 +474,38 @@ async fn the_live_balance_reconnects_and_catches_up_after_the_network_drops() {
     browser.close().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_customer_sees_pages_that_say_there_is_nothing_yet() {
+    let browser = Browser::launch().await;
+    let app = sandbox_app().await;
+    let project = app.create_project("Acme Cloud").await;
+    let key = app.create_api_key(&project, &["read", "billing"]).await;
+    gql(
+        &app,
+        &key,
+        "mutation($c: String!) { createCustomer(input: { externalId: $c }) { customer { id } } }",
+        json!({ "c": CUSTOMER }),
+    )
+    .await;
+    let link = portal_link(&app, &key).await;
+
+    browser.goto(&link).await;
+    browser.wait_for("no-wallets").await;
+    // No name or e-mail: the header falls back to the customer's id at the project.
+    browser
+        .wait_for_text("customer-name", "the external id", |t| t == CUSTOMER)
+        .await;
+    browser.click("nav-usage").await;
+    browser.wait_for("no-metrics").await;
+    browser.click("nav-invoices").await;
+    browser.wait_for("no-invoices").await;
+    browser.click("nav-buy").await;
+    browser.wait_for("no-buyable-wallets").await;
+    browser.click("nav-subscription").await;
+    browser.wait_for("no-subscription").await;
+    assert!(!browser.is_present("error").await, "nothing failed");
+
+    browser.close().await;
+    app.stop().await;
+}
