@@ -509,3 +509,36 @@ async fn a_new_customer_sees_pages_that_say_there_is_nothing_yet() {
     browser.close().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_checkout_says_why_and_keeps_the_person_in_the_portal() {
+    let browser = Browser::launch().await;
+    // No payment provider at all: checkout is PAYMENTS_NOT_CONFIGURED.
+    let app = TestApp::spawn_with(|c| c.payments.sandbox = false).await;
+    let key = shop(&app).await;
+    let link = portal_link(&app, &key).await;
+
+    browser.goto(&link).await;
+    wait_for_balance(&browser, "100.00 USD").await;
+    browser.click("buy-USD").await;
+    browser.click("preset-10").await;
+    browser.click("buy-submit").await;
+    let error = browser
+        .wait_for_text("error", "why the checkout failed", |t| !t.trim().is_empty())
+        .await;
+    assert!(error.to_lowercase().contains("payment"), "{error}");
+    assert!(browser.current_url().await.contains("/portal/buy"));
+    // The button works again, and the session is still alive.
+    let submit = browser.wait_for("buy-submit").await;
+    assert_eq!(submit.attr("disabled").await.unwrap(), None);
+    browser.click("nav-balance").await;
+    wait_for_balance(&browser, "100.00 USD").await;
+    let storage = browser.storage_dump().await;
+    assert!(
+        !storage.contains("ncs_"),
+        "nothing was parked for a checkout that never started: {storage}"
+    );
+
+    browser.close().await;
+    app.stop().await;
+}
