@@ -98,7 +98,10 @@ pub struct WalletEvent {
 /// its last step: each customer's events take the next numbers of the customer's sequence, whose
 /// row stays locked until commit. Answers the events as written, for [`publish_committed`] once
 /// the transaction committed.
-pub async fn write(conn: &mut Conn, mut rows: Vec<NewOutbox>) -> Result<Vec<WalletEvent>, Error> {
+///
+/// Database errors stay [`db::TxFailure::Db`]: a deadlock or lock wait on a customer's sequence row
+/// (the widest lock a transaction takes last) retries the whole transaction like any other.
+pub async fn write(conn: &mut Conn, mut rows: Vec<NewOutbox>) -> Result<Vec<WalletEvent>, db::TxFailure> {
     let mut customers: BTreeMap<(String, String), u64> = BTreeMap::new();
     for row in &rows {
         if let Some(customer) = &row.customer_id {
@@ -129,7 +132,8 @@ pub async fn write(conn: &mut Conn, mut rows: Vec<NewOutbox>) -> Result<Vec<Wall
     rows.iter()
         .filter(|r| r.wallet_seq.is_some())
         .map(WalletEvent::from_new)
-        .collect()
+        .collect::<Result<_, Error>>()
+        .map_err(db::TxFailure::App)
 }
 
 /// Publishes committed events to this server's subscribers at once (the tail publishes them again
