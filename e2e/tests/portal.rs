@@ -204,6 +204,9 @@ async fn a_customer_sees_the_balance_buys_credits_pays_an_invoice_and_follows_li
     // Buy credits: a preset, checkout, the sandbox's "Pay", and back with the new balance.
     browser.click("buy-USD").await;
     browser.click("preset-25").await;
+    browser
+        .wait_for_text("buy-balance-now", "the balance now", |t| t.ends_with("97.25 USD"))
+        .await;
     let amount = browser.wait_for("buy-amount").await;
     assert_eq!(amount.prop("value").await.unwrap().as_deref(), Some("25"));
     browser.screenshots("buy").await;

@@ -225,6 +225,16 @@ fn BuyForm(wallets: Vec<Buyable>, initial: String) -> impl IntoView {
         })
         .collect_view();
     let has_presets = !limits.presets.is_empty();
+    // The selected wallet's balance as it is now (it follows live changes).
+    let all_wallets = portal.wallets;
+    let balance_now = move || match all_wallets.get() {
+        Load::Ready(list) => list
+            .into_iter()
+            .find(|w| w.id == wallet_id.get())
+            .map(|w| format!("Balance now: {}", w.balance.formatted))
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
     let hint = format!(
         "Between {} and {}.",
         limits.minimum.normalize(),
@@ -256,6 +266,7 @@ fn BuyForm(wallets: Vec<Buyable>, initial: String) -> impl IntoView {
                 }
             />
             <p id="buy-amount-hint" class="muted small">{hint}</p>
+            <p class="muted small" data-testid="buy-balance-now">{balance_now}</p>
             <p id="buy-amount-error" class="field-error" data-testid="buy-amount-error" aria-live="polite">
                 {move || field_error.get()}
             </p>
