@@ -248,6 +248,23 @@ pub async fn lock_wallet_by_customer(
         .optional()
 }
 
+/// Locks the wallets of `project_id` among `ids` (absent ones are left out), in id order: a group
+/// of charges (`ledger::hot`) locks all its wallets first, in the order every multi-wallet
+/// transaction uses, so two groups never wait on each other crosswise.
+pub async fn lock_wallets(conn: &mut Conn, project_id: &str, ids: &[&str]) -> QueryResult<Vec<WalletRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    wallets::table
+        .filter(wallets::project_id.eq(project_id))
+        .filter(wallets::id.eq_any(ids))
+        .select(WalletRow::as_select())
+        .order(wallets::id.asc())
+        .for_update()
+        .load(conn)
+        .await
+}
+
 pub async fn update_wallet_balance(
     conn: &mut Conn,
     id: &str,
@@ -386,6 +403,17 @@ pub async fn insert_transaction(conn: &mut Conn, row: &TransactionRow) -> QueryR
         .await
 }
 
+/// Several transactions in one multi-row `INSERT` (a group of charges).
+pub async fn insert_transactions(conn: &mut Conn, rows: &[TransactionRow]) -> QueryResult<usize> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    diesel::insert_into(ledger_transactions::table)
+        .values(rows)
+        .execute(conn)
+        .await
+}
+
 /// The transaction recorded under an idempotency key. A plain read, on purpose: a locking read
 /// of an absent key takes a gap lock, and two charges on different wallets whose new keys fall in
 /// one gap would deadlock on insert. Read after the wallet lock, the snapshot already holds every
@@ -405,6 +433,24 @@ pub async fn find_transaction_by_key(
         .optional()
 }
 
+/// The transactions recorded under any of `keys` (one query for a group of charges; a plain
+/// read after the wallet locks, as [`find_transaction_by_key`]).
+pub async fn find_transactions_by_keys(
+    conn: &mut Conn,
+    project_id: &str,
+    keys: &[&str],
+) -> QueryResult<Vec<TransactionRow>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    ledger_transactions::table
+        .filter(ledger_transactions::project_id.eq(project_id))
+        .filter(ledger_transactions::idempotency_key.eq_any(keys))
+        .select(TransactionRow::as_select())
+        .load(conn)
+        .await
+}
+
 pub async fn find_transaction(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<TransactionRow>> {
     ledger_transactions::table
         .filter(ledger_transactions::project_id.eq(project_id))
@@ -416,6 +462,9 @@ pub async fn find_transaction(conn: &mut Conn, project_id: &str, id: &str) -> Qu
 }
 
 pub async fn insert_postings(conn: &mut Conn, rows: &[NewPosting]) -> QueryResult<usize> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
     diesel::insert_into(ledger_postings::table)
         .values(rows)
         .execute(conn)
@@ -532,6 +581,22 @@ pub async fn lock_open_lots(conn: &mut Conn, wallet_id: &str) -> QueryResult<Vec
         .await
 }
 
+/// [`lock_open_lots`] of several wallets in one query (a group of charges), by wallet then id.
+pub async fn lock_open_lots_of(conn: &mut Conn, wallet_ids: &[&str]) -> QueryResult<Vec<LotRow>> {
+    if wallet_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    credit_lots::table
+        .filter(credit_lots::wallet_id.eq_any(wallet_ids))
+        .filter(credit_lots::remaining.gt(Decimal::ZERO))
+        .filter(credit_lots::expired_at.is_null())
+        .select(LotRow::as_select())
+        .order((credit_lots::wallet_id.asc(), credit_lots::id.asc()))
+        .for_update()
+        .load(conn)
+        .await
+}
+
 /// The wallet's open lots as of the reader's snapshot (previews).
 pub async fn open_lots(conn: &mut Conn, wallet_id: &str) -> QueryResult<Vec<LotRow>> {
     credit_lots::table
@@ -574,6 +639,22 @@ pub async fn expired_lots(conn: &mut Conn, wallet_id: &str, now: NaiveDateTime) 
         .filter(credit_lots::expires_at.le(now))
         .select(LotRow::as_select())
         .order(credit_lots::id.asc())
+        .for_update()
+        .load(conn)
+        .await
+}
+
+/// [`expired_lots`] of several wallets in one query, by wallet then id.
+pub async fn expired_lots_of(conn: &mut Conn, wallet_ids: &[&str], now: NaiveDateTime) -> QueryResult<Vec<LotRow>> {
+    if wallet_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    credit_lots::table
+        .filter(credit_lots::wallet_id.eq_any(wallet_ids))
+        .filter(credit_lots::expired_at.is_null())
+        .filter(credit_lots::expires_at.le(now))
+        .select(LotRow::as_select())
+        .order((credit_lots::wallet_id.asc(), credit_lots::id.asc()))
         .for_update()
         .load(conn)
         .await
