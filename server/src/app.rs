@@ -53,7 +53,12 @@ impl AppState {
         let events = EventBus::with_capacity(config.event_bus_capacity);
         AppState {
             group_commit: Arc::new(GroupCommit::new(pool.clone(), known_customers.clone())),
-            charges: Arc::new(ChargeQueue::new(pool.clone(), events.clone(), config.charge_groups)),
+            charges: Arc::new(ChargeQueue::new(
+                pool.clone(),
+                events.clone(),
+                config.charge_groups,
+                config.charge_group_writers,
+            )),
             events,
             config: Arc::new(config),
             tail_pool: pool.dedicated(1),

@@ -245,6 +245,17 @@ async fn a_group_answers_every_charge_as_one_by_one_would() {
         // The first charge is stored before the group runs; the group must replay it.
         one_by_one(&app, &grouped, &charges[..1]).await;
         one_by_one(&app, &alone, &control[..1]).await;
+        // A grant whose expiry passes before the group: the group expires it first, as the
+        // first of the charges one by one does, and no charge draws from it.
+        for (project, wallet) in [(&grouped, &w), (&alone, &v)] {
+            let expires = neruba::store::now() + chrono::Duration::milliseconds(600);
+            let mut grant = request(&wallet.id, "1", &format!("grant-{tag}"));
+            grant.expires_at = Some(expires);
+            let op = Operation::parse(OpKind::Grant, &grant, "test").unwrap();
+            let mut conn = db::get(&app.pool).await.unwrap();
+            service::execute(&mut conn, project, &op).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(800)).await;
 
         let before = app.state.charges.stats();
         let lock = WalletLock::take(&app, &w.id).await;

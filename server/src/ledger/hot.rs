@@ -32,6 +32,7 @@ use std::{
 };
 
 use chrono::NaiveDateTime;
+use rust_decimal::Decimal;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::{
@@ -59,8 +60,9 @@ pub const MAX_QUEUED: usize = 4096;
 pub const MAX_GROUP: usize = 512;
 /// Most wallets in one group.
 pub const MAX_GROUP_WALLETS: usize = 256;
-/// Most groups running at once (each on its own connection).
-pub const WRITERS: usize = 4;
+/// Most groups running at once (each on its own connection), unless configured
+/// (`NERUBA_CHARGE_GROUP_WRITERS`).
+pub const DEFAULT_WRITERS: usize = 4;
 
 /// The queue of charges in front of the groups. Cheap to share; one per server.
 pub struct ChargeQueue {
@@ -122,6 +124,8 @@ struct Queue {
     /// Wallets in a running group.
     busy: HashSet<Key>,
     running: usize,
+    /// Most groups running at once.
+    writers: usize,
     next_seq: u64,
 }
 
@@ -132,11 +136,11 @@ struct Group {
 }
 
 impl Queue {
-    /// The groups that can start now: while fewer than [`WRITERS`] run, the oldest waiting
+    /// The groups that can start now: while fewer than `writers` run, the oldest waiting
     /// wallet that is not busy, with the other waiting wallets of its project.
     fn take_groups(&mut self) -> Vec<Group> {
         let mut groups = Vec::new();
-        while self.running < WRITERS {
+        while self.running < self.writers {
             let Some(first) = self.ready.iter().position(|k| !self.busy.contains(k)) else {
                 break;
             };
@@ -177,15 +181,19 @@ impl Queue {
 
 impl ChargeQueue {
     /// A queue whose groups write through `pool` and publish to `events`. With `enabled` false
-    /// every charge runs alone ([`service::execute`]), as before groups existed.
-    pub fn new(pool: Pool, events: EventBus, enabled: bool) -> ChargeQueue {
+    /// every charge runs alone ([`service::execute`]), as before groups existed. At most
+    /// `writers` groups run at once.
+    pub fn new(pool: Pool, events: EventBus, enabled: bool, writers: usize) -> ChargeQueue {
         ChargeQueue {
             shared: Arc::new(Shared {
                 pool,
                 events,
                 enabled,
                 room: Arc::new(Semaphore::new(MAX_QUEUED)),
-                queue: Mutex::new(Queue::default()),
+                queue: Mutex::new(Queue {
+                    writers: writers.max(1),
+                    ..Queue::default()
+                }),
                 stats: Counters::default(),
             }),
         }
@@ -274,8 +282,12 @@ impl Drop for Running {
             queue.running -= 1;
             queue.take_groups()
         };
+        // No runtime: the server is shutting down, and the charges' callers are gone with it.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         for group in groups {
-            tokio::spawn(run_group(self.shared.clone(), group));
+            runtime.spawn(run_group(self.shared.clone(), group));
         }
     }
 }
@@ -401,18 +413,19 @@ async fn charge_group(
     };
     let locked: Vec<&str> = locked.iter().map(String::as_str).collect();
     let mut expired: HashMap<String, Vec<LotRow>> = HashMap::new();
-    for lot in store::expired_lots_of(conn, &locked, now).await? {
-        expired.entry(lot.wallet_id.clone()).or_default().push(lot);
+    let mut lots: HashMap<String, Vec<LotRow>> = HashMap::new();
+    for lot in store::lock_unexpired_lots_of(conn, &locked).await? {
+        if lot.expires_at.is_some_and(|t| t <= now) {
+            expired.entry(lot.wallet_id.clone()).or_default().push(lot);
+        } else if lot.remaining > Decimal::ZERO {
+            lots.entry(lot.wallet_id.clone()).or_default().push(lot);
+        }
     }
     for id in &locked {
         if let Some(lots) = expired.remove(*id) {
             let wallet = wallets.get_mut(*id).expect("locked above");
             service::expire_lots(conn, wallet, lots, now, &mut outbox_rows).await?;
         }
-    }
-    let mut lots: HashMap<String, Vec<LotRow>> = HashMap::new();
-    for lot in store::lock_open_lots_of(conn, &locked).await? {
-        lots.entry(lot.wallet_id.clone()).or_default().push(lot);
     }
 
     // Each charge in turn, against the wallets and lots as the charges before it left them.

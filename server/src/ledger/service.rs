@@ -975,24 +975,17 @@ impl Writes {
         for lot in &self.lots {
             store::insert_lot(conn, lot).await?;
         }
+        let mut remaining = Vec::new();
         for (id, change) in &self.lot_changes {
             match change {
-                LotChange::Remaining(remaining) => store::set_lot_remaining(conn, id, *remaining).await?,
-                LotChange::Expired(at) => store::mark_lot_expired(conn, id, *at).await?,
-            };
+                LotChange::Remaining(r) => remaining.push((id.as_str(), *r)),
+                LotChange::Expired(at) => {
+                    store::mark_lot_expired(conn, id, *at).await?;
+                }
+            }
         }
-        for w in &self.wallets {
-            store::update_wallet_balance(
-                conn,
-                &w.id,
-                w.balance,
-                w.held,
-                w.below_threshold,
-                w.event_seq,
-                w.updated_at,
-            )
-            .await?;
-        }
+        store::set_lots_remaining(conn, &remaining).await?;
+        store::update_wallet_balances(conn, &self.wallets).await?;
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ use super::{
     },
 };
 
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Insertable)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable, Identifiable, Insertable)]
 #[diesel(table_name = wallets, check_for_backend(diesel::mysql::Mysql))]
 pub struct WalletRow {
     pub id: String,
@@ -102,7 +102,7 @@ pub struct NewPosting {
     pub created_at: NaiveDateTime,
 }
 
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Insertable)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable, Identifiable, Insertable)]
 #[diesel(table_name = credit_lots, check_for_backend(diesel::mysql::Mysql))]
 pub struct LotRow {
     pub id: String,
@@ -250,19 +250,26 @@ pub async fn lock_wallet_by_customer(
 
 /// Locks the wallets of `project_id` among `ids` (absent ones are left out), in id order: a group
 /// of charges (`ledger::hot`) locks all its wallets first, in the order every multi-wallet
-/// transaction uses, so two groups never wait on each other crosswise.
+/// transaction uses, so two groups never wait on each other crosswise. By the primary key, named:
+/// a scan of the table would lock other wallets too.
 pub async fn lock_wallets(conn: &mut Conn, project_id: &str, ids: &[&str]) -> QueryResult<Vec<WalletRow>> {
+    // Ids that are not plain name no wallet (Neruba makes none).
+    let ids: Vec<&str> = ids.iter().copied().filter(|id| plain_id(id)).collect();
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    wallets::table
-        .filter(wallets::project_id.eq(project_id))
-        .filter(wallets::id.eq_any(ids))
-        .select(WalletRow::as_select())
-        .order(wallets::id.asc())
-        .for_update()
-        .load(conn)
-        .await
+    diesel::sql_query(format!(
+        "SELECT * FROM wallets FORCE INDEX (PRIMARY) WHERE id IN ({}) AND project_id = ? ORDER BY id FOR UPDATE",
+        quoted(&ids)
+    ))
+    .bind::<diesel::sql_types::Varchar, _>(project_id)
+    .load(conn)
+    .await
+}
+
+/// `'a', 'b'`: ids known to be plain ([`plain_id`]) as a list of SQL literals.
+fn quoted(ids: &[&str]) -> String {
+    ids.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(", ")
 }
 
 pub async fn update_wallet_balance(
@@ -284,6 +291,62 @@ pub async fn update_wallet_balance(
         ))
         .execute(conn)
         .await
+}
+
+/// [`update_wallet_balance`] for several wallets in one statement (a group of charges). The
+/// values are sent as SQL literals: ids only when they are plain `[A-Za-z0-9_]` (every id Neruba
+/// makes; otherwise one statement per wallet), amounts as exact DECIMAL literals (never text:
+/// see [`set_lot_remaining`]), so nothing is prepared afresh for each group size.
+pub async fn update_wallet_balances(conn: &mut Conn, rows: &[WalletRow]) -> QueryResult<usize> {
+    if rows.len() < 2 || !rows.iter().all(|w| plain_id(&w.id)) {
+        let mut updated = 0;
+        for w in rows {
+            updated += update_wallet_balance(
+                conn,
+                &w.id,
+                w.balance,
+                w.held,
+                w.below_threshold,
+                w.event_seq,
+                w.updated_at,
+            )
+            .await?;
+        }
+        return Ok(updated);
+    }
+    let case = |value: &dyn Fn(&WalletRow) -> String| {
+        let mut sql = String::from("CASE id");
+        for w in rows {
+            sql.push_str(&format!(" WHEN '{}' THEN {}", w.id, value(w)));
+        }
+        sql.push_str(" END");
+        sql
+    };
+    let ids: Vec<String> = rows.iter().map(|w| format!("'{}'", w.id)).collect();
+    let sql = format!(
+        "UPDATE wallets SET balance = {}, held = {}, below_threshold = {}, event_seq = {}, updated_at = {} WHERE id IN ({})",
+        case(&|w| decimal_literal(w.balance)),
+        case(&|w| decimal_literal(w.held)),
+        case(&|w| u8::from(w.below_threshold).to_string()),
+        case(&|w| w.event_seq.to_string()),
+        case(&|w| datetime_literal(w.updated_at)),
+        ids.join(", ")
+    );
+    diesel::sql_query(sql).execute(conn).await
+}
+
+/// Whether an id can go into SQL text as a quoted literal as it is.
+fn plain_id(id: &str) -> bool {
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// An exact DECIMAL literal (`-12.5`): rust_decimal never writes an exponent.
+fn decimal_literal(d: Decimal) -> String {
+    d.to_string()
+}
+
+fn datetime_literal(t: NaiveDateTime) -> String {
+    format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.6f"))
 }
 
 /// Writes a wallet's policy, limit and threshold state (the caller holds the wallet lock).
@@ -581,20 +644,23 @@ pub async fn lock_open_lots(conn: &mut Conn, wallet_id: &str) -> QueryResult<Vec
         .await
 }
 
-/// [`lock_open_lots`] of several wallets in one query (a group of charges), by wallet then id.
-pub async fn lock_open_lots_of(conn: &mut Conn, wallet_ids: &[&str]) -> QueryResult<Vec<LotRow>> {
-    if wallet_ids.is_empty() {
+/// Every lot of the wallets among `wallet_ids` that the sweep has not expired (open lots, those
+/// whose expiry passed, and spent ones that never expire), locked, by wallet then id: a group of
+/// charges reads what [`expired_lots`] and [`lock_open_lots`] read for one wallet, in one query.
+/// Through `ix_credit_lots_wallet_open`, named: on a small table the optimizer may prefer the
+/// primary key, and a locking scan in id order would lock other wallets' lots (migration 000016).
+pub async fn lock_unexpired_lots_of(conn: &mut Conn, wallet_ids: &[&str]) -> QueryResult<Vec<LotRow>> {
+    let ids: Vec<&str> = wallet_ids.iter().copied().filter(|id| plain_id(id)).collect();
+    if ids.is_empty() {
         return Ok(Vec::new());
     }
-    credit_lots::table
-        .filter(credit_lots::wallet_id.eq_any(wallet_ids))
-        .filter(credit_lots::remaining.gt(Decimal::ZERO))
-        .filter(credit_lots::expired_at.is_null())
-        .select(LotRow::as_select())
-        .order((credit_lots::wallet_id.asc(), credit_lots::id.asc()))
-        .for_update()
-        .load(conn)
-        .await
+    diesel::sql_query(format!(
+        "SELECT * FROM credit_lots FORCE INDEX (ix_credit_lots_wallet_open) \
+         WHERE wallet_id IN ({}) AND expired_at IS NULL ORDER BY wallet_id, id FOR UPDATE",
+        quoted(&ids)
+    ))
+    .load(conn)
+    .await
 }
 
 /// The wallet's open lots as of the reader's snapshot (previews).
@@ -644,22 +710,6 @@ pub async fn expired_lots(conn: &mut Conn, wallet_id: &str, now: NaiveDateTime) 
         .await
 }
 
-/// [`expired_lots`] of several wallets in one query, by wallet then id.
-pub async fn expired_lots_of(conn: &mut Conn, wallet_ids: &[&str], now: NaiveDateTime) -> QueryResult<Vec<LotRow>> {
-    if wallet_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    credit_lots::table
-        .filter(credit_lots::wallet_id.eq_any(wallet_ids))
-        .filter(credit_lots::expired_at.is_null())
-        .filter(credit_lots::expires_at.le(now))
-        .select(LotRow::as_select())
-        .order((credit_lots::wallet_id.asc(), credit_lots::id.asc()))
-        .for_update()
-        .load(conn)
-        .await
-}
-
 /// Sets a lot's remainder to a value computed in Rust. Never `remaining + ?` in SQL: diesel binds a
 /// `Decimal` as text, and MariaDB does arithmetic between DECIMAL and text in DOUBLE.
 pub async fn set_lot_remaining(conn: &mut Conn, id: &str, remaining: Decimal) -> QueryResult<usize> {
@@ -667,6 +717,25 @@ pub async fn set_lot_remaining(conn: &mut Conn, id: &str, remaining: Decimal) ->
         .set(credit_lots::remaining.eq(remaining))
         .execute(conn)
         .await
+}
+
+/// [`set_lot_remaining`] for several lots in one statement (values as literals, as
+/// [`update_wallet_balances`]).
+pub async fn set_lots_remaining(conn: &mut Conn, lots: &[(&str, Decimal)]) -> QueryResult<usize> {
+    if lots.len() < 2 || !lots.iter().all(|(id, _)| plain_id(id)) {
+        let mut updated = 0;
+        for (id, remaining) in lots {
+            updated += set_lot_remaining(conn, id, *remaining).await?;
+        }
+        return Ok(updated);
+    }
+    let mut sql = String::from("UPDATE credit_lots SET remaining = CASE id");
+    for (id, remaining) in lots {
+        sql.push_str(&format!(" WHEN '{id}' THEN {}", decimal_literal(*remaining)));
+    }
+    let ids: Vec<String> = lots.iter().map(|(id, _)| format!("'{id}'")).collect();
+    sql.push_str(&format!(" END WHERE id IN ({})", ids.join(", ")));
+    diesel::sql_query(sql).execute(conn).await
 }
 
 pub async fn mark_lot_expired(conn: &mut Conn, id: &str, at: NaiveDateTime) -> QueryResult<usize> {
@@ -902,6 +971,51 @@ pub async fn take_customer_seqs(conn: &mut Conn, project_id: &str, customer_id: 
         .for_update()
         .first(conn)
         .await
+}
+
+#[derive(QueryableByName)]
+struct CustomerSeq {
+    #[diesel(sql_type = diesel::sql_types::Varchar)]
+    customer_id: String,
+    #[diesel(sql_type = diesel::sql_types::Unsigned<diesel::sql_types::BigInt>)]
+    seq: u64,
+}
+
+/// [`take_customer_seqs`] for several customers in two statements (a group of charges over many
+/// customers): `wanted` is `(customer, project, n)` in customer id order, the order the rows are
+/// locked in. Answers the last number taken for each, in the same order.
+pub async fn take_customer_seqs_many(conn: &mut Conn, wanted: &[(&str, &str, u64)]) -> QueryResult<Vec<u64>> {
+    if wanted.len() < 2 || !wanted.iter().all(|(c, p, _)| plain_id(c) && plain_id(p)) {
+        let mut last = Vec::with_capacity(wanted.len());
+        for (customer, project, n) in wanted {
+            last.push(take_customer_seqs(conn, project, customer, *n).await?);
+        }
+        return Ok(last);
+    }
+    let values: Vec<String> = wanted.iter().map(|(c, p, n)| format!("('{c}', '{p}', {n})")).collect();
+    diesel::sql_query(format!(
+        "INSERT INTO customer_event_seqs (customer_id, project_id, seq) VALUES {} \
+         ON DUPLICATE KEY UPDATE seq = seq + VALUES(seq)",
+        values.join(", ")
+    ))
+    .execute(conn)
+    .await?;
+    let ids: Vec<String> = wanted.iter().map(|(c, _, _)| format!("'{c}'")).collect();
+    let rows: Vec<CustomerSeq> = diesel::sql_query(format!(
+        "SELECT customer_id, seq FROM customer_event_seqs WHERE customer_id IN ({}) FOR UPDATE",
+        ids.join(", ")
+    ))
+    .load(conn)
+    .await?;
+    wanted
+        .iter()
+        .map(|(c, _, _)| {
+            rows.iter()
+                .find(|r| r.customer_id == *c)
+                .map(|r| r.seq)
+                .ok_or(diesel::result::Error::NotFound)
+        })
+        .collect()
 }
 
 pub async fn outbox_by_ids(conn: &mut Conn, ids: &[u64]) -> QueryResult<Vec<OutboxRow>> {
