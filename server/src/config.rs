@@ -105,7 +105,7 @@ pub struct Config {
     /// `ledger::hot`). Off: every charge is its own transaction, as before.
     pub charge_groups: bool,
     /// Most groups of charges running at once, each on a connection of the pool
-    /// (`NERUBA_CHARGE_GROUP_WRITERS`, default 4).
+    /// (`NERUBA_CHARGE_GROUP_WRITERS`, default 2).
     pub charge_group_writers: usize,
     /// Where browsers reach this server (`NERUBA_PUBLIC_URL`, default `http://<bind>`): the
     /// sandbox checkout's pages are linked under it.

@@ -62,7 +62,7 @@ pub const MAX_GROUP: usize = 512;
 pub const MAX_GROUP_WALLETS: usize = 256;
 /// Most groups running at once (each on its own connection), unless configured
 /// (`NERUBA_CHARGE_GROUP_WRITERS`).
-pub const DEFAULT_WRITERS: usize = 4;
+pub const DEFAULT_WRITERS: usize = 2;
 
 /// The queue of charges in front of the groups. Cheap to share; one per server.
 pub struct ChargeQueue {
