@@ -76,7 +76,10 @@ struct WalletLock(AsyncMysqlConnection);
 
 impl WalletLock {
     async fn take(app: &TestApp, wallet_id: &str) -> WalletLock {
-        let url = &app.db.as_ref().expect("the test owns its database").url;
+        WalletLock::take_on(&app.db.as_ref().expect("the test owns its database").url, wallet_id).await
+    }
+
+    async fn take_on(url: &str, wallet_id: &str) -> WalletLock {
         let mut conn = AsyncMysqlConnection::establish(url).await.unwrap();
         conn.batch_execute("START TRANSACTION").await.unwrap();
         diesel::sql_query("SELECT id FROM wallets WHERE id = ? FOR UPDATE")
@@ -471,5 +474,37 @@ async fn groups_off_runs_every_charge_alone() {
     let posted = app.state.charges.charge(&project, op).await.unwrap();
     assert_eq!(posted.wallet.balance, d("0.7"));
     assert_eq!(app.state.charges.stats().groups, 0);
+    app.stop().await;
+}
+
+/// A group writes with the privileges of the serving user `neruba grants` prints (no UPDATE or
+/// DELETE on posted ledger rows): its multi-row inserts and one-statement updates are allowed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_runs_as_the_append_only_serving_user() {
+    let db = neruba::testing::TestDb::create().await;
+    let user = db.app_user().await;
+    let app = TestApp::spawn_on(&user.url, |_| {}).await;
+    let project = app.create_project("restricted").await;
+    let a = funded_wallet(&app, &project, "a", WalletPolicy::Reject, None, "5").await;
+    let b = funded_wallet(&app, &project, "b", WalletPolicy::Reject, None, "5").await;
+    let mut charges = Vec::new();
+    for i in 0..10 {
+        for w in [&a, &b] {
+            charges.push((w.id.clone(), "0.5".to_string(), format!("{}-{i}", w.id)));
+        }
+    }
+    let lock = WalletLock::take_on(&db.url, &a.id).await;
+    let answers = queued(&app, &project, lock, &charges).await;
+    assert!(answers.iter().all(|a| matches!(a, Ok(p) if !p.replayed)), "{answers:?}");
+    assert_eq!(app.state.charges.stats().fallbacks, 0);
+    let mut conn = db::get(&app.pool).await.unwrap();
+    for w in [&a, &b] {
+        assert_eq!(
+            service::find_wallet(&mut conn, &project, &w.id).await.unwrap().balance,
+            Decimal::ZERO
+        );
+    }
+    drop(conn);
+    assert_clean(&app, &project).await;
     app.stop().await;
 }
