@@ -25,6 +25,7 @@ use crate::{
     events::EventBus,
     graphql::{self, NerubaSchema},
     http,
+    ledger::hot::ChargeQueue,
     usage::group_commit::GroupCommit,
 };
 
@@ -42,14 +43,23 @@ pub struct AppState {
     pub known_customers: Arc<KnownCustomers>,
     /// Concurrent single-event ingests share one write.
     pub group_commit: Arc<GroupCommit>,
+    /// Concurrent charges share one transaction (`ledger::hot`).
+    pub charges: Arc<ChargeQueue>,
 }
 
 impl AppState {
     pub fn new(config: Config, pool: Pool) -> AppState {
         let known_customers = Arc::new(KnownCustomers::default());
+        let events = EventBus::with_capacity(config.event_bus_capacity);
         AppState {
             group_commit: Arc::new(GroupCommit::new(pool.clone(), known_customers.clone())),
-            events: EventBus::with_capacity(config.event_bus_capacity),
+            charges: Arc::new(ChargeQueue::new(
+                pool.clone(),
+                events.clone(),
+                config.charge_groups,
+                config.charge_group_writers,
+            )),
+            events,
             config: Arc::new(config),
             tail_pool: pool.dedicated(1),
             pool,

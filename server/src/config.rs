@@ -101,6 +101,12 @@ pub struct Config {
     /// Live events a subscriber may fall behind by before its stream ends with
     /// `SUBSCRIBER_LAGGED` (`NERUBA_EVENT_BUS_CAPACITY`, default 1024).
     pub event_bus_capacity: usize,
+    /// Whether concurrent charges share one transaction (`NERUBA_CHARGE_GROUPS`, default true;
+    /// `ledger::hot`). Off: every charge is its own transaction, as before.
+    pub charge_groups: bool,
+    /// Most groups of charges running at once, each on a connection of the pool
+    /// (`NERUBA_CHARGE_GROUP_WRITERS`, default 2).
+    pub charge_group_writers: usize,
     /// Where browsers reach this server (`NERUBA_PUBLIC_URL`, default `http://<bind>`): the
     /// sandbox checkout's pages are linked under it.
     pub public_url: String,
@@ -198,6 +204,8 @@ struct FileConfig {
     billing_interval_secs: Option<u32>,
     billing_grace_secs: Option<u32>,
     event_bus_capacity: Option<usize>,
+    charge_groups: Option<bool>,
+    charge_group_writers: Option<usize>,
     public_url: Option<String>,
     stripe_secret_key: Option<String>,
     stripe_webhook_secrets: Option<String>,
@@ -390,6 +398,18 @@ impl Config {
             1,
             1_000_000,
         )?;
+        let charge_groups = match get("NERUBA_CHARGE_GROUPS") {
+            Some(v) => parse_bool("NERUBA_CHARGE_GROUPS", &v)?,
+            None => file.charge_groups.unwrap_or(true),
+        };
+        let charge_group_writers = parse_num(
+            "NERUBA_CHARGE_GROUP_WRITERS",
+            get("NERUBA_CHARGE_GROUP_WRITERS"),
+            file.charge_group_writers,
+            crate::ledger::hot::DEFAULT_WRITERS,
+            1,
+            256,
+        )?;
         let public_url = match get("NERUBA_PUBLIC_URL").or(file.public_url) {
             Some(url) => parse_base_url(&url).map_err(|e| ConfigError::new("NERUBA_PUBLIC_URL", e))?,
             None => format!("http://{bind}"),
@@ -408,6 +428,8 @@ impl Config {
 
         Ok(Config {
             event_bus_capacity,
+            charge_groups,
+            charge_group_writers,
             database_url,
             bind,
             env,

@@ -951,8 +951,14 @@ pub struct WriteOffDebtInput {
 async fn run<P: From<Posted>>(ctx: &Context<'_>, project_id: String, kind: OpKind, request: MoneyRequest) -> Result<P> {
     let principal = principal(ctx)?;
     let op = Operation::parse(kind, &request, &principal.actor())?;
-    let mut conn = db::get(&state(ctx).pool).await?;
-    let mut posted = service::execute(&mut conn, &project_id, &op).await?;
+    // Charges go through the queue (`ledger::hot`), which publishes their events after commit;
+    // the other operations run alone.
+    let mut posted = if kind == OpKind::Charge {
+        state(ctx).charges.charge(&project_id, op).await?
+    } else {
+        let mut conn = db::get(&state(ctx).pool).await?;
+        service::execute(&mut conn, &project_id, &op).await?
+    };
     crate::ledger::outbox::publish_committed(&state(ctx).events, std::mem::take(&mut posted.events));
     if !posted.replayed {
         tracing::debug!(

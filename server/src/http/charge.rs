@@ -16,9 +16,8 @@ use serde_json::{json, value::RawValue};
 use crate::{
     app::AppState,
     auth::{Principal, Scope},
-    db,
     error::Error,
-    ledger::service::{self, MoneyRequest, OpKind, Operation},
+    ledger::service::{MoneyRequest, OpKind, Operation},
     money,
 };
 
@@ -74,9 +73,8 @@ pub async fn ingest_charge(
         ..MoneyRequest::default()
     };
     let op = Operation::parse(OpKind::Charge, &request, &principal.actor())?;
-    let mut conn = db::get(&state.pool).await?;
-    let mut posted = service::execute(&mut conn, &project_id, &op).await?;
-    crate::ledger::outbox::publish_committed(&state.events, std::mem::take(&mut posted.events));
+    // Published to this server's subscribers by the queue, right after commit.
+    let posted = state.charges.charge(&project_id, op).await?;
     let t = &posted.transaction;
     let number = |d: rust_decimal::Decimal| money::canonical(d);
     let charge = json!({

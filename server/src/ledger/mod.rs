@@ -8,6 +8,7 @@
 //! docs/ledger.md describes the model.
 
 pub mod holds;
+pub mod hot;
 pub mod outbox;
 pub mod reconcile;
 pub mod service;

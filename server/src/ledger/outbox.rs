@@ -109,11 +109,16 @@ pub async fn write(conn: &mut Conn, mut rows: Vec<NewOutbox>) -> Result<Vec<Wall
         }
     }
     // In customer id order, so two transactions never wait on each other's customers crosswise.
-    let mut next: HashMap<String, u64> = HashMap::new();
-    for ((customer, project), n) in customers {
-        let last = store::take_customer_seqs(conn, &project, &customer, n).await?;
-        next.insert(customer, last + 1 - n);
-    }
+    let wanted: Vec<(&str, &str, u64)> = customers
+        .iter()
+        .map(|((customer, project), n)| (customer.as_str(), project.as_str(), *n))
+        .collect();
+    let last = store::take_customer_seqs_many(conn, &wanted).await?;
+    let mut next: HashMap<String, u64> = wanted
+        .iter()
+        .zip(last)
+        .map(|((customer, _, n), last)| (customer.to_string(), last + 1 - n))
+        .collect();
     for row in &mut rows {
         if let Some(customer) = &row.customer_id
             && let Some(seq) = next.get_mut(customer)

@@ -378,7 +378,7 @@ pub struct MoneyRequest {
 }
 
 #[derive(Debug, Clone)]
-enum WalletRef {
+pub(super) enum WalletRef {
     Id(String),
     Customer { external_id: String, currency: String },
 }
@@ -386,16 +386,16 @@ enum WalletRef {
 /// A validated money operation: every field a caller sent has been checked.
 #[derive(Debug, Clone)]
 pub struct Operation {
-    kind: OpKind,
-    wallet: WalletRef,
-    currency: Option<String>,
-    amount: Decimal,
-    idempotency_key: String,
-    description: Option<String>,
+    pub(super) kind: OpKind,
+    pub(super) wallet: WalletRef,
+    pub(super) currency: Option<String>,
+    pub(super) amount: Decimal,
+    pub(super) idempotency_key: String,
+    pub(super) description: Option<String>,
     expires_at: Option<NaiveDateTime>,
     priority: i32,
     corrects_transaction_id: Option<String>,
-    actor: String,
+    pub(super) actor: String,
 }
 
 impl Operation {
@@ -469,7 +469,7 @@ impl Operation {
     }
 
     /// SHA-256 of what the operation does, on the wallet it resolved to: what a replay must match.
-    fn hash(&self, wallet_id: &str) -> Vec<u8> {
+    pub(super) fn hash(&self, wallet_id: &str) -> Vec<u8> {
         let expires = self.expires_at.map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string());
         request_hash(&[
             self.kind.cause().as_str(),
@@ -685,6 +685,10 @@ pub(super) struct Posting<'a> {
 /// Writes one balanced transaction on `wallet`: the transaction row, its postings with the
 /// running balance, the lots' remainders, the wallet's balance and threshold state, and the
 /// outbox rows announcing them (appended to `outbox`, written by the caller).
+///
+/// Three steps, so that a group of charges (`ledger::hot`) shares them: the accounts the lines
+/// name are looked up ([`line_accounts`]), the rows are computed without I/O ([`prepare`]), and
+/// written ([`Writes`]).
 pub(super) async fn post(
     conn: &mut Conn,
     wallet: &mut WalletRow,
@@ -692,37 +696,129 @@ pub(super) async fn post(
     now: NaiveDateTime,
     outbox: &mut Vec<NewOutbox>,
 ) -> Result<TransactionRow, TxFailure> {
+    let accounts = line_accounts(conn, wallet, &p.lines, now).await?;
+    let prepared = prepare(wallet, p, &accounts, now)?;
+    let transaction = prepared.transaction.clone();
+    let mut writes = Writes::default();
+    outbox.extend(writes.add(prepared, wallet));
+    writes.write(conn).await?;
+    Ok(transaction)
+}
+
+/// The accounts outside the wallet's lots and overdraft that `lines` name, by target: system
+/// accounts, the customer's receivable, the wallet's HOLD account (each made on first use).
+pub(super) async fn line_accounts(
+    conn: &mut Conn,
+    wallet: &WalletRow,
+    lines: &[Line],
+    now: NaiveDateTime,
+) -> Result<Vec<(Target, String)>, TxFailure> {
+    let mut accounts: Vec<(Target, String)> = Vec::new();
+    for line in lines {
+        if accounts.iter().any(|(t, _)| *t == line.target) {
+            continue;
+        }
+        let id = match &line.target {
+            Target::Lot(_) | Target::NewLot | Target::Overdraft => continue,
+            Target::System(kind) => system_account(conn, &wallet.project_id, &wallet.currency, *kind, now).await?,
+            Target::Receivable => {
+                receivable_account(conn, &wallet.project_id, &wallet.currency, &wallet.customer_id, now).await?
+            }
+            Target::Hold => hold_account(conn, wallet, now).await?,
+        };
+        accounts.push((line.target.clone(), id));
+    }
+    Ok(accounts)
+}
+
+/// A lot's remainder after a transaction, or its expiry.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum LotChange {
+    Remaining(Decimal),
+    Expired(NaiveDateTime),
+}
+
+/// One ledger transaction's rows, computed by [`prepare`] and not yet written.
+#[derive(Debug, Clone)]
+pub(super) struct Prepared {
+    pub(super) transaction: TransactionRow,
+    postings: Vec<NewPosting>,
+    new_lot: Option<(AccountRow, LotRow)>,
+    /// Each lot the transaction draws from or expires, once.
+    pub(super) lot_changes: Vec<(String, LotChange)>,
+    outbox: Vec<NewOutbox>,
+}
+
+/// Computes one balanced transaction on `wallet` without I/O: its transaction row, postings with
+/// the running balance, the lots' new remainders, the wallet's new balance, threshold state and
+/// event sequence (applied to `wallet`), and the outbox rows announcing it. `accounts` holds the
+/// ids of the targets that are not the wallet's lots or overdraft ([`line_accounts`]). On an
+/// error `wallet` is unchanged.
+pub(super) fn prepare(
+    wallet: &mut WalletRow,
+    p: Posting<'_>,
+    accounts: &[(Target, String)],
+    now: NaiveDateTime,
+) -> Result<Prepared, Error> {
     check_balanced(&p.lines)?;
     // A wallet's transactions are stamped in the order they commit (the lock orders them; a
     // clock read before the lock may be older than the last commit's), so "the balance at T" is
     // the balance after the last transaction stamped no later than T.
     let now = now.max(wallet.updated_at);
     let transaction_id = ids::new_id(TRANSACTION_ID_PREFIX);
-    let lot_accounts: HashMap<&str, &str> = p.lots.iter().map(|l| (l.id.as_str(), l.account_id.as_str())).collect();
     let new_lot_id = ids::new_id(LOT_ID_PREFIX);
     let balances = running_balances(wallet.balance, &p.lines);
     let new_balance = wallet.balance + wallet_delta(&p.lines);
     let new_held = wallet.held + held_delta(&p.lines);
     if new_held < Decimal::ZERO {
-        return Err(Error::Internal(format!("wallet {} would hold {new_held}", wallet.id)).into());
+        return Err(Error::Internal(format!("wallet {} would hold {new_held}", wallet.id)));
     }
     if new_balance.abs() >= MAX_BALANCE {
         return Err(Error::invalid(
             "amount",
             "would take the wallet's balance to 10^16 or beyond, more than an amount column keeps",
-        )
-        .into());
+        ));
     }
+    let account_of = |target: &Target| {
+        accounts
+            .iter()
+            .find(|(t, _)| t == target)
+            .map(|(_, id)| id.clone())
+            .ok_or_else(|| Error::Internal(format!("no account looked up for {target:?}")))
+    };
 
     let mut postings = Vec::with_capacity(p.lines.len());
-    let mut new_lot_row = None;
+    let mut new_lot = None;
+    let mut lot_changes: Vec<(String, LotChange)> = Vec::new();
     for (line, balance_after) in p.lines.iter().zip(&balances) {
         let (account_id, lot_id) = match &line.target {
             Target::Lot(lot_id) => {
-                let account = lot_accounts
-                    .get(lot_id.as_str())
+                let lot = p
+                    .lots
+                    .iter()
+                    .find(|l| &l.id == lot_id)
                     .ok_or_else(|| Error::Internal(format!("lot {lot_id} is not the wallet's")))?;
-                (account.to_string(), Some(lot_id.clone()))
+                if !lot_changes.iter().any(|(id, _)| id == lot_id) {
+                    let change = if p.cause == Cause::Expiry {
+                        LotChange::Expired(now)
+                    } else {
+                        let drawn: Decimal = p
+                            .lines
+                            .iter()
+                            .filter(|l| matches!(&l.target, Target::Lot(id) if id == lot_id))
+                            .map(|l| l.amount)
+                            .sum();
+                        let remaining = lot.remaining + drawn;
+                        if remaining < Decimal::ZERO {
+                            return Err(Error::Internal(format!(
+                                "lot {lot_id} would go below zero ({remaining})"
+                            )));
+                        }
+                        LotChange::Remaining(remaining)
+                    };
+                    lot_changes.push((lot_id.clone(), change));
+                }
+                (lot.account_id.clone(), Some(lot_id.clone()))
             }
             Target::NewLot => {
                 let lot = p
@@ -738,8 +834,7 @@ pub(super) async fn post(
                     wallet_id: Some(wallet.id.clone()),
                     created_at: now,
                 };
-                store::insert_account_missing(conn, &account).await?;
-                new_lot_row = Some(LotRow {
+                let row = LotRow {
                     id: new_lot_id.clone(),
                     project_id: wallet.project_id.clone(),
                     wallet_id: wallet.id.clone(),
@@ -752,19 +847,13 @@ pub(super) async fn post(
                     expired_at: None,
                     transaction_id: transaction_id.clone(),
                     created_at: now,
-                });
-                (account.id, Some(new_lot_id.clone()))
+                };
+                let account_id = account.id.clone();
+                new_lot = Some((account, row));
+                (account_id, Some(new_lot_id.clone()))
             }
             Target::Overdraft => (wallet.overdraft_account_id.clone(), None),
-            Target::System(kind) => (
-                system_account(conn, &wallet.project_id, &wallet.currency, *kind, now).await?,
-                None,
-            ),
-            Target::Receivable => (
-                receivable_account(conn, &wallet.project_id, &wallet.currency, &wallet.customer_id, now).await?,
-                None,
-            ),
-            Target::Hold => (hold_account(conn, wallet, now).await?, None),
+            target => (account_of(target)?, None),
         };
         postings.push(NewPosting {
             transaction_id: transaction_id.clone(),
@@ -789,7 +878,7 @@ pub(super) async fn post(
         project_id: wallet.project_id.clone(),
         wallet_id: Some(wallet.id.clone()),
         cause: p.cause.as_str().into(),
-        cause_id: p.cause_id.or_else(|| new_lot_row.as_ref().map(|l| l.id.clone())),
+        cause_id: p.cause_id.or_else(|| new_lot.as_ref().map(|(_, l)| l.id.clone())),
         currency: wallet.currency.clone(),
         amount: p.amount,
         idempotency_key: p.idempotency_key,
@@ -801,41 +890,9 @@ pub(super) async fn post(
         wallet_seq: Some(first_seq),
         created_at: now,
     };
-    store::insert_transaction(conn, &transaction).await?;
-    store::insert_postings(conn, &postings).await?;
-    if let Some(lot) = &new_lot_row {
-        store::insert_lot(conn, lot).await?;
-    }
-    for line in &p.lines {
-        if let Target::Lot(lot_id) = &line.target {
-            let lot = p.lots.iter().find(|l| &l.id == lot_id).expect("checked above");
-            let drawn: Decimal = p
-                .lines
-                .iter()
-                .filter(|l| matches!(&l.target, Target::Lot(id) if id == lot_id))
-                .map(|l| l.amount)
-                .sum();
-            if p.cause == Cause::Expiry {
-                store::mark_lot_expired(conn, lot_id, now).await?;
-            } else {
-                let remaining = lot.remaining + drawn;
-                if remaining < Decimal::ZERO {
-                    return Err(Error::Internal(format!("lot {lot_id} would go below zero ({remaining})")).into());
-                }
-                store::set_lot_remaining(conn, lot_id, remaining).await?;
-            }
-        }
-    }
 
     let delta = new_balance - wallet.balance;
     let below = crossed.unwrap_or(wallet.below_threshold);
-    store::update_wallet_balance(conn, &wallet.id, new_balance, new_held, below, last_seq, now).await?;
-    wallet.balance = new_balance;
-    wallet.held = new_held;
-    wallet.below_threshold = below;
-    wallet.event_seq = last_seq;
-    wallet.updated_at = now;
-
     let event = |kind: WalletEventKind, wallet_seq: u64| WalletEvent {
         outbox_id: 0,
         kind,
@@ -854,11 +911,83 @@ pub(super) async fn post(
         threshold: wallet.low_balance_threshold.map(|t| t.normalize()),
         at: now,
     };
-    outbox.push(event(WalletEventKind::BalanceChanged, first_seq).to_outbox()?);
+    let mut outbox = vec![event(WalletEventKind::BalanceChanged, first_seq).to_outbox()?];
     if crossed == Some(true) {
         outbox.push(event(WalletEventKind::LowBalance, last_seq).to_outbox()?);
     }
-    Ok(transaction)
+
+    wallet.balance = new_balance;
+    wallet.held = new_held;
+    wallet.below_threshold = below;
+    wallet.event_seq = last_seq;
+    wallet.updated_at = now;
+    Ok(Prepared {
+        transaction,
+        postings,
+        new_lot,
+        lot_changes,
+        outbox,
+    })
+}
+
+/// The rows of one or more prepared transactions, written together: multi-row inserts of the
+/// transactions and postings, one update per touched lot (its last state) and per touched wallet
+/// (its last state).
+#[derive(Debug, Default)]
+pub(super) struct Writes {
+    transactions: Vec<TransactionRow>,
+    postings: Vec<NewPosting>,
+    accounts: Vec<AccountRow>,
+    lots: Vec<LotRow>,
+    lot_changes: Vec<(String, LotChange)>,
+    wallets: Vec<WalletRow>,
+}
+
+impl Writes {
+    /// Adds a prepared transaction on `wallet` (as it is after it); answers its outbox rows,
+    /// which the caller writes with [`outbox::write`](super::outbox::write) as its last step.
+    pub(super) fn add(&mut self, prepared: Prepared, wallet: &WalletRow) -> Vec<NewOutbox> {
+        self.transactions.push(prepared.transaction);
+        self.postings.extend(prepared.postings);
+        if let Some((account, lot)) = prepared.new_lot {
+            self.accounts.push(account);
+            self.lots.push(lot);
+        }
+        for (id, change) in prepared.lot_changes {
+            match self.lot_changes.iter_mut().find(|(l, _)| *l == id) {
+                Some((_, last)) => *last = change,
+                None => self.lot_changes.push((id, change)),
+            }
+        }
+        match self.wallets.iter_mut().find(|w| w.id == wallet.id) {
+            Some(last) => *last = wallet.clone(),
+            None => self.wallets.push(wallet.clone()),
+        }
+        prepared.outbox
+    }
+
+    pub(super) async fn write(self, conn: &mut Conn) -> Result<(), TxFailure> {
+        for account in &self.accounts {
+            store::insert_account_missing(conn, account).await?;
+        }
+        store::insert_transactions(conn, &self.transactions).await?;
+        store::insert_postings(conn, &self.postings).await?;
+        for lot in &self.lots {
+            store::insert_lot(conn, lot).await?;
+        }
+        let mut remaining = Vec::new();
+        for (id, change) in &self.lot_changes {
+            match change {
+                LotChange::Remaining(r) => remaining.push((id.as_str(), *r)),
+                LotChange::Expired(at) => {
+                    store::mark_lot_expired(conn, id, *at).await?;
+                }
+            }
+        }
+        store::set_lots_remaining(conn, &remaining).await?;
+        store::update_wallet_balances(conn, &self.wallets).await?;
+        Ok(())
+    }
 }
 
 /// The id of the wallet's HOLD account (`wallet:<id>:holds`), made on first use. Wallet-side: its
@@ -1001,8 +1130,21 @@ pub(super) async fn expire_wallet_lots(
     now: NaiveDateTime,
     outbox: &mut Vec<NewOutbox>,
 ) -> Result<Vec<TransactionRow>, TxFailure> {
+    let lots = store::expired_lots(conn, &wallet.id, now).await?;
+    expire_lots(conn, wallet, lots, now, outbox).await
+}
+
+/// [`expire_wallet_lots`] for lots already read (locked) by the caller: `lots` are the wallet's
+/// unexpired lots whose expiry passed at `now`.
+pub(super) async fn expire_lots(
+    conn: &mut Conn,
+    wallet: &mut WalletRow,
+    lots: Vec<LotRow>,
+    now: NaiveDateTime,
+    outbox: &mut Vec<NewOutbox>,
+) -> Result<Vec<TransactionRow>, TxFailure> {
     let mut posted = Vec::new();
-    for lot in store::expired_lots(conn, &wallet.id, now).await? {
+    for lot in lots {
         if lot.remaining.is_zero() {
             store::mark_lot_expired(conn, &lot.id, now).await?;
             continue;

@@ -14,7 +14,7 @@ use super::{
     },
 };
 
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Insertable)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable, Identifiable, Insertable)]
 #[diesel(table_name = wallets, check_for_backend(diesel::mysql::Mysql))]
 pub struct WalletRow {
     pub id: String,
@@ -102,7 +102,7 @@ pub struct NewPosting {
     pub created_at: NaiveDateTime,
 }
 
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Insertable)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable, Identifiable, Insertable)]
 #[diesel(table_name = credit_lots, check_for_backend(diesel::mysql::Mysql))]
 pub struct LotRow {
     pub id: String,
@@ -248,6 +248,30 @@ pub async fn lock_wallet_by_customer(
         .optional()
 }
 
+/// Locks the wallets of `project_id` among `ids` (absent ones are left out), in id order: a group
+/// of charges (`ledger::hot`) locks all its wallets first, in the order every multi-wallet
+/// transaction uses, so two groups never wait on each other crosswise. By the primary key, named:
+/// a scan of the table would lock other wallets too.
+pub async fn lock_wallets(conn: &mut Conn, project_id: &str, ids: &[&str]) -> QueryResult<Vec<WalletRow>> {
+    // Ids that are not plain name no wallet (Neruba makes none).
+    let ids: Vec<&str> = ids.iter().copied().filter(|id| plain_id(id)).collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    diesel::sql_query(format!(
+        "SELECT * FROM wallets FORCE INDEX (PRIMARY) WHERE id IN ({}) AND project_id = ? ORDER BY id FOR UPDATE",
+        quoted(&ids)
+    ))
+    .bind::<diesel::sql_types::Varchar, _>(project_id)
+    .load(conn)
+    .await
+}
+
+/// `'a', 'b'`: ids known to be plain ([`plain_id`]) as a list of SQL literals.
+fn quoted(ids: &[&str]) -> String {
+    ids.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(", ")
+}
+
 pub async fn update_wallet_balance(
     conn: &mut Conn,
     id: &str,
@@ -267,6 +291,62 @@ pub async fn update_wallet_balance(
         ))
         .execute(conn)
         .await
+}
+
+/// [`update_wallet_balance`] for several wallets in one statement (a group of charges). The
+/// values are sent as SQL literals: ids only when they are plain `[A-Za-z0-9_]` (every id Neruba
+/// makes; otherwise one statement per wallet), amounts as exact DECIMAL literals (never text:
+/// see [`set_lot_remaining`]), so nothing is prepared afresh for each group size.
+pub async fn update_wallet_balances(conn: &mut Conn, rows: &[WalletRow]) -> QueryResult<usize> {
+    if rows.len() < 2 || !rows.iter().all(|w| plain_id(&w.id)) {
+        let mut updated = 0;
+        for w in rows {
+            updated += update_wallet_balance(
+                conn,
+                &w.id,
+                w.balance,
+                w.held,
+                w.below_threshold,
+                w.event_seq,
+                w.updated_at,
+            )
+            .await?;
+        }
+        return Ok(updated);
+    }
+    let case = |value: &dyn Fn(&WalletRow) -> String| {
+        let mut sql = String::from("CASE id");
+        for w in rows {
+            sql.push_str(&format!(" WHEN '{}' THEN {}", w.id, value(w)));
+        }
+        sql.push_str(" END");
+        sql
+    };
+    let ids: Vec<String> = rows.iter().map(|w| format!("'{}'", w.id)).collect();
+    let sql = format!(
+        "UPDATE wallets SET balance = {}, held = {}, below_threshold = {}, event_seq = {}, updated_at = {} WHERE id IN ({})",
+        case(&|w| decimal_literal(w.balance)),
+        case(&|w| decimal_literal(w.held)),
+        case(&|w| u8::from(w.below_threshold).to_string()),
+        case(&|w| w.event_seq.to_string()),
+        case(&|w| datetime_literal(w.updated_at)),
+        ids.join(", ")
+    );
+    diesel::sql_query(sql).execute(conn).await
+}
+
+/// Whether an id can go into SQL text as a quoted literal as it is.
+fn plain_id(id: &str) -> bool {
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// An exact DECIMAL literal (`-12.5`): rust_decimal never writes an exponent.
+fn decimal_literal(d: Decimal) -> String {
+    d.to_string()
+}
+
+fn datetime_literal(t: NaiveDateTime) -> String {
+    format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.6f"))
 }
 
 /// Writes a wallet's policy, limit and threshold state (the caller holds the wallet lock).
@@ -386,6 +466,97 @@ pub async fn insert_transaction(conn: &mut Conn, row: &TransactionRow) -> QueryR
         .await
 }
 
+/// Several transactions in one multi-row `INSERT` (a group of charges). Two or more go as SQL
+/// text with literal values, as usage ingest sends its events: diesel prepares a multi-row insert
+/// afresh for each size, and a group's 500 rows would be 7,500 bound parameters.
+pub async fn insert_transactions(conn: &mut Conn, rows: &[TransactionRow]) -> QueryResult<usize> {
+    if rows.len() < 2 {
+        return match rows.first() {
+            Some(row) => insert_transaction(conn, row).await,
+            None => Ok(0),
+        };
+    }
+    let mut sql = String::with_capacity(200 + rows.len() * 500);
+    sql.push_str(
+        "INSERT INTO ledger_transactions (id, project_id, wallet_id, cause, cause_id, currency, amount, \
+         idempotency_key, request_hash, description, actor, corrects_transaction_id, wallet_balance_after, \
+         wallet_seq, created_at) VALUES ",
+    );
+    for (i, r) in rows.iter().enumerate() {
+        sql.push_str(if i == 0 { "(" } else { ", (" });
+        let mut values = Values(&mut sql);
+        values.text(Some(&r.id));
+        values.text(Some(&r.project_id));
+        values.text(r.wallet_id.as_deref());
+        values.text(Some(&r.cause));
+        values.text(r.cause_id.as_deref());
+        values.text(Some(&r.currency));
+        values.decimal(Some(r.amount));
+        values.text(r.idempotency_key.as_deref());
+        values.bytes(r.request_hash.as_deref());
+        values.text(r.description.as_deref());
+        values.text(Some(&r.actor));
+        values.text(r.corrects_transaction_id.as_deref());
+        values.decimal(r.wallet_balance_after);
+        values.number(r.wallet_seq);
+        values.time(r.created_at);
+        sql.push(')');
+    }
+    execute_text(conn, &sql, rows.len()).await
+}
+
+/// Values of a row as SQL literals: text and bytes in hex (no quoting to get wrong), exact
+/// DECIMAL literals, numbers, `'YYYY-MM-DD hh:mm:ss.ffffff'`; comma-separated.
+struct Values<'a>(&'a mut String);
+
+impl Values<'_> {
+    fn next(&mut self) {
+        if !self.0.ends_with('(') {
+            self.0.push_str(", ");
+        }
+    }
+
+    fn text(&mut self, value: Option<&str>) {
+        self.bytes(value.map(str::as_bytes));
+    }
+
+    fn bytes(&mut self, value: Option<&[u8]>) {
+        self.next();
+        match value {
+            Some(b) => super::usage_events::push_hex(self.0, b),
+            None => self.0.push_str("NULL"),
+        }
+    }
+
+    fn decimal(&mut self, value: Option<Decimal>) {
+        self.next();
+        match value {
+            Some(d) => self.0.push_str(&decimal_literal(d)),
+            None => self.0.push_str("NULL"),
+        }
+    }
+
+    fn number(&mut self, value: Option<u64>) {
+        self.next();
+        match value {
+            Some(n) => self.0.push_str(&n.to_string()),
+            None => self.0.push_str("NULL"),
+        }
+    }
+
+    fn time(&mut self, value: NaiveDateTime) {
+        self.next();
+        super::usage_events::push_time(self.0, value);
+    }
+}
+
+/// Runs an `INSERT` sent as text (not prepared) and checks it wrote `expected` rows.
+async fn execute_text(conn: &mut Conn, sql: &str, expected: usize) -> QueryResult<usize> {
+    use diesel_async::SimpleAsyncConnection;
+    conn.batch_execute(sql).await?;
+    Ok(expected)
+}
+
 /// The transaction recorded under an idempotency key. A plain read, on purpose: a locking read
 /// of an absent key takes a gap lock, and two charges on different wallets whose new keys fall in
 /// one gap would deadlock on insert. Read after the wallet lock, the snapshot already holds every
@@ -405,6 +576,24 @@ pub async fn find_transaction_by_key(
         .optional()
 }
 
+/// The transactions recorded under any of `keys` (one query for a group of charges; a plain
+/// read after the wallet locks, as [`find_transaction_by_key`]).
+pub async fn find_transactions_by_keys(
+    conn: &mut Conn,
+    project_id: &str,
+    keys: &[&str],
+) -> QueryResult<Vec<TransactionRow>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    ledger_transactions::table
+        .filter(ledger_transactions::project_id.eq(project_id))
+        .filter(ledger_transactions::idempotency_key.eq_any(keys))
+        .select(TransactionRow::as_select())
+        .load(conn)
+        .await
+}
+
 pub async fn find_transaction(conn: &mut Conn, project_id: &str, id: &str) -> QueryResult<Option<TransactionRow>> {
     ledger_transactions::table
         .filter(ledger_transactions::project_id.eq(project_id))
@@ -416,6 +605,33 @@ pub async fn find_transaction(conn: &mut Conn, project_id: &str, id: &str) -> Qu
 }
 
 pub async fn insert_postings(conn: &mut Conn, rows: &[NewPosting]) -> QueryResult<usize> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    if rows.len() > 2 {
+        // A group's postings: as text, see `insert_transactions`.
+        let mut sql = String::with_capacity(200 + rows.len() * 300);
+        sql.push_str(
+            "INSERT INTO ledger_postings (transaction_id, project_id, account_id, wallet_id, lot_id, currency, \
+             amount, wallet_balance_after, cause, created_at) VALUES ",
+        );
+        for (i, r) in rows.iter().enumerate() {
+            sql.push_str(if i == 0 { "(" } else { ", (" });
+            let mut values = Values(&mut sql);
+            values.text(Some(&r.transaction_id));
+            values.text(Some(&r.project_id));
+            values.text(Some(&r.account_id));
+            values.text(r.wallet_id.as_deref());
+            values.text(r.lot_id.as_deref());
+            values.text(Some(&r.currency));
+            values.decimal(Some(r.amount));
+            values.decimal(r.wallet_balance_after);
+            values.text(Some(&r.cause));
+            values.time(r.created_at);
+            sql.push(')');
+        }
+        return execute_text(conn, &sql, rows.len()).await;
+    }
     diesel::insert_into(ledger_postings::table)
         .values(rows)
         .execute(conn)
@@ -532,6 +748,25 @@ pub async fn lock_open_lots(conn: &mut Conn, wallet_id: &str) -> QueryResult<Vec
         .await
 }
 
+/// Every lot of the wallets among `wallet_ids` that the sweep has not expired (open lots, those
+/// whose expiry passed, and spent ones that never expire), locked, by wallet then id: a group of
+/// charges reads what [`expired_lots`] and [`lock_open_lots`] read for one wallet, in one query.
+/// Through `ix_credit_lots_wallet_open`, named: on a small table the optimizer may prefer the
+/// primary key, and a locking scan in id order would lock other wallets' lots (migration 000016).
+pub async fn lock_unexpired_lots_of(conn: &mut Conn, wallet_ids: &[&str]) -> QueryResult<Vec<LotRow>> {
+    let ids: Vec<&str> = wallet_ids.iter().copied().filter(|id| plain_id(id)).collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    diesel::sql_query(format!(
+        "SELECT * FROM credit_lots FORCE INDEX (ix_credit_lots_wallet_open) \
+         WHERE wallet_id IN ({}) AND expired_at IS NULL ORDER BY wallet_id, id FOR UPDATE",
+        quoted(&ids)
+    ))
+    .load(conn)
+    .await
+}
+
 /// The wallet's open lots as of the reader's snapshot (previews).
 pub async fn open_lots(conn: &mut Conn, wallet_id: &str) -> QueryResult<Vec<LotRow>> {
     credit_lots::table
@@ -586,6 +821,25 @@ pub async fn set_lot_remaining(conn: &mut Conn, id: &str, remaining: Decimal) ->
         .set(credit_lots::remaining.eq(remaining))
         .execute(conn)
         .await
+}
+
+/// [`set_lot_remaining`] for several lots in one statement (values as literals, as
+/// [`update_wallet_balances`]).
+pub async fn set_lots_remaining(conn: &mut Conn, lots: &[(&str, Decimal)]) -> QueryResult<usize> {
+    if lots.len() < 2 || !lots.iter().all(|(id, _)| plain_id(id)) {
+        let mut updated = 0;
+        for (id, remaining) in lots {
+            updated += set_lot_remaining(conn, id, *remaining).await?;
+        }
+        return Ok(updated);
+    }
+    let mut sql = String::from("UPDATE credit_lots SET remaining = CASE id");
+    for (id, remaining) in lots {
+        sql.push_str(&format!(" WHEN '{id}' THEN {}", decimal_literal(*remaining)));
+    }
+    let ids: Vec<String> = lots.iter().map(|(id, _)| format!("'{id}'")).collect();
+    sql.push_str(&format!(" END WHERE id IN ({})", ids.join(", ")));
+    diesel::sql_query(sql).execute(conn).await
 }
 
 pub async fn mark_lot_expired(conn: &mut Conn, id: &str, at: NaiveDateTime) -> QueryResult<usize> {
@@ -701,6 +955,28 @@ pub async fn expired_holds(
 pub async fn insert_outbox(conn: &mut Conn, rows: &[NewOutbox]) -> QueryResult<usize> {
     if rows.is_empty() {
         return Ok(0);
+    }
+    if rows.len() > 2 {
+        // A group's events: as text, see `insert_transactions`.
+        let mut sql = String::with_capacity(200 + rows.len() * 600);
+        sql.push_str(
+            "INSERT INTO ledger_outbox (project_id, wallet_id, customer_id, wallet_seq, customer_seq, kind, \
+             payload, created_at) VALUES ",
+        );
+        for (i, r) in rows.iter().enumerate() {
+            sql.push_str(if i == 0 { "(" } else { ", (" });
+            let mut values = Values(&mut sql);
+            values.text(Some(&r.project_id));
+            values.text(Some(&r.wallet_id));
+            values.text(r.customer_id.as_deref());
+            values.number(r.wallet_seq);
+            values.number(r.customer_seq);
+            values.text(Some(&r.kind));
+            values.text(Some(&r.payload));
+            values.time(r.created_at);
+            sql.push(')');
+        }
+        return execute_text(conn, &sql, rows.len()).await;
     }
     diesel::insert_into(ledger_outbox::table)
         .values(rows)
@@ -821,6 +1097,51 @@ pub async fn take_customer_seqs(conn: &mut Conn, project_id: &str, customer_id: 
         .for_update()
         .first(conn)
         .await
+}
+
+#[derive(QueryableByName)]
+struct CustomerSeq {
+    #[diesel(sql_type = diesel::sql_types::Varchar)]
+    customer_id: String,
+    #[diesel(sql_type = diesel::sql_types::Unsigned<diesel::sql_types::BigInt>)]
+    seq: u64,
+}
+
+/// [`take_customer_seqs`] for several customers in two statements (a group of charges over many
+/// customers): `wanted` is `(customer, project, n)` in customer id order, the order the rows are
+/// locked in. Answers the last number taken for each, in the same order.
+pub async fn take_customer_seqs_many(conn: &mut Conn, wanted: &[(&str, &str, u64)]) -> QueryResult<Vec<u64>> {
+    if wanted.len() < 2 || !wanted.iter().all(|(c, p, _)| plain_id(c) && plain_id(p)) {
+        let mut last = Vec::with_capacity(wanted.len());
+        for (customer, project, n) in wanted {
+            last.push(take_customer_seqs(conn, project, customer, *n).await?);
+        }
+        return Ok(last);
+    }
+    let values: Vec<String> = wanted.iter().map(|(c, p, n)| format!("('{c}', '{p}', {n})")).collect();
+    diesel::sql_query(format!(
+        "INSERT INTO customer_event_seqs (customer_id, project_id, seq) VALUES {} \
+         ON DUPLICATE KEY UPDATE seq = seq + VALUES(seq)",
+        values.join(", ")
+    ))
+    .execute(conn)
+    .await?;
+    let ids: Vec<String> = wanted.iter().map(|(c, _, _)| format!("'{c}'")).collect();
+    let rows: Vec<CustomerSeq> = diesel::sql_query(format!(
+        "SELECT customer_id, seq FROM customer_event_seqs WHERE customer_id IN ({}) FOR UPDATE",
+        ids.join(", ")
+    ))
+    .load(conn)
+    .await?;
+    wanted
+        .iter()
+        .map(|(c, _, _)| {
+            rows.iter()
+                .find(|r| r.customer_id == *c)
+                .map(|r| r.seq)
+                .ok_or(diesel::result::Error::NotFound)
+        })
+        .collect()
 }
 
 pub async fn outbox_by_ids(conn: &mut Conn, ids: &[u64]) -> QueryResult<Vec<OutboxRow>> {

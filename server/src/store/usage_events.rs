@@ -109,7 +109,7 @@ fn insert_ignore_sql(rows: &[NewEventRow<'_>]) -> String {
 }
 
 /// `'YYYY-MM-DD hh:mm:ss.ffffff'` (chrono's general formatter is slow for 2,000 values a batch).
-fn push_time(sql: &mut String, t: chrono::NaiveDateTime) {
+pub(super) fn push_time(sql: &mut String, t: chrono::NaiveDateTime) {
     use chrono::{Datelike, Timelike};
     use std::fmt::Write;
     let _ = write!(
@@ -125,7 +125,7 @@ fn push_time(sql: &mut String, t: chrono::NaiveDateTime) {
     );
 }
 
-fn push_hex(sql: &mut String, bytes: &[u8]) {
+pub(super) fn push_hex(sql: &mut String, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     sql.push_str("X'");
     for b in bytes {
