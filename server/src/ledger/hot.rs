@@ -321,15 +321,25 @@ async fn run_group(shared: Arc<Shared>, group: Group) {
                 outbox::publish_committed(&shared.events, events);
                 answers
             }
+            // The database is out of reach: every charge gets the 503 (the client retries with
+            // its key); running them one by one would only fail again, on a connection that may
+            // be broken.
+            Err(e @ Error::Unavailable(_)) => ops.iter().map(|_| Err(e.clone())).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, charges = ops.len(), "a group of charges failed; running them one by one");
                 stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                // Each on a connection of its own from the pool: the group's may have been left
+                // broken by its failed transaction.
+                drop(conn);
                 let mut answers = Vec::with_capacity(ops.len());
                 for op in &ops {
-                    let answer = service::execute(&mut conn, &project_id, op).await.map(|mut posted| {
-                        outbox::publish_committed(&shared.events, std::mem::take(&mut posted.events));
-                        posted
-                    });
+                    let answer = match db::get(&shared.pool).await {
+                        Err(e) => Err(Error::from(e)),
+                        Ok(mut conn) => service::execute(&mut conn, &project_id, op).await.map(|mut posted| {
+                            outbox::publish_committed(&shared.events, std::mem::take(&mut posted.events));
+                            posted
+                        }),
+                    };
                     answers.push(answer);
                 }
                 answers
