@@ -218,17 +218,18 @@ pub async fn exchange(conn: &mut Conn, token: &str) -> Result<Exchanged> {
     if !token.starts_with(LINK_PREFIX) || token.len() > MAX_TOKEN_LEN {
         return Err(refused());
     }
-    let session = store::find_by_link(conn, &keys::hash_secret(token))
+    let mut session = store::find_by_link(conn, &keys::hash_secret(token))
         .await?
         .ok_or_else(refused)?;
     let credential = keys::random_token(CREDENTIAL_PREFIX);
+    let credential_hash = keys::hash_secret(&credential);
     let now = crate::store::now();
-    if !store::exchange(conn, &session.id, &keys::hash_secret(&credential), now).await? {
+    if !store::exchange(conn, &session.id, &credential_hash, now).await? {
         return Err(refused());
     }
-    let session = store::find(conn, &session.project_id, &session.id)
-        .await?
-        .ok_or_else(|| Error::Internal("the portal session just exchanged is gone".into()))?;
+    // The row as the update left it (only the update's own columns changed).
+    session.credential_hash = Some(credential_hash);
+    session.exchanged_at = Some(now);
     Ok(Exchanged { session, credential })
 }
 

@@ -363,31 +363,18 @@ impl PaymentMutation {
             ),
             None => (resolve_project(ctx, &input.project_id, Scope::Billing).await?, None),
         };
-        if let crate::auth::Principal::Customer(session) = caller {
-            // A customer returns to the portal or to the project's own site, not anywhere: the
-            // provider's page would otherwise redirect under the project's name.
-            let allowed: Vec<String> = [
+        // A customer returns to the portal or to the project's own site.
+        let return_origins: Vec<String> = match caller {
+            crate::auth::Principal::Customer(session) => [
                 Some(state(ctx).config.public_url.as_str()),
                 session.return_url.as_deref(),
             ]
             .into_iter()
             .flatten()
             .filter_map(crate::payments::origin)
-            .collect();
-            for (field, url) in [("successUrl", &input.success_url), ("cancelUrl", &input.cancel_url)] {
-                let url = crate::payments::parse_return_url(field, url)?;
-                if !crate::payments::origin(&url).is_some_and(|o| allowed.contains(&o)) {
-                    return Err(crate::error::Error::invalid(
-                        field,
-                        format!(
-                            "must be on the portal's or the project's site from a portal session ({})",
-                            allowed.join(", ")
-                        ),
-                    )
-                    .into());
-                }
-            }
-        }
+            .collect(),
+            _ => Vec::new(),
+        };
         let actor = caller.actor();
         let purpose = match input.purpose {
             CheckoutPurposeInput::TopUp(t) => PurposeRequest::TopUp {
@@ -404,6 +391,7 @@ impl PaymentMutation {
             cancel_url: input.cancel_url,
             idempotency_key: input.idempotency_key,
             customer_id,
+            return_origins,
         };
         let app = state(ctx);
         let mut conn = db::get(&app.pool).await?;

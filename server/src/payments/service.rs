@@ -62,6 +62,10 @@ pub struct CheckoutRequest {
     /// Set for a customer's portal session: only this customer's wallet or invoice may be paid
     /// for (another's is `NOT_FOUND`), and its idempotency keys are its own.
     pub customer_id: Option<String>,
+    /// For a customer's portal session: the origins (`payments::origin`) its return URLs must be
+    /// on (the portal's and the project's site), so a provider's page cannot redirect anywhere
+    /// under the project's name.
+    pub return_origins: Vec<String>,
 }
 
 /// A checkout, and whether it was made by an earlier request with the same key.
@@ -149,6 +153,19 @@ pub async fn create_checkout(
     };
     let success_url = parse_return_url("successUrl", &request.success_url)?;
     let cancel_url = parse_return_url("cancelUrl", &request.cancel_url)?;
+    if request.customer_id.is_some() {
+        for (field, url) in [("successUrl", &success_url), ("cancelUrl", &cancel_url)] {
+            if !super::origin(url).is_some_and(|o| request.return_origins.contains(&o)) {
+                return Err(Error::invalid(
+                    field,
+                    format!(
+                        "must be on the portal's or the project's site from a portal session ({})",
+                        request.return_origins.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
     let (kind, object_id, amount) = match &request.purpose {
         PurposeRequest::TopUp { wallet_id, amount } => (
             PaymentPurpose::TopUp,
