@@ -8,4 +8,5 @@ pub mod export;
 pub mod plans;
 pub mod runs;
 pub mod scheduler;
+pub mod spend;
 pub mod subscriptions;

@@ -857,7 +857,11 @@ fn rows(
 }
 
 /// The metric definitions a plan version's charges bill.
-async fn metric_defs(conn: &mut Conn, project_id: &str, version: &PlanVersion) -> Result<HashMap<String, MetricDef>> {
+pub(crate) async fn metric_defs(
+    conn: &mut Conn,
+    project_id: &str,
+    version: &PlanVersion,
+) -> Result<HashMap<String, MetricDef>> {
     let ids: Vec<&str> = version.charges.iter().map(|c| c.metric_id.as_str()).collect();
     crate::store::billable_metrics::find_by_ids(conn, project_id, &ids)
         .await?

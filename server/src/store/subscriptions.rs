@@ -253,3 +253,25 @@ pub async fn changes(
     }
     query.load(conn).await
 }
+
+/// A customer's subscriptions that overlap `[from, to)` (started before `to`, not ended by
+/// `from`), oldest first, at most `limit`.
+pub async fn overlapping(
+    conn: &mut Conn,
+    project_id: &str,
+    customer_id: &str,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<SubscriptionRow>> {
+    subscriptions::table
+        .filter(subscriptions::project_id.eq(project_id))
+        .filter(subscriptions::customer_id.eq(customer_id))
+        .filter(subscriptions::starts_at.lt(to))
+        .filter(subscriptions::ends_at.is_null().or(subscriptions::ends_at.gt(from)))
+        .select(SubscriptionRow::as_select())
+        .order((subscriptions::starts_at.asc(), subscriptions::id.asc()))
+        .limit(limit)
+        .load(conn)
+        .await
+}

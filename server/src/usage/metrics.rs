@@ -199,7 +199,7 @@ pub async fn create_metric(conn: &mut Conn, project_id: &str, input: &MetricInpu
 }
 
 /// A JSON path for a validated property name (`$."name"`); names never contain quotes.
-fn path(property: &str) -> String {
+pub(crate) fn path(property: &str) -> String {
     format!("$.\"{property}\"")
 }
 

@@ -138,18 +138,7 @@ fn micros(t: NaiveDateTime) -> i64 {
 fn series_sql(project_id: &str, def: &MetricDef, customer: &str, bounds: &[NaiveDateTime]) -> (String, Vec<Bind>) {
     let (from, to) = (bounds[0], bounds[bounds.len() - 1]);
     let mut binds = Vec::new();
-    let inner = &bounds[1..bounds.len() - 1];
-    let bucket = if inner.is_empty() {
-        "0".to_string()
-    } else {
-        let mut expr = String::from("INTERVAL(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', occurred_at)");
-        for b in inner {
-            expr.push_str(", ?");
-            binds.push(Bind::Int(micros(*b)));
-        }
-        expr.push(')');
-        expr
-    };
+    let bucket = interval_index("occurred_at", bounds, &mut binds);
     let (where_sql, where_binds) = metrics::where_clause(project_id, def, &[customer], from, to, None);
     let mut select_binds = Vec::new();
     let sql = match def.aggregation {
@@ -185,14 +174,31 @@ pub async fn series(
     customer: &str,
     bounds: &[NaiveDateTime],
 ) -> Result<Vec<Bucket>> {
-    let mut buckets: Vec<Bucket> = bounds
+    let values = segment_values(conn, project_id, def, customer, bounds).await?;
+    Ok(bounds
         .windows(2)
-        .map(|w| Bucket {
+        .zip(values)
+        .map(|(w, value)| Bucket {
             start: w[0],
             end: w[1],
-            value: Decimal::ZERO,
+            value: value.unwrap_or_default(),
         })
-        .collect();
+        .collect())
+}
+
+/// The aggregate of `def` over each interval between consecutive `bounds` (at least two): `None`
+/// where no event counts, which `MAX` and `LATEST` must tell from a zero.
+pub async fn segment_values(
+    conn: &mut Conn,
+    project_id: &str,
+    def: &MetricDef,
+    customer: &str,
+    bounds: &[NaiveDateTime],
+) -> Result<Vec<Option<Decimal>>> {
+    let mut values = vec![None; bounds.len().saturating_sub(1)];
+    if values.is_empty() {
+        return Ok(values);
+    }
     let (sql, binds) = series_sql(project_id, def, customer, bounds);
     for row in billable_metrics::aggregate(conn, &sql, binds).await? {
         let index: usize = row
@@ -200,12 +206,73 @@ pub async fn series(
             .as_deref()
             .and_then(|k| k.parse().ok())
             .ok_or_else(|| Error::Internal("a usage bucket without its index".into()))?;
-        let bucket = buckets
+        let slot = values
             .get_mut(index)
             .ok_or_else(|| Error::Internal(format!("usage bucket {index} out of range")))?;
-        bucket.value = metrics::exact(row.value.as_deref())?;
+        *slot = Some(metrics::exact(row.value.as_deref())?);
     }
-    Ok(buckets)
+    Ok(values)
+}
+
+/// `INTERVAL(<micros of expr>, b1, …)` over the inner `bounds` (the first and last only limit the
+/// range): the index of the interval holding `expr`, with its parameters pushed onto `binds`.
+fn interval_index(expr: &str, bounds: &[NaiveDateTime], binds: &mut Vec<Bind>) -> String {
+    let inner = &bounds[1..bounds.len() - 1];
+    if inner.is_empty() {
+        return "0".to_string();
+    }
+    let mut out = format!("INTERVAL(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {expr})");
+    for b in inner {
+        out.push_str(", ?");
+        binds.push(Bind::Int(micros(*b)));
+    }
+    out.push(')');
+    out
+}
+
+/// For a `UNIQUE_COUNT` metric: how many values occur for the first time within their window
+/// in each interval between consecutive `bounds`. `windows` (a subset of `bounds`, first and
+/// last included) are where counting starts afresh, as each billing period's count does. The
+/// running sum of these over a window is the window's distinct count so far.
+pub async fn first_occurrences(
+    conn: &mut Conn,
+    project_id: &str,
+    def: &MetricDef,
+    customer: &str,
+    bounds: &[NaiveDateTime],
+    windows: &[NaiveDateTime],
+) -> Result<Vec<Decimal>> {
+    let mut values = vec![Decimal::ZERO; bounds.len().saturating_sub(1)];
+    let (Some(&from), Some(&to), Some(prop)) = (bounds.first(), bounds.last(), def.property.as_deref()) else {
+        return Ok(values);
+    };
+    if values.is_empty() || windows.len() < 2 {
+        return Ok(values);
+    }
+    let mut binds = Vec::new();
+    let bucket = interval_index("MIN(occurred_at)", bounds, &mut binds);
+    binds.push(Bind::Text(metrics::path(prop)));
+    let window = interval_index("occurred_at", windows, &mut binds);
+    let (where_sql, where_binds) = metrics::where_clause(project_id, def, &[customer], from, to, None);
+    binds.extend(where_binds);
+    let sql = format!(
+        "SELECT MAX(customer) AS customer, CAST(b AS CHAR) AS group_key, CAST(COUNT(*) AS CHAR) AS value FROM \
+         (SELECT MAX(customer_external_id) AS customer, {bucket} AS b FROM \
+         (SELECT customer_external_id, occurred_at, JSON_VALUE(properties, ?) AS v, {window} AS w \
+         FROM usage_events WHERE {where_sql}) e WHERE v IS NOT NULL GROUP BY w, v) f GROUP BY b"
+    );
+    for row in billable_metrics::aggregate(conn, &sql, binds).await? {
+        let index: usize = row
+            .group_key
+            .as_deref()
+            .and_then(|k| k.parse().ok())
+            .ok_or_else(|| Error::Internal("a usage interval without its index".into()))?;
+        let slot = values
+            .get_mut(index)
+            .ok_or_else(|| Error::Internal(format!("usage interval {index} out of range")))?;
+        *slot = metrics::exact(row.value.as_deref())?;
+    }
+    Ok(values)
 }
 
 #[cfg(test)]

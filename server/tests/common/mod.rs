@@ -156,3 +156,78 @@ pub fn amounts(invoice: &Value) -> Vec<(String, String)> {
 pub fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
     expected.iter().map(|(k, a)| (k.to_string(), a.to_string())).collect()
 }
+
+/// Defines a billable metric (`extra` merged into the input: `property`, `filters`).
+pub async fn create_metric(app: &TestApp, key: &str, code: &str, aggregation: &str, extra: Value) {
+    let mut input = json!({ "code": code, "name": code, "aggregation": aggregation });
+    if let (Some(input), Some(extra)) = (input.as_object_mut(), extra.as_object()) {
+        input.extend(extra.clone());
+    }
+    let r = gql(
+        app,
+        key,
+        "mutation($i: CreateBillableMetricInput!) { createBillableMetric(input: $i) { billableMetric { code } } }",
+        json!({ "i": input }),
+    )
+    .await;
+    assert_eq!(r.data()["createBillableMetric"]["billableMetric"]["code"], code);
+}
+
+/// Creates a plan from its definition: the plan's id.
+pub async fn create_plan(app: &TestApp, key: &str, code: &str, definition: Value) -> String {
+    let r = gql(
+        app,
+        key,
+        "mutation($i: CreatePlanInput!) { createPlan(input: $i) { planVersion { plan { id } } } }",
+        json!({ "i": { "code": code, "definition": definition } }),
+    )
+    .await;
+    r.data()["createPlan"]["planVersion"]["plan"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Subscribes an existing customer to a plan from `starts_at`: the subscription's id.
+pub async fn subscribe_from(app: &TestApp, key: &str, customer: &str, plan: &str, starts_at: &str) -> String {
+    let r = gql(
+        app,
+        key,
+        "mutation($i: CreateSubscriptionInput!) { createSubscription(input: $i) { subscription { id } } }",
+        json!({ "i": { "customerExternalId": customer, "planId": plan, "startsAt": starts_at,
+            "idempotencyKey": format!("sub-{customer}-{plan}") } }),
+    )
+    .await;
+    r.data()["createSubscription"]["subscription"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Ingests `(metric, quantity, timestamp, properties)` events of one customer in one batch,
+/// all accepted.
+pub async fn ingest_events(app: &TestApp, key: &str, customer: &str, events: &[(&str, &str, &str, Value)]) {
+    let events: Vec<Value> = events
+        .iter()
+        .enumerate()
+        .map(|(i, (metric, quantity, at, properties))| {
+            json!({ "idempotencyKey": format!("{customer}-{i}-{metric}-{at}"), "customerExternalId": customer,
+                "metric": metric, "quantity": quantity, "timestamp": at, "properties": properties })
+        })
+        .collect();
+    let (status, body) = post_json(app, key, "/ingest/usage/batch", &json!({ "events": events })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rejected"], 0, "{body}");
+}
+
+/// Creates a customer billed in USD.
+pub async fn create_usd_customer(app: &TestApp, key: &str, external_id: &str) {
+    let r = gql(
+        app,
+        key,
+        "mutation($i: CreateCustomerInput!) { createCustomer(input: $i) { customer { id } } }",
+        json!({ "i": { "externalId": external_id, "currency": "USD" } }),
+    )
+    .await;
+    assert!(r.body["errors"].is_null(), "{}", r.body);
+}
