@@ -479,6 +479,65 @@ async fn the_live_balance_reconnects_and_catches_up_after_the_network_drops() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_long_invoice_history_shows_the_newest_first_and_the_older_on_request() {
+    let browser = Browser::launch().await;
+    let app = sandbox_app().await;
+    let project = app.create_project("Acme Cloud").await;
+    let key = app.create_api_key(&project, &["read", "billing"]).await;
+    gql(
+        &app,
+        &key,
+        "mutation($c: String!) { createCustomer(input: { externalId: $c, currency: \"USD\" }) { customer { id } } }",
+        json!({ "c": CUSTOMER }),
+    )
+    .await;
+    let plan = gql(
+        &app,
+        &key,
+        "mutation { createPlan(input: { code: \"daily\", definition: { name: \"Daily\", currency: \"USD\", interval: { unit: DAY }, fixedFee: \"1\" } }) { planVersion { plan { id } } } }",
+        json!({}),
+    )
+    .await;
+    let plan_id = plan["createPlan"]["planVersion"]["plan"]["id"].clone();
+    // A daily plan started 29 days ago: an invoice at its start and at each midnight since, 30.
+    let start = (chrono::Utc::now() - chrono::Duration::days(29)).date_naive();
+    gql(&app, &key, "mutation($p: ID!, $c: String!, $s: DateTime!) { createSubscription(input: { customerExternalId: $c, planId: $p, startsAt: $s, idempotencyKey: \"sub-daily\" }) { subscription { id } } }",
+        json!({ "p": plan_id, "c": CUSTOMER, "s": format!("{start}T00:00:00Z") })).await;
+    let billed = gql(
+        &app,
+        &key,
+        "mutation { runBilling(input: { finalize: true, maxInvoices: 100 }) { invoices { number } } }",
+        json!({}),
+    )
+    .await;
+    let count = billed["runBilling"]["invoices"].as_array().map_or(0, Vec::len);
+    assert_eq!(count, 30, "{billed}");
+    let link = portal_link(&app, &key).await;
+
+    browser.goto(&link).await;
+    browser.click("nav-invoices").await;
+    browser.wait_for("older-invoices").await;
+    let numbers = "return [...document.querySelectorAll('[data-testid=invoice-link]')].map(a => a.textContent);";
+    let shown = browser.js(numbers).await;
+    let shown: Vec<&str> = shown.as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(shown.len(), 25, "one page: {shown:?}");
+    assert_eq!(shown[0], "000030", "the newest first: {shown:?}");
+    browser.click("older-invoices").await;
+    browser
+        .wait_for_text("invoices", "the older invoices", |t| t.contains("000001"))
+        .await;
+    let shown = browser.js(numbers).await;
+    let shown: Vec<&str> = shown.as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let expected: Vec<String> = (1..=30).rev().map(|n| format!("{n:06}")).collect();
+    assert_eq!(shown, expected);
+    assert!(!browser.is_present("older-invoices").await, "nothing older is left");
+    assert!(!browser.is_present("error").await, "nothing failed");
+
+    browser.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_new_customer_sees_pages_that_say_there_is_nothing_yet() {
     let browser = Browser::launch().await;
     let app = sandbox_app().await;

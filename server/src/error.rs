@@ -75,6 +75,8 @@ crate::text_enum::text_enum! {
         BadRequest = "BAD_REQUEST",
         /// `/graphql` cannot answer in a media type the client's `Accept` allows (HTTP 406).
         NotAcceptable = "NOT_ACCEPTABLE",
+        /// The body is not sent as the media type the route takes (`application/json`) (HTTP 415).
+        UnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE",
         /// The database is out of reach; retry (HTTP 503).
         ServiceUnavailable = "SERVICE_UNAVAILABLE",
         /// A bug; details are in the server's log (HTTP 500).
@@ -108,6 +110,9 @@ pub enum Error {
     /// The client accepts no media type the answer can be sent in.
     #[error("{0}")]
     NotAcceptable(String),
+    /// The body's `Content-Type` is not one the route takes.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// A dependency (the database) is down; retrying later may succeed.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -141,6 +146,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Error::BadRequest(_) => ErrorCode::BadRequest,
             Error::NotAcceptable(_) => ErrorCode::NotAcceptable,
+            Error::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             Error::Unavailable(_) => ErrorCode::ServiceUnavailable,
             Error::Internal(_) => ErrorCode::Internal,
         }
@@ -172,6 +178,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -21,7 +21,7 @@ const RUN: &str = "mutation($i: RunBillingInput!) { runBilling(input: $i) { hasM
       period { from to } steps { kind tier quantity amount { amount } } }
   } } }";
 
-const INVOICES: &str = "query($s: ID) { invoices(subscriptionId: $s, first: 100) { edges { node {
+const INVOICES: &str = "query($s: ID) { invoices(subscriptionId: $s, first: 100) { edges { cursor node {
   id number status boundary total { amount } amountDue { amount } manifestHash
   lines { kind amount { amount } quantity eventsHash } } } } }";
 
@@ -274,6 +274,31 @@ async fn each_price_model_bills_a_month_of_ingested_events() {
         node.data()["node"],
         json!({ "number": "000002", "total": { "amount": "114.8" } })
     );
+    // Newest first, a page at a time, with cursors of its own.
+    let newest = "query($after: String) { invoices(order: NEWEST_FIRST, first: 1, after: $after) {
+        nodes { number } pageInfo { hasNextPage endCursor } } }";
+    let page = gql(&app, &key, newest, json!({})).await;
+    assert_eq!(page.data()["invoices"]["nodes"], json!([{ "number": "000002" }]));
+    assert_eq!(page.data()["invoices"]["pageInfo"]["hasNextPage"], true);
+    let cursor = page.data()["invoices"]["pageInfo"]["endCursor"].clone();
+    let page = gql(&app, &key, newest, json!({ "after": cursor })).await;
+    assert_eq!(page.data()["invoices"]["nodes"], json!([{ "number": "000001" }]));
+    assert_eq!(page.data()["invoices"]["pageInfo"]["hasNextPage"], false);
+    let customer_newest = gql(
+        &app,
+        &key,
+        "query { customer(externalId: \"acme\") { invoices(order: NEWEST_FIRST) { nodes { number } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        customer_newest.data()["customer"]["invoices"]["nodes"],
+        json!([{ "number": "000002" }, { "number": "000001" }])
+    );
+    let oldest_cursor = edges[0]["cursor"].clone();
+    let mixed = gql(&app, &key, newest, json!({ "after": oldest_cursor })).await;
+    assert_eq!(mixed.error_code(), "BAD_USER_INPUT", "{}", mixed.body);
+
     let (_, other) = project_with_key(&app, "Other").await;
     let hidden = gql(
         &app,

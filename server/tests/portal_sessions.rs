@@ -128,9 +128,13 @@ async fn mint(app: &TestApp, key: &str, input: Value) -> Value {
 }
 
 async fn exchange(app: &TestApp, body: &str) -> (StatusCode, Value) {
+    exchange_as(app, "application/json", body).await
+}
+
+async fn exchange_as(app: &TestApp, content_type: &str, body: &str) -> (StatusCode, Value) {
     let response = reqwest::Client::new()
         .post(format!("{}/portal-session/exchange", app.base_url))
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .body(body.to_string())
         .send()
         .await
@@ -182,8 +186,19 @@ async fn a_portal_link_is_minted_idempotently_and_works_once() {
     let conflict = gql(&app, &w.key, MINT, json!({ "i": other })).await;
     assert_eq!(conflict.error_code(), "IDEMPOTENCY_CONFLICT");
 
-    // The link works once.
-    let (status, body) = exchange(&app, &json!({ "token": token }).to_string()).await;
+    // Only as JSON (a form or `text/plain` post, which a page of another site can send without
+    // asking, is refused and spends nothing); then the link works once.
+    for content_type in ["text/plain", "application/x-www-form-urlencoded", ""] {
+        let (status, body) = exchange_as(&app, content_type, &json!({ "token": token }).to_string()).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type}: {body}");
+        assert_eq!(body["error"]["code"], "UNSUPPORTED_MEDIA_TYPE", "{body}");
+    }
+    let (status, body) = exchange_as(
+        &app,
+        "application/json; charset=utf-8",
+        &json!({ "token": token }).to_string(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let credential = body["credential"].as_str().unwrap();
     assert!(credential.starts_with("ncs_"));

@@ -320,13 +320,26 @@ async fn readiness_names_pending_migrations() {
 async fn the_portal_is_served_with_client_side_routes_falling_back_to_index() {
     let dir = std::env::temp_dir().join(format!("neruba-portal-serve-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("index.html"), "<html>portal index</html>").unwrap();
+    std::fs::write(
+        dir.join("index.html"),
+        "<html>portal index<script type=\"module\">init();</script><script src=\"/portal/app.js\"></script></html>",
+    )
+    .unwrap();
     std::fs::write(dir.join("app.js"), "console.log('app')").unwrap();
     let app = TestApp::spawn_with(|c| c.portal_dir = dir.clone()).await;
     let get = |path: &str| reqwest::get(format!("{}{path}", app.base_url));
 
     let index = get("/portal/").await.unwrap();
     assert_eq!(index.status(), StatusCode::OK);
+    // Scripts from the server itself and the inline loader by its hash (sha256 of `init();`).
+    let policy = index.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(
+        policy.contains("script-src 'self' 'wasm-unsafe-eval' 'sha256-GEnM5q1nYY/iACnyMTdov+tNp9OFcBnnDgNXUXaVNXc=';"),
+        "{policy}"
+    );
+    assert!(policy.starts_with("default-src 'none';"), "{policy}");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert_eq!(index.headers()["x-content-type-options"], "nosniff");
     assert!(index.text().await.unwrap().contains("portal index"));
     assert!(
         get("/portal/app.js")

@@ -13,7 +13,7 @@ use super::{
     billing::{PlanSubscription, PlanVersion, PriceStep, price_steps},
     ledger::LedgerTransaction,
     loaders::{CustomerLoader, load_link},
-    pagination::{self, CursorKind},
+    pagination::{self, CursorKind, ListOrder},
     principal, require_read_of, resolve_project, state,
     types::utc,
     usage::{Customer, UsageEvent, event_cursor, parse_event_cursor},
@@ -413,7 +413,8 @@ pub struct InvoiceQuery;
 
 #[Object]
 impl InvoiceQuery {
-    /// The project's invoices, oldest first, optionally for one customer or subscription, in one
+    /// The project's invoices by boundary, oldest first unless `order` says otherwise, optionally
+    /// for one customer or subscription, in one
     /// status, for one reason, or with their boundary in `[boundaryFrom, boundaryTo)` (scope `READ`).
     #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
     #[allow(clippy::too_many_arguments)]
@@ -427,6 +428,11 @@ impl InvoiceQuery {
         reason: Option<InvoiceReason>,
         boundary_from: Option<DateTime<Utc>>,
         boundary_to: Option<DateTime<Utc>>,
+        #[graphql(
+            default,
+            desc = "Oldest first (the default) or newest first, by boundary; each order has its own cursors."
+        )]
+        order: ListOrder,
         #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<Connection<String, Invoice>> {
@@ -439,7 +445,7 @@ impl InvoiceQuery {
             boundary_from: crate::time::opt_to_column("boundaryFrom", boundary_from)?,
             boundary_to: crate::time::opt_to_column("boundaryTo", boundary_to)?,
         };
-        invoice_page(ctx, &project_id, &filter, first, after).await
+        invoice_page(ctx, &project_id, &filter, order, first, after).await
     }
 
     /// The project's credit notes and adjustment invoices (corrections of finalized invoices),
@@ -1124,15 +1130,28 @@ async fn invoice_page(
     ctx: &Context<'_>,
     project_id: &str,
     filter: &InvoiceFilter,
+    order: ListOrder,
     first: Option<i32>,
     after: Option<String>,
 ) -> Result<Connection<String, Invoice>> {
     let size = pagination::page_size(first)?;
-    let after_key = pagination::after_key(CursorKind::Invoice, after.as_deref())?;
+    let (kind, newest_first) = match order {
+        ListOrder::OldestFirst => (CursorKind::Invoice, false),
+        ListOrder::NewestFirst => (CursorKind::InvoiceNewest, true),
+    };
+    let after_key = pagination::after_key(kind, after.as_deref())?;
     let mut conn = db::get(&state(ctx).pool).await?;
-    let rows = store::list(&mut conn, project_id, filter, after_key.as_deref(), size + 1).await?;
+    let rows = store::list(
+        &mut conn,
+        project_id,
+        filter,
+        after_key.as_deref(),
+        newest_first,
+        size + 1,
+    )
+    .await?;
     Ok(pagination::connection(
-        CursorKind::Invoice,
+        kind,
         rows,
         size,
         after.as_deref(),
@@ -1147,6 +1166,7 @@ pub(crate) async fn customer_invoice_page(
     project_id: &str,
     customer_id: &str,
     status: Option<InvoiceStatus>,
+    order: ListOrder,
     first: Option<i32>,
     after: Option<String>,
 ) -> Result<Connection<String, Invoice>> {
@@ -1155,5 +1175,5 @@ pub(crate) async fn customer_invoice_page(
         status: status.map(|s| s.as_str().to_string()),
         ..Default::default()
     };
-    invoice_page(ctx, project_id, &filter, first, after).await
+    invoice_page(ctx, project_id, &filter, order, first, after).await
 }

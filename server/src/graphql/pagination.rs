@@ -38,6 +38,14 @@ pub fn page_size(first: Option<i32>) -> Result<i64, Error> {
     Ok(first as i64)
 }
 
+/// The order of a list that can be read either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, async_graphql::Enum)]
+pub enum ListOrder {
+    #[default]
+    OldestFirst,
+    NewestFirst,
+}
+
 /// Which list a cursor belongs to. Lists with the same rows in the same order share a kind
 /// (`wallets` and `Customer.wallets`); any other list refuses the cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +63,8 @@ pub enum CursorKind {
     Subscription,
     SubscriptionChange,
     Invoice,
+    /// Invoices newest first: the same rows in the other order, so not the same cursors.
+    InvoiceNewest,
     Coupon,
     TaxRate,
     Backtest,
@@ -79,6 +89,7 @@ impl CursorKind {
             CursorKind::Subscription => "subscription",
             CursorKind::SubscriptionChange => "subchange",
             CursorKind::Invoice => "invoice",
+            CursorKind::InvoiceNewest => "invoicenewest",
             CursorKind::Coupon => "coupon",
             CursorKind::TaxRate => "taxrate",
             CursorKind::Backtest => "backtest",
@@ -169,6 +180,7 @@ mod tests {
             CursorKind::Subscription,
             CursorKind::SubscriptionChange,
             CursorKind::Invoice,
+            CursorKind::InvoiceNewest,
             CursorKind::Coupon,
             CursorKind::TaxRate,
         ];

@@ -310,18 +310,24 @@ impl Customer {
             |r| UsageEvent(r.into()),
         ))
     }
-    /// The customer's invoices, oldest first, optionally in one status (scope `READ`). Cursors
-    /// are shared with `invoices`.
+    /// The customer's invoices by boundary, oldest first unless `order` says otherwise,
+    /// optionally in one status (scope `READ`). Cursors are shared with `invoices` in the same
+    /// order.
     #[graphql(complexity = "super::pagination::cost(first, child_complexity)")]
     async fn invoices(
         &self,
         ctx: &Context<'_>,
         status: Option<crate::billing::runs::InvoiceStatus>,
+        #[graphql(
+            default,
+            desc = "Oldest first (the default) or newest first; each order has its own cursors."
+        )]
+        order: super::pagination::ListOrder,
         #[graphql(desc = "Page size, 1 to 100 (default 50).")] first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<Connection<String, super::invoices::Invoice>> {
         require_read_of(ctx, &self.0.project_id, &self.0.id)?;
-        super::invoices::customer_invoice_page(ctx, &self.0.project_id, &self.0.id, status, first, after).await
+        super::invoices::customer_invoice_page(ctx, &self.0.project_id, &self.0.id, status, order, first, after).await
     }
 
     /// The customer's subscriptions, oldest first (scope `READ`). Cursors are shared with

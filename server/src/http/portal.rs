@@ -3,8 +3,16 @@
 
 use std::path::Path;
 
-use axum::{Router, response::Redirect, routing::get};
-use tower_http::services::{ServeDir, ServeFile};
+use axum::{
+    Router,
+    http::{HeaderValue, header},
+    response::Redirect,
+    routing::get,
+};
+use tower_http::{
+    services::{ServeDir, ServeFile},
+    set_header::SetResponseHeaderLayer,
+};
 
 use crate::{app::AppState, error::Error};
 
@@ -18,7 +26,55 @@ pub fn routes(dir: &Path) -> Router<AppState> {
             .route("/portal/{*path}", get(not_built));
     }
     let files = ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html")));
+    let index = std::fs::read_to_string(dir.join("index.html")).unwrap_or_default();
+    let policy = HeaderValue::from_str(&content_security_policy(&index))
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
     root.nest_service("/portal", files)
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            policy,
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+}
+
+/// The portal's Content-Security-Policy: scripts from this server and the inline loader Trunk
+/// writes into `index.html` (allowed by its hash, nothing else inline), WebAssembly compiled from
+/// them, requests to this server only (GraphQL over HTTP and the websocket; checkout leaves by
+/// navigation, which this does not limit), images over https (the project's logo), inline styles
+/// (the chart's SVG carries some), no plugins, no `<base>`, and no page may frame the portal.
+pub fn content_security_policy(index_html: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+
+    let mut scripts = String::new();
+    let mut rest = index_html;
+    while let Some(open) = rest.find("<script") {
+        let after = &rest[open..];
+        let Some(tag_end) = after.find('>') else {
+            break;
+        };
+        let tag = &after[..tag_end];
+        let body = &after[tag_end + 1..];
+        let Some(close) = body.find("</script>") else {
+            break;
+        };
+        if !tag.contains(" src=") {
+            let digest = sha2::Sha256::digest(&body.as_bytes()[..close]);
+            scripts.push_str(&format!(
+                " 'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            ));
+        }
+        rest = &body[close..];
+    }
+    format!(
+        "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'{scripts}; style-src 'self' 'unsafe-inline'; \
+         img-src 'self' https: data:; connect-src 'self'; font-src 'self'; manifest-src 'self'; \
+         base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
+    )
 }
 
 async fn not_built() -> Error {
@@ -30,12 +86,26 @@ const MAX_EXCHANGE_BYTES: usize = 4096;
 
 /// `POST /portal-session/exchange` with `{"token": "npl_…"}`: turns a portal link's one-time token
 /// into a customer credential (`crate::portal`). No other credential is needed: the token is one.
-/// A used, expired, revoked or altered token is a 401 `UNAUTHENTICATED`, all alike.
+/// A used, expired, revoked or altered token is a 401 `UNAUTHENTICATED`, all alike. The body must
+/// be sent as `application/json`: a page of another site cannot post that without the browser
+/// asking this server first (CORS), as it could a form or `text/plain`.
 pub async fn exchange(
     axum::extract::State(state): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<axum::response::Response, Error> {
     use axum::response::IntoResponse;
+
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(Error::UnsupportedMediaType(
+            "send the body as `Content-Type: application/json`".into(),
+        ));
+    }
 
     let body = super::body_or_error(body, MAX_EXCHANGE_BYTES)?;
     if body.len() > MAX_EXCHANGE_BYTES {
@@ -67,4 +137,34 @@ pub async fn exchange(
         axum::http::HeaderValue::from_static("no-store"),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_scripts_are_allowed_by_their_hash_and_nothing_else_inline() {
+        let html = "<html><head><script type=\"module\">import init from '/portal/a.js';init();</script>\
+                    <script src=\"/portal/b.js\"></script></head></html>";
+        let policy = content_security_policy(html);
+        // sha256 of `import init from '/portal/a.js';init();`, base64.
+        let expected = {
+            use base64::Engine;
+            use sha2::Digest;
+            base64::engine::general_purpose::STANDARD
+                .encode(sha2::Sha256::digest(b"import init from '/portal/a.js';init();"))
+        };
+        assert!(
+            policy.contains(&format!("script-src 'self' 'wasm-unsafe-eval' 'sha256-{expected}';")),
+            "{policy}"
+        );
+        assert_eq!(
+            policy.matches("'sha256-").count(),
+            1,
+            "the external script needs no hash: {policy}"
+        );
+        assert!(policy.contains("frame-ancestors 'none'"));
+        assert!(!policy.contains("script-src 'self' 'unsafe-inline'"));
+    }
 }

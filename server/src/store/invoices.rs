@@ -356,20 +356,26 @@ pub struct InvoiceFilter {
     pub boundary_to: Option<NaiveDateTime>,
 }
 
-/// A page of the project's invoices in id order (newest last), after the cursor `after`.
+/// A page of the project's invoices in id order (by boundary: newest last, or first with
+/// `newest_first`), after the cursor `after`.
 pub async fn list(
     conn: &mut Conn,
     project_id: &str,
     filter: &InvoiceFilter,
     after: Option<&str>,
+    newest_first: bool,
     limit: i64,
 ) -> QueryResult<Vec<InvoiceRow>> {
     let mut query = invoices::table
         .filter(invoices::project_id.eq(project_id))
         .select(InvoiceRow::as_select())
-        .order(invoices::id.asc())
         .limit(limit)
         .into_boxed();
+    query = if newest_first {
+        query.order(invoices::id.desc())
+    } else {
+        query.order(invoices::id.asc())
+    };
     if let Some(c) = &filter.customer_id {
         query = query.filter(invoices::customer_id.eq(c.clone()));
     }
@@ -389,7 +395,11 @@ pub async fn list(
         query = query.filter(invoices::boundary.lt(t));
     }
     if let Some(a) = after {
-        query = query.filter(invoices::id.gt(a.to_string()));
+        query = if newest_first {
+            query.filter(invoices::id.lt(a.to_string()))
+        } else {
+            query.filter(invoices::id.gt(a.to_string()))
+        };
     }
     query.load(conn).await
 }

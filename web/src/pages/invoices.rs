@@ -32,50 +32,82 @@ pub fn status_label(status: &str) -> String {
     }
 }
 
-/// At most this many pages of 100 are read (10,000 invoices): far beyond one customer's.
-const MAX_PAGES: usize = 100;
-
-/// The server lists a customer's invoices oldest first; the portal reads them all and shows the
-/// newest first.
-async fn load_all(portal: &crate::portal::Portal) -> Result<Vec<Row>, String> {
-    let mut rows = Vec::new();
-    let mut after = None;
-    for _ in 0..MAX_PAGES {
-        let data = portal
-            .run::<Invoices>(invoices::Variables { after })
-            .await
-            .map_err(|e| e.to_string())?;
-        let Some(customer) = data.viewer.customer else {
-            break;
-        };
-        let page = customer.invoices;
-        rows.extend(page.nodes.into_iter().map(|i| Row {
+/// One page of invoices, newest first: its rows and the cursor of the next (older) page.
+async fn load_page(
+    portal: &crate::portal::Portal,
+    after: Option<String>,
+) -> Result<(Vec<Row>, Option<String>), String> {
+    let data = portal
+        .run::<Invoices>(invoices::Variables { after })
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(customer) = data.viewer.customer else {
+        return Ok((Vec::new(), None));
+    };
+    let page = customer.invoices;
+    let rows = page
+        .nodes
+        .into_iter()
+        .map(|i| Row {
             id: i.id,
             number: i.number,
             status: enum_name(&i.status),
             date: i.finalized_at.unwrap_or(i.created_at),
             total: i.total.into(),
             due: i.amount_due.into(),
-        }));
-        match (page.page_info.has_next_page, page.page_info.end_cursor) {
-            (true, Some(cursor)) => after = Some(cursor),
-            _ => break,
-        }
-    }
-    rows.reverse();
-    Ok(rows)
+        })
+        .collect();
+    let next = match (page.page_info.has_next_page, page.page_info.end_cursor) {
+        (true, Some(cursor)) => Some(cursor),
+        _ => None,
+    };
+    Ok((rows, next))
 }
 
 #[component]
 pub fn InvoicesPage() -> impl IntoView {
     let portal = use_portal();
     let rows = RwSignal::new(Load::<Vec<Row>>::Loading);
-    spawn_local(async move {
-        rows.set(match load_all(&portal).await {
-            Ok(list) => Load::Ready(list),
-            Err(e) => Load::Failed(e),
+    // The cursor of the older invoices not shown yet; `None` once all are.
+    let older = RwSignal::new(None::<String>);
+    let more_failed = RwSignal::new(None::<String>);
+    let loading_more = RwSignal::new(false);
+    {
+        let portal = portal.clone();
+        spawn_local(async move {
+            match load_page(&portal, None).await {
+                Ok((list, next)) => {
+                    older.set(next);
+                    rows.set(Load::Ready(list));
+                }
+                Err(e) => rows.set(Load::Failed(e)),
+            }
         });
-    });
+    }
+    // A copyable handle, so that the click handler can be made again on every render.
+    let stored = StoredValue::new(portal);
+    let show_older = move |_| {
+        let Some(after) = older.get_untracked() else {
+            return;
+        };
+        let portal = stored.get_value();
+        loading_more.set(true);
+        more_failed.set(None);
+        spawn_local(async move {
+            match load_page(&portal, Some(after)).await {
+                Ok((list, next)) => {
+                    rows.update(|r| {
+                        if let Load::Ready(shown) = r {
+                            shown.extend(list);
+                        }
+                    });
+                    older.set(next);
+                }
+                Err(e) => more_failed.set(Some(e)),
+            }
+            loading_more.set(false);
+        });
+    };
 
     view! {
         <section aria-labelledby="invoices-title">
@@ -120,6 +152,22 @@ pub fn InvoicesPage() -> impl IntoView {
                                 <tbody>{items}</tbody>
                             </table>
                         </div>
+                        <Show when=move || older.with(Option::is_some)>
+                            <p>
+                                <button
+                                    type="button"
+                                    class="button button-quiet"
+                                    data-testid="older-invoices"
+                                    disabled=move || loading_more.get()
+                                    on:click=show_older
+                                >
+                                    {move || if loading_more.get() { "Loading…" } else { "Show older invoices" }}
+                                </button>
+                            </p>
+                        </Show>
+                        {move || more_failed.get().map(|message| view! {
+                            <p class="notice notice-error" role="alert" data-testid="error">{message}</p>
+                        })}
                     }
                     .into_any()
                 }
