@@ -350,6 +350,70 @@ async fn a_group_over_many_wallets_keeps_each_exact() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_takes_along_only_the_wallets_it_can_have_now() {
+    // One group at a time, so that the order is known.
+    let app = TestApp::spawn_with(|c| c.charge_group_writers = 1).await;
+    let project = app.create_project("riders").await;
+    let x = funded_wallet(&app, &project, "x", WalletPolicy::Reject, None, "5").await;
+    let a = funded_wallet(&app, &project, "a", WalletPolicy::Reject, None, "5").await;
+    let b = funded_wallet(&app, &project, "b", WalletPolicy::Reject, None, "5").await;
+    let c = funded_wallet(&app, &project, "c", WalletPolicy::Reject, None, "5").await;
+    let charge = |wallet: &WalletRow, key: &str| {
+        let op = Operation::parse(OpKind::Charge, &request(&wallet.id, "1", key), "test").unwrap();
+        Box::pin(app.state.charges.charge(&project, op)) as Pin<Box<dyn Future<Output = Answer> + Send + '_>>
+    };
+    // The writer waits for `x`; meanwhile charges of `a`, `b` and `c` queue, and `b` is held
+    // elsewhere (as by a billing run).
+    let before = app.state.charges.stats();
+    let x_lock = WalletLock::take(&app, &x.id).await;
+    let mut on_x = charge(&x, "x1");
+    assert!(futures_util::poll!(on_x.as_mut()).is_pending());
+    let b_lock = WalletLock::take(&app, &b.id).await;
+    let mut waiting = vec![charge(&a, "a1"), charge(&b, "b1"), charge(&c, "c1"), charge(&a, "a2")];
+    for w in &mut waiting {
+        assert!(futures_util::poll!(w.as_mut()).is_pending());
+    }
+    x_lock.release().await;
+    assert!(on_x.await.is_ok());
+    let mut on_b = waiting.remove(1);
+    // `a` waited longest: its group takes `c` along and leaves `b`, which another transaction
+    // holds, without waiting for it.
+    let done = tokio::time::timeout(Duration::from_secs(5), futures_util::future::join_all(waiting))
+        .await
+        .expect("the free wallets' charges do not wait for the held one");
+    assert!(
+        done.iter().all(Result::is_ok),
+        "{:?}",
+        done.iter().map(seen).collect::<Vec<_>>()
+    );
+    let after = app.state.charges.stats();
+    assert_eq!(after.groups - before.groups, 2, "x's group, then a's with c: {after:?}");
+    assert_eq!(
+        after.charges - before.charges,
+        4,
+        "b's charge is not answered yet: {after:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(futures_util::poll!(on_b.as_mut()).is_pending(), "b waits for its lock");
+    b_lock.release().await;
+    let answer = on_b.await;
+    assert_eq!(seen(&answer), "posted 1 -> 4 (wallet 4)");
+    assert_eq!(app.state.charges.stats().fallbacks, before.fallbacks);
+    assert_eq!(app.state.charges.stats().retries, before.retries);
+    let mut conn = db::get(&app.pool).await.unwrap();
+    for (w, left) in [(&x, "4"), (&a, "3"), (&b, "4"), (&c, "4")] {
+        let now = service::find_wallet(&mut conn, &project, &w.id).await.unwrap();
+        assert_eq!(now.balance, d(left), "{}", w.id);
+    }
+    drop(conn);
+    for w in [&x, &a, &b, &c] {
+        assert_sequences(&app, w).await;
+    }
+    assert_clean(&app, &project).await;
+    app.stop().await;
+}
+
 /// Installs a trigger that fails inserts of ledger transactions whose key matches `pattern`:
 /// always (`once` false), or on each connection's first such insert (`once` true, as a deadlock).
 async fn inject_fault(app: &TestApp, pattern: &str, once: bool) {

@@ -4,7 +4,8 @@
 //! one wallet takes a few hundred charges a second however many clients send them. Here charges
 //! named by wallet id queue in-process; a group takes every charge waiting for up to
 //! [`MAX_GROUP_WALLETS`] wallets of one project (at most [`MAX_GROUP`] charges) and runs them as
-//! one transaction: the wallets locked in id order, one idempotency lookup for every key, the
+//! one transaction: the oldest waiting wallet locked (waiting for it), the others only when free
+//! (`SKIP LOCKED`; a busy one waits for a later group), one idempotency lookup for every key, the
 //! lots read once, each charge's allocation computed in memory in arrival order, multi-row inserts
 //! of the transactions and postings, one update per touched lot and wallet, the outbox rows through
 //! [`outbox::write`] (each customer's sequence bumped once). Every charge gets its own answer, as
@@ -58,14 +59,12 @@ use crate::{
 pub const MAX_QUEUED: usize = 4096;
 /// Most charges in one group (one transaction).
 pub const MAX_GROUP: usize = 512;
-/// Most wallets in one group: one. A group of several wallets locks them in id order, but a
-/// billing run locks its customers' wallets in subscription order and takes customer sequence
-/// rows between them, so the two could deadlock each other (retried, but costly); and a group
-/// waits for every one of its wallets, so one wallet locked elsewhere would hold up the charges of
-/// all the others. With one wallet a group locks exactly what a single charge locks. The code
-/// takes more (the benchmark's many-wallet figures in docs/benchmarks.md were measured with 256);
-/// raising it needs billing to lock in id order first (docs/notes.md).
-pub const MAX_GROUP_WALLETS: usize = 1;
+/// Most wallets in one group. The group waits only for its first wallet's lock (the wallet whose
+/// charge has waited longest): the others ride along when no other transaction holds them
+/// (`SKIP LOCKED`) and wait for a later group otherwise. So a group never waits for a second row
+/// lock while holding one (no lock-order deadlock with a billing run, which locks its customers'
+/// wallets in its own order), and a wallet locked elsewhere holds up only its own charges.
+pub const MAX_GROUP_WALLETS: usize = 64;
 /// Most groups running at once (each on its own connection), unless configured
 /// (`NERUBA_CHARGE_GROUP_WRITERS`).
 pub const DEFAULT_WRITERS: usize = 2;
@@ -119,7 +118,8 @@ struct Job {
     seq: u64,
     op: Operation,
     reply: oneshot::Sender<Result<Posted>>,
-    room: OwnedSemaphorePermit,
+    /// Its place in the queue, given back when the job is dropped (answered).
+    _room: OwnedSemaphorePermit,
 }
 
 #[derive(Default)]
@@ -248,7 +248,12 @@ impl ChargeQueue {
             let mut queue = self.shared.lock();
             let seq = queue.next_seq;
             queue.next_seq += 1;
-            let job = Job { seq, op, reply, room };
+            let job = Job {
+                seq,
+                op,
+                reply,
+                _room: room,
+            };
             let waiting = queue.pending.entry(key.clone()).or_default();
             waiting.push(job);
             if waiting.len() == 1 {
@@ -301,22 +306,23 @@ impl Drop for Running {
 async fn run_group(shared: Arc<Shared>, group: Group) {
     let _running = Running {
         shared: shared.clone(),
-        wallets: group.wallets,
+        wallets: group.wallets.clone(),
     };
     let project_id = group.project_id;
+    let Some(anchor) = group.wallets.first().map(|k| k.wallet_id.clone()) else {
+        return;
+    };
     let mut jobs = group.jobs;
     jobs.sort_by_key(|j| j.seq);
     let stats = &shared.stats;
     stats.groups.fetch_add(1, Ordering::Relaxed);
-    stats.charges.fetch_add(jobs.len() as u64, Ordering::Relaxed);
-    stats.largest.fetch_max(jobs.len() as u64, Ordering::Relaxed);
-    let (ops, replies): (Vec<Operation>, Vec<_>) = jobs.into_iter().map(|j| (j.op, (j.reply, j.room))).unzip();
-    let answers: Vec<Result<Posted>> = match db::get(&shared.pool).await {
+    let ops: Vec<Operation> = jobs.iter().map(|j| j.op.clone()).collect();
+    let answers: Vec<Option<Result<Posted>>> = match db::get(&shared.pool).await {
         Err(e) => {
             let e = Error::from(e);
-            ops.iter().map(|_| Err(e.clone())).collect()
+            ops.iter().map(|_| Some(Err(e.clone()))).collect()
         }
-        Ok(mut conn) => match write_group(&mut conn, &project_id, &ops, &stats.retries).await {
+        Ok(mut conn) => match write_group(&mut conn, &project_id, &anchor, &ops, &stats.retries).await {
             Ok((answers, events)) => {
                 outbox::publish_committed(&shared.events, events);
                 answers
@@ -324,7 +330,7 @@ async fn run_group(shared: Arc<Shared>, group: Group) {
             // The database is out of reach: every charge gets the 503 (the client retries with
             // its key); running them one by one would only fail again, on a connection that may
             // be broken.
-            Err(e @ Error::Unavailable(_)) => ops.iter().map(|_| Err(e.clone())).collect(),
+            Err(e @ Error::Unavailable(_)) => ops.iter().map(|_| Some(Err(e.clone()))).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, charges = ops.len(), "a group of charges failed; running them one by one");
                 stats.fallbacks.fetch_add(1, Ordering::Relaxed);
@@ -340,15 +346,48 @@ async fn run_group(shared: Arc<Shared>, group: Group) {
                             posted
                         }),
                     };
-                    answers.push(answer);
+                    answers.push(Some(answer));
                 }
                 answers
             }
         },
     };
-    for ((reply, _room), answer) in replies.into_iter().zip(answers) {
-        // The client may be gone: its charge stands, as if it had never waited.
-        let _ = reply.send(answer);
+    // Counted before anyone is answered, so that an answered client sees its group counted.
+    let answered = answers.iter().filter(|a| a.is_some()).count() as u64;
+    stats.charges.fetch_add(answered, Ordering::Relaxed);
+    stats.largest.fetch_max(answered, Ordering::Relaxed);
+    let mut deferred = Vec::new();
+    for (job, answer) in jobs.into_iter().zip(answers) {
+        match answer {
+            // The client may be gone: its charge stands, as if it had never waited.
+            Some(answer) => drop(job.reply.send(answer)),
+            None => deferred.push(job),
+        }
+    }
+    if !deferred.is_empty() {
+        // Wallets another transaction held: their charges go back to the front of the queue,
+        // oldest first, and the next group waits for them (`_running` starts it when dropped).
+        let mut queue = shared.lock();
+        let mut keys: Vec<Key> = Vec::new();
+        for job in deferred.into_iter().rev() {
+            let key = Key {
+                project_id: project_id.clone(),
+                wallet_id: match &job.op.wallet {
+                    WalletRef::Id(id) => id.clone(),
+                    WalletRef::Customer { .. } => continue,
+                },
+            };
+            let waiting = queue.pending.entry(key.clone()).or_default();
+            waiting.insert(0, job);
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        for key in keys {
+            if !queue.ready.contains(&key) {
+                queue.ready.push_front(key);
+            }
+        }
     }
 }
 
@@ -357,15 +396,16 @@ async fn run_group(shared: Arc<Shared>, group: Group) {
 async fn write_group(
     conn: &mut Conn,
     project_id: &str,
+    anchor: &str,
     ops: &[Operation],
     retries: &AtomicU64,
-) -> Result<(Vec<Result<Posted>>, Vec<WalletEvent>)> {
+) -> Result<(Vec<Option<Result<Posted>>>, Vec<WalletEvent>)> {
     use diesel_async::AsyncConnection as _;
     let mut attempt = 1;
     loop {
         let now = db_now();
         let result: std::result::Result<_, TxFailure> = conn
-            .transaction(async |c| charge_group(c, project_id, ops, now).await)
+            .transaction(async |c| charge_group(c, project_id, anchor, ops, now).await)
             .await;
         match result {
             Err(TxFailure::Db(e))
@@ -382,27 +422,42 @@ async fn write_group(
 }
 
 /// One group of charges (all of `project_id`, named by wallet id) inside the caller's
-/// transaction, in the order given; see the module's description.
+/// transaction, in the order given; see the module's description. `anchor` is the wallet the group
+/// waits for; a charge of another wallet that another transaction holds is answered `None`
+/// (not run: it goes back to the queue).
 async fn charge_group(
     conn: &mut Conn,
     project_id: &str,
+    anchor: &str,
     ops: &[Operation],
     now: NaiveDateTime,
-) -> std::result::Result<(Vec<Result<Posted>>, Vec<WalletEvent>), TxFailure> {
-    // The wallet locks come first (in id order), before any plain read: see `service::apply`.
+) -> std::result::Result<(Vec<Option<Result<Posted>>>, Vec<WalletEvent>), TxFailure> {
+    // The wallet locks come first, before any plain read (see `service::apply`): the anchor's,
+    // waiting for it, then the others that are free, without waiting.
     let mut wallet_ids: Vec<&str> = ops
         .iter()
         .filter_map(|op| match &op.wallet {
-            WalletRef::Id(id) => Some(id.as_str()),
-            WalletRef::Customer { .. } => None,
+            WalletRef::Id(id) if id != anchor => Some(id.as_str()),
+            _ => None,
         })
         .collect();
     wallet_ids.sort_unstable();
     wallet_ids.dedup();
-    let mut wallets: HashMap<String, WalletRow> = store::lock_wallets(conn, project_id, &wallet_ids)
+    let mut wallets: HashMap<String, WalletRow> = store::lock_wallets(conn, project_id, &[anchor])
         .await?
         .into_iter()
+        .chain(store::lock_free_wallets(conn, project_id, &wallet_ids).await?)
         .map(|w| (w.id.clone(), w))
+        .collect();
+    let missing: Vec<&str> = wallet_ids
+        .iter()
+        .copied()
+        .filter(|id| !wallets.contains_key(*id))
+        .collect();
+    // Of those not locked, the ones that exist are held by another transaction: later.
+    let busy: HashSet<String> = store::existing_wallet_ids(conn, project_id, &missing)
+        .await?
+        .into_iter()
         .collect();
     let mut keys: Vec<&str> = ops.iter().map(|op| op.idempotency_key.as_str()).collect();
     keys.sort_unstable();
@@ -449,6 +504,12 @@ async fn charge_group(
     let mut writes = Writes::default();
     let mut answers = Vec::with_capacity(ops.len());
     for op in ops {
+        if let WalletRef::Id(wallet_id) = &op.wallet
+            && busy.contains(wallet_id)
+        {
+            answers.push(None);
+            continue;
+        }
         let answer = 'charge: {
             let WalletRef::Id(wallet_id) = &op.wallet else {
                 break 'charge Err(Error::Internal("a grouped charge names its wallet by id".into()));
@@ -544,7 +605,7 @@ async fn charge_group(
                 events: Vec::new(),
             })
         };
-        answers.push(answer);
+        answers.push(Some(answer));
     }
     writes.write(conn).await?;
     let events = outbox::write(conn, outbox_rows).await?;

@@ -267,6 +267,45 @@ pub async fn lock_wallets(conn: &mut Conn, project_id: &str, ids: &[&str]) -> Qu
     .await
 }
 
+/// Locks those of the project's wallets `ids` that no other transaction holds, in id order, and
+/// skips the others without waiting (`SKIP LOCKED`): a group of charges takes along the wallets
+/// it can have now and leaves the rest for later.
+pub async fn lock_free_wallets(conn: &mut Conn, project_id: &str, ids: &[&str]) -> QueryResult<Vec<WalletRow>> {
+    let ids: Vec<&str> = ids.iter().copied().filter(|id| plain_id(id)).collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    diesel::sql_query(format!(
+        "SELECT * FROM wallets FORCE INDEX (PRIMARY) WHERE id IN ({}) AND project_id = ? ORDER BY id FOR UPDATE SKIP LOCKED",
+        quoted(&ids)
+    ))
+    .bind::<diesel::sql_types::Varchar, _>(project_id)
+    .load(conn)
+    .await
+}
+
+#[derive(QueryableByName)]
+struct IdRow {
+    #[diesel(sql_type = diesel::sql_types::Varchar)]
+    id: String,
+}
+
+/// Which of `ids` are wallets of the project (a plain read: wallets are never deleted).
+pub async fn existing_wallet_ids(conn: &mut Conn, project_id: &str, ids: &[&str]) -> QueryResult<Vec<String>> {
+    let ids: Vec<&str> = ids.iter().copied().filter(|id| plain_id(id)).collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<IdRow> = diesel::sql_query(format!(
+        "SELECT id FROM wallets WHERE id IN ({}) AND project_id = ?",
+        quoted(&ids)
+    ))
+    .bind::<diesel::sql_types::Varchar, _>(project_id)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
 /// `'a', 'b'`: ids known to be plain ([`plain_id`]) as a list of SQL literals.
 fn quoted(ids: &[&str]) -> String {
     ids.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(", ")
