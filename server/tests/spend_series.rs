@@ -199,6 +199,25 @@ async fn spend_per_bucket_prices_usage_so_far_and_adds_up_to_the_invoice() {
         .sum();
     assert_eq!(usage, dec(&january["total"]["amount"]));
 
+    // Ten days by the hour (240 buckets) spend what they spend by the day.
+    let hourly = spend(
+        &app,
+        &key,
+        "acme",
+        "2025-01-01T00:00:00Z",
+        "2025-01-11T00:00:00Z",
+        "HOUR",
+        "UTC",
+    )
+    .await;
+    assert_eq!(hourly[0]["buckets"].as_array().unwrap().len(), 240);
+    assert_eq!(hourly[0]["total"]["amount"], "74.3");
+    assert_eq!(
+        spent(&hourly[0]).last().unwrap(),
+        &("2025-01-10T00:00:00+00:00".to_string(), "16".to_string()),
+        "bucket 216 holds the tenth's seats"
+    );
+
     // Hours of January 4th, from mid-period: a volume price can fall as usage grows (the
     // sixth message moves all six into the cheaper tier: 5 → 3).
     let hours = spend(
@@ -274,16 +293,18 @@ async fn spend_per_bucket_prices_usage_so_far_and_adds_up_to_the_invoice() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn distinct_users_count_once_per_billing_period() {
+async fn distinct_users_and_free_events_start_afresh_each_billing_period() {
     let app = TestApp::spawn().await;
     let (_, key) = project_with_key(&app, "Daily").await;
     create_metric(&app, &key, "users", "UNIQUE_COUNT", json!({ "property": "user" })).await;
+    create_metric(&app, &key, "payments", "SUM", json!({})).await;
     let plan = create_plan(
         &app,
         &key,
         "daily",
         json!({ "name": "Daily", "currency": "USD", "interval": { "unit": "DAY" },
-            "charges": [ { "metric": "users", "price": { "perUnit": { "unitAmount": "1.25" } } } ] }),
+            "charges": [ { "metric": "users", "price": { "perUnit": { "unitAmount": "1.25" } } },
+                         { "metric": "payments", "price": { "percentage": { "rate": "10", "freeEvents": 1 } } } ] }),
     )
     .await;
     create_usd_customer(&app, &key, "acme").await;
@@ -298,6 +319,10 @@ async fn distinct_users_count_once_per_billing_period() {
             ("users", "1", "2026-01-10T12:00:00Z", json!({ "user": "a" })),
             ("users", "1", "2026-01-10T12:10:00Z", json!({})),
             ("users", "1", "2026-01-11T01:00:00Z", json!({ "user": "a" })),
+            // Each day's first payment is free: 10 % of the second on the 10th, nothing on the 11th.
+            ("payments", "100", "2026-01-10T10:30:00Z", json!({})),
+            ("payments", "100", "2026-01-10T12:30:00Z", json!({})),
+            ("payments", "100", "2026-01-11T01:30:00Z", json!({})),
         ],
     )
     .await;
@@ -317,11 +342,12 @@ async fn distinct_users_count_once_per_billing_period() {
         spent(&s[0]),
         pairs(&[
             ("2026-01-10T11:00:00+00:00", "1.25"),
+            ("2026-01-10T12:00:00+00:00", "10"),
             ("2026-01-11T01:00:00+00:00", "1.25")
         ])
     );
     assert_eq!(s[0]["buckets"].as_array().unwrap().len(), 16);
-    assert_eq!(s[0]["total"]["amount"], "2.5");
+    assert_eq!(s[0]["total"]["amount"], "12.5");
 
     // The whole first day, in days: two users.
     let s = spend(
@@ -337,7 +363,7 @@ async fn distinct_users_count_once_per_billing_period() {
     assert_eq!(
         spent(&s[0]),
         pairs(&[
-            ("2026-01-10T00:00:00+00:00", "2.5"),
+            ("2026-01-10T00:00:00+00:00", "12.5"),
             ("2026-01-11T00:00:00+00:00", "1.25")
         ])
     );
@@ -381,6 +407,40 @@ async fn bad_ranges_get_a_clear_error() {
         assert_eq!(r.error_code(), "BAD_USER_INPUT", "{}", r.body);
         assert_eq!(r.body["errors"][0]["extensions"]["field"], field, "{}", r.body);
     }
+    // Two charges each near the largest decimal: their sum is refused, not a crash.
+    create_metric(&app, &key, "big_a", "SUM", json!({})).await;
+    create_metric(&app, &key, "big_b", "SUM", json!({})).await;
+    let big = create_plan(
+        &app,
+        &key,
+        "big",
+        json!({ "name": "Big", "currency": "USD", "interval": { "unit": "MONTH" },
+            "charges": [ { "metric": "big_a", "price": { "perUnit": { "unitAmount": "50000000000000" } } },
+                         { "metric": "big_b", "price": { "perUnit": { "unitAmount": "50000000000000" } } } ] }),
+    )
+    .await;
+    create_usd_customer(&app, &key, "whale").await;
+    subscribe_from(&app, &key, "whale", &big, "2024-01-01T00:00:00Z").await;
+    ingest_events(
+        &app,
+        &key,
+        "whale",
+        &[
+            ("big_a", "900000000000000", "2024-01-02T00:00:00Z", json!({})),
+            ("big_b", "900000000000000", "2024-01-02T00:00:00Z", json!({})),
+        ],
+    )
+    .await;
+    let r = gql(
+        &app,
+        &key,
+        SPEND,
+        json!({ "c": "whale", "from": "2024-01-01T00:00:00Z", "to": "2024-02-01T00:00:00Z", "i": "DAY" }),
+    )
+    .await;
+    assert_eq!(r.error_code(), "BAD_USER_INPUT", "{}", r.body);
+    assert_eq!(r.body["errors"][0]["extensions"]["field"], "charges", "{}", r.body);
+
     // Two years of it by month: 730 periods, read in one query for the charge.
     let s = spend(
         &app,

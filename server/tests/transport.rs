@@ -340,6 +340,22 @@ async fn the_portal_is_served_with_client_side_routes_falling_back_to_index() {
     assert!(policy.starts_with("default-src 'none';"), "{policy}");
     assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
     assert_eq!(index.headers()["x-content-type-options"], "nosniff");
+    // A new build while the server runs: the policy follows the loader on disk.
+    std::fs::write(
+        dir.join("index.html"),
+        "<html>portal index, rebuilt<script type=\"module\">init(2);</script></html>",
+    )
+    .unwrap();
+    let rebuilt = get("/portal/").await.unwrap();
+    let policy = rebuilt.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        policy.contains("script-src 'self' 'wasm-unsafe-eval' 'sha256-jp/phWWaCoJ1GiC7TN1LcsY3brzCHoJoptADhfpZAHw=';"),
+        "{policy}"
+    );
+    assert!(rebuilt.text().await.unwrap().contains("portal index, rebuilt"));
     assert!(index.text().await.unwrap().contains("portal index"));
     assert!(
         get("/portal/app.js")

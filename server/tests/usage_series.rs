@@ -213,6 +213,30 @@ async fn usage_series_buckets_follow_the_time_zone_and_every_aggregation() {
         pairs(&[("2026-03-29T09:30:00+00:00", "1"), ("2026-03-29T10:30:00+00:00", "1")])
     );
 
+    // Past a hundred buckets, each keeps its own index (MariaDB once cut the index's text to two
+    // digits: buckets 114 and 115 both came back as 11).
+    let s = series(
+        &app,
+        &key,
+        "gb",
+        "2026-03-25T00:00:00Z",
+        "2026-03-31T00:00:00Z",
+        "HOUR",
+        "UTC",
+    )
+    .await;
+    let buckets = s["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 144);
+    let hour = |at: &str| buckets.iter().find(|b| b["start"] == at).unwrap()["value"].clone();
+    assert_eq!(hour("2026-03-29T21:00:00+00:00"), "8", "bucket 117");
+    assert_eq!(hour("2026-03-29T22:00:00+00:00"), "16", "bucket 118");
+    assert_eq!(hour("2026-03-27T22:00:00+00:00"), "1.5", "bucket 70");
+    let total: rust_decimal::Decimal = buckets
+        .iter()
+        .map(|b| b["value"].as_str().unwrap().parse::<rust_decimal::Decimal>().unwrap())
+        .sum();
+    assert_eq!(total.to_string(), "31.75");
+
     // Bad input names its field.
     for (vars, field) in [
         (json!({ "tz": "Mars/Olympus" }), "timeZone"),

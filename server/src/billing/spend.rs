@@ -16,7 +16,7 @@
 //!
 //! The work is bounded: at most [`MAX_SUBSCRIPTIONS`] subscriptions and [`MAX_PERIODS`] billing
 //! periods in the range, one aggregation query per subscription and charge (a percentage charge
-//! streams its events instead, as a billing run does).
+//! streams its events instead, as a billing run does: a page per 5,000 events).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -118,6 +118,23 @@ fn unrated(e: impl std::fmt::Display) -> Error {
     Error::invalid("charges", format!("the usage cannot be rated: {e}"))
 }
 
+/// `total + amount`, refused past the 28 digits a decimal holds (as an invoice refuses them).
+pub fn add(total: Decimal, amount: Decimal) -> Result<Decimal> {
+    total
+        .checked_add(amount)
+        .ok_or_else(|| unrated("the spend passes 28 digits"))
+}
+
+/// Ends an interval of a percentage charge: what the rater holds so far, rounded, less what was
+/// priced at the interval's start.
+fn close(slot: &mut Decimal, rater: &PercentageRater<'_>, priced: &mut Decimal, decimals: u32) -> Result<()> {
+    let rating: Rating = rater.clone().finish().map_err(unrated)?;
+    let amount = round_line(rating.amount, decimals);
+    *slot = add(*slot, amount - *priced)?;
+    *priced = amount;
+    Ok(())
+}
+
 /// The spend of each interval `[edges[k], edges[k + 1])` for one charge of a subscription whose
 /// windows start at `starts` (each an index into `edges`; the last edge closes the last window).
 #[allow(clippy::too_many_arguments)]
@@ -135,39 +152,39 @@ async fn charge_spend(
     let mut spend = vec![Decimal::ZERO; edges.len() - 1];
     let window_of = |k: usize| starts.partition_point(|s| *s <= k) - 1;
     if let PriceSpec::Percentage(terms) = charge.charge.price().spec() {
-        // Stream each window's events through a rater, pricing what is rated so far at each edge.
-        for (w, &first) in starts.iter().enumerate() {
-            let last = starts.get(w + 1).copied().unwrap_or(edges.len() - 1);
-            let mut rater = PercentageRater::new(terms);
-            let mut priced = Decimal::ZERO;
-            let mut k = first;
-            let mut close = |k: usize, rater: &PercentageRater<'_>, priced: &mut Decimal| -> Result<()> {
-                let rating: Rating = rater.clone().finish().map_err(unrated)?;
-                let amount = round_line(rating.amount, decimals);
-                spend[k] += amount - *priced;
-                *priced = amount;
-                Ok(())
-            };
-            let mut after = None;
-            loop {
-                let page =
-                    metrics::event_amounts_page(conn, project_id, def, customer, edges[first], edges[last], now, after)
-                        .await?;
-                for (at, _, amount) in &page {
-                    while *at >= edges[k + 1] {
-                        close(k, &rater, &mut priced)?;
-                        k += 1;
+        // One stream of the events over every window (a page per 5,000 events, however many
+        // windows), through a rater that starts afresh with each window, pricing what is rated
+        // so far at each edge.
+        let last = edges.len() - 1;
+        let mut rater = PercentageRater::new(terms);
+        let mut priced = Decimal::ZERO;
+        let mut k = 0;
+        let mut after = None;
+        loop {
+            let page =
+                metrics::event_amounts_page(conn, project_id, def, customer, edges[0], edges[last], now, after).await?;
+            for (at, _, amount) in &page {
+                while *at >= edges[k + 1] {
+                    close(&mut spend[k], &rater, &mut priced, decimals)?;
+                    k += 1;
+                    if starts.binary_search(&k).is_ok() {
+                        rater = PercentageRater::new(terms);
+                        priced = Decimal::ZERO;
                     }
-                    rater.push(*amount).map_err(unrated)?;
                 }
-                match page.last() {
-                    Some((at, seq, _)) if page.len() as i64 == metrics::AMOUNTS_PAGE => after = Some((*at, *seq)),
-                    _ => break,
-                }
+                rater.push(*amount).map_err(unrated)?;
             }
-            while k < last {
-                close(k, &rater, &mut priced)?;
-                k += 1;
+            match page.last() {
+                Some((at, seq, _)) if page.len() as i64 == metrics::AMOUNTS_PAGE => after = Some((*at, *seq)),
+                _ => break,
+            }
+        }
+        while k < last {
+            close(&mut spend[k], &rater, &mut priced, decimals)?;
+            k += 1;
+            if starts.binary_search(&k).is_ok() {
+                rater = PercentageRater::new(terms);
+                priced = Decimal::ZERO;
             }
         }
         return Ok(spend);
@@ -195,7 +212,7 @@ async fn charge_spend(
             rate(&charge.charge, Usage::Quantity(quantity)).map_err(unrated)?.amount,
             decimals,
         );
-        spend[k] += amount - priced;
+        spend[k] = add(spend[k], amount - priced)?;
         priced = amount;
     }
     Ok(spend)
@@ -278,7 +295,7 @@ pub async fn series(
                 }
                 let bucket = bounds.partition_point(|b| *b <= edges[k]) - 1;
                 if let Some(slot) = series.amounts.get_mut(bucket) {
-                    *slot += amount;
+                    *slot = add(*slot, amount)?;
                 }
             }
         }

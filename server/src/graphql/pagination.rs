@@ -28,6 +28,9 @@ pub fn cost(first: Option<i32>, child_complexity: usize) -> usize {
 /// What a field that scans a whole project's ledger costs (`reconciliation`): more than half the
 /// default limit, so one request runs it once.
 pub const WHOLE_LEDGER_COST: usize = 3000;
+/// What `Customer.spendSeries` counts toward the complexity limit: it reads a query per
+/// subscription and charge of the range, so a request holds a handful at most.
+pub const SPEND_SERIES_COST: usize = 1000;
 
 /// Validated `first`: the page size, 1 to [`MAX_PAGE`].
 pub fn page_size(first: Option<i32>) -> Result<i64, Error> {

@@ -185,7 +185,9 @@ impl Customer {
     /// the billing period's usage so far cost at its end and at its start, each rounded as an
     /// invoice line is, so a period's buckets add up to its invoice's usage lines exactly. Fixed
     /// fees, minimums, coupons, taxes and credits stay on invoices. Usage as received now; at
-    /// most 50 subscriptions and 1000 billing periods in the range (scope `READ`).
+    /// most 50 subscriptions and 1000 billing periods in the range (scope `READ`). It reads a
+    /// query per subscription and charge: it costs 1000 toward the complexity limit.
+    #[graphql(complexity = "super::pagination::SPEND_SERIES_COST + child_complexity")]
     async fn spend_series(
         &self,
         ctx: &Context<'_>,
@@ -219,8 +221,11 @@ impl Customer {
         Ok(found
             .into_iter()
             .map(|s| {
-                let total = s.amounts.iter().copied().sum();
-                SpendSeries {
+                let total = s
+                    .amounts
+                    .iter()
+                    .try_fold(rust_decimal::Decimal::ZERO, |t, a| crate::billing::spend::add(t, *a))?;
+                Ok(SpendSeries {
                     currency: s.currency.code().to_string(),
                     interval,
                     time_zone: tz.name().to_string(),
@@ -234,9 +239,9 @@ impl Customer {
                             amount: Money::in_unit(amount, &s.currency),
                         })
                         .collect(),
-                }
+                })
             })
-            .collect())
+            .collect::<std::result::Result<Vec<_>, Error>>()?)
     }
 
     /// The customer's wallets, one per currency or credit unit, oldest first (by id, which is

@@ -1,7 +1,11 @@
 //! Serves the built customer portal (Trunk's output) at `/portal/`, with client-side routes
 //! falling back to `index.html`.
 
-use std::path::Path;
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
 
 use axum::{
     Router,
@@ -9,10 +13,7 @@ use axum::{
     response::Redirect,
     routing::get,
 };
-use tower_http::{
-    services::{ServeDir, ServeFile},
-    set_header::SetResponseHeaderLayer,
-};
+use tower_http::services::{ServeDir, ServeFile};
 
 use crate::{app::AppState, error::Error};
 
@@ -26,18 +27,51 @@ pub fn routes(dir: &Path) -> Router<AppState> {
             .route("/portal/{*path}", get(not_built));
     }
     let files = ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html")));
-    let index = std::fs::read_to_string(dir.join("index.html")).unwrap_or_default();
-    let policy = HeaderValue::from_str(&content_security_policy(&index))
-        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
+    let policy = Arc::new(PolicyCache {
+        index: dir.join("index.html"),
+        cached: Mutex::new(None),
+    });
     root.nest_service("/portal", files)
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CONTENT_SECURITY_POLICY,
-            policy,
+        .layer(axum::middleware::map_response(
+            move |mut response: axum::response::Response| {
+                let policy = policy.clone();
+                async move {
+                    let headers = response.headers_mut();
+                    headers.insert(header::CONTENT_SECURITY_POLICY, policy.current());
+                    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+                    response
+                }
+            },
         ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
+}
+
+/// The policy of the `index.html` on disk now: computed again when the file changes (a new
+/// `trunk build` names new bundles in its inline loader), else from memory.
+struct PolicyCache {
+    index: PathBuf,
+    cached: Mutex<Option<(SystemTime, u64, HeaderValue)>>,
+}
+
+impl PolicyCache {
+    fn current(&self) -> HeaderValue {
+        let stamp = std::fs::metadata(&self.index)
+            .ok()
+            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some((at, len)), Some((cached_at, cached_len, value))) = (stamp, cached.as_ref())
+            && at == *cached_at
+            && len == *cached_len
+        {
+            return value.clone();
+        }
+        let index = std::fs::read_to_string(&self.index).unwrap_or_default();
+        let value = HeaderValue::from_str(&content_security_policy(&index))
+            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
+        if let Some((at, len)) = stamp {
+            *cached = Some((at, len, value.clone()));
+        }
+        value
+    }
 }
 
 /// The portal's Content-Security-Policy: scripts from this server and the inline loader Trunk

@@ -143,7 +143,7 @@ fn series_sql(project_id: &str, def: &MetricDef, customer: &str, bounds: &[Naive
     let mut select_binds = Vec::new();
     let sql = match def.aggregation {
         Aggregation::Latest => format!(
-            "SELECT customer, CAST(b AS CHAR) AS group_key, value FROM (SELECT customer_external_id AS customer, \
+            "SELECT customer, CAST(b AS CHAR(20)) AS group_key, value FROM (SELECT customer_external_id AS customer, \
              b, CAST(quantity AS CHAR) AS value, ROW_NUMBER() OVER (PARTITION BY b ORDER BY occurred_at DESC, seq DESC) AS rn \
              FROM (SELECT customer_external_id, quantity, occurred_at, seq, {bucket} AS b FROM usage_events WHERE {where_sql}) e) ranked \
              WHERE rn = 1"
@@ -151,7 +151,7 @@ fn series_sql(project_id: &str, def: &MetricDef, customer: &str, bounds: &[Naive
         other => {
             let value = metrics::grouped_value(def, other, &mut select_binds);
             format!(
-                "SELECT customer_external_id AS customer, CAST(b AS CHAR) AS group_key, \
+                "SELECT customer_external_id AS customer, CAST(b AS CHAR(20)) AS group_key, \
                  CAST(CAST({value} AS DECIMAL(65, 12)) AS CHAR) AS value \
                  FROM (SELECT customer_external_id, quantity, properties, {bucket} AS b FROM usage_events WHERE {where_sql}) e \
                  GROUP BY customer_external_id, b"
@@ -256,7 +256,7 @@ pub async fn first_occurrences(
     let (where_sql, where_binds) = metrics::where_clause(project_id, def, &[customer], from, to, None);
     binds.extend(where_binds);
     let sql = format!(
-        "SELECT MAX(customer) AS customer, CAST(b AS CHAR) AS group_key, CAST(COUNT(*) AS CHAR) AS value FROM \
+        "SELECT MAX(customer) AS customer, CAST(b AS CHAR(20)) AS group_key, CAST(COUNT(*) AS CHAR) AS value FROM \
          (SELECT MAX(customer_external_id) AS customer, {bucket} AS b FROM \
          (SELECT customer_external_id, occurred_at, JSON_VALUE(properties, ?) AS v, {window} AS w \
          FROM usage_events WHERE {where_sql}) e WHERE v IS NOT NULL GROUP BY w, v) f GROUP BY b"
