@@ -325,10 +325,17 @@ async fn a_customer_sees_the_balance_buys_credits_pays_an_invoice_and_follows_li
     browser
         .wait_for_text("usage-total", "the period's usage", |t| t == "150")
         .await;
+    // What it costs under the plan: 100 calls free, 50 at 0.05.
+    browser
+        .wait_for_text("usage-cost", "the period's usage charges", |t| t == "2.50 USD")
+        .await;
     browser.screenshots("usage").await;
     browser.click("period-year").await;
     browser
         .wait_for_text("usage-total", "the year's usage", |t| t == "150")
+        .await;
+    browser
+        .wait_for_text("usage-cost", "the year's usage charges", |t| t == "2.50 USD")
         .await;
 
     browser.close().await;

@@ -40,6 +40,16 @@ pub struct Wallets;
 #[derive(GraphQLQuery)]
 #[graphql(
     schema_path = "../schema.graphql",
+    query_path = "graphql/spend_series.graphql",
+    response_derives = "Debug, Clone, PartialEq",
+    variables_derives = "Debug, Clone",
+    skip_serializing_none
+)]
+pub struct SpendSeries;
+
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "../schema.graphql",
     query_path = "graphql/invoices.graphql",
     response_derives = "Debug, Clone, PartialEq",
     variables_derives = "Debug, Clone",

@@ -8,7 +8,7 @@ use leptos::task::spawn_local;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
-use crate::api::ops::{UsageSeries, usage_series};
+use crate::api::ops::{SpendSeries, UsageSeries, spend_series, usage_series};
 use crate::components::chart::{Bar, BarChart};
 use crate::components::states::{Empty, Loading};
 use crate::pages::subscription::{Metric, Sub, load_subscriptions};
@@ -117,6 +117,43 @@ fn UsageView(metrics: Vec<Metric>, periods: Vec<Period>) -> impl IntoView {
     let width = RwSignal::new(chart_width());
     let resize = window_event_listener(leptos::ev::resize, move |_| width.set(chart_width()));
     on_cleanup(move || resize.remove());
+    // What the period's usage cost under the plan, in each currency it bills in.
+    let spend = RwSignal::new(Load::<Vec<String>>::Loading);
+    let spend_generation = StoredValue::new(0_u64);
+    let periods_for_spend = periods.clone();
+    let spend_portal = portal.clone();
+    Effect::new(move |_| {
+        let key = period_key.get();
+        let Some(period) = periods_for_spend.iter().find(|p| p.key == key).cloned() else {
+            return;
+        };
+        spend_generation.update_value(|g| *g += 1);
+        let mine = spend_generation.get_value();
+        spend.set(Load::Loading);
+        let portal = spend_portal.clone();
+        spawn_local(async move {
+            // The total does not depend on the buckets: months are the fewest.
+            let variables = spend_series::Variables {
+                from: period.start_rfc3339(),
+                to: period.end_rfc3339(),
+                interval: spend_series::UsageInterval::MONTH,
+                time_zone: Some("UTC".into()),
+            };
+            let result = portal.run::<SpendSeries>(variables).await;
+            if spend_generation.get_value() != mine {
+                return;
+            }
+            spend.set(match result {
+                Ok(data) => Load::Ready(
+                    data.viewer
+                        .customer
+                        .map(|c| c.spend_series.into_iter().map(|s| s.total.formatted).collect())
+                        .unwrap_or_default(),
+                ),
+                Err(e) => Load::Failed(e.to_string()),
+            });
+        });
+    });
     let periods_for_load = periods.clone();
     // Each choice loads its series; an answer that arrives after another choice is dropped.
     let generation = StoredValue::new(0_u64);
@@ -213,6 +250,14 @@ fn UsageView(metrics: Vec<Metric>, periods: Vec<Period>) -> impl IntoView {
             <div class="tabs" role="group" aria-label="Metric">{metric_buttons}</div>
             <div class="tabs" role="group" aria-label="Period">{period_buttons}</div>
             <h2 class="chart-title" data-testid="usage-title">{title.clone()}</h2>
+            {move || match spend.get() {
+                Load::Ready(totals) if !totals.is_empty() => view! {
+                    <p class="amount-small">"Charged for this usage: " <strong data-testid="usage-cost">{totals.join(" + ")}</strong></p>
+                }
+                .into_any(),
+                Load::Failed(message) => view! { <p class="notice notice-error" role="alert" data-testid="error">{message}</p> }.into_any(),
+                _ => ().into_any(),
+            }}
             {move || match series.get() {
                 Load::Loading => view! { <Loading what="usage" /> }.into_any(),
                 Load::Failed(message) => view! { <p class="notice notice-error" role="alert" data-testid="error">{message}</p> }.into_any(),
