@@ -101,16 +101,17 @@ struct Running {
 }
 
 impl Running {
-    fn add(&mut self, aggregation: Aggregation, segment: Option<Decimal>) {
+    fn add(&mut self, aggregation: Aggregation, segment: Option<Decimal>) -> Result<()> {
         let Some(v) = segment else {
-            return;
+            return Ok(());
         };
         self.value = Some(match (aggregation, self.value) {
             (_, None) => v,
             (Aggregation::Max, Some(so_far)) => so_far.max(v),
             (Aggregation::Latest, Some(_)) => v,
-            (Aggregation::Count | Aggregation::Sum | Aggregation::UniqueCount, Some(so_far)) => so_far + v,
+            (Aggregation::Count | Aggregation::Sum | Aggregation::UniqueCount, Some(so_far)) => add(so_far, v)?,
         });
+        Ok(())
     }
 }
 
@@ -206,7 +207,7 @@ async fn charge_spend(
             running = Running::default();
             priced = Decimal::ZERO;
         }
-        running.add(def.aggregation, segment);
+        running.add(def.aggregation, segment)?;
         let quantity = running.value.unwrap_or_default();
         let amount = round_line(
             rate(&charge.charge, Usage::Quantity(quantity)).map_err(unrated)?.amount,
@@ -312,18 +313,21 @@ mod tests {
         let d = |s: &str| Some(s.parse::<Decimal>().unwrap());
         let mut sum = Running::default();
         for v in [d("1.5"), None, d("2")] {
-            sum.add(Aggregation::Sum, v);
+            sum.add(Aggregation::Sum, v).unwrap();
         }
         assert_eq!(sum.value, d("3.5"));
         let mut max = Running::default();
         for v in [d("-3"), None, d("-5")] {
-            max.add(Aggregation::Max, v);
+            max.add(Aggregation::Max, v).unwrap();
         }
         assert_eq!(max.value, d("-3"), "an empty interval is not a zero");
         let mut latest = Running::default();
         for v in [d("7"), d("0"), None] {
-            latest.add(Aggregation::Latest, v);
+            latest.add(Aggregation::Latest, v).unwrap();
         }
         assert_eq!(latest.value, d("0"));
+        let mut huge = Running::default();
+        huge.add(Aggregation::Sum, Some(Decimal::MAX)).unwrap();
+        assert!(huge.add(Aggregation::Sum, d("1")).is_err(), "refused, not a panic");
     }
 }

@@ -367,26 +367,36 @@ async fn run_group(shared: Arc<Shared>, group: Group) {
     if !deferred.is_empty() {
         // Wallets another transaction held: their charges go back to the front of the queue,
         // oldest first, and the next group waits for them (`_running` starts it when dropped).
-        let mut queue = shared.lock();
-        let mut keys: Vec<Key> = Vec::new();
-        for job in deferred.into_iter().rev() {
-            let key = Key {
+        // Only charges named by wallet id are grouped, so every deferred one names its wallet.
+        let key_of = |job: &Job| match &job.op.wallet {
+            WalletRef::Id(id) => Some(Key {
                 project_id: project_id.clone(),
-                wallet_id: match &job.op.wallet {
-                    WalletRef::Id(id) => id.clone(),
-                    WalletRef::Customer { .. } => continue,
-                },
-            };
-            let waiting = queue.pending.entry(key.clone()).or_default();
-            waiting.insert(0, job);
+                wallet_id: id.clone(),
+            }),
+            WalletRef::Customer { .. } => None,
+        };
+        // The wallets by their oldest deferred charge, oldest first.
+        let mut keys: Vec<Key> = Vec::new();
+        for key in deferred.iter().filter_map(key_of) {
             if !keys.contains(&key) {
                 keys.push(key);
             }
         }
-        for key in keys {
-            if !queue.ready.contains(&key) {
-                queue.ready.push_front(key);
+        let mut queue = shared.lock();
+        for job in deferred.into_iter().rev() {
+            match key_of(&job) {
+                Some(key) => queue.pending.entry(key).or_default().insert(0, job),
+                None => drop(
+                    job.reply
+                        .send(Err(Error::Internal("a grouped charge without its wallet id".into()))),
+                ),
             }
+        }
+        for key in keys.into_iter().rev() {
+            if let Some(at) = queue.ready.iter().position(|k| *k == key) {
+                queue.ready.remove(at);
+            }
+            queue.ready.push_front(key);
         }
     }
 }
