@@ -387,8 +387,10 @@ async fn a_group_takes_along_only_the_wallets_it_can_have_now() {
         "{:?}",
         done.iter().map(seen).collect::<Vec<_>>()
     );
+    // x's group, then a's with c along (three charges in one group); b's own group may have
+    // started already, waiting for its lock.
     let after = app.state.charges.stats();
-    assert_eq!(after.groups - before.groups, 2, "x's group, then a's with c: {after:?}");
+    assert!(after.largest >= 3, "c rode along with a: {after:?}");
     assert_eq!(
         after.charges - before.charges,
         4,
