@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{NaiveDateTime, NaiveTime};
-use neruba_pricing::{PercentageRater, PriceSpec, Rating, Usage, rate, round_line};
+use neruba_pricing::{PercentageRater, PercentageSpec, PriceSpec, Rating, Usage, rate, round_line};
 use rust_decimal::Decimal;
 
 use crate::{
@@ -126,14 +126,40 @@ pub fn add(total: Decimal, amount: Decimal) -> Result<Decimal> {
         .ok_or_else(|| unrated("the spend passes 28 digits"))
 }
 
-/// Ends an interval of a percentage charge: what the rater holds so far, rounded, less what was
-/// priced at the interval's start.
-fn close(slot: &mut Decimal, rater: &PercentageRater<'_>, priced: &mut Decimal, decimals: u32) -> Result<()> {
-    let rating: Rating = rater.clone().finish().map_err(unrated)?;
-    let amount = round_line(rating.amount, decimals);
-    *slot = add(*slot, amount - *priced)?;
-    *priced = amount;
-    Ok(())
+/// A percentage charge's running rating over the intervals of its windows.
+struct Rated<'a> {
+    terms: &'a PercentageSpec,
+    rater: PercentageRater<'a>,
+    /// What the rating so far was priced at when the current interval began.
+    priced: Decimal,
+    /// The current interval.
+    k: usize,
+}
+
+impl<'a> Rated<'a> {
+    fn new(terms: &'a PercentageSpec) -> Self {
+        Rated {
+            terms,
+            rater: PercentageRater::new(terms),
+            priced: Decimal::ZERO,
+            k: 0,
+        }
+    }
+
+    /// Ends the current interval: what the rater holds so far, rounded, less what was priced at
+    /// its start, goes to `spend`; the next interval starts afresh when a window starts there.
+    fn close(&mut self, spend: &mut [Decimal], starts: &[usize], decimals: u32) -> Result<()> {
+        let rating: Rating = self.rater.clone().finish().map_err(unrated)?;
+        let amount = round_line(rating.amount, decimals);
+        spend[self.k] = add(spend[self.k], amount - self.priced)?;
+        self.priced = amount;
+        self.k += 1;
+        if starts.binary_search(&self.k).is_ok() {
+            self.rater = PercentageRater::new(self.terms);
+            self.priced = Decimal::ZERO;
+        }
+        Ok(())
+    }
 }
 
 /// The spend of each interval `[edges[k], edges[k + 1])` for one charge of a subscription whose
@@ -157,36 +183,24 @@ async fn charge_spend(
         // windows), through a rater that starts afresh with each window, pricing what is rated
         // so far at each edge.
         let last = edges.len() - 1;
-        let mut rater = PercentageRater::new(terms);
-        let mut priced = Decimal::ZERO;
-        let mut k = 0;
+        let mut rated = Rated::new(terms);
         let mut after = None;
         loop {
             let page =
                 metrics::event_amounts_page(conn, project_id, def, customer, edges[0], edges[last], now, after).await?;
             for (at, _, amount) in &page {
-                while *at >= edges[k + 1] {
-                    close(&mut spend[k], &rater, &mut priced, decimals)?;
-                    k += 1;
-                    if starts.binary_search(&k).is_ok() {
-                        rater = PercentageRater::new(terms);
-                        priced = Decimal::ZERO;
-                    }
+                while *at >= edges[rated.k + 1] {
+                    rated.close(&mut spend, starts, decimals)?;
                 }
-                rater.push(*amount).map_err(unrated)?;
+                rated.rater.push(*amount).map_err(unrated)?;
             }
             match page.last() {
                 Some((at, seq, _)) if page.len() as i64 == metrics::AMOUNTS_PAGE => after = Some((*at, *seq)),
                 _ => break,
             }
         }
-        while k < last {
-            close(&mut spend[k], &rater, &mut priced, decimals)?;
-            k += 1;
-            if starts.binary_search(&k).is_ok() {
-                rater = PercentageRater::new(terms);
-                priced = Decimal::ZERO;
-            }
+        while rated.k < last {
+            rated.close(&mut spend, starts, decimals)?;
         }
         return Ok(spend);
     }

@@ -248,62 +248,44 @@ pub async fn lock_wallet_by_customer(
         .optional()
 }
 
-/// Locks the wallets of `project_id` among `ids` (absent ones are left out), in id order: a group
-/// of charges (`ledger::hot`) locks all its wallets first, in the order every multi-wallet
-/// transaction uses, so two groups never wait on each other crosswise. By the primary key, named:
-/// a scan of the table would lock other wallets too.
-pub async fn lock_wallets(conn: &mut Conn, project_id: &str, ids: &[&str]) -> QueryResult<Vec<WalletRow>> {
+/// The wallets of `project_id` among `ids` (absent ones are left out), in id order, read with
+/// `lock` after the query (`FOR UPDATE`, `FOR UPDATE SKIP LOCKED`, or nothing for a plain read).
+/// By the primary key, named: a scan of the table would lock other wallets too.
+async fn wallets_among(conn: &mut Conn, project_id: &str, ids: &[&str], lock: &str) -> QueryResult<Vec<WalletRow>> {
     // Ids that are not plain name no wallet (Neruba makes none).
     let ids: Vec<&str> = ids.iter().copied().filter(|id| plain_id(id)).collect();
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     diesel::sql_query(format!(
-        "SELECT * FROM wallets FORCE INDEX (PRIMARY) WHERE id IN ({}) AND project_id = ? ORDER BY id FOR UPDATE",
+        "SELECT * FROM wallets FORCE INDEX (PRIMARY) WHERE id IN ({}) AND project_id = ? ORDER BY id {lock}",
         quoted(&ids)
     ))
     .bind::<diesel::sql_types::Varchar, _>(project_id)
     .load(conn)
     .await
+}
+
+/// Locks the wallets of `project_id` among `ids`, in id order, waiting for each: the wallet a
+/// group of charges (`ledger::hot`) waits for.
+pub async fn lock_wallets(conn: &mut Conn, project_id: &str, ids: &[&str]) -> QueryResult<Vec<WalletRow>> {
+    wallets_among(conn, project_id, ids, "FOR UPDATE").await
 }
 
 /// Locks those of the project's wallets `ids` that no other transaction holds, in id order, and
 /// skips the others without waiting (`SKIP LOCKED`): a group of charges takes along the wallets
 /// it can have now and leaves the rest for later.
 pub async fn lock_free_wallets(conn: &mut Conn, project_id: &str, ids: &[&str]) -> QueryResult<Vec<WalletRow>> {
-    let ids: Vec<&str> = ids.iter().copied().filter(|id| plain_id(id)).collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    diesel::sql_query(format!(
-        "SELECT * FROM wallets FORCE INDEX (PRIMARY) WHERE id IN ({}) AND project_id = ? ORDER BY id FOR UPDATE SKIP LOCKED",
-        quoted(&ids)
-    ))
-    .bind::<diesel::sql_types::Varchar, _>(project_id)
-    .load(conn)
-    .await
-}
-
-#[derive(QueryableByName)]
-struct IdRow {
-    #[diesel(sql_type = diesel::sql_types::Varchar)]
-    id: String,
+    wallets_among(conn, project_id, ids, "FOR UPDATE SKIP LOCKED").await
 }
 
 /// Which of `ids` are wallets of the project (a plain read: wallets are never deleted).
 pub async fn existing_wallet_ids(conn: &mut Conn, project_id: &str, ids: &[&str]) -> QueryResult<Vec<String>> {
-    let ids: Vec<&str> = ids.iter().copied().filter(|id| plain_id(id)).collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows: Vec<IdRow> = diesel::sql_query(format!(
-        "SELECT id FROM wallets WHERE id IN ({}) AND project_id = ?",
-        quoted(&ids)
-    ))
-    .bind::<diesel::sql_types::Varchar, _>(project_id)
-    .load(conn)
-    .await?;
-    Ok(rows.into_iter().map(|r| r.id).collect())
+    Ok(wallets_among(conn, project_id, ids, "")
+        .await?
+        .into_iter()
+        .map(|w| w.id)
+        .collect())
 }
 
 /// `'a', 'b'`: ids known to be plain ([`plain_id`]) as a list of SQL literals.

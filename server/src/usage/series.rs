@@ -195,20 +195,26 @@ pub async fn segment_values(
     customer: &str,
     bounds: &[NaiveDateTime],
 ) -> Result<Vec<Option<Decimal>>> {
-    let mut values = vec![None; bounds.len().saturating_sub(1)];
-    if values.is_empty() {
-        return Ok(values);
+    let intervals = bounds.len().saturating_sub(1);
+    if intervals == 0 {
+        return Ok(Vec::new());
     }
     let (sql, binds) = series_sql(project_id, def, customer, bounds);
-    for row in billable_metrics::aggregate(conn, &sql, binds).await? {
+    by_index(billable_metrics::aggregate(conn, &sql, binds).await?, intervals)
+}
+
+/// Rows whose `group_key` is an interval's index, as a value per interval (`None` where no row).
+fn by_index(rows: Vec<billable_metrics::AggregateRow>, intervals: usize) -> Result<Vec<Option<Decimal>>> {
+    let mut values = vec![None; intervals];
+    for row in rows {
         let index: usize = row
             .group_key
             .as_deref()
             .and_then(|k| k.parse().ok())
-            .ok_or_else(|| Error::Internal("a usage bucket without its index".into()))?;
+            .ok_or_else(|| Error::Internal("a usage interval without its index".into()))?;
         let slot = values
             .get_mut(index)
-            .ok_or_else(|| Error::Internal(format!("usage bucket {index} out of range")))?;
+            .ok_or_else(|| Error::Internal(format!("usage interval {index} out of range")))?;
         *slot = Some(metrics::exact(row.value.as_deref())?);
     }
     Ok(values)
@@ -242,12 +248,12 @@ pub async fn first_occurrences(
     bounds: &[NaiveDateTime],
     windows: &[NaiveDateTime],
 ) -> Result<Vec<Decimal>> {
-    let mut values = vec![Decimal::ZERO; bounds.len().saturating_sub(1)];
+    let intervals = bounds.len().saturating_sub(1);
     let (Some(&from), Some(&to), Some(prop)) = (bounds.first(), bounds.last(), def.property.as_deref()) else {
-        return Ok(values);
+        return Ok(vec![Decimal::ZERO; intervals]);
     };
-    if values.is_empty() || windows.len() < 2 {
-        return Ok(values);
+    if intervals == 0 || windows.len() < 2 {
+        return Ok(vec![Decimal::ZERO; intervals]);
     }
     let mut binds = Vec::new();
     let bucket = interval_index("MIN(occurred_at)", bounds, &mut binds);
@@ -261,18 +267,8 @@ pub async fn first_occurrences(
          (SELECT customer_external_id, occurred_at, JSON_VALUE(properties, ?) AS v, {window} AS w \
          FROM usage_events WHERE {where_sql}) e WHERE v IS NOT NULL GROUP BY w, v) f GROUP BY b"
     );
-    for row in billable_metrics::aggregate(conn, &sql, binds).await? {
-        let index: usize = row
-            .group_key
-            .as_deref()
-            .and_then(|k| k.parse().ok())
-            .ok_or_else(|| Error::Internal("a usage interval without its index".into()))?;
-        let slot = values
-            .get_mut(index)
-            .ok_or_else(|| Error::Internal(format!("usage interval {index} out of range")))?;
-        *slot = metrics::exact(row.value.as_deref())?;
-    }
-    Ok(values)
+    let counts = by_index(billable_metrics::aggregate(conn, &sql, binds).await?, intervals)?;
+    Ok(counts.into_iter().map(Option::unwrap_or_default).collect())
 }
 
 #[cfg(test)]
